@@ -1,0 +1,215 @@
+/**
+ * Token sampling from an Aggregated distribution: greedy, or temperature -> top-k -> top-p.
+ * The "rest" tokens (restCount unlisted ids, restProb each) are handled analytically;
+ * see docs/aggregation.md.
+ */
+import type { Aggregated, Rng, SamplingOptions } from './types.js'
+
+export class SamplingError extends Error {
+  static override name = 'SamplingError'
+  override name = 'SamplingError'
+}
+
+/** The exact distribution `sample` draws from. */
+export interface SamplingDist {
+  /** kept listed ids, in rank order (descending probability, ties by ascending id) */
+  ids: Uint32Array
+  /** their probabilities, same order */
+  probs: Float64Array
+  /** probability of each kept rest token */
+  restProb: number
+  /**
+   * number of kept rest tokens: the `restCount` lowest ids NOT in `agg.ids`
+   * (all unlisted tokens unless top-k / top-p cut the rest block)
+   */
+  restCount: number
+}
+
+// ---------------------------------------------------------------------------------------
+// PRNG: sfc32 (Chris Doty-Humphrey's Small Fast Counting generator, PractRand-clean),
+// its 128-bit state seeded by splitmix32.
+
+function splitmix32 (a: number): () => number {
+  return () => {
+    a = (a + 0x9e3779b9) | 0
+    let t = a ^ (a >>> 16)
+    t = Math.imul(t, 0x21f0aaad)
+    t ^= t >>> 15
+    t = Math.imul(t, 0x735a2d97)
+    return (t ^ (t >>> 15)) >>> 0
+  }
+}
+
+/** Deterministic uniform [0, 1) source (32-bit resolution); the seed's integer part counts. */
+export function createRng (seed: number): Rng {
+  if (!Number.isFinite(seed)) throw new SamplingError(`bad seed ${seed}`)
+  const hi = Math.floor(seed / 4294967296) >>> 0
+  const sm = splitmix32((seed >>> 0) ^ Math.imul(hi, 0x85ebca6b))
+  let a = sm() | 0
+  let b = sm() | 0
+  let c = sm() | 0
+  let d = sm() | 0
+  const next = (): number => {
+    const t = (((a + b) | 0) + d) | 0
+    d = (d + 1) | 0
+    a = b ^ (b >>> 9)
+    b = (c + (c << 3)) | 0
+    c = (c << 21) | (c >>> 11)
+    c = (c + t) | 0
+    return (t >>> 0) / 4294967296
+  }
+  for (let i = 0; i < 12; i++) next() // warm up, as the reference implementation does
+  return next
+}
+
+// ---------------------------------------------------------------------------------------
+
+/**
+ * Greedy token: the most probable listed id (ties: lowest id). A rest token is returned
+ * only when restProb strictly exceeds every listed probability: then the lowest unlisted id.
+ */
+export function argmax (agg: Aggregated): number {
+  const { ids, probs } = agg
+  let best = -1
+  let bestP = -Infinity
+  for (let i = 0; i < ids.length; i++) {
+    const p = probs[i]
+    if (p > bestP || (p === bestP && ids[i] < ids[best])) { best = i; bestP = p }
+  }
+  if (agg.restCount > 0 && (best < 0 || agg.restProb > bestP)) return nthUnlisted(sortedIds(agg.ids), 0)
+  if (best < 0) throw new SamplingError('empty distribution')
+  return ids[best]
+}
+
+/** Draws a token id from `distributionAfterSampling(agg, opts)`. */
+export function sample (agg: Aggregated, opts: SamplingOptions, rng: Rng): number {
+  if (opts.temperature === 0) { checkOptions(opts); return argmax(agg) }
+  const d = distributionAfterSampling(agg, opts)
+  let u = rng()
+  let last = -1
+  for (let i = 0; i < d.ids.length; i++) {
+    const p = d.probs[i]
+    if (u < p) return d.ids[i]
+    u -= p
+    if (p > 0) last = i
+  }
+  if (d.restCount > 0 && d.restProb > 0) {
+    // rest token: uniform among the restCount lowest unlisted ids
+    const k = Math.min(d.restCount - 1, Math.floor(u / d.restProb))
+    return nthUnlisted(sortedIds(agg.ids), k)
+  }
+  return d.ids[last] // u landed past the end by rounding
+}
+
+/**
+ * The distribution `sample` draws from: temperature (p^(1/T), renormalised, rest bucket
+ * included analytically), then top-k, then top-p, renormalised. Ranking: listed tokens
+ * with p >= restProb, then the rest tokens (by ascending id), then the other listed ones.
+ */
+export function distributionAfterSampling (agg: Aggregated, opts: SamplingOptions): SamplingDist {
+  checkOptions(opts)
+  if (opts.temperature === 0) {
+    return { ids: Uint32Array.of(argmax(agg)), probs: Float64Array.of(1), restProb: 0, restCount: 0 }
+  }
+  const { ids, probs } = ranked(agg)
+  const n = ids.length
+  const invT = 1 / opts.temperature
+
+  // temperature in log space, shifted by the max log-probability
+  const restLog = agg.restCount > 0 ? Math.log(agg.restProb) : -Infinity
+  let m = restLog
+  for (let i = 0; i < n; i++) m = Math.max(m, Math.log(probs[i]))
+  if (!(m > -Infinity) || Number.isNaN(m)) throw new SamplingError('distribution has no positive mass')
+  const q = new Float64Array(n)
+  for (let i = 0; i < n; i++) q[i] = Math.exp((Math.log(probs[i]) - m) * invT)
+  const qr = Math.exp((restLog - m) * invT)
+  const restN = qr > 0 ? agg.restCount : 0
+
+  // ranked list = A: q[0, a) | R: restN tokens of qr | B: q[a, n)
+  let a = n
+  if (restN > 0) { a = 0; while (a < n && probs[a] >= agg.restProb) a++ }
+  let keepA = a
+  let keepR = restN
+  let keepB = n - a
+
+  // top-k: the k first of the ranked list
+  const k = opts.topK
+  if (k > 0) {
+    keepA = Math.min(k, a)
+    keepR = Math.min(k - keepA, restN)
+    keepB = Math.min(k - keepA - keepR, n - a)
+  }
+
+  // top-p: smallest ranked prefix whose mass reaches topP of the kept mass
+  if (opts.topP < 1) {
+    let mass = keepR * qr
+    for (let i = 0; i < keepA; i++) mass += q[i]
+    for (let i = a; i < a + keepB; i++) mass += q[i]
+    const thr = opts.topP * mass * (1 - 1e-12) // slack: do not add a token for a rounding error
+    let cum = 0
+    let done = false
+    for (let i = 0; i < keepA && !done; i++) {
+      cum += q[i]
+      if (cum >= thr) { keepA = i + 1; keepR = 0; keepB = 0; done = true }
+    }
+    if (!done && keepR > 0) {
+      if (cum + keepR * qr >= thr) {
+        keepR = Math.min(keepR, Math.max(1, Math.ceil((thr - cum) / qr)))
+        keepB = 0
+        done = true
+      } else cum += keepR * qr
+    }
+    for (let i = a; i < a + keepB && !done; i++) {
+      cum += q[i]
+      if (cum >= thr) { keepB = i - a + 1; done = true }
+    }
+  }
+
+  // renormalise over the kept tokens
+  const outIds = new Uint32Array(keepA + keepB)
+  const outProbs = new Float64Array(keepA + keepB)
+  let z = keepR * qr
+  for (let i = 0; i < keepA; i++) { outIds[i] = ids[i]; outProbs[i] = q[i]; z += q[i] }
+  for (let i = 0; i < keepB; i++) { outIds[keepA + i] = ids[a + i]; outProbs[keepA + i] = q[a + i]; z += q[a + i] }
+  const inv = 1 / z
+  for (let i = 0; i < outProbs.length; i++) outProbs[i] *= inv
+  return { ids: outIds, probs: outProbs, restProb: keepR > 0 ? qr * inv : 0, restCount: keepR }
+}
+
+// ---------------------------------------------------------------------------------------
+
+function checkOptions (o: SamplingOptions): void {
+  if (!Number.isFinite(o.temperature) || o.temperature < 0) throw new SamplingError(`bad temperature ${o.temperature}`)
+  if (!Number.isInteger(o.topK) || o.topK < 0) throw new SamplingError(`bad topK ${o.topK}`)
+  if (!(o.topP > 0 && o.topP <= 1)) throw new SamplingError(`bad topP ${o.topP}`)
+}
+
+/** agg's listed tokens by descending probability, ties by ascending id (no copy if already so). */
+function ranked (agg: Aggregated): { ids: Uint32Array, probs: Float64Array } {
+  const { ids, probs } = agg
+  const before = (i: number, j: number): boolean => probs[i] > probs[j] || (probs[i] === probs[j] && ids[i] < ids[j])
+  let sorted = true
+  for (let i = 1; i < ids.length && sorted; i++) sorted = before(i - 1, i)
+  if (sorted) return { ids, probs }
+  const idx = Array.from(ids, (_, i) => i).sort((i, j) => probs[j] - probs[i] || ids[i] - ids[j])
+  return { ids: Uint32Array.from(idx, i => ids[i]), probs: Float64Array.from(idx, i => probs[i]) }
+}
+
+function sortedIds (ids: Uint32Array): Uint32Array {
+  return Uint32Array.from(ids).sort()
+}
+
+/**
+ * The k-th (0-based) non-negative integer not in `sorted` (ascending, distinct):
+ * with c = #{i : sorted[i] - i <= k} (a prefix, found by binary search), it is k + c.
+ */
+export function nthUnlisted (sorted: Uint32Array, k: number): number {
+  let lo = 0
+  let hi = sorted.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (sorted[mid] - mid <= k) lo = mid + 1
+    else hi = mid
+  }
+  return k + lo
+}

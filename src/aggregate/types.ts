@@ -1,0 +1,47 @@
+/**
+ * Types of the aggregation layer: pure math over sparse next-token distributions.
+ * Nothing here knows about the network.
+ */
+
+/** One expert's sparse next-token distribution (the content of a wire frame). */
+export interface SparseDist {
+  /** listed token ids, any order, distinct, each < vocabSize */
+  ids: Uint32Array
+  /** natural-log probabilities of the listed ids in the expert's full distribution, same order */
+  logprobs: Float32Array
+  /** probability mass of every token that is not listed, in [0, 1] */
+  tailMass: number
+}
+
+export interface WeightedDist {
+  dist: SparseDist
+  /** non-negative; weights are normalised by the aggregator */
+  weight: number
+}
+
+export type AggregationRule = 'mixture' | 'product'
+
+/**
+ * The aggregated distribution over the whole vocabulary, stored sparsely:
+ * tokens in `ids` have probability `probs[i]`; each of the `restCount` other tokens of
+ * the vocabulary has probability `restProb`. sum(probs) + restCount * restProb = 1.
+ * `ids` are sorted by descending probability (ties by ascending id).
+ */
+export interface Aggregated {
+  ids: Uint32Array
+  probs: Float64Array
+  restProb: number
+  restCount: number
+}
+
+export interface SamplingOptions {
+  /** 0 = greedy (argmax, ties to lowest id) */
+  temperature: number
+  /** 0 = disabled */
+  topK: number
+  /** 1 = disabled */
+  topP: number
+}
+
+/** A seeded uniform random source in [0, 1). */
+export type Rng = () => number

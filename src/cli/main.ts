@@ -1,0 +1,239 @@
+/**
+ * meshllm CLI: join, generate, status, demo. Errors are one clear line on stderr and a
+ * non-zero exit code (see EXIT in this file and README).
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { startExpert } from '../expert/expert.js'
+import { createMeshNode, connectBootstrap, parseMultiaddr, type MeshNode } from '../node/node.js'
+import { Router, type GenerateResult } from '../router/router.js'
+import { RouterTokenizer } from '../router/tokenizer.js'
+import { generateService, generateVia, RemoteGenerateError } from '../router/generate-service.js'
+import { fingerprintHex } from '../expert/tokenizer.js'
+import { runDemo } from './demo.js'
+import { statusCommand } from './status.js'
+import { ProgressBar } from './progress.js'
+
+export const EXIT = {
+  OK: 0,
+  ERROR: 1,
+  USAGE: 2,
+  NO_EXPERTS: 3,
+  INCOMPATIBLE: 4,
+  CONTEXT: 5,
+  MODEL_NOT_FOUND: 6,
+  NO_PEERS: 7,
+  HALTED: 10
+} as const
+
+export class UsageError extends Error {
+  static override name = 'UsageError'
+  override name = 'UsageError'
+}
+
+const USAGE = `usage:
+  meshllm join --model <path|uri|meshtest-a|b|c> [--listen <multiaddr>] [--announce <multiaddr>]… [--bootstrap <multiaddr>]… [--data-dir <dir>] [--threads <n>] [--max-sessions <n>]
+  meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product] [--json]
+  meshllm generate "<prompt>" --via <multiaddr> [same options]
+  meshllm status --bootstrap <multiaddr>… [--json]
+  meshllm demo [--max-tokens <n>] [-k <n>]`
+
+function parse (args: string[], options: ParseArgsConfig['options']): { values: Record<string, any>, positionals: string[] } {
+  try {
+    const r = parseArgs({ args, options, allowPositionals: true, strict: true })
+    return { values: r.values as Record<string, any>, positionals: r.positionals }
+  } catch (err: any) {
+    throw new UsageError(err.message)
+  }
+}
+
+function int (v: string | undefined, name: string, min = 0): number | undefined {
+  if (v == null) return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got "${v}"`)
+  return n
+}
+
+function num (v: string | undefined, name: string, min = 0, max = Infinity): number | undefined {
+  if (v == null) return undefined
+  const n = Number(v)
+  if (!Number.isFinite(n) || n < min || n > max) throw new UsageError(`--${name} must be a number in [${min}, ${max}], got "${v}"`)
+  return n
+}
+
+const GEN_OPTIONS = {
+  bootstrap: { type: 'string', multiple: true },
+  via: { type: 'string' },
+  k: { type: 'string', short: 'k' },
+  'max-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+  stop: { type: 'string', multiple: true },
+  rule: { type: 'string' },
+  tokenizer: { type: 'string' },
+  json: { type: 'boolean' }
+} as const
+
+async function join (args: string[]): Promise<void> {
+  const { values } = parse(args, {
+    model: { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    announce: { type: 'string', multiple: true },
+    bootstrap: { type: 'string', multiple: true },
+    'data-dir': { type: 'string' },
+    threads: { type: 'string' },
+    'max-sessions': { type: 'string' },
+    'context-size': { type: 'string' },
+    gpu: { type: 'string' },
+    'idle-timeout': { type: 'string' }
+  })
+  if (values.model == null) throw new UsageError('join needs --model <path|uri>')
+  for (const a of [...(values.listen ?? []), ...(values.announce ?? []), ...(values.bootstrap ?? [])]) parseMultiaddr(a)
+  const bar = process.stderr.isTTY ? new ProgressBar('loading model') : undefined
+  let router: Router | undefined
+  const expert = await startExpert({
+    model: values.model,
+    listen: values.listen,
+    announce: values.announce,
+    bootstrap: values.bootstrap,
+    dataDir: values['data-dir'],
+    threads: int(values.threads, 'threads', 1),
+    maxSessions: int(values['max-sessions'], 'max-sessions', 1),
+    contextSize: int(values['context-size'], 'context-size', 16),
+    gpu: values.gpu === 'false' || values.gpu === 'off' ? false : 'auto',
+    idleTimeoutMs: int(values['idle-timeout'], 'idle-timeout', 1),
+    progress: process.stderr.isTTY,
+    onLoadProgress: bar != null ? (f: number) => bar.update(f) : undefined,
+    extraServices: { generate: generateService({ router: () => router }) }
+  })
+  bar?.done()
+  // this peer also routes for callers that use --via; the router is its own component and
+  // uses the expert's vocabulary (vocab-only load), never the expert's sessions
+  router = new Router(expert.node, await RouterTokenizer.load(expert.host.modelPath))
+  process.stderr.write(`expert ${expert.host.summary.name}: ${expert.tokensPerSecond.toFixed(1)} tokens/s, ${expert.host.threads} thread(s), ${expert.host.maxSessions} sessions, tokenizer ${fingerprintHex(expert.host.summary.fingerprint).slice(0, 16)}\n`)
+  for (const ma of expert.node.getMultiaddrs()) process.stdout.write(`listening ${ma.toString()}\n`)
+  await new Promise<void>((resolve) => {
+    let stopping = false
+    const stop = (): void => {
+      if (stopping) return
+      stopping = true
+      Promise.race([
+        (async () => { await router?.tokenizer.close(); await expert.stop() })(),
+        new Promise(r => setTimeout(r, 5_000))
+      ]).finally(resolve)
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+}
+
+async function clientNode (bootstrap: string[]): Promise<MeshNode> {
+  const node = await createMeshNode({ listen: [], dhtServer: false })
+  await node.start()
+  await connectBootstrap(node, bootstrap)
+  return node
+}
+
+function printResult (r: GenerateResult, json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify({
+      text: r.text,
+      tokens: r.tokens,
+      elapsedMs: Math.round(r.elapsedMs * 10) / 10,
+      tokensPerSecond: Math.round(r.tokensPerSecond * 100) / 100,
+      k: r.k,
+      effectiveK: r.effectiveK,
+      experts: r.experts,
+      bytesPerExpertToken: Math.round(r.bytesPerExpertToken * 10) / 10,
+      promptTokens: r.promptTokens,
+      finishReason: r.finishReason,
+      warnings: r.warnings,
+      steps: r.steps.map(s => s.experts)
+    }) + '\n')
+  } else {
+    process.stdout.write('\n')
+    process.stderr.write(`${r.tokens} tokens in ${(r.elapsedMs / 1000).toFixed(2)} s (${r.tokensPerSecond.toFixed(1)} tokens/s), K=${r.effectiveK}, ${r.experts.length} expert(s), ${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token\n`)
+    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`)
+  }
+}
+
+async function generate (args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, GEN_OPTIONS)
+  const prompt = positionals.join(' ')
+  if (prompt.length === 0) throw new UsageError('generate needs a prompt')
+  const bootstrap: string[] = values.bootstrap ?? []
+  if (bootstrap.length === 0 && values.via == null) throw new UsageError('generate needs --bootstrap <multiaddr> or --via <multiaddr>')
+  const rule = values.rule ?? 'mixture'
+  if (rule !== 'mixture' && rule !== 'product') throw new UsageError(`--rule must be mixture or product, got "${rule}"`)
+  const seed = int(values.seed, 'seed', 0)
+  const opts = {
+    k: int(values.k, 'k', 1) ?? 3,
+    maxTokens: int(values['max-tokens'], 'max-tokens', 1) ?? 64,
+    temperature: num(values.temperature, 'temperature', 0, 10) ?? 0.8,
+    topK: int(values['top-k'], 'top-k', 0) ?? 0,
+    topP: num(values['top-p'], 'top-p', 0, 1) ?? 0.95,
+    seed,
+    stop: values.stop,
+    rule: rule as 'mixture' | 'product',
+    onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
+  }
+  const json = values.json === true
+  if (values.via != null) {
+    const via = parseMultiaddr(values.via)
+    const node = await createMeshNode({ listen: [], dhtServer: false })
+    await node.start()
+    try {
+      printResult(await generateVia(node, via, prompt, opts), json)
+    } finally {
+      await node.stop()
+    }
+    return
+  }
+  const node = await clientNode(bootstrap)
+  const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
+  try {
+    const router = new Router(node, tokenizer)
+    printResult(await router.generate(prompt, opts), json)
+  } finally {
+    await tokenizer.close()
+    await node.stop()
+  }
+}
+
+function exitCodeFor (err: any): number {
+  const name = err instanceof RemoteGenerateError ? err.remoteName : err?.name
+  switch (name) {
+    case 'UsageError': case 'BadMultiaddrError': return EXIT.USAGE
+    case 'NoExpertsError': return EXIT.NO_EXPERTS
+    case 'IncompatibleTokenizerError': return EXIT.INCOMPATIBLE
+    case 'ContextOverflowError': return EXIT.CONTEXT
+    case 'ModelNotFoundError': return EXIT.MODEL_NOT_FOUND
+    case 'NoPeersError': return EXIT.NO_PEERS
+    case 'HaltedError': return EXIT.HALTED
+    default: return EXIT.ERROR
+  }
+}
+
+export async function main (argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv
+  try {
+    switch (cmd) {
+      case 'join': await join(rest); break
+      case 'generate': await generate(rest); break
+      case 'status': await statusCommand(rest, parse); break
+      case 'demo': await runDemo(rest, parse); break
+      case undefined: case 'help': case '--help': case '-h':
+        process.stdout.write(USAGE + '\n')
+        process.exit(cmd === undefined ? EXIT.USAGE : EXIT.OK)
+        break
+      default:
+        throw new UsageError(`unknown command "${cmd}"\n${USAGE}`)
+    }
+    process.exit(EXIT.OK)
+  } catch (err: any) {
+    process.stderr.write(`meshllm: ${err?.message ?? String(err)}\n`)
+    if (process.env.MESHLLM_DEBUG != null) process.stderr.write(`${err?.stack}\n`)
+    process.exit(exitCodeFor(err))
+  }
+}

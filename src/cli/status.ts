@@ -1,0 +1,63 @@
+/** `meshllm status`: the experts this mesh knows, with model, speed and measured health. */
+import { createMeshNode, connectBootstrap } from '../node/node.js'
+import { discoverExperts } from '../router/discovery.js'
+import { RouterTokenizer } from '../router/tokenizer.js'
+import { fingerprintHex } from '../expert/tokenizer.js'
+
+type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
+
+export async function statusCommand (args: string[], parse: Parse): Promise<void> {
+  const { values } = parse(args, {
+    bootstrap: { type: 'string', multiple: true },
+    json: { type: 'boolean' },
+    tokenizer: { type: 'string' }
+  })
+  const bootstrap: string[] = values.bootstrap ?? []
+  if (bootstrap.length === 0) {
+    const { UsageError } = await import('./main.js')
+    throw new UsageError('status needs --bootstrap <multiaddr>')
+  }
+  const node = await createMeshNode({ listen: [], dhtServer: false })
+  await node.start()
+  const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
+  try {
+    await connectBootstrap(node, bootstrap)
+    const found = await discoverExperts(node, tokenizer.fingerprint, { timeoutMs: 5_000 })
+    const rows = await Promise.all([...found.compatible.map(r => ({ r, compatible: true })), ...found.incompatible.map(r => ({ r, compatible: false }))].map(async ({ r, compatible }) => {
+      let rttMs: number | undefined
+      let error: string | undefined
+      try {
+        rttMs = await (node.services.ping as any).ping(r.peerId, { signal: AbortSignal.timeout(3_000) })
+      } catch (err: any) {
+        error = err.message
+      }
+      return {
+        peerId: r.peerId.toString(),
+        model: r.modelName,
+        parameters: r.parameterCount,
+        quantization: r.quantization,
+        contextLength: r.contextLength,
+        tokensPerSecond: Math.round(r.tokensPerSecond * 10) / 10,
+        freeSlots: r.freeSlots,
+        maxSlots: r.maxSlots,
+        tokenizer: fingerprintHex(r.tokenizerFingerprint).slice(0, 16),
+        compatible,
+        recordAgeMs: Date.now() - r.issuedAtMs,
+        health: error == null ? 'ok' : 'unreachable',
+        rttMs,
+        error
+      }
+    }))
+    if (values.json === true) {
+      process.stdout.write(JSON.stringify({ experts: rows, tokenizer: fingerprintHex(tokenizer.fingerprint).slice(0, 16) }) + '\n')
+      return
+    }
+    process.stdout.write(`${rows.length} expert(s) seen (router tokenizer ${fingerprintHex(tokenizer.fingerprint).slice(0, 16)})\n`)
+    for (const x of rows) {
+      process.stdout.write(`${x.peerId}  ${x.model.padEnd(14)} ${(x.parameters / 1e6).toFixed(1)}M ${x.quantization} ctx ${x.contextLength}  ${x.tokensPerSecond} tok/s  slots ${x.freeSlots}/${x.maxSlots}  ${x.health}${x.rttMs != null ? ` (${x.rttMs} ms)` : ''}${x.compatible ? '' : '  INCOMPATIBLE TOKENIZER'}\n`)
+    }
+  } finally {
+    await tokenizer.close()
+    await node.stop()
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Publishes the expert record: a signed, expiring envelope stored in the DHT under the
+ * expert's record key, plus provider records under the tokenizer-fingerprint key and the
+ * "all experts" key. Refreshed periodically (new seq, new expiry, current free slots).
+ */
+import type { Logger } from '@libp2p/interface'
+import { nodePrivateKey, type MeshNode } from '../node/node.js'
+import { sealExpertRecord, type ExpertRecord } from '../wire/record.js'
+import { INFER_PROTOCOL } from '../wire/types.js'
+import { providerKey, recordKey } from './discovery-keys.js'
+import { fingerprintHex } from './tokenizer.js'
+import type { ModelHost } from './model-host.js'
+
+export interface AdvertiserOptions {
+  /** record lifetime (ms); default 120 s */
+  ttlMs?: number
+  /** re-publication period (ms); default 30 s */
+  refreshMs?: number
+  tokensPerSecond: number
+}
+
+export class ExpertAdvertiser {
+  private timer?: NodeJS.Timeout
+  private seq = Date.now()
+  private readonly ttlMs: number
+  private readonly refreshMs: number
+  lastRecord?: ExpertRecord
+  lastPublishedAt = 0
+
+  constructor (private readonly node: MeshNode, private readonly host: ModelHost, private readonly opts: AdvertiserOptions, private readonly log: Logger) {
+    this.ttlMs = opts.ttlMs ?? 120_000
+    this.refreshMs = opts.refreshMs ?? 30_000
+  }
+
+  buildRecord (): ExpertRecord {
+    const now = Date.now()
+    return {
+      peerId: this.node.peerId,
+      protocol: INFER_PROTOCOL,
+      modelName: this.host.summary.name,
+      parameterCount: this.host.parameterCount,
+      quantization: this.host.summary.quantization,
+      contextLength: this.host.contextSize,
+      tokenizerFingerprint: this.host.summary.fingerprint,
+      tokensPerSecond: this.opts.tokensPerSecond,
+      freeSlots: this.host.freeSlots,
+      maxSlots: this.host.maxSessions,
+      seq: this.seq++,
+      issuedAtMs: now,
+      expiresAtMs: now + this.ttlMs,
+      addrs: this.node.getMultiaddrs().map(a => a.decapsulateCode(421))
+    }
+  }
+
+  /** Publishes once; resolves when the DHT operations finished (errors are logged, not thrown). */
+  async publish (): Promise<void> {
+    const record = this.buildRecord()
+    const envelope = await sealExpertRecord(record, nodePrivateKey(this.node))
+    const dht = this.node.services.dht
+    const signal = AbortSignal.timeout(Math.max(5_000, this.refreshMs))
+    const drain = async (it: AsyncIterable<unknown>): Promise<void> => { for await (const _ of it) { void _ } }
+    const fp = fingerprintHex(this.host.summary.fingerprint)
+    const results = await Promise.allSettled([
+      drain(dht.put(recordKey(this.node.peerId), envelope, { signal })),
+      drain(dht.provide(await providerKey(fp), { signal })),
+      drain(dht.provide(await providerKey('all'), { signal }))
+    ])
+    for (const r of results) if (r.status === 'rejected') this.log('advertise: %s', r.reason?.message ?? r.reason)
+    this.lastRecord = record
+    this.lastPublishedAt = Date.now()
+  }
+
+  start (): void {
+    const tick = (): void => {
+      this.publish().catch(err => this.log.error('advertise failed: %e', err)).finally(() => {
+        if (this.timer != null) this.timer = setTimeout(tick, this.refreshMs)
+      })
+    }
+    this.timer = setTimeout(tick, this.refreshMs)
+  }
+
+  stop (): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+  }
+}
+

@@ -1,0 +1,72 @@
+/** Starts an expert peer: model host + libp2p node serving /meshllm/infer + DHT advertisement. */
+import { defaultLogger } from '@libp2p/logger'
+import { createMeshNode, connectBootstrap, type MeshNode } from '../node/node.js'
+import { ModelHost, type ModelHostOptions } from './model-host.js'
+import { inferService, type InferService } from './infer-service.js'
+import { ExpertAdvertiser } from './advertise.js'
+import { resolveModel } from './resolve.js'
+
+export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
+  /** path, bundled name (meshtest-a) or URI */
+  model: string
+  listen?: string[]
+  announce?: string[]
+  bootstrap?: string[]
+  dataDir?: string
+  progress?: boolean
+  idleTimeoutMs?: number
+  recordTtlMs?: number
+  recordRefreshMs?: number
+  haltReason?: () => string | undefined
+  /** further libp2p services for the node (e.g. the generate service of a routing peer) */
+  extraServices?: Record<string, (components: any) => unknown>
+}
+
+export interface Expert {
+  node: MeshNode
+  host: ModelHost
+  service: InferService
+  advertiser: ExpertAdvertiser
+  tokensPerSecond: number
+  stop: () => Promise<void>
+}
+
+export async function startExpert (opts: ExpertOptions): Promise<Expert> {
+  const log = defaultLogger().forComponent('meshllm:expert')
+  const modelPath = await resolveModel(opts.model, { progress: opts.progress })
+  const host = await ModelHost.load({ ...opts, modelPath })
+  let node: MeshNode | undefined
+  try {
+    const tokensPerSecond = await host.measureSpeed()
+    log('model %s loaded: %d tokens/s, %d threads, gpu %s', host.summary.name, tokensPerSecond.toFixed(1), host.threads, host.gpu)
+    node = await createMeshNode({
+      listen: opts.listen,
+      announce: opts.announce,
+      bootstrap: opts.bootstrap,
+      dataDir: opts.dataDir,
+      services: { ...(opts.extraServices ?? {}), infer: inferService({ host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason }) }
+    })
+    await node.start()
+    if ((opts.bootstrap ?? []).length > 0) await connectBootstrap(node, opts.bootstrap ?? [])
+    const advertiser = new ExpertAdvertiser(node, host, { tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
+    await advertiser.publish()
+    advertiser.start()
+    const n = node
+    return {
+      node: n,
+      host,
+      service: n.services.infer as InferService,
+      advertiser,
+      tokensPerSecond,
+      stop: async () => {
+        advertiser.stop()
+        await n.stop()
+        await host.close()
+      }
+    }
+  } catch (err) {
+    if (node != null) await Promise.resolve(node.stop()).catch(() => {})
+    await host.close().catch(() => {})
+    throw err
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * The model host: one GGUF model loaded with node-llama-cpp, one context with a KV sequence
+ * per session, and the fast top-256 frame builder.
+ *
+ * Frame building (see docs/frames.md): node-llama-cpp 3.21 exposes next-token distributions
+ * only through its samplers, renormalised over the sampler's candidate set. Per position we
+ * run two native samplers on the same logits (no JS Map, no full-vocabulary copy to JS):
+ *   1. top-k (k=256, temperature 1): the 256 most probable ids with probabilities
+ *      renormalised over those 256 (q_i = p_i / S, S = mass of the top 256);
+ *   2. greedy with `confidence`: the full-vocabulary probability p_g of the argmax token.
+ * Since the argmax token is in both, S = p_g / q_g, so logprob_i = log q_i + log S and the
+ * tail mass is exactly 1 − S.
+ */
+import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type LlamaContext, type LlamaContextSequence } from 'node-llama-cpp'
+import os from 'node:os'
+import type { Frame } from '../wire/types.js'
+import { summarizeGguf, type GgufSummary } from './tokenizer.js'
+import { BusyError, ContextOverflowError } from '../util/errors.js'
+
+// LlamaSampler is not exported by node-llama-cpp's entry point; it is a stable internal of the
+// pinned version (package.json pins node-llama-cpp 3.21.1).
+const { LlamaSampler } = await import(new URL('./evaluator/LlamaContext/LlamaSampler.js', import.meta.resolve('node-llama-cpp')).href)
+
+export interface ModelHostOptions {
+  modelPath: string
+  /** CPU threads for evaluation; default: max(1, cores - 1) capped at 4 */
+  threads?: number
+  /** concurrent sessions (KV sequences); default 4 */
+  maxSessions?: number
+  /** per-session context; default and maximum: the model's training context */
+  contextSize?: number
+  /** 'auto' uses a GPU when node-llama-cpp finds one */
+  gpu?: 'auto' | false
+  onLoadProgress?: (fraction: number) => void
+}
+
+export interface FrameTiming {
+  /** forward pass (decode) ms */
+  forwardMs: number
+  /** frame building ms (both samplers) */
+  frameMs: number
+}
+
+export function defaultThreads (): number {
+  return Math.max(1, Math.min(4, os.availableParallelism() - 1))
+}
+
+let llamaPromise: Promise<Llama> | undefined
+function sharedLlama (gpu: 'auto' | false): Promise<Llama> {
+  llamaPromise ??= getLlama({ gpu, logLevel: LlamaLogLevel.error, build: 'never' })
+  return llamaPromise
+}
+
+export class ModelHost {
+  readonly summary: GgufSummary
+  readonly model: LlamaModel
+  readonly context: LlamaContext
+  readonly maxSessions: number
+  readonly contextSize: number
+  readonly threads: number
+  readonly parameterCount: number
+  readonly gpu: string | false
+  readonly modelPath: string
+  private readonly sessions = new Set<ModelSession>()
+  /** cumulative frame timings, for status and benchmarks */
+  readonly stats = { positions: 0, forwardMs: 0, frameMs: 0 }
+
+  private constructor (modelPath: string, summary: GgufSummary, model: LlamaModel, context: LlamaContext, maxSessions: number, threads: number, gpu: string | false) {
+    this.modelPath = modelPath
+    this.summary = summary
+    this.model = model
+    this.context = context
+    this.maxSessions = maxSessions
+    this.contextSize = context.contextSize
+    this.threads = threads
+    this.gpu = gpu
+    this.parameterCount = estimateParams(model)
+  }
+
+  static async load (opts: ModelHostOptions): Promise<ModelHost> {
+    const summary = await summarizeGguf(opts.modelPath)
+    const llama = await sharedLlama(opts.gpu ?? 'auto')
+    const model = await llama.loadModel({
+      modelPath: opts.modelPath,
+      onLoadProgress: opts.onLoadProgress
+    })
+    const maxSessions = Math.max(1, opts.maxSessions ?? 4)
+    const trainCtx = model.trainContextSize
+    const contextSize = Math.min(opts.contextSize ?? trainCtx, trainCtx)
+    const threads = opts.threads ?? defaultThreads()
+    const context = await model.createContext({
+      contextSize,
+      sequences: maxSessions,
+      threads,
+      batchSize: Math.min(512, contextSize)
+    })
+    return new ModelHost(opts.modelPath, summary, model, context, maxSessions, threads, llama.gpu)
+  }
+
+  get freeSlots (): number {
+    return this.maxSessions - this.sessions.size
+  }
+
+  get openSessions (): number {
+    return this.sessions.size
+  }
+
+  /** Claims a KV sequence; throws BusyError when every slot is in use. */
+  openSession (): ModelSession {
+    if (this.sessions.size >= this.maxSessions || this.context.sequencesLeft === 0) {
+      throw new BusyError(`all ${this.maxSessions} session slots are in use`)
+    }
+    const s = new ModelSession(this, this.context.getSequence())
+    this.sessions.add(s)
+    return s
+  }
+
+  /** @internal */
+  released (s: ModelSession): void {
+    this.sessions.delete(s)
+  }
+
+  /** Measures decode speed (tokens/s, frame building included) on a scratch sequence. */
+  async measureSpeed (tokens = 24): Promise<number> {
+    const s = this.openSession()
+    try {
+      const bos = this.summary.bosTokenId ?? 0
+      let frame = await s.append([bos])
+      const start = performance.now()
+      for (let i = 0; i < tokens; i++) {
+        frame = await s.append([frame.ids[argmaxIndex(frame)]])
+      }
+      return tokens / ((performance.now() - start) / 1000)
+    } finally {
+      await s.close()
+    }
+  }
+
+  async close (): Promise<void> {
+    for (const s of [...this.sessions]) await s.close()
+    await this.context.dispose()
+    await this.model.dispose()
+  }
+}
+
+function argmaxIndex (f: Frame): number {
+  let best = 0
+  for (let i = 1; i < f.logprobs.length; i++) if (f.logprobs[i] > f.logprobs[best]) best = i
+  return best
+}
+
+/** parameter count from GGUF tensor shapes is not read (readTensorInfo: false); estimate from file size and quantisation */
+function estimateParams (model: LlamaModel): number {
+  const bytes = model.size
+  const q = model.fileInfo.metadata.general.file_type as number | undefined
+  const bitsPerParam = q === 7 ? 8.5 : q === 1 || q === 32 ? 16 : q === 0 ? 32 : q === 2 ? 4.5 : q === 15 ? 4.85 : 8
+  return Math.round(bytes * 8 / bitsPerParam)
+}
+
+/** One router session: its own KV sequence, appended to and read as frames. */
+export class ModelSession {
+  private readonly host: ModelHost
+  private readonly seq: LlamaContextSequence
+  private readonly topK: any
+  private readonly greedy: any
+  private closed = false
+  private busy = false
+  lastUsed = Date.now()
+  readonly timing: FrameTiming = { forwardMs: 0, frameMs: 0 }
+
+  constructor (host: ModelHost, seq: LlamaContextSequence) {
+    this.host = host
+    this.seq = seq
+    const seqAny = seq as any
+    this.topK = new LlamaSampler(host.model)
+    this.topK.applyConfig(seqAny._resolveSamplerConfig({ temperature: 1, topK: 256, topP: 1, minP: 0, seed: 1 }))
+    this.greedy = new LlamaSampler(host.model)
+    this.greedy.applyConfig(seqAny._resolveSamplerConfig({ temperature: 0 }))
+  }
+
+  /** number of tokens in this session's context */
+  get position (): number {
+    return this.seq.nextTokenIndex
+  }
+
+  /**
+   * Evaluates `tokens` after the current context in one batch and returns the frame of the
+   * next position. Throws ContextOverflowError when they do not fit.
+   */
+  async append (tokens: ArrayLike<number>, topK = 256): Promise<Frame> {
+    if (this.closed) throw new Error('session closed')
+    if (this.busy) throw new Error('session busy: one request at a time')
+    if (tokens.length === 0) throw new Error('no tokens to evaluate')
+    if (this.position + tokens.length > this.host.contextSize - 1) {
+      throw new ContextOverflowError(`context full: ${this.position} + ${tokens.length} tokens exceed the context of ${this.host.contextSize}`)
+    }
+    this.busy = true
+    this.lastUsed = Date.now()
+    try {
+      const toks = Array.from(tokens)
+      const logits = toks.map((_, i) => i === toks.length - 1)
+      const ctx = (this.host.context as any)._ctx
+      const seqAny = this.seq as any
+      let raw: number[] | undefined
+      let pGreedy = 0
+      let greedyToken = -1
+      const t0 = performance.now()
+      let t1 = t0
+      let t2 = t0
+      await seqAny._decodeTokens(toks, logits, 5, seqAny._tokenMeter, { size: 1, strategy: 'eraseBeginning' }, async (batchLogitIndex: number) => {
+        t1 = performance.now()
+        const [tk, probs] = await ctx.sampleToken(batchLogitIndex, this.topK._sampler, true, false)
+        const [g, , conf] = await ctx.sampleToken(batchLogitIndex, this.greedy._sampler, false, true)
+        raw = probs
+        greedyToken = g
+        pGreedy = conf
+        void tk
+        t2 = performance.now()
+        return undefined
+      })
+      if (raw == null) throw new Error('model produced no logits')
+      const frame = buildFrame(raw, greedyToken, pGreedy, this.position, topK)
+      const t3 = performance.now()
+      this.timing.forwardMs += t1 - t0
+      this.timing.frameMs += (t2 - t1) + (t3 - t2)
+      this.host.stats.positions++
+      this.host.stats.forwardMs += t1 - t0
+      this.host.stats.frameMs += (t3 - t1)
+      return frame
+    } finally {
+      this.busy = false
+      this.lastUsed = Date.now()
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.host.released(this)
+    try {
+      this.seq.dispose()
+    } catch {}
+    await Promise.allSettled([this.topK.asyncDispose?.(), this.greedy.asyncDispose?.()])
+  }
+}
+
+/**
+ * raw: [id, q, id, q, …] sorted by q descending, q renormalised over the listed ids.
+ * pGreedy: full-vocabulary probability of the argmax token.
+ */
+export function buildFrame (raw: number[], greedyToken: number, pGreedy: number, position: number, topK = 256): Frame {
+  const n = Math.min(topK, raw.length >> 1)
+  let qGreedy = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i] === greedyToken) { qGreedy = raw[i + 1]; break }
+  }
+  // S = mass of the listed (top-256) tokens in the full distribution
+  let logS = qGreedy > 0 && pGreedy > 0 ? Math.log(pGreedy) - Math.log(qGreedy) : 0
+  if (logS > 0) logS = 0
+  const ids = new Uint32Array(n)
+  const logprobs = new Float32Array(n)
+  let listed = 0
+  for (let i = 0; i < n; i++) {
+    ids[i] = raw[2 * i]
+    const q = raw[2 * i + 1]
+    const lp = q > 0 ? Math.max(-64, Math.log(q) + logS) : -64
+    logprobs[i] = lp
+    listed += q
+  }
+  // when topK < 256 the renormalised mass of the first n entries is < 1
+  const tail = Math.min(1, Math.max(0, 1 - listed * Math.exp(logS)))
+  return { position, ids, logprobs, tailMass: tail }
+}

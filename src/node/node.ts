@@ -1,0 +1,140 @@
+/**
+ * Assembles a meshllm libp2p peer: TCP, noise, yamux, identify, ping, kad-dht, gossipsub.
+ * Protocol services (expert, router, governance) are added by the caller through `services`.
+ */
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { gossipsub } from '@libp2p/gossipsub'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { PrivateKey, ServiceMap } from '@libp2p/interface'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
+import { join } from 'node:path'
+import { expertRecordValidator, expertRecordSelector, DHT_NAMESPACE } from '../expert/discovery-keys.js'
+import { BadMultiaddrError, NoPeersError } from '../util/errors.js'
+
+export const DHT_PROTOCOL = '/meshllm/kad/1.0.0'
+
+export interface MeshNodeOptions {
+  /** listen multiaddrs; default /ip4/127.0.0.1/tcp/0 */
+  listen?: string[]
+  /** addresses to announce instead of the listen addresses (e.g. a proxy in front) */
+  announce?: string[]
+  bootstrap?: string[]
+  /** directory holding the persistent identity (peer.key); omit for an ephemeral identity */
+  dataDir?: string
+  privateKey?: PrivateKey
+  /** DHT server (answers queries, stores records) or client only */
+  dhtServer?: boolean
+  /** extra libp2p services (protocol handlers) */
+  services?: Record<string, (components: any) => unknown>
+}
+
+export type MeshServices = {
+  dht: KadDHT
+  identify: unknown
+  ping: unknown
+  pubsub: unknown
+} & ServiceMap
+
+export type MeshNode = Libp2p<MeshServices & Record<string, any>>
+
+/** Parses a multiaddr, with one clear error for a bad one. */
+export function parseMultiaddr (s: string): Multiaddr {
+  try {
+    return multiaddr(s)
+  } catch (err: any) {
+    throw new BadMultiaddrError(`bad multiaddr "${s}": ${err.message ?? err}`)
+  }
+}
+
+/** Loads the node's Ed25519 identity from `<dataDir>/peer.key`, creating it on first use. */
+export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey> {
+  await mkdir(dataDir, { recursive: true })
+  const file = join(dataDir, 'peer.key')
+  try {
+    return privateKeyFromProtobuf(await readFile(file))
+  } catch (err: any) {
+    if (err.code !== 'ENOENT') throw err
+  }
+  const key = await generateKeyPair('Ed25519')
+  const tmp = `${file}.${process.pid}.tmp`
+  await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
+  await rename(tmp, file)
+  return key
+}
+
+export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshNode> {
+  const listen = (opts.listen ?? ['/ip4/127.0.0.1/tcp/0']).map(a => parseMultiaddr(a).toString())
+  const announce = (opts.announce ?? []).map(a => parseMultiaddr(a).toString())
+  const bootstrapList = (opts.bootstrap ?? []).map(a => {
+    const ma = parseMultiaddr(a)
+    if (ma.getComponents().find(c => c.name === 'p2p') == null) {
+      throw new BadMultiaddrError(`bootstrap multiaddr "${a}" has no /p2p/<peer id>`)
+    }
+    return ma.toString()
+  })
+  const privateKey = opts.privateKey ?? (opts.dataDir != null ? await loadOrCreateIdentity(opts.dataDir) : await generateKeyPair('Ed25519'))
+
+  const services: Record<string, any> = {
+    identify: identify(),
+    ping: ping(),
+    dht: kadDHT({
+      protocol: DHT_PROTOCOL,
+      clientMode: opts.dhtServer === false,
+      // loopback and LAN addresses are real addresses in a meshllm mesh
+      peerInfoMapper: passthroughMapper,
+      allowQueryWithZeroPeers: true,
+      initialQuerySelfInterval: 200,
+      validators: { [DHT_NAMESPACE]: expertRecordValidator },
+      selectors: { [DHT_NAMESPACE]: expertRecordSelector }
+    }),
+    pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
+    ...(opts.services ?? {})
+  }
+
+  const node = await createLibp2p({
+    privateKey,
+    addresses: { listen, announce },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: { maxConnections: 512 },
+    services
+  })
+  const mesh = node as unknown as MeshNode
+  nodeKeys.set(mesh, privateKey)
+  return mesh
+}
+
+const nodeKeys = new WeakMap<object, PrivateKey>()
+
+/** The node's private key (for signing its expert record); never a governance key. */
+export function nodePrivateKey (node: MeshNode): PrivateKey {
+  const k = nodeKeys.get(node)
+  if (k == null) throw new Error('not a node created by createMeshNode')
+  return k
+}
+
+/**
+ * Dials the bootstrap peers; resolves once at least one is connected (or there are none).
+ * Throws NoPeersError when none answers within `timeoutMs`.
+ */
+export async function connectBootstrap (node: MeshNode, addrs: string[], timeoutMs = 10_000): Promise<number> {
+  if (addrs.length === 0) return 0
+  const deadline = Date.now() + timeoutMs
+  let lastErr: any
+  while (Date.now() < deadline) {
+    const results = await Promise.allSettled(addrs.map(async a => node.dial(parseMultiaddr(a), { signal: AbortSignal.timeout(Math.max(500, deadline - Date.now())) })))
+    const ok = results.filter(r => r.status === 'fulfilled').length
+    if (ok > 0) return ok
+    lastErr = results.find(r => r.status === 'rejected')
+    await new Promise(resolve => setTimeout(resolve, 250))
+  }
+  throw new NoPeersError(`could not reach any bootstrap peer (${addrs.join(', ')}): ${lastErr?.reason?.message ?? 'timeout'}`)
+}

@@ -1,0 +1,76 @@
+/** Router side of one /meshllm/infer/1.0.0 session with one expert. */
+import type { PeerId, Stream } from '@libp2p/interface'
+import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
+import type { MeshNode } from '../node/node.js'
+import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, type Frame, type OpenInfo } from '../wire/types.js'
+import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../wire/infer-codec.js'
+import { ExpertError, HaltedError } from '../util/errors.js'
+
+function varintLength (n: number): number {
+  return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4
+}
+
+export class ExpertSession {
+  /** context tokens the expert has evaluated */
+  synced = 0
+  bytesSent = 0
+  bytesReceived = 0
+  frames = 0
+  info?: OpenInfo
+  private closed = false
+
+  private constructor (readonly peerId: PeerId, private readonly stream: Stream, private readonly lp: LengthPrefixedStream<Stream>) {}
+
+  static async connect (node: MeshNode, peerId: PeerId, signal: AbortSignal): Promise<ExpertSession> {
+    const stream = await node.dialProtocol(peerId, INFER_PROTOCOL, { signal })
+    return new ExpertSession(peerId, stream, lpStream(stream, { maxDataLength: MAX_RESPONSE_BYTES }))
+  }
+
+  private async request (bytes: Uint8Array, signal: AbortSignal): Promise<Uint8Array> {
+    this.bytesSent += bytes.byteLength + varintLength(bytes.byteLength)
+    await this.lp.write(bytes, { signal })
+    const res = await this.lp.read({ signal })
+    this.bytesReceived += res.byteLength + varintLength(res.byteLength)
+    return res.subarray()
+  }
+
+  /** Opens the session with the full context; returns the frame for the next position. */
+  async open (tokens: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal): Promise<Frame> {
+    const res = decodeOpenResponse(await this.request(encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens, topK: 256 }), signal))
+    if (res.status !== Status.OK) throw statusError(res.status, res.message)
+    this.info = res.open
+    this.synced = tokens.length
+    this.frames++
+    return res.open.frame
+  }
+
+  /** Sends the tokens the expert has not seen yet (catch-up is one batch); returns the next frame. */
+  async step (tokens: Uint32Array, signal: AbortSignal): Promise<Frame> {
+    const res = decodeFrameResponse(await this.request(encodeRequest({ type: 'step', tokens }), signal))
+    if (res.status !== Status.OK) throw statusError(res.status, res.message)
+    this.synced += tokens.length
+    this.frames++
+    return res.frame
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    try {
+      await this.lp.write(encodeRequest({ type: 'close' }), { signal: AbortSignal.timeout(1000) })
+      await this.stream.close({ signal: AbortSignal.timeout(1000) })
+    } catch (err: any) {
+      this.stream.abort(err)
+    }
+  }
+
+  abort (err: Error): void {
+    this.closed = true
+    this.stream.abort(err)
+  }
+}
+
+function statusError (status: Status, message: string): Error {
+  if (status === Status.HALTED) return new HaltedError(message)
+  return new ExpertError(`${Status[status] ?? status}: ${message}`, status)
+}

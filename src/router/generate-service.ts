@@ -1,0 +1,179 @@
+/**
+ * /meshllm/generate/1.0.0: a client asks a mesh peer to route a generation for it
+ * (`meshllm generate --via <multiaddr>`). Spec: protocols/generate.md.
+ * Request: one GenerateRequest. Response: one GenerateEvent per token, then Done or Error.
+ */
+import type { ComponentLogger, Connection, Logger, Startable, Stream } from '@libp2p/interface'
+import type { Registrar } from '@libp2p/interface-internal'
+import { pbStream } from '@libp2p/utils'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { GenerateEvent, GenerateRequest } from './pb/generate.js'
+import type { GenerateOptions, GenerateResult, Router, TokenEvent } from './router.js'
+import type { MeshNode } from '../node/node.js'
+import type { AggregationRule } from '../aggregate/types.js'
+
+export const GENERATE_PROTOCOL = '/meshllm/generate/1.0.0'
+const MAX_REQUEST = 64 * 1024
+const MAX_EVENT = 64 * 1024
+
+export interface GenerateServiceComponents {
+  registrar: Registrar
+  logger: ComponentLogger
+}
+
+export interface GenerateServiceInit {
+  router: () => Router | undefined
+  /** longest generation a remote caller may run (ms) */
+  timeoutMs?: number
+  maxInboundStreams?: number
+  maxTokens?: number
+}
+
+export class GenerateService implements Startable {
+  private readonly log: Logger
+  private started = false
+  constructor (private readonly components: GenerateServiceComponents, private readonly init: GenerateServiceInit) {
+    this.log = components.logger.forComponent('meshllm:generate')
+    this.handle = this.handle.bind(this)
+  }
+
+  readonly [Symbol.toStringTag] = 'meshllm/generate'
+
+  async start (): Promise<void> {
+    await this.components.registrar.handle(GENERATE_PROTOCOL, this.handle, { maxInboundStreams: this.init.maxInboundStreams ?? 16, maxOutboundStreams: 16 })
+    this.started = true
+  }
+
+  async stop (): Promise<void> {
+    await this.components.registrar.unhandle(GENERATE_PROTOCOL)
+    this.started = false
+  }
+
+  isStarted (): boolean { return this.started }
+
+  private async handle (stream: Stream, _connection: Connection): Promise<void> {
+    const signal = AbortSignal.timeout(this.init.timeoutMs ?? 300_000)
+    const pb = pbStream(stream, { maxDataLength: MAX_REQUEST })
+    try {
+      const req = await pb.read(GenerateRequest, { signal })
+      const router = this.init.router()
+      const send = async (ev: Partial<GenerateEvent>): Promise<void> => { await pb.write(ev as GenerateEvent, GenerateEvent, { signal }) }
+      if (router == null) {
+        await send({ error: { name: 'NoExpertsError', message: 'this peer does not route' } })
+      } else {
+        try {
+          const opts = requestToOptions(req, this.init.maxTokens)
+          const pending: Array<Promise<void>> = []
+          const result = await router.generate(req.prompt, {
+            ...opts,
+            signal,
+            onToken: (t: TokenEvent) => { pending.push(send({ token: { id: t.token, text: t.text, experts: t.experts } })) }
+          })
+          await Promise.all(pending)
+          await send({ done: resultToDone(result) })
+        } catch (err: any) {
+          await send({ error: { name: err.name ?? 'Error', message: String(err.message ?? err) } })
+        }
+      }
+      await stream.close({ signal })
+    } catch (err: any) {
+      this.log.error('generate stream failed: %e', err)
+      stream.abort(err)
+    }
+  }
+}
+
+export function generateService (init: GenerateServiceInit): (c: GenerateServiceComponents) => GenerateService {
+  return (c) => new GenerateService(c, init)
+}
+
+function requestToOptions (req: GenerateRequest, maxTokensLimit = 2048): GenerateOptions {
+  const rule = req.rule === '' ? 'mixture' : req.rule
+  if (rule !== 'mixture' && rule !== 'product') throw new RangeError(`unknown aggregation rule "${req.rule}"`)
+  return {
+    k: req.k > 0 ? req.k : undefined,
+    maxTokens: Math.min(req.maxTokens > 0 ? req.maxTokens : 64, maxTokensLimit),
+    temperature: req.temperature,
+    topK: req.topK,
+    topP: req.topP > 0 ? req.topP : 1,
+    seed: req.hasSeed ? Number(req.seed & 0xffffffffn) : undefined,
+    stop: req.stop,
+    rule: rule as AggregationRule
+  }
+}
+
+function resultToDone (r: GenerateResult): GenerateEvent['done'] {
+  return {
+    text: r.text,
+    tokens: r.tokens,
+    promptTokens: r.promptTokens,
+    elapsedMs: r.elapsedMs,
+    k: r.k,
+    effectiveK: r.effectiveK,
+    experts: r.experts,
+    bytesPerExpertToken: r.bytesPerExpertToken,
+    finishReason: r.finishReason,
+    warnings: r.warnings
+  }
+}
+
+export class RemoteGenerateError extends Error {
+  static override name = 'RemoteGenerateError'
+  override name = 'RemoteGenerateError'
+  constructor (readonly remoteName: string, message: string) { super(message) }
+}
+
+/** Client side: asks the peer at `via` to route a generation; streams tokens to onToken. */
+export async function generateVia (node: MeshNode, via: Multiaddr, prompt: string, opts: GenerateOptions & { timeoutMs?: number }): Promise<GenerateResult> {
+  const started = performance.now()
+  const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 300_000), ...(opts.signal != null ? [opts.signal] : [])])
+  const stream = await node.dialProtocol(via, GENERATE_PROTOCOL, { signal })
+  const pb = pbStream(stream, { maxDataLength: MAX_EVENT })
+  try {
+    await pb.write({
+      prompt,
+      k: opts.k ?? 3,
+      maxTokens: opts.maxTokens ?? 64,
+      temperature: opts.temperature ?? 0.8,
+      topK: opts.topK ?? 0,
+      topP: opts.topP ?? 0.95,
+      seed: BigInt(opts.seed ?? 0),
+      hasSeed: opts.seed != null,
+      stop: opts.stop ?? [],
+      rule: opts.rule ?? 'mixture'
+    }, GenerateRequest, { signal })
+    let index = 0
+    while (true) {
+      const ev = await pb.read(GenerateEvent, { signal })
+      if (ev.token != null) {
+        opts.onToken?.({ token: ev.token.id, text: ev.token.text, experts: ev.token.experts, index: index++ })
+      } else if (ev.done != null) {
+        const d = ev.done
+        await stream.close({ signal }).catch(() => {})
+        const elapsedMs = performance.now() - started
+        return {
+          text: d.text,
+          tokens: d.tokens,
+          promptTokens: d.promptTokens,
+          elapsedMs,
+          tokensPerSecond: d.tokens / (elapsedMs / 1000),
+          k: d.k,
+          effectiveK: d.effectiveK,
+          experts: d.experts,
+          bytesPerExpertToken: d.bytesPerExpertToken,
+          finishReason: d.finishReason as GenerateResult['finishReason'],
+          steps: [],
+          warnings: d.warnings
+        }
+      } else if (ev.error != null) {
+        await stream.close({ signal }).catch(() => {})
+        throw new RemoteGenerateError(ev.error.name, ev.error.message)
+      } else {
+        throw new Error('empty generate event')
+      }
+    }
+  } catch (err: any) {
+    stream.abort(err)
+    throw err
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * Messages of /meshllm/infer/1.0.0 (protocols/infer.md). Each function handles one message
+ * body; the unsigned-varint length prefix around it belongs to the stream layer.
+ *
+ * Requests are protobuf `InferRequest` with packed `tokens`, coded by hand here because the
+ * protons 9 generator has no packed repeated fields (it would write and expect one tag per
+ * token). Decoding accepts packed and unpacked tokens, as protobuf requires, and bounds their
+ * number by MAX_REQUEST_TOKENS. Responses are one status byte, then a protobuf Frame / OpenInfo
+ * (status OK) or a UTF-8 message of at most 256 bytes (any other status).
+ */
+import { MalformedMessageError, OversizedMessageError, rethrowAs } from './errors.js'
+import { decodeFrame, frameFromPb, frameToPb } from './frame.js'
+import { Frame as PbFrame, OpenInfo as PbOpenInfo } from './pb/infer.js'
+import {
+  FINGERPRINT_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS,
+  MAX_RESPONSE_BYTES, Status, VOCAB_SIZE
+} from './types.js'
+import type { ErrorResponse, Frame, FrameResponse, InferRequest, OpenInfo, OpenResponse } from './types.js'
+import { forEachField, readVarint, varintLength, writeVarint } from './varint.js'
+import type { Uint8ArrayList } from 'uint8arraylist'
+
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+const utf8Encoder = new TextEncoder()
+/** highest status byte defined by this version */
+const MAX_STATUS = Status.SHUTTING_DOWN
+
+// ---------------------------------------------------------------- requests
+
+/** protobuf writer: a list of chunks with a running size */
+class Out {
+  chunks: Uint8Array[] = []
+  size = 0
+  raw (bytes: Uint8Array): this { this.chunks.push(bytes); this.size += bytes.byteLength; return this }
+  varint (v: number): this { const b = new Uint8Array(varintLength(v)); writeVarint(b, 0, v); return this.raw(b) }
+  /** tag + length + payload of a length-delimited field */
+  bytes (no: number, payload: Uint8Array): this { return this.varint(no << 3 | 2).varint(payload.byteLength).raw(payload) }
+  /** tag + value of a varint field, omitted when 0 (proto3 default) */
+  uint32 (no: number, v: number): this { return v === 0 ? this : this.varint(no << 3).varint(v) }
+  finish (): Uint8Array {
+    const out = new Uint8Array(this.size)
+    let pos = 0
+    for (const c of this.chunks) { out.set(c, pos); pos += c.byteLength }
+    return out
+  }
+}
+
+function packedTokens (tokens: Uint32Array): Uint8Array {
+  checkTokens(tokens)
+  let len = 0
+  for (const t of tokens) len += varintLength(t)
+  const out = new Uint8Array(len)
+  for (let i = 0, pos = 0; i < tokens.length; i++) pos = writeVarint(out, pos, tokens[i])
+  return out
+}
+
+function checkTokens (tokens: ArrayLike<number>): void {
+  if (tokens.length === 0) throw new MalformedMessageError('no tokens')
+  if (tokens.length > MAX_REQUEST_TOKENS) throw new OversizedMessageError(`${tokens.length} tokens > ${MAX_REQUEST_TOKENS}`)
+  for (let i = 0; i < tokens.length; i++) {
+    if (tokens[i] >= VOCAB_SIZE) throw new MalformedMessageError(`token ${tokens[i]} outside the vocabulary`)
+  }
+}
+
+function checkUint32 (name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new MalformedMessageError(`${name} ${v} is not a uint32`)
+}
+
+/** InferRequest → protobuf bytes (tokens packed). Throws what decodeRequest would. */
+export function encodeRequest (req: InferRequest): Uint8Array {
+  const out = new Out()
+  switch (req.type) {
+    case 'open': {
+      checkUint32('protocolVersion', req.protocolVersion)
+      if (req.tokenizerFingerprint.byteLength !== FINGERPRINT_BYTES) throw new MalformedMessageError('fingerprint must be 32 bytes')
+      if (!Number.isInteger(req.topK) || req.topK < 0 || req.topK > MAX_FRAME_ENTRIES) throw new MalformedMessageError(`top_k ${req.topK} outside 0..256`)
+      const open = new Out()
+        .uint32(1, req.protocolVersion)
+        .bytes(2, req.tokenizerFingerprint)
+        .bytes(3, packedTokens(req.tokens))
+        .uint32(4, req.topK)
+      out.bytes(1, open.finish())
+      break
+    }
+    case 'step':
+      out.bytes(2, new Out().bytes(1, packedTokens(req.tokens)).finish())
+      break
+    case 'close':
+      out.bytes(3, new Uint8Array(0))
+      break
+    default:
+      throw new MalformedMessageError(`unknown request type ${(req as { type: unknown }).type}`)
+  }
+  if (out.size > MAX_REQUEST_BYTES) throw new OversizedMessageError(`request of ${out.size} bytes > ${MAX_REQUEST_BYTES}`)
+  return out.finish()
+}
+
+function walk (buf: Uint8Array, start: number, end: number, what: string, fn: Parameters<typeof forEachField>[3]): void {
+  const err = forEachField(buf, start, end, fn)
+  if (err != null) throw new MalformedMessageError(`${what}: ${err}`)
+}
+
+/** appends the tokens of one `tokens` field occurrence (packed: wire type 2, or unpacked: 0) */
+function readTokens (buf: Uint8Array, f: { wire: number, value: number, start: number, end: number }, into: number[]): void {
+  const push = (t: number): void => {
+    if (t < 0 || t >= VOCAB_SIZE) throw new MalformedMessageError(`token ${t} outside the vocabulary`)
+    if (into.length === MAX_REQUEST_TOKENS) throw new OversizedMessageError(`more than ${MAX_REQUEST_TOKENS} tokens`)
+    into.push(t)
+  }
+  if (f.wire === 0) return push(f.value)
+  if (f.wire !== 2) throw new MalformedMessageError(`tokens: wire type ${f.wire}`)
+  for (let pos = f.start; pos < f.end;) {
+    const r = readVarint(buf, pos, f.end)
+    if (typeof r === 'string') throw new MalformedMessageError(`tokens: ${r}`)
+    push(r.value)
+    pos = r.pos
+  }
+}
+
+/** a known scalar field must have the expected wire type and fit in 32 bits */
+function scalar (f: { no: number, wire: number, value: number }): number {
+  if (f.wire !== 0 || f.value < 0) throw new MalformedMessageError(`field ${f.no}: not a uint32`)
+  return f.value
+}
+
+/**
+ * protobuf bytes → InferRequest. Exactly one of open/step/close; unknown fields are skipped.
+ * Open: fingerprint of 32 bytes, ≥ 1 token, top_k 0..256 (0 decodes as 256).
+ * Step: ≥ 1 token. Every token < VOCAB_SIZE. Throws MalformedMessageError / OversizedMessageError.
+ */
+export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest {
+  const buf = bytes.subarray()
+  if (buf.byteLength > MAX_REQUEST_BYTES) throw new OversizedMessageError(`request of ${buf.byteLength} bytes > ${MAX_REQUEST_BYTES}`)
+  let req: InferRequest | undefined
+  let seen = 0
+  walk(buf, 0, buf.byteLength, 'request', f => {
+    if (f.no < 1 || f.no > 3) return
+    if (f.wire !== 2) throw new MalformedMessageError(`request field ${f.no}: wire type ${f.wire}`)
+    if (++seen > 1) throw new MalformedMessageError('more than one of open/step/close')
+    const tokens: number[] = []
+    if (f.no === 1) {
+      let protocolVersion = 0
+      let fingerprint: Uint8Array = new Uint8Array(0)
+      let topK = 0
+      walk(buf, f.start, f.end, 'open', g => {
+        if (g.no === 1) protocolVersion = scalar(g)
+        else if (g.no === 2) {
+          if (g.wire !== 2) throw new MalformedMessageError('open.tokenizer_fingerprint: not bytes')
+          fingerprint = buf.slice(g.start, g.end)
+        } else if (g.no === 3) readTokens(buf, g, tokens)
+        else if (g.no === 4) topK = scalar(g)
+      })
+      if (fingerprint.byteLength !== FINGERPRINT_BYTES) throw new MalformedMessageError('open: fingerprint must be 32 bytes')
+      if (topK > MAX_FRAME_ENTRIES) throw new MalformedMessageError(`open: top_k ${topK} > ${MAX_FRAME_ENTRIES}`)
+      if (tokens.length === 0) throw new MalformedMessageError('open: no tokens')
+      req = { type: 'open', protocolVersion, tokenizerFingerprint: fingerprint, tokens: Uint32Array.from(tokens), topK: topK === 0 ? MAX_FRAME_ENTRIES : topK }
+    } else if (f.no === 2) {
+      walk(buf, f.start, f.end, 'step', g => { if (g.no === 1) readTokens(buf, g, tokens) })
+      if (tokens.length === 0) throw new MalformedMessageError('step: no tokens')
+      req = { type: 'step', tokens: Uint32Array.from(tokens) }
+    } else {
+      walk(buf, f.start, f.end, 'close', () => {}) // must still be well-formed
+      req = { type: 'close' }
+    }
+  })
+  if (req == null) throw new MalformedMessageError('none of open/step/close set')
+  return req
+}
+
+// ---------------------------------------------------------------- responses
+
+function withStatus (status: Status, payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + payload.byteLength)
+  out[0] = status
+  out.set(payload, 1)
+  if (out.byteLength > MAX_RESPONSE_BYTES) throw new OversizedMessageError(`response of ${out.byteLength} bytes > ${MAX_RESPONSE_BYTES}`)
+  return out
+}
+
+/** OK + Frame: the response to a Step. Throws InvalidFrameError / OversizedMessageError. */
+export function encodeFrameResponse (frame: Frame): Uint8Array {
+  return withStatus(Status.OK, PbFrame.encode(frameToPb(frame)))
+}
+
+/** OK + OpenInfo: the response to an Open. */
+export function encodeOpenResponse (info: OpenInfo): Uint8Array {
+  checkUint32('contextLength', info.contextLength)
+  checkUint32('freeSlots', info.freeSlots)
+  return withStatus(Status.OK, PbOpenInfo.encode({
+    frame: frameToPb(info.frame),
+    modelName: info.modelName,
+    contextLength: info.contextLength,
+    freeSlots: info.freeSlots
+  }))
+}
+
+/** any status but OK + its message, cut to 256 bytes on a UTF-8 character boundary */
+export function encodeErrorResponse (status: Exclude<Status, Status.OK>, message: string): Uint8Array {
+  if (!Number.isInteger(status) || status <= Status.OK || status > MAX_STATUS) {
+    throw new MalformedMessageError(`status ${status} cannot carry an error message`)
+  }
+  let text = utf8Encoder.encode(message)
+  if (text.byteLength > MAX_ERROR_MESSAGE_BYTES) {
+    let cut = MAX_ERROR_MESSAGE_BYTES
+    while (cut > 0 && (text[cut] & 0xc0) === 0x80) cut-- // never split a multi-byte character
+    text = text.subarray(0, cut)
+  }
+  return withStatus(status, text)
+}
+
+/** size check + status byte; returns the status and the payload, or the decoded error response */
+function splitResponse (bytes: Uint8Array | Uint8ArrayList): { payload: Uint8Array } | ErrorResponse {
+  const buf = bytes.subarray()
+  if (buf.byteLength > MAX_RESPONSE_BYTES) throw new OversizedMessageError(`response of ${buf.byteLength} bytes > ${MAX_RESPONSE_BYTES}`)
+  if (buf.byteLength === 0) throw new MalformedMessageError('empty response')
+  const status = buf[0]
+  if (status > MAX_STATUS) throw new MalformedMessageError(`unknown status ${status}`)
+  const payload = buf.subarray(1)
+  if (status === Status.OK) return { payload }
+  if (payload.byteLength > MAX_ERROR_MESSAGE_BYTES) throw new MalformedMessageError(`error message of ${payload.byteLength} bytes > ${MAX_ERROR_MESSAGE_BYTES}`)
+  const message = rethrowAs(() => new MalformedMessageError('error message is not UTF-8'), () => utf8Decoder.decode(payload))
+  return { status: status as ErrorResponse['status'], message }
+}
+
+/** response to a Step → OK + Frame, or the error status and message */
+export function decodeFrameResponse (bytes: Uint8Array | Uint8ArrayList, vocabSize: number = VOCAB_SIZE): FrameResponse {
+  const r = splitResponse(bytes)
+  if (!('payload' in r)) return r
+  return { status: Status.OK, frame: decodeFrame(r.payload, vocabSize) }
+}
+
+/** response to an Open → OK + OpenInfo, or the error status and message */
+export function decodeOpenResponse (bytes: Uint8Array | Uint8ArrayList, vocabSize: number = VOCAB_SIZE): OpenResponse {
+  const r = splitResponse(bytes)
+  if (!('payload' in r)) return r
+  const pb = rethrowAs(m => new MalformedMessageError(`open info: ${m}`), () => PbOpenInfo.decode(r.payload))
+  if (pb.frame == null) throw new MalformedMessageError('open info without a frame')
+  return {
+    status: Status.OK,
+    open: { frame: frameFromPb(pb.frame, vocabSize), modelName: pb.modelName, contextLength: pb.contextLength, freeSlots: pb.freeSlots }
+  }
+}
