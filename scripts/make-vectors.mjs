@@ -66,6 +66,7 @@ valid('frame/extremes', 'frame', frame(4294967295, [0, 128255], [0, -64], 0), ..
 valid('frame/256-entries', 'frame', big, ...F)
 nonCanonical('frame/unknown-field-skipped', 'frame', hex([...vfield(1, 5), ...field(2, [7]), ...field(3, [0, 4]), ...vfield(15, 1)]), F[1])
 invalid('frame/truncated-protobuf', 'frame', hex([...vfield(1, 5), 0x12, 0x05, 0x01]), F[1], MAL)
+invalid('frame/ids-wrong-wire-type', 'frame', hex([...vfield(2, 7), ...field(3, [0, 4])]), F[1], MAL)
 invalid('frame/odd-logprobs-length', 'frame', hex([...field(2, [7]), ...field(3, [0, 4, 0])]), F[1], INV)
 invalid('frame/more-ids-than-logprobs', 'frame', hex([...field(2, [7, 1]), ...field(3, [0, 4])]), F[1], INV)
 invalid('frame/fewer-ids-than-logprobs', 'frame', hex([...field(2, [7]), ...field(3, [0, 4, 0, 8])]), F[1], INV)

@@ -139,7 +139,7 @@ export function aggregate (inputs: WeightedDist[], opts: AggregateOptions): Aggr
   const U = u
   // experts of weight 0 are absent: only checked for duplicate ids (slots >= U, discarded)
   for (let e = 0; e < K && dup < 0; e++) {
-    if (inputs[e].weight !== 0) continue
+    if (inputs[e].weight / wSum !== 0) continue
     u = listExpert(slotOf, inputs[e].dist, e, 0, u, 0, true, 0, 0, 0)
     if (u < 0) dup = ~u
   }

@@ -13,6 +13,8 @@ export interface BenchOptions {
   iterations?: number // timed calls per (K, rule), default 2000
   ks?: number[] // default [1, 2, 4, 8]
   rules?: AggregationRule[] // default both
+  /** fraction of each expert's ids drawn from a pool shared by all experts, default 0.8 */
+  overlap?: number
   seed?: number
 }
 
@@ -31,7 +33,8 @@ export function benchAggregate (opts: BenchOptions = {}): BenchResult[] {
   const pool = distinctIds(rng, Math.min(V, Math.ceil(n * 1.5)), V)
   const experts: SparseDist[] = []
   const maxK = Math.max(...(opts.ks ?? [8]))
-  for (let e = 0; e < maxK; e++) experts.push(syntheticDist(rng, pool, n, V))
+  const overlap = opts.overlap ?? 0.8
+  for (let e = 0; e < maxK; e++) experts.push(syntheticDist(rng, pool, n, V, overlap))
 
   const out: BenchResult[] = []
   for (const rule of opts.rules ?? ['mixture', 'product'] as AggregationRule[]) {
@@ -52,10 +55,10 @@ function distinctIds (rng: () => number, n: number, V: number): Uint32Array {
   return Uint32Array.from(seen)
 }
 
-/** n ids: ~80% from the shared pool, the rest random; softmax logprobs with a 5% tail. */
-function syntheticDist (rng: () => number, pool: Uint32Array, n: number, V: number): SparseDist {
+/** n ids: a fraction `overlap` from the shared pool, the rest random; softmax logprobs with a 5% tail. */
+function syntheticDist (rng: () => number, pool: Uint32Array, n: number, V: number, overlap: number): SparseDist {
   const seen = new Set<number>()
-  const fromPool = Math.min(pool.length, Math.floor(n * 0.8))
+  const fromPool = Math.min(pool.length, Math.floor(n * overlap))
   while (seen.size < fromPool) seen.add(pool[Math.floor(rng() * pool.length)])
   while (seen.size < n) seen.add(Math.floor(rng() * V))
   const ids = Uint32Array.from(seen)

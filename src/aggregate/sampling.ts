@@ -81,7 +81,7 @@ export function argmax (agg: Aggregated): number {
   return ids[best]
 }
 
-/** Draws a token id from `distributionAfterSampling(agg, opts)`. */
+/** Draws a token id from `distributionAfterSampling(agg, opts)`; greedy (T = 0) does not consume rng. */
 export function sample (agg: Aggregated, opts: SamplingOptions, rng: Rng): number {
   if (opts.temperature === 0) { checkOptions(opts); return argmax(agg) }
   const d = distributionAfterSampling(agg, opts)
@@ -105,6 +105,8 @@ export function sample (agg: Aggregated, opts: SamplingOptions, rng: Rng): numbe
  * The distribution `sample` draws from: temperature (p^(1/T), renormalised, rest bucket
  * included analytically), then top-k, then top-p, renormalised. Ranking: listed tokens
  * with p >= restProb, then the rest tokens (by ascending id), then the other listed ones.
+ * Temperature preserves the ranking, so top-k is applied first and p^(1/T) is computed
+ * only for the tokens top-k keeps (identical result, much cheaper for small k).
  */
 export function distributionAfterSampling (agg: Aggregated, opts: SamplingOptions): SamplingDist {
   checkOptions(opts)
@@ -113,26 +115,18 @@ export function distributionAfterSampling (agg: Aggregated, opts: SamplingOption
   }
   const { ids, probs } = ranked(agg)
   const n = ids.length
-  const invT = 1 / opts.temperature
+  const restN = agg.restCount > 0 && agg.restProb > 0 ? agg.restCount : 0
 
-  // temperature in log space, shifted by the max log-probability
-  const restLog = agg.restCount > 0 ? Math.log(agg.restProb) : -Infinity
-  let m = restLog
-  for (let i = 0; i < n; i++) m = Math.max(m, Math.log(probs[i]))
-  if (!(m > -Infinity) || Number.isNaN(m)) throw new SamplingError('distribution has no positive mass')
-  const q = new Float64Array(n)
-  for (let i = 0; i < n; i++) q[i] = Math.exp((Math.log(probs[i]) - m) * invT)
-  const qr = Math.exp((restLog - m) * invT)
-  const restN = qr > 0 ? agg.restCount : 0
-
-  // ranked list = A: q[0, a) | R: restN tokens of qr | B: q[a, n)
+  // ranked list = A: listed [0, a) | R: restN rest tokens | B: listed [a, n)
   let a = n
   if (restN > 0) { a = 0; while (a < n && probs[a] >= agg.restProb) a++ }
+  const pmax = a > 0 || restN === 0 ? probs[0] : agg.restProb
+  if (!(pmax > 0)) throw new SamplingError('distribution has no positive mass')
+
+  // top-k: the k first of the ranked list
   let keepA = a
   let keepR = restN
   let keepB = n - a
-
-  // top-k: the k first of the ranked list
   const k = opts.topK
   if (k > 0) {
     keepA = Math.min(k, a)
@@ -140,11 +134,19 @@ export function distributionAfterSampling (agg: Aggregated, opts: SamplingOption
     keepB = Math.min(k - keepA - keepR, n - a)
   }
 
+  // temperature on the kept tokens: q = (p / pmax)^(1/T), in rank order (A then B)
+  const invT = 1 / opts.temperature
+  const pow = (p: number): number => invT === 1 ? p / pmax : Math.pow(p / pmax, invT)
+  const q = new Float64Array(keepA + keepB)
+  for (let i = 0; i < keepA; i++) q[i] = pow(probs[i])
+  for (let i = 0; i < keepB; i++) q[keepA + i] = pow(probs[a + i])
+  const qr = keepR > 0 ? pow(agg.restProb) : 0
+  const qa = keepA // B's values start at q[qa]
+
   // top-p: smallest ranked prefix whose mass reaches topP of the kept mass
   if (opts.topP < 1) {
     let mass = keepR * qr
-    for (let i = 0; i < keepA; i++) mass += q[i]
-    for (let i = a; i < a + keepB; i++) mass += q[i]
+    for (let i = 0; i < q.length; i++) mass += q[i]
     const thr = opts.topP * mass * (1 - 1e-12) // slack: do not add a token for a rounding error
     let cum = 0
     let done = false
@@ -159,18 +161,19 @@ export function distributionAfterSampling (agg: Aggregated, opts: SamplingOption
         done = true
       } else cum += keepR * qr
     }
-    for (let i = a; i < a + keepB && !done; i++) {
-      cum += q[i]
-      if (cum >= thr) { keepB = i - a + 1; done = true }
+    for (let i = 0; i < keepB && !done; i++) {
+      cum += q[qa + i]
+      if (cum >= thr) { keepB = i + 1; done = true }
     }
   }
+  if (qr === 0) keepR = 0 // underflowed at a low temperature: probability 0
 
   // renormalise over the kept tokens
   const outIds = new Uint32Array(keepA + keepB)
   const outProbs = new Float64Array(keepA + keepB)
   let z = keepR * qr
-  for (let i = 0; i < keepA; i++) { outIds[i] = ids[i]; outProbs[i] = q[i]; z += q[i] }
-  for (let i = 0; i < keepB; i++) { outIds[keepA + i] = ids[a + i]; outProbs[keepA + i] = q[a + i]; z += q[a + i] }
+  for (let i = 0; i < keepA; i++) { outIds[i] = ids[i]; z += (outProbs[i] = q[i]) }
+  for (let i = 0; i < keepB; i++) { outIds[keepA + i] = ids[a + i]; z += (outProbs[keepA + i] = q[qa + i]) }
   const inv = 1 / z
   for (let i = 0; i < outProbs.length; i++) outProbs[i] *= inv
   return { ids: outIds, probs: outProbs, restProb: keepR > 0 ? qr * inv : 0, restCount: keepR }

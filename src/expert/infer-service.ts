@@ -72,7 +72,8 @@ export class InferService implements Startable {
     await this.components.registrar.handle(this.protocol, this.handle, {
       // a few streams beyond the session limit so refusals are answered with BUSY
       maxInboundStreams: this.host.maxSessions * 2 + 8,
-      maxOutboundStreams: 0
+      // a routing component in the same node opens outbound infer streams
+      maxOutboundStreams: 256
     })
     this.started = true
   }

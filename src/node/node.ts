@@ -127,14 +127,30 @@ export function nodePrivateKey (node: MeshNode): PrivateKey {
  */
 export async function connectBootstrap (node: MeshNode, addrs: string[], timeoutMs = 10_000): Promise<number> {
   if (addrs.length === 0) return 0
+  const targets = addrs.map(a => parseMultiaddr(a))
   const deadline = Date.now() + timeoutMs
   let lastErr: any
   while (Date.now() < deadline) {
-    const results = await Promise.allSettled(addrs.map(async a => node.dial(parseMultiaddr(a), { signal: AbortSignal.timeout(Math.max(500, deadline - Date.now())) })))
+    const results = await Promise.allSettled(targets.map(async ma => node.dial(ma, { signal: AbortSignal.timeout(Math.max(500, deadline - Date.now())) })))
     const ok = results.filter(r => r.status === 'fulfilled').length
-    if (ok > 0) return ok
+    if (ok > 0) {
+      await waitForDhtPeers(node, Math.max(1_000, deadline - Date.now()))
+      return ok
+    }
     lastErr = results.find(r => r.status === 'rejected')
     await new Promise(resolve => setTimeout(resolve, 250))
   }
   throw new NoPeersError(`could not reach any bootstrap peer (${addrs.join(', ')}): ${lastErr?.reason?.message ?? 'timeout'}`)
+}
+
+/**
+ * Waits until the DHT routing table holds at least one peer (identify has run and the
+ * peer speaks our DHT protocol), so the first query does not run against an empty table.
+ */
+export async function waitForDhtPeers (node: MeshNode, timeoutMs = 5_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  const table = (node.services.dht as any).routingTable
+  if (table == null) return false
+  while (table.size === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+  return table.size > 0
 }

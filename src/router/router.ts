@@ -38,6 +38,8 @@ export interface GenerateOptions {
   weights?: Record<string, number>
   /** restrict to these expert peer ids */
   experts?: string[]
+  /** benchmark/test mode: never end at an end-of-generation token (the best other listed token is taken instead) */
+  ignoreEos?: boolean
   signal?: AbortSignal
   onToken?: (ev: TokenEvent) => void
 }
@@ -178,8 +180,11 @@ export class Router {
         steps.push(trace)
         for (const id of trace.experts) used.add(id)
         const agg = aggregate(frames.map(f => ({ dist: f.frame, weight: opts.weights?.[f.id] ?? 1 })), { rule: opts.rule ?? 'mixture', vocabSize: this.tokenizer.vocabSize })
-        const token = sample(agg, { temperature: opts.temperature ?? 0.8, topK: opts.topK ?? 0, topP: opts.topP ?? 0.95 }, rng)
-        if (this.tokenizer.isEndOfGeneration(token)) { finishReason = 'eos'; break }
+        let token = sample(agg, { temperature: opts.temperature ?? 0.8, topK: opts.topK ?? 0, topP: opts.topP ?? 0.95 }, rng)
+        if (this.tokenizer.isEndOfGeneration(token)) {
+          if (opts.ignoreEos !== true) { finishReason = 'eos'; break }
+          token = [...agg.ids].find(t => !this.tokenizer.isEndOfGeneration(t)) ?? token
+        }
         context.push(token)
         generated.push(token)
         text = this.tokenizer.decode(generated)

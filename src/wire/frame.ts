@@ -7,7 +7,7 @@
 import { Frame as PbFrame } from './pb/infer.js'
 import { InvalidFrameError, MalformedMessageError, rethrowAs } from './errors.js'
 import { LOGPROB_SCALE, MAX_FRAME_ENTRIES, MAX_LOGPROB_Q, VOCAB_SIZE, type Frame } from './types.js'
-import { readVarint, varintLength, writeVarint } from './varint.js'
+import { checkWireTypes, readVarint, varintLength, writeVarint } from './varint.js'
 import type { Uint8ArrayList } from 'uint8arraylist'
 
 /** logprobs up to this much above 0 are float error and clamp to 0 */
@@ -108,6 +108,12 @@ export function encodeFrame (frame: Frame, vocabSize: number = VOCAB_SIZE): Uint
 
 /** protobuf bytes → Frame. Throws MalformedMessageError (not protobuf) or InvalidFrameError. */
 export function decodeFrame (bytes: Uint8Array | Uint8ArrayList, vocabSize: number = VOCAB_SIZE): Frame {
-  const pb = rethrowAs(m => new MalformedMessageError(`frame: ${m}`), () => PbFrame.decode(bytes.subarray()))
+  const buf = bytes.subarray()
+  const bad = checkWireTypes(buf, 0, buf.byteLength, FRAME_WIRE_TYPES)
+  if (bad != null) throw new MalformedMessageError(`frame: ${bad}`)
+  const pb = rethrowAs(m => new MalformedMessageError(`frame: ${m}`), () => PbFrame.decode(buf))
   return frameFromPb(pb, vocabSize)
 }
+
+/** wire types of Frame's fields: position varint, ids bytes, logprobs bytes, tail_mass fixed32 */
+export const FRAME_WIRE_TYPES = { 1: 0, 2: 2, 3: 2, 4: 5 } as const

@@ -9,14 +9,14 @@
  * (status OK) or a UTF-8 message of at most 256 bytes (any other status).
  */
 import { MalformedMessageError, OversizedMessageError, rethrowAs } from './errors.js'
-import { decodeFrame, frameFromPb, frameToPb } from './frame.js'
+import { decodeFrame, frameFromPb, frameToPb, FRAME_WIRE_TYPES } from './frame.js'
 import { Frame as PbFrame, OpenInfo as PbOpenInfo } from './pb/infer.js'
 import {
   FINGERPRINT_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS,
   MAX_RESPONSE_BYTES, Status, VOCAB_SIZE
 } from './types.js'
 import type { ErrorResponse, Frame, FrameResponse, InferRequest, OpenInfo, OpenResponse } from './types.js'
-import { forEachField, readVarint, varintLength, writeVarint } from './varint.js'
+import { checkWireTypes, forEachField, PbWriter, readVarint, varintLength, writeVarint } from './varint.js'
 import type { Uint8ArrayList } from 'uint8arraylist'
 
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
@@ -25,24 +25,6 @@ const utf8Encoder = new TextEncoder()
 const MAX_STATUS = Status.SHUTTING_DOWN
 
 // ---------------------------------------------------------------- requests
-
-/** protobuf writer: a list of chunks with a running size */
-class Out {
-  chunks: Uint8Array[] = []
-  size = 0
-  raw (bytes: Uint8Array): this { this.chunks.push(bytes); this.size += bytes.byteLength; return this }
-  varint (v: number): this { const b = new Uint8Array(varintLength(v)); writeVarint(b, 0, v); return this.raw(b) }
-  /** tag + length + payload of a length-delimited field */
-  bytes (no: number, payload: Uint8Array): this { return this.varint(no << 3 | 2).varint(payload.byteLength).raw(payload) }
-  /** tag + value of a varint field, omitted when 0 (proto3 default) */
-  uint32 (no: number, v: number): this { return v === 0 ? this : this.varint(no << 3).varint(v) }
-  finish (): Uint8Array {
-    const out = new Uint8Array(this.size)
-    let pos = 0
-    for (const c of this.chunks) { out.set(c, pos); pos += c.byteLength }
-    return out
-  }
-}
 
 function packedTokens (tokens: Uint32Array): Uint8Array {
   checkTokens(tokens)
@@ -67,22 +49,22 @@ function checkUint32 (name: string, v: number): void {
 
 /** InferRequest → protobuf bytes (tokens packed). Throws what decodeRequest would. */
 export function encodeRequest (req: InferRequest): Uint8Array {
-  const out = new Out()
+  const out = new PbWriter()
   switch (req.type) {
     case 'open': {
       checkUint32('protocolVersion', req.protocolVersion)
       if (req.tokenizerFingerprint.byteLength !== FINGERPRINT_BYTES) throw new MalformedMessageError('fingerprint must be 32 bytes')
       if (!Number.isInteger(req.topK) || req.topK < 0 || req.topK > MAX_FRAME_ENTRIES) throw new MalformedMessageError(`top_k ${req.topK} outside 0..256`)
-      const open = new Out()
-        .uint32(1, req.protocolVersion)
+      const open = new PbWriter()
+        .uint(1, req.protocolVersion)
         .bytes(2, req.tokenizerFingerprint)
         .bytes(3, packedTokens(req.tokens))
-        .uint32(4, req.topK)
+        .uint(4, req.topK)
       out.bytes(1, open.finish())
       break
     }
     case 'step':
-      out.bytes(2, new Out().bytes(1, packedTokens(req.tokens)).finish())
+      out.bytes(2, new PbWriter().bytes(1, packedTokens(req.tokens)).finish())
       break
     case 'close':
       out.bytes(3, new Uint8Array(0))
@@ -168,6 +150,9 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
 
 // ---------------------------------------------------------------- responses
 
+/** wire types of OpenInfo's fields: frame message, model_name string, two uint32 */
+const OPEN_INFO_WIRE_TYPES = { 1: 2, 2: 2, 3: 0, 4: 0 } as const
+
 function withStatus (status: Status, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(1 + payload.byteLength)
   out[0] = status
@@ -232,7 +217,13 @@ export function decodeFrameResponse (bytes: Uint8Array | Uint8ArrayList, vocabSi
 export function decodeOpenResponse (bytes: Uint8Array | Uint8ArrayList, vocabSize: number = VOCAB_SIZE): OpenResponse {
   const r = splitResponse(bytes)
   if (!('payload' in r)) return r
-  const pb = rethrowAs(m => new MalformedMessageError(`open info: ${m}`), () => PbOpenInfo.decode(r.payload))
+  const buf = r.payload
+  let frameAt: [number, number] | undefined
+  const bad = forEachField(buf, 0, buf.byteLength, f => { if (f.no === 1 && f.wire === 2) frameAt = [f.start, f.end] }) ??
+    checkWireTypes(buf, 0, buf.byteLength, OPEN_INFO_WIRE_TYPES) ??
+    (frameAt == null ? 'no frame' : checkWireTypes(buf, frameAt[0], frameAt[1], FRAME_WIRE_TYPES))
+  if (bad != null) throw new MalformedMessageError(`open info: ${bad}`)
+  const pb = rethrowAs(m => new MalformedMessageError(`open info: ${m}`), () => PbOpenInfo.decode(buf))
   if (pb.frame == null) throw new MalformedMessageError('open info without a frame')
   return {
     status: Status.OK,

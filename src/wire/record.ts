@@ -12,6 +12,7 @@ import * as raw from 'multiformats/codecs/raw'
 import { ExpiredRecordError, InvalidRecordError, OversizedMessageError, rethrowAs } from './errors.js'
 import { ExpertRecord as PbExpertRecord } from './pb/record.js'
 import { FINGERPRINT_BYTES, MAX_RECORD_BYTES } from './types.js'
+import { PbWriter } from './varint.js'
 import type { PeerId, PrivateKey, Record } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Uint8ArrayList } from 'uint8arraylist'
@@ -48,9 +49,9 @@ export interface ExpertRecord {
 
 const invalid = (m: string): InvalidRecordError => new InvalidRecordError(m)
 
-function uint64 (name: string, v: number): bigint {
+function safeUint (name: string, v: number): number {
   if (!Number.isSafeInteger(v) || v < 0) throw invalid(`${name} ${v} is not a non-negative safe integer`)
-  return BigInt(v)
+  return v
 }
 
 function fromUint64 (name: string, v: bigint): number {
@@ -68,9 +69,10 @@ export function checkExpertRecord (r: ExpertRecord): void {
   if (r.contextLength === 0) throw invalid('contextLength must be > 0')
   if (r.maxSlots === 0) throw invalid('maxSlots must be > 0')
   if (r.freeSlots > r.maxSlots) throw invalid(`freeSlots ${r.freeSlots} > maxSlots ${r.maxSlots}`)
-  if (!Number.isFinite(r.tokensPerSecond) || r.tokensPerSecond < 0) throw invalid(`tokensPerSecond ${r.tokensPerSecond} not finite ≥ 0`)
+  // float32 on the wire: 1e39 is finite here but infinite there
+  if (!Number.isFinite(Math.fround(r.tokensPerSecond)) || r.tokensPerSecond < 0) throw invalid(`tokensPerSecond ${r.tokensPerSecond} not finite ≥ 0`)
   for (const [name, v] of [['parameterCount', r.parameterCount], ['seq', r.seq], ['issuedAtMs', r.issuedAtMs], ['expiresAtMs', r.expiresAtMs]] as const) {
-    uint64(name, v)
+    safeUint(name, v)
   }
   if (r.expiresAtMs <= r.issuedAtMs) throw invalid('expiresAtMs must be after issuedAtMs')
   if (r.addrs.length > MAX_RECORD_ADDRS) throw invalid(`more than ${MAX_RECORD_ADDRS} addrs`)
@@ -86,35 +88,36 @@ export class ExpertRecordPayload implements Record {
 
   constructor (readonly record: ExpertRecord) {}
 
-  /** protobuf bytes of the record (proto/record.proto) */
+  /**
+   * protobuf bytes of the record (proto/record.proto). Written by hand: protons-runtime 8.0.1's
+   * uint64 writer corrupts values in [2^31, 2^32) (e.g. a 3B parameter_count). Its reader is fine.
+   */
   marshal (): Uint8Array {
     if (this.marshaled == null) {
       const r = this.record
-      this.marshaled = PbExpertRecord.encode({
-        peerId: r.peerId.toMultihash().bytes as Uint8Array<ArrayBuffer>,
-        protocol: r.protocol,
-        modelName: r.modelName,
-        parameterCount: uint64('parameterCount', r.parameterCount),
-        quantization: r.quantization,
-        contextLength: r.contextLength,
-        tokenizerFingerprint: r.tokenizerFingerprint as Uint8Array<ArrayBuffer>,
-        tokensPerSecond: r.tokensPerSecond,
-        freeSlots: r.freeSlots,
-        maxSlots: r.maxSlots,
-        seq: uint64('seq', r.seq),
-        issuedAtMs: uint64('issuedAtMs', r.issuedAtMs),
-        expiresAtMs: uint64('expiresAtMs', r.expiresAtMs),
-        addrs: r.addrs.map(a => a.bytes as Uint8Array<ArrayBuffer>)
-      })
+      const w = new PbWriter()
+        .optBytes(1, r.peerId.toMultihash().bytes)
+        .string(2, r.protocol)
+        .string(3, r.modelName)
+        .uint(4, safeUint('parameterCount', r.parameterCount))
+        .string(5, r.quantization)
+        .uint(6, r.contextLength)
+        .optBytes(7, r.tokenizerFingerprint)
+        .float(8, r.tokensPerSecond)
+        .uint(9, r.freeSlots)
+        .uint(10, r.maxSlots)
+        .uint(11, safeUint('seq', r.seq))
+        .uint(12, safeUint('issuedAtMs', r.issuedAtMs))
+        .uint(13, safeUint('expiresAtMs', r.expiresAtMs))
+      for (const a of r.addrs) w.bytes(14, a.bytes)
+      this.marshaled = w.finish()
     }
     return this.marshaled
   }
 
   equals (other: Record): boolean {
     if (!(other instanceof ExpertRecordPayload)) return false
-    const a = this.marshal()
-    const b = other.marshal()
-    return a.byteLength === b.byteLength && a.every((x, i) => x === b[i])
+    return sameBytes(this.marshal(), other.marshal())
   }
 
   /** protobuf bytes → ExpertRecord (structure only: no signature, range or time checks). InvalidRecordError. */
@@ -167,10 +170,10 @@ export async function openExpertRecord (bytes: Uint8Array | Uint8ArrayList, { no
   } catch (err: any) {
     throw invalid(`envelope: ${err?.message ?? err}`)
   }
-  const type = envelope.payloadType
-  if (type.length !== EXPERT_RECORD_CODEC.length || !EXPERT_RECORD_CODEC.every((x, i) => x === type[i])) {
-    throw invalid('payload type is not 0x0301')
-  }
+  // protons ignores wire types, so some bit flips in tags decode to the same envelope:
+  // accept only the canonical encoding, which makes the stored bytes non-malleable
+  if (!sameBytes(envelope.marshal(), buf)) throw invalid('envelope is not canonically encoded')
+  if (!sameBytes(envelope.payloadType, EXPERT_RECORD_CODEC)) throw invalid('payload type is not 0x0301')
   const record = ExpertRecordPayload.decode(envelope.payload)
   if (!peerIdFromPublicKey(envelope.publicKey).equals(record.peerId)) throw invalid('signer is not record.peerId')
   checkExpertRecord(record)
@@ -198,4 +201,38 @@ export async function expertProvidersCid (fingerprint?: Uint8Array): Promise<CID
     ? 'meshllm:experts:all'
     : `meshllm:experts:${Array.from(fingerprint, b => b.toString(16).padStart(2, '0')).join('')}`
   return CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode(name)))
+}
+
+function sameBytes (a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((x, i) => x === b[i])
+}
+
+/**
+ * kad-dht validator for the "meshllm" key namespace (`validators: { meshllm: validateExpertRecordEntry }`):
+ * the value must open (openExpertRecord) and `key` must be expertRecordKey of its peer id.
+ */
+export async function validateExpertRecordEntry (key: Uint8Array, value: Uint8Array, options: { now?: number } = {}): Promise<void> {
+  await openKeyedRecord(key, value, options.now)
+}
+
+async function openKeyedRecord (key: Uint8Array, value: Uint8Array, now?: number): Promise<ExpertRecord> {
+  const record = await openExpertRecord(value, { now })
+  if (!sameBytes(key, expertRecordKey(record.peerId))) throw invalid('DHT key does not match the record peer id')
+  return record
+}
+
+/**
+ * kad-dht selector for the "meshllm" namespace: index of the valid, unexpired record with the
+ * highest seq (the first of equals); 0 when none is valid.
+ */
+export async function selectExpertRecord (key: Uint8Array, records: Uint8Array[], options: { now?: number } = {}): Promise<number> {
+  let best = 0
+  let bestSeq = -1
+  for (let i = 0; i < records.length; i++) {
+    try {
+      const { seq } = await openKeyedRecord(key, records[i], options.now)
+      if (seq > bestSeq) { best = i; bestSeq = seq }
+    } catch {} // invalid records never win
+  }
+  return best
 }

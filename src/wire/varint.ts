@@ -102,3 +102,52 @@ export function forEachField (buf: Uint8Array, start: number, end: number, fn: (
   }
   return undefined
 }
+
+/**
+ * Checks that every known field of the message in buf[start, end) has its schema wire type
+ * (`wireTypes[fieldNo]`), on top of forEachField's checks: protons' generated decoders ignore
+ * the wire type of known fields. Returns a reason string, undefined when fine.
+ */
+export function checkWireTypes (buf: Uint8Array, start: number, end: number, wireTypes: Readonly<Record<number, number>>): string | undefined {
+  let bad: string | undefined
+  const err = forEachField(buf, start, end, f => {
+    const want = wireTypes[f.no]
+    if (want != null && f.wire !== want && bad == null) bad = `field ${f.no}: wire type ${f.wire}, expected ${want}`
+    if (want === 0 && f.value < 0 && bad == null) bad = `field ${f.no}: value over 32 bits`
+  })
+  return err ?? bad
+}
+
+/**
+ * Minimal protobuf writer for hand-written encoders (fields must be written in field-number
+ * order; default values are omitted, as proto3 encoders do).
+ */
+export class PbWriter {
+  private readonly chunks: Uint8Array[] = []
+  size = 0
+
+  raw (bytes: Uint8Array): this { this.chunks.push(bytes); this.size += bytes.byteLength; return this }
+  /** a bare varint, 0 ≤ v ≤ 2^53 - 1 */
+  varint (v: number): this { const b = new Uint8Array(varintLength(v)); writeVarint(b, 0, v); return this.raw(b) }
+  /** length-delimited field (bytes, string, message, packed); always written, even when empty */
+  bytes (no: number, payload: Uint8Array): this { return this.varint(no << 3 | 2).varint(payload.byteLength).raw(payload) }
+  /** bytes/string field, omitted when empty */
+  optBytes (no: number, payload: Uint8Array): this { return payload.byteLength === 0 ? this : this.bytes(no, payload) }
+  string (no: number, s: string): this { return this.optBytes(no, new TextEncoder().encode(s)) }
+  /** uint32/uint64 field from a safe non-negative integer, omitted when 0 */
+  uint (no: number, v: number): this { return v === 0 ? this : this.varint(no << 3).varint(v) }
+  /** float (fixed32) field, omitted when 0 */
+  float (no: number, v: number): this {
+    if (v === 0) return this
+    const b = new Uint8Array(4)
+    new DataView(b.buffer).setFloat32(0, v, true)
+    return this.varint(no << 3 | 5).raw(b)
+  }
+
+  finish (): Uint8Array {
+    const out = new Uint8Array(this.size)
+    let pos = 0
+    for (const c of this.chunks) { out.set(c, pos); pos += c.byteLength }
+    return out
+  }
+}

@@ -123,6 +123,10 @@ describe('aggregate', () => {
       const union = new Set<number>()
       for (const x of inputs) if (x.weight > 0) x.dist.ids.forEach(id => union.add(id))
       assert.deepEqual(new Set(agg.ids), union)
+      if (rule === 'product') {
+        // the epsilon floor: no token is ever vetoed to exactly 0
+        assert.ok(agg.probs.every(p => p > 0) && (agg.restCount === 0 || agg.restProb > 0))
+      }
     }), RUNS)
   })
 
@@ -231,6 +235,18 @@ describe('aggregate', () => {
     assert.ok(prod.probs[1] < 1e-5 && prod.probs[2] < 1e-5)
   })
 
+  it('product floors p at epsilon: a zero from one expert is a veto, not a hard 0', () => {
+    const V = 1000
+    const a: SparseDist = { ids: Uint32Array.of(1, 2), logprobs: Float32Array.of(0, -Infinity), tailMass: 0 }
+    const b: SparseDist = { ids: Uint32Array.of(1, 2), logprobs: Float32Array.of(Math.log(0.5), Math.log(0.5)), tailMass: 0 }
+    const agg = aggregate([{ dist: a, weight: 1 }, { dist: b, weight: 1 }], { rule: 'product', vocabSize: V })
+    const eps = PRODUCT_EPSILON / V
+    // P(2) / P(1) = sqrt(eps * 0.5) / sqrt(1 * 0.5)
+    assert.ok(close(probOf(agg, 2) / probOf(agg, 1), Math.sqrt(eps), 1e-6))
+    assert.ok(close(agg.restProb / probOf(agg, 1), Math.sqrt(eps * eps / 0.5), 1e-6))
+    assertDistribution(agg, V)
+  })
+
   it('spreads the tail uniformly over the unlisted tokens; a full listing has no tail', () => {
     const d: SparseDist = { ids: Uint32Array.of(7, 3), logprobs: Float32Array.of(Math.log(0.5), Math.log(0.3)), tailMass: 0.2 }
     const agg = aggregate([{ dist: d, weight: 1 }], { vocabSize: 10 })
@@ -245,6 +261,10 @@ describe('aggregate', () => {
       assert.equal(a.restProb, 0)
       assert.ok(close(a.probs[0], 0.5, 1e-6))
     }
+    // with a second expert, the ignored tail must not shrink the full listing's weight
+    const other: SparseDist = { ids: Uint32Array.of(0), logprobs: Float32Array.of(0), tailMass: 0 }
+    const mix = aggregate([{ dist: full, weight: 1 }, { dist: other, weight: 1 }], { vocabSize: 3 })
+    assert.ok(close(probOf(mix, 2), 0.25, 1e-6) && close(probOf(mix, 0), 0.625, 1e-6) && close(probOf(mix, 1), 0.125, 1e-6))
   })
 
   it('allows -Infinity logprobs (p = 0)', () => {
@@ -285,7 +305,7 @@ describe('aggregate', () => {
       const agg = aggregate([{ dist: good, weight: 1 }], { vocabSize: V })
       assert.deepEqual([...agg.ids], [1, 2])
       assert.equal(agg.restCount, 8)
-      assert.ok(close(agg.restProb, 0.25 / 8))
+      assert.ok(close(agg.restProb, 0.25 / 8, 1e-6))
     }
   })
 
