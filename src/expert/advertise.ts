@@ -5,10 +5,8 @@
  */
 import type { Logger } from '@libp2p/interface'
 import { nodePrivateKey, type MeshNode } from '../node/node.js'
-import { sealExpertRecord, type ExpertRecord } from '../wire/record.js'
+import { sealExpertRecord, expertRecordKey, expertProvidersCid, type ExpertRecord } from '../wire/record.js'
 import { INFER_PROTOCOL } from '../wire/types.js'
-import { providerKey, recordKey } from './discovery-keys.js'
-import { fingerprintHex } from './tokenizer.js'
 import type { ModelHost } from './model-host.js'
 
 export interface AdvertiserOptions {
@@ -59,11 +57,10 @@ export class ExpertAdvertiser {
     const dht = this.node.services.dht
     const signal = AbortSignal.timeout(Math.max(5_000, this.refreshMs))
     const drain = async (it: AsyncIterable<unknown>): Promise<void> => { for await (const _ of it) { void _ } }
-    const fp = fingerprintHex(this.host.summary.fingerprint)
     const results = await Promise.allSettled([
-      drain(dht.put(recordKey(this.node.peerId), envelope, { signal })),
-      drain(dht.provide(await providerKey(fp), { signal })),
-      drain(dht.provide(await providerKey('all'), { signal }))
+      drain(dht.put(expertRecordKey(this.node.peerId), envelope, { signal })),
+      drain(dht.provide(await expertProvidersCid(this.host.summary.fingerprint), { signal })),
+      drain(dht.provide(await expertProvidersCid(), { signal }))
     ])
     for (const r of results) if (r.status === 'rejected') this.log('advertise: %s', r.reason?.message ?? r.reason)
     this.lastRecord = record

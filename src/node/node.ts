@@ -15,7 +15,10 @@ import type { PrivateKey, ServiceMap } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
-import { expertRecordValidator, expertRecordSelector, DHT_NAMESPACE } from '../expert/discovery-keys.js'
+import { validateExpertRecordEntry, selectExpertRecord } from '../wire/record.js'
+
+/** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
+const DHT_NAMESPACE = 'meshllm'
 import { BadMultiaddrError, NoPeersError } from '../util/errors.js'
 
 export const DHT_PROTOCOL = '/meshllm/kad/1.0.0'
@@ -91,8 +94,8 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
       peerInfoMapper: passthroughMapper,
       allowQueryWithZeroPeers: true,
       initialQuerySelfInterval: 200,
-      validators: { [DHT_NAMESPACE]: expertRecordValidator },
-      selectors: { [DHT_NAMESPACE]: expertRecordSelector }
+      validators: { [DHT_NAMESPACE]: async (key, value) => { await validateExpertRecordEntry(key, value) } },
+      selectors: { [DHT_NAMESPACE]: async (key, records) => selectExpertRecord(key, records) }
     }),
     pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
     ...(opts.services ?? {})

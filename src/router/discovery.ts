@@ -2,8 +2,7 @@
 import type { PeerId } from '@libp2p/interface'
 import { equals } from 'uint8arrays/equals'
 import type { MeshNode } from '../node/node.js'
-import { openExpertRecord, type ExpertRecord } from '../wire/record.js'
-import { providerKey, recordKey } from '../expert/discovery-keys.js'
+import { openExpertRecord, expertRecordKey, expertProvidersCid, type ExpertRecord } from '../wire/record.js'
 
 export interface DiscoveryResult {
   compatible: ExpertRecord[]
@@ -13,7 +12,7 @@ export interface DiscoveryResult {
 
 async function fetchRecord (node: MeshNode, peerId: PeerId, signal: AbortSignal): Promise<ExpertRecord | undefined> {
   let best: ExpertRecord | undefined
-  for await (const ev of node.services.dht.get(recordKey(peerId), { signal }) as AsyncIterable<any>) {
+  for await (const ev of node.services.dht.get(expertRecordKey(peerId), { signal }) as AsyncIterable<any>) {
     if (ev.name === 'VALUE') {
       try {
         const r = await openExpertRecord(ev.value)
@@ -32,7 +31,7 @@ async function fetchRecord (node: MeshNode, peerId: PeerId, signal: AbortSignal)
 export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, opts: { timeoutMs?: number, signal?: AbortSignal } = {}): Promise<DiscoveryResult> {
   const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 5_000), ...(opts.signal != null ? [opts.signal] : [])])
   const peers = new Map<string, PeerId>()
-  const key = await providerKey('all')
+  const key = await expertProvidersCid()
   try {
     for await (const ev of node.services.dht.findProviders(key, { signal }) as AsyncIterable<any>) {
       if (ev.name === 'PROVIDER') {
