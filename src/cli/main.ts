@@ -4,7 +4,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { startExpert } from '../expert/expert.js'
-import { createMeshNode, connectBootstrap, parseMultiaddr, type MeshNode } from '../node/node.js'
+import { createMeshNode, parseMultiaddr } from '../node/node.js'
 import { Router, type GenerateResult } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import { generateService, generateVia, RemoteGenerateError } from '../router/generate-service.js'
@@ -12,6 +12,11 @@ import { fingerprintHex } from '../expert/tokenizer.js'
 import { runDemo } from './demo.js'
 import { statusCommand } from './status.js'
 import { ProgressBar } from './progress.js'
+import { governanceCommand, governanceConfigFrom, governanceClient, keyholderCommand, keysCommand, signCommand, submitCommand } from './governance-cli.js'
+import { GovernanceState } from '../governance/state.js'
+import { GovernanceService } from '../governance/service.js'
+import { configDigest } from '../governance/config.js'
+import { join as joinPath } from 'node:path'
 
 export const EXIT = {
   OK: 0,
@@ -35,7 +40,17 @@ const USAGE = `usage:
   meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product] [--json]
   meshllm generate "<prompt>" --via <multiaddr> [same options]
   meshllm status --bootstrap <multiaddr>… [--json]
-  meshllm demo [--max-tokens <n>] [-k <n>]`
+  meshllm demo [--max-tokens <n>] [-k <n>]
+keyholders:
+  meshllm keys generate --out <file>
+  meshllm governance init --keyholder <public key>… --out <file> [--mesh-id <id>]
+  meshllm governance show [--governance <file>] [--bootstrap <multiaddr>…]
+  meshllm halt --key <file> --reason <text> --bootstrap <multiaddr>… [--governance <file>]
+  meshllm resume --key <file> [--key <file>]… --bootstrap <multiaddr>… [--governance <file>]
+  meshllm vote <motion id> --approve|--reject --key <file> --bootstrap <multiaddr>…
+  meshllm phase <0-4> --key <file>… --bootstrap <multiaddr>…
+  meshllm sign halt|resume|vote|phase [args] --key <file>… --out <file>   |   meshllm sign --in <file> --key <file> --out <file>
+  meshllm submit <file> --bootstrap <multiaddr>…`
 
 function parse (args: string[], options: ParseArgsConfig['options']): { values: Record<string, any>, positionals: string[] } {
   try {
@@ -72,6 +87,7 @@ const GEN_OPTIONS = {
   stop: { type: 'string', multiple: true },
   rule: { type: 'string' },
   tokenizer: { type: 'string' },
+  governance: { type: 'string' },
   json: { type: 'boolean' }
 } as const
 
@@ -86,10 +102,14 @@ async function join (args: string[]): Promise<void> {
     'max-sessions': { type: 'string' },
     'context-size': { type: 'string' },
     gpu: { type: 'string' },
-    'idle-timeout': { type: 'string' }
+    'idle-timeout': { type: 'string' },
+    governance: { type: 'string' }
   })
   if (values.model == null) throw new UsageError('join needs --model <path|uri>')
   for (const a of [...(values.listen ?? []), ...(values.announce ?? []), ...(values.bootstrap ?? [])]) parseMultiaddr(a)
+  const govConfig = await governanceConfigFrom(values.governance)
+  const govState = new GovernanceState(govConfig, values['data-dir'] != null ? joinPath(values['data-dir'], 'governance-state.json') : undefined)
+  process.stderr.write(`governance: mesh "${govState.config.meshId}", ${govState.config.keyholders.length} keyholder(s), digest ${configDigest(govState.config)}${govState.halted != null ? `, HALTED: ${govState.halted.reason}` : ''}\n`)
   const bar = process.stderr.isTTY ? new ProgressBar('loading model') : undefined
   let router: Router | undefined
   const expert = await startExpert({
@@ -105,12 +125,24 @@ async function join (args: string[]): Promise<void> {
     idleTimeoutMs: int(values['idle-timeout'], 'idle-timeout', 1),
     progress: process.stderr.isTTY,
     onLoadProgress: bar != null ? (f: number) => bar.update(f) : undefined,
+    haltReason: () => govState.haltReason,
     extraServices: { generate: generateService({ router: () => router }) }
   })
   bar?.done()
+  const gov = new GovernanceService(expert.node, govState)
+  await gov.start()
   // this peer also routes for callers that use --via; the router is its own component and
   // uses the expert's vocabulary (vocab-only load), never the expert's sessions
-  router = new Router(expert.node, await RouterTokenizer.load(expert.host.modelPath))
+  router = new Router(expert.node, await RouterTokenizer.load(expert.host.modelPath), { haltReason: () => govState.haltReason })
+  gov.on({
+    onHalt: (reason) => {
+      process.stderr.write(`HALTED by governance: ${reason}\n`)
+      expert.service.haltAll(reason)
+      router?.abortAll(reason)
+    },
+    onResume: () => { process.stderr.write('resumed by governance (read-only until a phase vote)\n') }
+  })
+  void gov.syncAll().catch(() => {})
   process.stderr.write(`expert ${expert.host.summary.name}: ${expert.tokensPerSecond.toFixed(1)} tokens/s, ${expert.host.threads} thread(s), ${expert.host.maxSessions} sessions, tokenizer ${fingerprintHex(expert.host.summary.fingerprint).slice(0, 16)}\n`)
   for (const ma of expert.node.getMultiaddrs()) process.stdout.write(`listening ${ma.toString()}\n`)
   await new Promise<void>((resolve) => {
@@ -119,20 +151,13 @@ async function join (args: string[]): Promise<void> {
       if (stopping) return
       stopping = true
       Promise.race([
-        (async () => { await router?.tokenizer.close(); await expert.stop() })(),
+        (async () => { await gov.stop(); await router?.tokenizer.close(); await expert.stop() })(),
         new Promise(r => setTimeout(r, 5_000))
       ]).finally(resolve)
     }
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
-}
-
-async function clientNode (bootstrap: string[]): Promise<MeshNode> {
-  const node = await createMeshNode({ listen: [], dhtServer: false })
-  await node.start()
-  await connectBootstrap(node, bootstrap)
-  return node
 }
 
 function printResult (r: GenerateResult, json: boolean): void {
@@ -179,6 +204,7 @@ async function generate (args: string[]): Promise<void> {
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
   }
   const json = values.json === true
+  for (const a of bootstrap) parseMultiaddr(a)
   if (values.via != null) {
     const via = parseMultiaddr(values.via)
     const node = await createMeshNode({ listen: [], dhtServer: false })
@@ -190,21 +216,22 @@ async function generate (args: string[]): Promise<void> {
     }
     return
   }
-  const node = await clientNode(bootstrap)
+  const { node, gov, close } = await governanceClient(await governanceConfigFrom(values.governance, true), bootstrap)
   const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
   try {
-    const router = new Router(node, tokenizer)
+    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason })
+    gov.on({ onHalt: (reason) => router.abortAll(reason) })
     printResult(await router.generate(prompt, opts), json)
   } finally {
     await tokenizer.close()
-    await node.stop()
+    await close()
   }
 }
 
 function exitCodeFor (err: any): number {
   const name = err instanceof RemoteGenerateError ? err.remoteName : err?.name
   switch (name) {
-    case 'UsageError': case 'BadMultiaddrError': return EXIT.USAGE
+    case 'UsageError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': return EXIT.USAGE
     case 'NoExpertsError': return EXIT.NO_EXPERTS
     case 'IncompatibleTokenizerError': return EXIT.INCOMPATIBLE
     case 'ContextOverflowError': return EXIT.CONTEXT
@@ -223,6 +250,11 @@ export async function main (argv: string[]): Promise<void> {
       case 'generate': await generate(rest); break
       case 'status': await statusCommand(rest, parse); break
       case 'demo': await runDemo(rest, parse); break
+      case 'keys': await keysCommand(rest, parse); break
+      case 'governance': await governanceCommand(rest, parse); break
+      case 'halt': case 'resume': case 'vote': case 'phase': await keyholderCommand(cmd, rest, parse); break
+      case 'sign': await signCommand(rest, parse); break
+      case 'submit': await submitCommand(rest, parse); break
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(USAGE + '\n')
         process.exit(cmd === undefined ? EXIT.USAGE : EXIT.OK)

@@ -1,0 +1,296 @@
+// meshllm_native: the exact top-k frame of one logits row, read straight from llama.cpp.
+//
+// node-llama-cpp 3.21 exposes next-token distributions only through its samplers; the
+// greedy sampler's `confidence` sorts the whole vocabulary (~4 ms per position). This addon
+// reads the logits row of a decoded batch position with llama.cpp's llama_get_logits_ith()
+// and computes, in three linear passes over the row:
+//   max logit, log-sum-exp over the whole vocabulary (double accumulation),
+//   the k most probable ids (k <= 256) with logprob = logit - logsumexp, and the exact tail
+//   mass of all other ids.
+//
+// How it reaches llama.cpp without linking against it:
+//   * the llama_context* comes from node-llama-cpp's AddonContext (a Napi::ObjectWrap):
+//     napi_unwrap() on its JS object gives the AddonContext*, and the field offsets are
+//     taken with offsetof() from node-llama-cpp's own addon headers, compiled against the
+//     llama.h of the same llama.cpp release (scripts/build-native.mjs extracts it from
+//     node-llama-cpp's gitRelease.bundle);
+//   * the llama.cpp functions are looked up with dlsym() in the libllama that node-llama-cpp
+//     already loaded (found in /proc/self/maps, opened with RTLD_NOLOAD).
+// probe() checks the layout at runtime (the AddonContext's AddonModel* must be the model's
+// own wrapper, the llama_context must be mapped memory, its n_ctx, model and vocabulary size
+// must match what JavaScript says) before topk() will touch a context; any mismatch is
+// reported as a reason string and the caller falls back to node-llama-cpp's samplers.
+//
+// Exports:
+//   probe(ctxObj, modelObj, expectedContextSize, expectedVocabSize) -> '' | reason
+//   topk(ctxObj, batchLogitIndex, ids: Uint32Array, logprobs: Float32Array) -> tail mass,
+//        or a negative code: -1 no logits, -2 non-finite logits, -3 context not probed or
+//        disposed, -4 bad arguments. Fills min(ids.length, vocab) entries, sorted by logprob
+//        descending (ties: lower id first); logprobs are clamped at -64 like the JS path.
+//   info() -> { library, offsets }   (diagnostics)
+
+#include <node_api.h>
+
+#include <dlfcn.h>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+#include <string>
+#include <algorithm>
+
+#include "frame.h"
+
+// node-llama-cpp's addon headers (only for the field offsets; nothing from them is called)
+#include "AddonContext.h"
+#include "AddonModel.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+static const size_t OFF_CTX_MODEL = offsetof(AddonContext, model);
+static const size_t OFF_CTX_CTX = offsetof(AddonContext, ctx);
+static const size_t OFF_CTX_LOADED = offsetof(AddonContext, contextLoaded);
+static const size_t OFF_CTX_DISPOSED = offsetof(AddonContext, disposed);
+static const size_t OFF_CTX_MEM_DISPOSED = offsetof(AddonContext, memoryDisposed);
+static const size_t OFF_MODEL_MODEL = offsetof(AddonModel, model);
+#pragma GCC diagnostic pop
+
+namespace {
+
+typedef float* (*fn_get_logits_ith)(llama_context*, int32_t);
+typedef const llama_model* (*fn_get_model)(const llama_context*);
+typedef const llama_vocab* (*fn_model_get_vocab)(const llama_model*);
+typedef int32_t (*fn_vocab_n_tokens)(const llama_vocab*);
+typedef uint32_t (*fn_n_ctx)(const llama_context*);
+
+struct Api {
+  bool tried = false;
+  std::string error;
+  std::string library;
+  fn_get_logits_ith get_logits_ith = nullptr;
+  fn_get_model get_model = nullptr;
+  fn_model_get_vocab model_get_vocab = nullptr;
+  fn_vocab_n_tokens vocab_n_tokens = nullptr;
+  fn_n_ctx n_ctx = nullptr;
+} api;
+
+// ---- /proc/self/maps ---------------------------------------------------------------
+
+struct Mapping { uintptr_t lo, hi; bool readable; char path[512]; };
+
+template <typename F>
+static void forEachMapping (F f) {
+  FILE* fp = fopen("/proc/self/maps", "r");
+  if (fp == nullptr) return;
+  char line[1024];
+  while (fgets(line, sizeof line, fp) != nullptr) {
+    Mapping m{};
+    unsigned long lo = 0, hi = 0;
+    char perms[8] = {0};
+    int consumed = 0;
+    if (sscanf(line, "%lx-%lx %7s %*s %*s %*s%n", &lo, &hi, perms, &consumed) < 3) continue;
+    m.lo = lo; m.hi = hi; m.readable = perms[0] == 'r';
+    const char* p = line + consumed;
+    while (*p == ' ' || *p == '\t') p++;
+    size_t n = strcspn(p, "\n");
+    if (n >= sizeof m.path) n = sizeof m.path - 1;
+    memcpy(m.path, p, n);
+    m.path[n] = 0;
+    if (f(m)) break;
+  }
+  fclose(fp);
+}
+
+/** true when [p, p + len) lies in readable mappings (adjacent mappings allowed) */
+static bool readable (const void* ptr, size_t len) {
+  uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
+  uintptr_t end = p + len;
+  if (p == 0 || end < p) return false;
+  bool ok = false;
+  forEachMapping([&](const Mapping& m) {
+    if (m.readable && m.lo <= p && p < m.hi) {
+      if (end <= m.hi) { ok = true; return true; }
+      p = m.hi;  // continues in the next mapping
+    }
+    return false;
+  });
+  return ok;
+}
+
+static void loadApi () {
+  if (api.tried) return;
+  api.tried = true;
+  std::string tried;
+  forEachMapping([&](const Mapping& m) {
+    const char* base = strrchr(m.path, '/');
+    base = base ? base + 1 : m.path;
+    if (strncmp(base, "libllama", 8) != 0 || strstr(base, ".so") == nullptr) return false;
+    if (tried.find(std::string(m.path) + ";") != std::string::npos) return false;
+    tried += std::string(m.path) + ";";
+    void* h = dlopen(m.path, RTLD_NOW | RTLD_NOLOAD);
+    if (h == nullptr) return false;
+    auto logits = reinterpret_cast<fn_get_logits_ith>(dlsym(h, "llama_get_logits_ith"));
+    auto getModel = reinterpret_cast<fn_get_model>(dlsym(h, "llama_get_model"));
+    auto getVocab = reinterpret_cast<fn_model_get_vocab>(dlsym(h, "llama_model_get_vocab"));
+    auto nTokens = reinterpret_cast<fn_vocab_n_tokens>(dlsym(h, "llama_vocab_n_tokens"));
+    auto nCtx = reinterpret_cast<fn_n_ctx>(dlsym(h, "llama_n_ctx"));
+    if (logits && getModel && getVocab && nTokens && nCtx) {
+      api.get_logits_ith = logits;
+      api.get_model = getModel;
+      api.model_get_vocab = getVocab;
+      api.vocab_n_tokens = nTokens;
+      api.n_ctx = nCtx;
+      Dl_info info{};
+      api.library = dladdr(reinterpret_cast<void*>(logits), &info) && info.dli_fname ? info.dli_fname : m.path;
+      return true;  // keep the handle: the library stays loaded while node-llama-cpp uses it
+    }
+    dlclose(h);
+    return false;
+  });
+  if (api.get_logits_ith == nullptr) {
+    api.error = tried.empty()
+      ? "no libllama is loaded in this process (load a model with node-llama-cpp first)"
+      : "no loaded libllama exports the llama.cpp API (" + tried + ")";
+  }
+}
+
+// ---- probed contexts ---------------------------------------------------------------
+
+struct Probed { const void* addon; llama_context* lctx; int32_t nVocab; };
+static Probed probed[64];
+static unsigned nProbed = 0;
+
+template <typename T>
+static T field (const void* base, size_t off) {
+  T v;
+  memcpy(&v, static_cast<const char*>(base) + off, sizeof v);
+  return v;
+}
+
+/** the llama_context* of a probed, live AddonContext, or nullptr */
+static const Probed* liveContext (const void* addon) {
+  for (unsigned i = 0; i < nProbed && i < 64; i++) {
+    const Probed& p = probed[i];
+    if (p.addon != addon) continue;
+    if (field<bool>(addon, OFF_CTX_DISPOSED) || field<bool>(addon, OFF_CTX_MEM_DISPOSED) || !field<bool>(addon, OFF_CTX_LOADED)) return nullptr;
+    if (field<llama_context*>(addon, OFF_CTX_CTX) != p.lctx) return nullptr;
+    return &p;
+  }
+  return nullptr;
+}
+
+// ---- N-API glue --------------------------------------------------------------------
+
+static napi_value str (napi_env env, const std::string& s) {
+  napi_value v;
+  napi_create_string_utf8(env, s.c_str(), s.size(), &v);
+  return v;
+}
+
+static napi_value num (napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+static napi_value Probe (napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 4) return str(env, "probe: expected 4 arguments");
+  loadApi();
+  if (api.get_logits_ith == nullptr) return str(env, api.error);
+  void* addonCtx = nullptr;
+  void* addonModel = nullptr;
+  if (napi_unwrap(env, argv[0], &addonCtx) != napi_ok || addonCtx == nullptr) {
+    const napi_extended_error_info* e = nullptr;
+    napi_get_last_error_info(env, &e);
+    return str(env, std::string("cannot unwrap the context object: ") + (e && e->error_message ? e->error_message : "?"));
+  }
+  if (napi_unwrap(env, argv[1], &addonModel) != napi_ok || addonModel == nullptr) return str(env, "cannot unwrap the model object");
+  double expCtx = 0, expVocab = 0;
+  napi_get_value_double(env, argv[2], &expCtx);
+  napi_get_value_double(env, argv[3], &expVocab);
+
+  // 1. the context's first field must point at the model's own wrapper (checks the
+  //    ObjectWrap base size without dereferencing anything unknown)
+  if (field<const void*>(addonCtx, OFF_CTX_MODEL) != addonModel) return str(env, "layout mismatch: AddonContext.model is not the model's AddonModel");
+  if (field<bool>(addonCtx, OFF_CTX_DISPOSED) || field<bool>(addonCtx, OFF_CTX_MEM_DISPOSED) || !field<bool>(addonCtx, OFF_CTX_LOADED)) return str(env, "context is not loaded or already disposed");
+  llama_context* lctx = field<llama_context*>(addonCtx, OFF_CTX_CTX);
+  const llama_model* lmodel = field<const llama_model*>(addonModel, OFF_MODEL_MODEL);
+  if (lctx == nullptr || (reinterpret_cast<uintptr_t>(lctx) & 7) != 0 || !readable(lctx, 256)) return str(env, "layout mismatch: AddonContext.ctx is not a mapped pointer");
+  if (lmodel == nullptr || (reinterpret_cast<uintptr_t>(lmodel) & 7) != 0 || !readable(lmodel, 256)) return str(env, "layout mismatch: AddonModel.model is not a mapped pointer");
+  // 2. llama.cpp agrees with JavaScript about this context
+  const uint32_t nCtx = api.n_ctx(lctx);
+  if (static_cast<double>(nCtx) != expCtx) return str(env, "layout mismatch: llama_n_ctx is " + std::to_string(nCtx) + ", expected " + std::to_string(static_cast<long long>(expCtx)));
+  if (api.get_model(lctx) != lmodel) return str(env, "layout mismatch: llama_get_model(ctx) is not the AddonModel's model");
+  const int32_t nVocab = api.vocab_n_tokens(api.model_get_vocab(lmodel));
+  if (static_cast<double>(nVocab) != expVocab || nVocab <= 0) return str(env, "vocabulary size " + std::to_string(nVocab) + ", expected " + std::to_string(static_cast<long long>(expVocab)));
+
+  for (unsigned i = 0; i < nProbed && i < 64; i++) {
+    if (probed[i].addon == addonCtx) { probed[i].lctx = lctx; probed[i].nVocab = nVocab; return str(env, ""); }
+  }
+  probed[nProbed % 64] = Probed{ addonCtx, lctx, nVocab };
+  nProbed++;
+  return str(env, "");
+}
+
+static bool floatArray (napi_env env, napi_value v, napi_typedarray_type want, void** data, size_t* len) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type t;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, len, data, &ab, &off) != napi_ok) return false;
+  return t == want;
+}
+
+static napi_value TopK (napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 4) return num(env, -4);
+  void* addonCtx = nullptr;
+  if (napi_unwrap(env, argv[0], &addonCtx) != napi_ok || addonCtx == nullptr) return num(env, -3);
+  const Probed* p = liveContext(addonCtx);
+  if (p == nullptr) return num(env, -3);
+  int32_t index = 0;
+  if (napi_get_value_int32(env, argv[1], &index) != napi_ok) return num(env, -4);
+  void* idsData = nullptr;
+  void* lpData = nullptr;
+  size_t idsLen = 0, lpLen = 0;
+  if (!floatArray(env, argv[2], napi_uint32_array, &idsData, &idsLen)) return num(env, -4);
+  if (!floatArray(env, argv[3], napi_float32_array, &lpData, &lpLen)) return num(env, -4);
+  size_t k = std::min(idsLen, lpLen);
+  if (k == 0 || k > 256) return num(env, -4);
+  if (k > static_cast<size_t>(p->nVocab)) k = static_cast<size_t>(p->nVocab);
+  const float* logits = api.get_logits_ith(p->lctx, index);
+  if (logits == nullptr) return num(env, -1);
+  return num(env, meshllm::frame(logits, p->nVocab, static_cast<int>(k), static_cast<uint32_t*>(idsData), static_cast<float*>(lpData)));
+}
+
+static napi_value Info (napi_env env, napi_callback_info) {
+  loadApi();
+  napi_value o, offs;
+  napi_create_object(env, &o);
+  napi_create_object(env, &offs);
+  napi_set_named_property(env, o, "library", str(env, api.library));
+  napi_set_named_property(env, o, "error", str(env, api.error));
+  napi_set_named_property(env, offs, "contextModel", num(env, static_cast<double>(OFF_CTX_MODEL)));
+  napi_set_named_property(env, offs, "contextCtx", num(env, static_cast<double>(OFF_CTX_CTX)));
+  napi_set_named_property(env, offs, "modelModel", num(env, static_cast<double>(OFF_MODEL_MODEL)));
+  napi_set_named_property(env, o, "offsets", offs);
+  return o;
+}
+
+}  // namespace
+
+NAPI_MODULE_INIT (/* napi_env env, napi_value exports */) {
+  napi_property_descriptor props[] = {
+    { "probe", nullptr, Probe, nullptr, nullptr, nullptr, napi_default, nullptr },
+    { "topk", nullptr, TopK, nullptr, nullptr, nullptr, napi_default, nullptr },
+    { "info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr }
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}

@@ -1,0 +1,186 @@
+/**
+ * The governance state of one node: halt state, rollout phase, read-only-after-halt mode,
+ * the current keyholder config, the highest accepted version and vote records. Only this
+ * module writes it; it is persisted (atomically, before a message is accepted) so a
+ * replayed or older message is rejected after restarts and after gossipsub's seen-cache
+ * forgot it, and a halted node stays halted across restarts.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { configToJson, parseConfig, type GovernanceConfig } from './config.js'
+import { Kind, verifyEnvelope, type Envelope } from './envelope.js'
+import { keyHex } from './keys.js'
+
+export interface HaltInfo {
+  version: number
+  reason: string
+  atMs: number
+}
+
+export interface VoteRecord {
+  version: number
+  approve: boolean
+  atMs: number
+}
+
+export interface GovernanceSnapshot {
+  meshId: string
+  version: number
+  halted?: HaltInfo
+  /** after a RESUME the mesh stays read-only until a PHASE vote */
+  readOnly: boolean
+  phase: number
+  lastHalt?: HaltInfo
+  lastResumeAtMs?: number
+}
+
+export type ApplyResult =
+  | { accepted: true, kind: Kind, envelope: Envelope }
+  | { accepted: false, reason: string }
+
+const STATE_LOG_MAX = 32
+const VOTE_LOG_MAX = 512
+
+export class GovernanceState {
+  config: GovernanceConfig
+  version = 0
+  halted?: HaltInfo
+  lastHalt?: HaltInfo
+  lastResumeAtMs?: number
+  readOnly = false
+  phase = 0
+  /** motion id hex → keyholder key hex → vote */
+  readonly votes = new Map<string, Map<string, VoteRecord>>()
+  /** accepted envelopes, for peers that catch up */
+  private stateLog: Uint8Array[] = []
+  private voteLog: Uint8Array[] = []
+  /** messages rejected, by reason class (for metrics and the agent's security audit) */
+  readonly rejected = { forged: 0, replay: 0, malformed: 0, other: 0 }
+
+  constructor (config: GovernanceConfig, private readonly file?: string, private readonly now: () => number = Date.now) {
+    this.config = config
+    if (file != null && existsSync(file)) this.load(file)
+  }
+
+  snapshot (): GovernanceSnapshot {
+    return { meshId: this.config.meshId, version: this.version, halted: this.halted, readOnly: this.readOnly, phase: this.phase, lastHalt: this.lastHalt, lastResumeAtMs: this.lastResumeAtMs }
+  }
+
+  get haltReason (): string | undefined {
+    return this.halted?.reason
+  }
+
+  /** envelopes a catching-up peer needs: accepted state messages, then votes */
+  catchUp (): Uint8Array[] {
+    return [...this.stateLog, ...this.voteLog]
+  }
+
+  /**
+   * Verifies and applies one envelope. Never throws. Persisted before returning accepted.
+   */
+  async apply (bytes: Uint8Array): Promise<ApplyResult> {
+    const now = this.now()
+    const v = await verifyEnvelope(bytes, this.config, now)
+    if (!v.ok) {
+      if (v.reason.startsWith('malformed')) this.rejected.malformed++
+      else if (/signature|mesh/.test(v.reason)) this.rejected.forged++
+      else this.rejected.other++
+      return { accepted: false, reason: v.reason }
+    }
+    const m = v.envelope.message
+    if (m.kind === Kind.VOTE) {
+      const id = keyHex(m.motionId)
+      const rec = this.votes.get(id) ?? new Map<string, VoteRecord>()
+      let fresh = false
+      for (const s of v.signers) {
+        const h = keyHex(s)
+        const prior = rec.get(h)
+        if (prior == null || m.version > prior.version) {
+          rec.set(h, { version: m.version, approve: m.approve, atMs: now })
+          fresh = true
+        }
+      }
+      if (!fresh) { this.rejected.replay++; return { accepted: false, reason: `replayed vote (version ${m.version})` } }
+      this.votes.set(id, rec)
+      this.voteLog.push(bytes)
+      if (this.voteLog.length > VOTE_LOG_MAX) this.voteLog.shift()
+      this.persist()
+      return { accepted: true, kind: m.kind, envelope: v.envelope }
+    }
+    if (m.version <= this.version) {
+      this.rejected.replay++
+      return { accepted: false, reason: `version ${m.version} is not above the accepted version ${this.version} (replay or stale)` }
+    }
+    switch (m.kind) {
+      case Kind.HALT:
+        this.halted = { version: m.version, reason: m.reason, atMs: now }
+        this.lastHalt = this.halted
+        break
+      case Kind.RESUME:
+        if (this.halted == null) return { accepted: false, reason: 'RESUME while not halted' }
+        if (m.liftsVersion !== this.halted.version) return { accepted: false, reason: `RESUME lifts version ${m.liftsVersion}, the halt in force is ${this.halted.version}` }
+        this.halted = undefined
+        this.readOnly = true
+        this.lastResumeAtMs = now
+        break
+      case Kind.PHASE:
+        this.phase = m.phase
+        this.readOnly = false
+        break
+      case Kind.KEYHOLDERS:
+        this.config = {
+          ...this.config,
+          keyholders: m.keyholders.map(publicKey => ({ publicKey })),
+          thresholds: m.thresholds,
+          reviewPeriodMs: m.reviewPeriodMs,
+          revertOnHalt: m.revertOnHalt
+        }
+        break
+    }
+    this.version = m.version
+    this.stateLog.push(bytes)
+    if (this.stateLog.length > STATE_LOG_MAX) this.stateLog.shift()
+    this.persist()
+    return { accepted: true, kind: m.kind, envelope: v.envelope }
+  }
+
+  private persist (): void {
+    if (this.file == null) return
+    const data = JSON.stringify({
+      format: 1,
+      config: configToJson(this.config),
+      version: this.version,
+      halted: this.halted,
+      lastHalt: this.lastHalt,
+      lastResumeAtMs: this.lastResumeAtMs,
+      readOnly: this.readOnly,
+      phase: this.phase,
+      votes: [...this.votes].map(([id, m]) => [id, [...m]]),
+      stateLog: this.stateLog.map(b => Buffer.from(b).toString('base64')),
+      voteLog: this.voteLog.map(b => Buffer.from(b).toString('base64'))
+    })
+    mkdirSync(dirname(this.file), { recursive: true })
+    const tmp = `${this.file}.tmp`
+    writeFileSync(tmp, data)
+    const fd = openSync(tmp, 'r')
+    try { fsyncSync(fd) } finally { closeSync(fd) }
+    renameSync(tmp, this.file)
+  }
+
+  private load (file: string): void {
+    const j = JSON.parse(readFileSync(file, 'utf8'))
+    const saved = parseConfig(JSON.stringify(j.config), file)
+    // a state file belongs to one mesh: never carry a halt or versions across meshes
+    if (saved.meshId !== this.config.meshId) return
+    this.config = saved
+    this.version = j.version ?? 0
+    this.halted = j.halted ?? undefined
+    this.lastHalt = j.lastHalt ?? undefined
+    this.lastResumeAtMs = j.lastResumeAtMs ?? undefined
+    this.readOnly = j.readOnly === true
+    this.phase = j.phase ?? 0
+    for (const [id, entries] of j.votes ?? []) this.votes.set(id, new Map(entries))
+    this.stateLog = (j.stateLog ?? []).map((s: string) => Uint8Array.from(Buffer.from(s, 'base64')))
+    this.voteLog = (j.voteLog ?? []).map((s: string) => Uint8Array.from(Buffer.from(s, 'base64')))
+  }
+}
