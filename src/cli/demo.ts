@@ -17,6 +17,8 @@ export interface SpawnedExpert {
   child: ChildProcess
   addr: string
   model: string
+  /** the last 8 KiB the process wrote to stderr */
+  stderr: () => string
 }
 
 /** Starts `meshllm join` in a child process and resolves with its first listen address. */
@@ -29,7 +31,7 @@ export async function spawnExpert (model: string, args: string[] = [], timeoutMs
     const rl = createInterface({ input: child.stdout! })
     rl.on('line', (line) => {
       const m = /^listening (\S+)/.exec(line)
-      if (m != null) { clearTimeout(timer); resolve({ child, addr: m[1], model }) }
+      if (m != null) { clearTimeout(timer); resolve({ child, addr: m[1], model, stderr: () => stderr }) }
     })
     child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`expert ${model} exited with ${code}: ${stderr.trim()}`)) })
   })

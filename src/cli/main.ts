@@ -16,6 +16,7 @@ import { governanceCommand, governanceConfigFrom, governanceClient, keyholderCom
 import { GovernanceState } from '../governance/state.js'
 import { GovernanceService } from '../governance/service.js'
 import { configDigest } from '../governance/config.js'
+import { ChangeLog, revertOnHalt } from '../governance/changelog.js'
 import { join as joinPath } from 'node:path'
 
 export const EXIT = {
@@ -131,14 +132,19 @@ async function join (args: string[]): Promise<void> {
   bar?.done()
   const gov = new GovernanceService(expert.node, govState)
   await gov.start()
+  // every change the mesh applies to itself is recorded here with its undo; a HALT reverts the last N
+  const changes = new ChangeLog(values['data-dir'] != null ? joinPath(values['data-dir'], 'changes.json') : undefined)
   // this peer also routes for callers that use --via; the router is its own component and
   // uses the expert's vocabulary (vocab-only load), never the expert's sessions
   router = new Router(expert.node, await RouterTokenizer.load(expert.host.modelPath), { haltReason: () => govState.haltReason })
   gov.on({
     onHalt: (reason) => {
-      process.stderr.write(`HALTED by governance: ${reason}\n`)
+      process.stderr.write(`HALTED by governance: ${reason} (at ${Date.now()})\n`)
       expert.service.haltAll(reason)
       router?.abortAll(reason)
+      void revertOnHalt(changes, govState.config).then(r => {
+        if (r.reverted.length + r.failed.length > 0) process.stderr.write(`reverted ${r.reverted.length} change(s) on HALT${r.failed.length > 0 ? `, ${r.failed.length} could not be undone` : ''}\n`)
+      })
     },
     onResume: () => { process.stderr.write('resumed by governance (read-only until a phase vote)\n') }
   })

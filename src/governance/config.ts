@@ -46,6 +46,11 @@ export function defaultThresholds (n: number): Thresholds {
 
 export function validateConfig (c: GovernanceConfig): GovernanceConfig {
   if (typeof c.meshId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(c.meshId)) throw new GovernanceConfigError(`meshId must be 1–64 characters of [A-Za-z0-9._-], got "${c.meshId}"`)
+  try {
+    c = { ...c, keyholders: c.keyholders.map(k => ({ ...k, publicKey: canonicalPublicKey(k.publicKey) })) }
+  } catch (err: any) {
+    throw new GovernanceConfigError(err.message)
+  }
   const n = c.keyholders.length
   if (n === 0) throw new GovernanceConfigError('a governance file needs at least one keyholder')
   if (n > 64) throw new GovernanceConfigError(`at most 64 keyholders, got ${n}`)

@@ -66,9 +66,12 @@ const THRESHOLD_ORDER: Array<keyof Thresholds> = ['halt', 'resume', 'deployMinor
 
 class Writer {
   private readonly parts: number[] = []
-  u8 (n: number): void { this.parts.push(n & 0xff) }
-  u16 (n: number): void { this.parts.push((n >>> 8) & 0xff, n & 0xff) }
-  u32 (n: number): void { this.parts.push((n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff) }
+  private range (n: number, max: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > max) throw new EnvelopeError(`value ${n} outside 0..${max}`)
+  }
+  u8 (n: number): void { this.range(n, 0xff); this.parts.push(n) }
+  u16 (n: number): void { this.range(n, 0xffff); this.parts.push((n >>> 8) & 0xff, n & 0xff) }
+  u32 (n: number): void { this.range(n, 0xffffffff); this.parts.push((n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff) }
   u64 (n: number): void {
     if (!Number.isSafeInteger(n) || n < 0) throw new EnvelopeError(`not a u64 safe integer: ${n}`)
     this.u32(Math.floor(n / 2 ** 32)); this.u32(n >>> 0)
@@ -97,8 +100,11 @@ class Reader {
   bytes (n: number): Uint8Array { this.need(n); const v = this.b.subarray(this.pos, this.pos + n); this.pos += n; return v }
   str (n: number): string {
     const bytes = this.bytes(n)
-    const s = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes)
-    return s
+    try {
+      return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes)
+    } catch {
+      throw new EnvelopeError('text is not valid UTF-8')
+    }
   }
   end (): void { if (this.pos !== this.b.length) throw new EnvelopeError('trailing bytes') }
 }
@@ -116,6 +122,7 @@ function encodeBody (w: Writer, body: Body): void {
     case Kind.KEYHOLDERS: {
       const keys = body.keyholders.map(k => canonicalPublicKey(k)).sort(compareBytes)
       if (keys.length < 1 || keys.length > 64) throw new EnvelopeError('1–64 keyholders')
+      for (let i = 1; i < keys.length; i++) if (compareBytes(keys[i - 1], keys[i]) === 0) throw new EnvelopeError('a keyholder is listed twice')
       w.u8(keys.length)
       for (const k of keys) w.bytes(k)
       for (const t of THRESHOLD_ORDER) w.u8(body.thresholds[t])
@@ -262,10 +269,12 @@ export function thresholdFor (kind: Kind, t: Thresholds): number {
 
 /**
  * Full check of an envelope against a governance config at time `now`. Never throws.
+ * `allowExpired` is for catch-up only: a node that joins after a HALT's expiry must still
+ * learn the halt in force (fail closed); versions, not expiry, protect it from replays.
  * Counts only valid signatures by distinct keyholders of `config`; KEYHOLDERS changes must
  * also meet the new set's threshold with signatures of the new keyholders.
  */
-export async function verifyEnvelope (bytes: Uint8Array, config: GovernanceConfig, now: number): Promise<Verdict> {
+export async function verifyEnvelope (bytes: Uint8Array, config: GovernanceConfig, now: number, opts: { allowExpired?: boolean } = {}): Promise<Verdict> {
   let env: Envelope
   try {
     env = decodeEnvelope(bytes)
@@ -275,7 +284,7 @@ export async function verifyEnvelope (bytes: Uint8Array, config: GovernanceConfi
   const m = env.message
   if (m.meshId !== config.meshId) return { ok: false, reason: `for mesh "${m.meshId}", this is "${config.meshId}"` }
   if (m.issuedAtMs > now + MAX_CLOCK_SKEW_MS) return { ok: false, reason: 'issued in the future' }
-  if (m.expiresAtMs <= now) return { ok: false, reason: 'expired' }
+  if (m.expiresAtMs <= now && opts.allowExpired !== true) return { ok: false, reason: 'expired' }
   if (m.expiresAtMs <= m.issuedAtMs || m.expiresAtMs - m.issuedAtMs > MAX_LIFETIME_MS) return { ok: false, reason: 'bad lifetime' }
   const holders = new Set(config.keyholders.map(k => keyHex(k.publicKey)))
   const valid = await validSigners(env, holders)

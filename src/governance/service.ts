@@ -86,8 +86,8 @@ export class GovernanceService {
   }
 
   /** verifies, applies, persists and fires hooks; returns whether it was accepted */
-  async ingest (bytes: Uint8Array, via: string): Promise<boolean> {
-    const r = await this.state.apply(bytes)
+  async ingest (bytes: Uint8Array, via: string, catchUp = false): Promise<boolean> {
+    const r = await this.state.apply(bytes, { catchUp })
     if (!r.accepted) {
       this.log('rejected governance message via %s: %s', via, r.reason)
       return false
@@ -160,7 +160,7 @@ export class GovernanceService {
     // state messages in version order (votes are independent)
     const ordered = got.map(b => { try { return { b, v: decodeEnvelope(b).message.version } } catch { return { b, v: -1 } } }).filter(x => x.v >= 0).sort((a, b) => a.v - b.v)
     let accepted = 0
-    for (const { b } of ordered) if (await this.ingest(b, `sync ${peer.toString().slice(-6)}`)) accepted++
+    for (const { b } of ordered) if (await this.ingest(b, `sync ${peer.toString().slice(-6)}`, true)) accepted++
     return accepted
   }
 

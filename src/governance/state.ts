@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { configToJson, parseConfig, type GovernanceConfig } from './config.js'
-import { Kind, verifyEnvelope, type Envelope } from './envelope.js'
+import { Kind, decodeEnvelope, verifyEnvelope, type Envelope } from './envelope.js'
 import { keyHex } from './keys.js'
 
 export interface HaltInfo {
@@ -49,11 +49,16 @@ export class GovernanceState {
   lastResumeAtMs?: number
   readOnly = false
   phase = 0
+  /** the keyholder set was changed by a KEYHOLDERS message (then the chain, not the file, is authoritative) */
+  private configFromChain = false
   /** motion id hex → keyholder key hex → vote */
   readonly votes = new Map<string, Map<string, VoteRecord>>()
   /** accepted envelopes, for peers that catch up */
   private stateLog: Uint8Array[] = []
   private voteLog: Uint8Array[] = []
+  /** every accepted KEYHOLDERS change and the HALT in force: never dropped from catch-up */
+  private keyholderLog: Uint8Array[] = []
+  private haltEnvelope?: Uint8Array
   /** messages rejected, by reason class (for metrics and the agent's security audit) */
   readonly rejected = { forged: 0, replay: 0, malformed: 0, other: 0 }
 
@@ -72,15 +77,18 @@ export class GovernanceState {
 
   /** envelopes a catching-up peer needs: accepted state messages, then votes */
   catchUp (): Uint8Array[] {
-    return [...this.stateLog, ...this.voteLog]
+    const state = [...new Set<Uint8Array>([...this.keyholderLog, ...(this.haltEnvelope != null ? [this.haltEnvelope] : []), ...this.stateLog])]
+    const version = (b: Uint8Array): number => { try { return decodeEnvelope(b).message.version } catch { return 0 } }
+    state.sort((a, b) => version(a) - version(b))
+    return [...state, ...this.voteLog]
   }
 
   /**
    * Verifies and applies one envelope. Never throws. Persisted before returning accepted.
    */
-  async apply (bytes: Uint8Array): Promise<ApplyResult> {
+  async apply (bytes: Uint8Array, opts: { catchUp?: boolean } = {}): Promise<ApplyResult> {
     const now = this.now()
-    const v = await verifyEnvelope(bytes, this.config, now)
+    const v = await verifyEnvelope(bytes, this.config, now, { allowExpired: opts.catchUp === true })
     if (!v.ok) {
       if (v.reason.startsWith('malformed')) this.rejected.malformed++
       else if (/signature|mesh/.test(v.reason)) this.rejected.forged++
@@ -96,7 +104,7 @@ export class GovernanceState {
         const h = keyHex(s)
         const prior = rec.get(h)
         if (prior == null || m.version > prior.version) {
-          rec.set(h, { version: m.version, approve: m.approve, atMs: now })
+          rec.set(h, { version: m.version, approve: m.approve, atMs: Math.min(m.issuedAtMs, now) })
           fresh = true
         }
       }
@@ -104,7 +112,7 @@ export class GovernanceState {
       this.votes.set(id, rec)
       this.voteLog.push(bytes)
       if (this.voteLog.length > VOTE_LOG_MAX) this.voteLog.shift()
-      this.persist()
+      this.persistSafely()
       return { accepted: true, kind: m.kind, envelope: v.envelope }
     }
     if (m.version <= this.version) {
@@ -115,11 +123,13 @@ export class GovernanceState {
       case Kind.HALT:
         this.halted = { version: m.version, reason: m.reason, atMs: now }
         this.lastHalt = this.halted
+        this.haltEnvelope = bytes
         break
       case Kind.RESUME:
         if (this.halted == null) return { accepted: false, reason: 'RESUME while not halted' }
         if (m.liftsVersion !== this.halted.version) return { accepted: false, reason: `RESUME lifts version ${m.liftsVersion}, the halt in force is ${this.halted.version}` }
         this.halted = undefined
+        this.haltEnvelope = undefined
         this.readOnly = true
         this.lastResumeAtMs = now
         break
@@ -135,13 +145,27 @@ export class GovernanceState {
           reviewPeriodMs: m.reviewPeriodMs,
           revertOnHalt: m.revertOnHalt
         }
+        this.configFromChain = true
+        this.keyholderLog.push(bytes)
         break
     }
     this.version = m.version
     this.stateLog.push(bytes)
     if (this.stateLog.length > STATE_LOG_MAX) this.stateLog.shift()
-    this.persist()
+    this.persistSafely()
     return { accepted: true, kind: m.kind, envelope: v.envelope }
+  }
+
+  /** last error writing the state file (the in-memory state still applies: a HALT still stops this node) */
+  persistError?: Error
+
+  private persistSafely (): void {
+    try {
+      this.persist()
+      this.persistError = undefined
+    } catch (err: any) {
+      this.persistError = err
+    }
   }
 
   private persist (): void {
@@ -149,6 +173,7 @@ export class GovernanceState {
     const data = JSON.stringify({
       format: 1,
       config: configToJson(this.config),
+      configFromChain: this.configFromChain,
       version: this.version,
       halted: this.halted,
       lastHalt: this.lastHalt,
@@ -157,7 +182,9 @@ export class GovernanceState {
       phase: this.phase,
       votes: [...this.votes].map(([id, m]) => [id, [...m]]),
       stateLog: this.stateLog.map(b => Buffer.from(b).toString('base64')),
-      voteLog: this.voteLog.map(b => Buffer.from(b).toString('base64'))
+      voteLog: this.voteLog.map(b => Buffer.from(b).toString('base64')),
+      keyholderLog: this.keyholderLog.map(b => Buffer.from(b).toString('base64')),
+      haltEnvelope: this.haltEnvelope != null ? Buffer.from(this.haltEnvelope).toString('base64') : undefined
     })
     mkdirSync(dirname(this.file), { recursive: true })
     const tmp = `${this.file}.tmp`
@@ -172,7 +199,8 @@ export class GovernanceState {
     const saved = parseConfig(JSON.stringify(j.config), file)
     // a state file belongs to one mesh: never carry a halt or versions across meshes
     if (saved.meshId !== this.config.meshId) return
-    this.config = saved
+    // keyholders changed by signed KEYHOLDERS messages outrank the file the node started with
+    if (j.configFromChain === true) { this.config = saved; this.configFromChain = true }
     this.version = j.version ?? 0
     this.halted = j.halted ?? undefined
     this.lastHalt = j.lastHalt ?? undefined
@@ -182,5 +210,7 @@ export class GovernanceState {
     for (const [id, entries] of j.votes ?? []) this.votes.set(id, new Map(entries))
     this.stateLog = (j.stateLog ?? []).map((s: string) => Uint8Array.from(Buffer.from(s, 'base64')))
     this.voteLog = (j.voteLog ?? []).map((s: string) => Uint8Array.from(Buffer.from(s, 'base64')))
+    this.keyholderLog = (j.keyholderLog ?? []).map((s: string) => Uint8Array.from(Buffer.from(s, 'base64')))
+    if (typeof j.haltEnvelope === 'string') this.haltEnvelope = Uint8Array.from(Buffer.from(j.haltEnvelope, 'base64'))
   }
 }

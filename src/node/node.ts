@@ -97,7 +97,15 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
       validators: { [DHT_NAMESPACE]: async (key, value) => { await validateExpertRecordEntry(key, value) } },
       selectors: { [DHT_NAMESPACE]: async (key, records) => selectExpertRecord(key, records) }
     }),
-    pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
+    pubsub: gossipsub({
+      allowPublishToZeroTopicPeers: true,
+      emitSelf: false,
+      // governance messages are small; anything bigger is rejected before it is buffered
+      maxInboundDataLength: 64 * 1024,
+      // many peers of one loopback host are a test mesh, not a Sybil attack: gossipsub's
+      // IP-colocation penalty would otherwise push them below the publish threshold
+      scoreParams: { IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1']) }
+    }),
     ...(opts.services ?? {})
   }
 

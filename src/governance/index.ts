@@ -1,0 +1,10 @@
+/** Governance public API: keyholder-signed HALT/RESUME/VOTE/PHASE/KEYHOLDERS, state, tiers, motions, change log. Spec: protocols/governance.md. */
+export * from './errors.js'
+export * from './keys.js'
+export * from './config.js'
+export * from './envelope.js'
+export * from './state.js'
+export * from './service.js'
+export * from './tiers.js'
+export * from './motions.js'
+export * from './changelog.js'
