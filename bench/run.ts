@@ -1,10 +1,17 @@
 /**
- * `npm run bench`: measured speed, written to bench/results.json (never asserted in tests).
+ * `npm run bench` — measured speed, written to bench/results.json and bench/chart.svg.
+ * Never part of `npm test`. Options: --quick (fewer latencies/K/reps), --experts <n> (≤ 8).
+ *
  * 1. frame building per position for each bundled model (forward pass vs frame cost, size)
  * 2. router aggregation per token (K = 1, 2, 4, 8)
- * 3. a loopback mesh of expert processes: tokens/s and bytes per expert per token for K = 1…4
+ * 3. N expert processes on loopback, each behind a delay proxy (one-way latency 0/50/100/200 ms
+ *    on every byte, both directions; experts announce the proxied address), a router in this
+ *    process: tokens/s for K ∈ {1,2,4,8} (median and spread of repeated 64-token runs), bytes
+ *    on the wire per expert per token, router CPU per token, peak RSS; with and without
+ *    speculative decoding when the router supports it.
  */
-import { writeFile, mkdir } from 'node:fs/promises'
+import { writeFile } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
 import os from 'node:os'
 import { ModelHost } from '../src/expert/model-host.js'
 import { resolveModel } from '../src/expert/resolve.js'
@@ -12,10 +19,17 @@ import { encodeFrame } from '../src/wire/frame.js'
 import { benchAggregate } from '../src/aggregate/bench.js'
 import { spawnExpert, stopExpert, type SpawnedExpert } from '../src/cli/demo.js'
 import { createMeshNode, connectBootstrap } from '../src/node/node.js'
-import { Router } from '../src/router/router.js'
+import { Router, type GenerateOptions } from '../src/router/router.js'
 import { RouterTokenizer } from '../src/router/tokenizer.js'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { startDelayProxy, freePort, type DelayProxy } from './delay-proxy.js'
+import { renderChart } from './chart.js'
 
+const args = process.argv.slice(2)
+const quick = args.includes('--quick')
+const nExperts = Math.min(8, Number(args[args.indexOf('--experts') + 1] ?? 8) || 8)
 const log = (s: string): void => { process.stdout.write(s + '\n') }
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
 
 async function frames (): Promise<unknown[]> {
   const out = []
@@ -32,8 +46,8 @@ async function frames (): Promise<unknown[]> {
       f = await s.append([f.ids[best]])
       bytes += encodeFrame(f).length
     }
-    const r = { model: m, positions: n, forwardMsPerPosition: s.timing.forwardMs / n, frameMsPerPosition: s.timing.frameMs / n, frameBytes: bytes / n }
-    log(`frames  ${m}: forward ${r.forwardMsPerPosition.toFixed(2)} ms, frame ${r.frameMsPerPosition.toFixed(2)} ms per position, ${r.frameBytes.toFixed(0)} bytes`)
+    const r = { model: m, positions: n, native: (s as any).nativeFrames === true, forwardMsPerPosition: s.timing.forwardMs / n, frameMsPerPosition: s.timing.frameMs / n, frameBytes: bytes / n }
+    log(`frames  ${m}: forward ${r.forwardMsPerPosition.toFixed(2)} ms, frame ${r.frameMsPerPosition.toFixed(2)} ms per position (${r.native ? 'native' : 'sampler fallback'}), ${r.frameBytes.toFixed(0)} bytes`)
     out.push(r)
     await s.close()
     await host.close()
@@ -41,37 +55,102 @@ async function frames (): Promise<unknown[]> {
   return out
 }
 
-async function mesh (): Promise<unknown[]> {
-  const experts: SpawnedExpert[] = []
-  const results = []
+function peakRssKb (pid: number | undefined): number {
+  if (pid == null) return 0
   try {
-    const a = await spawnExpert('meshtest-a')
-    experts.push(a)
-    experts.push(...await Promise.all(['meshtest-b', 'meshtest-c', 'meshtest-c'].map(async m => spawnExpert(m, ['--bootstrap', a.addr]))))
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m != null ? Number(m[1]) : 0
+  } catch { return 0 }
+}
+
+interface MeshRun {
+  latencyMs: number
+  k: number
+  speculative: boolean
+  tokens: number
+  medianTokensPerSecond: number
+  minTokensPerSecond: number
+  maxTokensPerSecond: number
+  bytesPerExpertToken: number
+  routerCpuMsPerToken: number
+  pingRttMs: number
+  acceptanceRate?: number
+  tokensPerRound?: number
+}
+
+async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], routerPeakRssKb: number, computeMsPerToken: number }> {
+  const models = ['meshtest-a', 'meshtest-b', 'meshtest-c', 'meshtest-a', 'meshtest-b', 'meshtest-c', 'meshtest-a', 'meshtest-b'].slice(0, nExperts)
+  const experts: SpawnedExpert[] = []
+  const proxies: DelayProxy[] = []
+  const runs: MeshRun[] = []
+  let setDelay = (_ms: number): void => {}
+  try {
+    // every expert listens on P and announces the proxy Q → P
+    let bootstrap: string | undefined
+    for (const m of models) {
+      const p = await freePort()
+      const proxy = await startDelayProxy(p, 0)
+      proxies.push(proxy)
+      const extra = ['--listen', `/ip4/127.0.0.1/tcp/${p}`, '--announce', `/ip4/127.0.0.1/tcp/${proxy.port}`, '--max-sessions', '8']
+      const e = await spawnExpert(m, bootstrap != null ? [...extra, '--bootstrap', bootstrap] : extra)
+      experts.push(e)
+      bootstrap ??= e.addr
+    }
+    setDelay = (ms: number) => { for (const p of proxies) p.setDelay(ms) }
     const node = await createMeshNode({ listen: [], dhtServer: false })
     await node.start()
-    await connectBootstrap(node, [a.addr])
+    await connectBootstrap(node, [experts[0].addr])
     const tokenizer = await RouterTokenizer.load()
-    const router = new Router(node, tokenizer)
-    for (let i = 0; i < 40 && (await router.experts(true)).compatible.length < experts.length; i++) await new Promise(r => setTimeout(r, 250))
-    await router.generate('warm up', { k: 4, maxTokens: 8, ignoreEos: true })
-    for (const k of [1, 2, 3, 4]) {
-      const runs = []
-      for (let rep = 0; rep < 3; rep++) {
-        const r = await router.generate('The kernel', { k, maxTokens: 64, temperature: 0.8, seed: rep, ignoreEos: true })
-        runs.push({ tokensPerSecond: r.tokensPerSecond, bytesPerExpertToken: r.bytesPerExpertToken })
+    const router = new Router(node, tokenizer, { discoveryTtlMs: 600_000 })
+    for (let i = 0; i < 80 && (await router.experts(true)).compatible.length < experts.length; i++) await new Promise(r => setTimeout(r, 250))
+    log(`mesh    ${(await router.experts()).compatible.length} experts found through the DHT`)
+    await router.generate('warm up', { k: Math.min(8, experts.length), maxTokens: 8, ignoreEos: true })
+    // compute per token without latency (1 expert): the "compute" term of 1/(RTT + compute)
+    const base = await router.generate('The kernel', { k: 1, maxTokens: 64, temperature: 0, ignoreEos: true })
+    const computeMsPerToken = base.elapsedMs / base.tokens
+    const latencies = quick ? [0, 100] : [0, 50, 100, 200]
+    const ks = quick ? [1, 4] : [1, 2, 4, 8]
+    const reps = quick ? 1 : 3
+    const modes = [false, ...((router as any).supportsSpeculation === true ? [true] : [])]
+    for (const latencyMs of latencies) {
+      setDelay(latencyMs)
+      const rtts = await Promise.all(experts.map(async e => (node.services.ping as any).ping(peerIdFromString(e.addr.split('/p2p/')[1]), { signal: AbortSignal.timeout(10_000) }).catch(() => NaN)))
+      const pingRttMs = median(rtts.filter(Number.isFinite))
+      log(`latency ${latencyMs} ms one way: ping round trip through the proxy ${pingRttMs.toFixed(0)} ms`)
+      for (const speculative of modes) {
+        for (const k of ks.filter(k => k <= experts.length)) {
+          const tps: number[] = []
+          let bytes = 0; let cpu = 0; let accepted = 0; let drafted = 0; let rounds = 0; let tokens = 0
+          for (let rep = 0; rep < reps; rep++) {
+            const c0 = process.cpuUsage()
+            const opts: GenerateOptions & Record<string, unknown> = { k, maxTokens: 64, temperature: 0, seed: rep, ignoreEos: true, speculative }
+            const r: any = await router.generate(`The kernel ${rep}`, opts)
+            const c1 = process.cpuUsage(c0)
+            tps.push(r.tokensPerSecond)
+            bytes += r.bytesPerExpertToken
+            cpu += (c1.user + c1.system) / 1000 / r.tokens
+            tokens += r.tokens
+            if (r.speculation != null) { accepted += r.speculation.accepted; drafted += r.speculation.drafted; rounds += r.speculation.rounds }
+          }
+          const run: MeshRun = {
+            latencyMs, k, speculative, tokens: tokens / reps,
+            medianTokensPerSecond: median(tps), minTokensPerSecond: Math.min(...tps), maxTokensPerSecond: Math.max(...tps),
+            bytesPerExpertToken: bytes / reps, routerCpuMsPerToken: cpu / reps, pingRttMs,
+            ...(speculative ? { acceptanceRate: drafted > 0 ? accepted / drafted : 0, tokensPerRound: rounds > 0 ? tokens / rounds : 0 } : {})
+          }
+          runs.push(run)
+          log(`  K=${k}${speculative ? ' spec' : '     '}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token, router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}`)
+        }
       }
-      const tps = runs.map(r => r.tokensPerSecond).sort((x, y) => x - y)
-      const res = { k, latencyMs: 0, tokens: 64, medianTokensPerSecond: tps[1], minTokensPerSecond: tps[0], maxTokensPerSecond: tps[2], bytesPerExpertToken: runs[1].bytesPerExpertToken }
-      log(`mesh    K=${k}: ${res.medianTokensPerSecond.toFixed(1)} tokens/s (${tps[0].toFixed(1)}–${tps[2].toFixed(1)}), ${res.bytesPerExpertToken.toFixed(0)} bytes per expert per token`)
-      results.push(res)
     }
+    const expertPeakRssKb = experts.map(e => peakRssKb(e.child.pid))
     await tokenizer.close()
     await node.stop()
+    return { runs, expertPeakRssKb, routerPeakRssKb: process.resourceUsage().maxRSS, computeMsPerToken }
   } finally {
     await Promise.all(experts.map(stopExpert))
+    await Promise.all(proxies.map(async p => p.close()))
   }
-  return results
 }
 
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.versions.node}`
@@ -80,8 +159,9 @@ const frameResults = await frames()
 const agg = benchAggregate()
 for (const r of agg) log(`aggregate ${r.rule} K=${r.k}: ${r.meanUs.toFixed(1)} µs per token`)
 const meshResults = await mesh()
-await mkdir(new URL('.', import.meta.url), { recursive: true })
-const file = new URL('../../bench/results.json', import.meta.url)
-await writeFile(file, JSON.stringify({ date: new Date().toISOString(), machine, frames: frameResults, aggregate: agg, mesh: meshResults }, null, 2) + '\n')
-log(`written ${file.pathname}`)
+const out = { date: new Date().toISOString(), machine, experts: nExperts, quick, frames: frameResults, aggregate: agg, mesh: meshResults }
+const dir = new URL('../../bench/', import.meta.url)
+await writeFile(new URL('results.json', dir), JSON.stringify(out, null, 2) + '\n')
+await writeFile(new URL('chart.svg', dir), renderChart(meshResults.runs, meshResults.computeMsPerToken, machine))
+log(`written bench/results.json and bench/chart.svg`)
 process.exit(0)

@@ -17,14 +17,15 @@
  */
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
-const src = join(root, 'native', 'src', 'meshllm_native.cc')
+const srcDir = join(root, 'native', 'src')
+const src = join(srcDir, 'meshllm_native.cc')
 const outDir = join(root, 'native', 'build')
 const out = join(outDir, 'meshllm_native.node')
 const stampFile = join(outDir, 'meshllm_native.stamp')
@@ -60,7 +61,7 @@ function packageDir (name, from) {
 
 try {
   if (process.platform !== 'linux') warn(`platform ${process.platform} is not supported (Linux only)`)
-  if (!existsSync(src)) warn(`${src} is missing`)
+  for (const f of [src, join(srcDir, 'frame.h')]) if (!existsSync(f)) warn(`${f} is missing`)
 
   const nlc = packageDir('node-llama-cpp', root)
   if (nlc == null) warn('node-llama-cpp is not installed')
@@ -96,9 +97,9 @@ try {
   }
   if (head == null || !/^[0-9a-f]{40}$/.test(head)) warn('the llama.cpp bundle has no HEAD')
 
-  const flags = ['-O3', '-shared', '-fPIC', '-std=c++17', '-fexceptions', '-fvisibility=hidden', '-DNAPI_VERSION=7', '-Wall', '-Wno-unused-function', '-Wno-invalid-offsetof']
+  const flags = ['-O3', '-shared', '-fPIC', '-std=c++17', '-fexceptions', '-fvisibility=hidden', '-DNAPI_VERSION=7', '-Wall', '-Wno-unused-function', '-Wno-invalid-offsetof', '-Wno-psabi']
   const hash = createHash('sha256')
-  hash.update(readFileSync(src))
+  for (const f of readdirSync(srcDir).sort()) hash.update(f).update(readFileSync(join(srcDir, f)))
   for (const f of ['AddonContext.h', 'AddonModel.h', 'AddonSampler.h', 'addonGlobals.h']) {
     if (existsSync(join(addonDir, f))) hash.update(readFileSync(join(addonDir, f)))
   }

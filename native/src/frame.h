@@ -1,4 +1,17 @@
 // The exact top-k frame of one logits row (pure C++, no Node or llama.cpp dependency).
+//
+// frame(logits, n, k, ids, logprobs) -> tail mass
+//   pass 1: max logit (vectorised);
+//   pass 2: total = sum of e^(x - max) over the row, float32 terms, double accumulation;
+//   pass 3: the k best (logit desc, id asc) with a size-k min-heap, blocks of 8 logits that
+//           cannot enter the heap are skipped with one vector comparison;
+//   logprob_i = logit_i - (max + log total)  (double, stored as float32, clamped at -64),
+//   tail = (total - sum of the k listed terms) / total, the listed terms computed by the very
+//   same vector code, so the tail is the mass of the other ids up to double rounding.
+// Returns -2 when the row has NaN or +inf (the caller then uses its fallback).
+//
+// GCC/Clang vector extensions (SSE2 / NEON); on x86-64 an AVX2+FMA copy of the same code is
+// picked at runtime when the CPU has it.
 #pragma once
 
 #include <algorithm>
@@ -6,106 +19,137 @@
 #include <cstdint>
 #include <cstring>
 
-namespace meshllm {
-
-/**
- * e^x for x <= 0 (x - max logit), float32-accurate (Cephes expf polynomial, |rel err| < 2e-7);
- * 0 below -87 (e^-87 < 2e-38, far below float32 resolution of a sum that is >= 1). Written
- * without library calls or branches so that the loop over the vocabulary vectorises.
- */
-inline float expNeg (float x) {
-  const float xc = x < -87.0f ? -87.0f : x;
-  // n = round(xc * log2 e) with the 1.5 * 2^23 trick (no rounding instruction needed)
-  const float shifter = 12582912.0f;
-  const float t = xc * 1.44269504088896341f + shifter;
-  const float n = t - shifter;
-  int32_t tb;
-  memcpy(&tb, &t, 4);
-  const int32_t ni = tb - 0x4B400000;  // bits of the shifter
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t eb = (ni + 127) << 23;
-  float scale;
-  memcpy(&scale, &eb, 4);
-  const float y = p * scale;
-  return x < -87.0f ? 0.0f : y;
-}
-
-#if defined(__GNUC__)
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef float v4f __attribute__((vector_size(16)));
-typedef double v4d __attribute__((vector_size(32)));
-
-/** expNeg on 8 lanes with GCC/Clang vector extensions (SSE2/NEON at least; same arithmetic) */
-inline v8f expNeg8 (v8f x) {
-  const v8f lo = x - x - 87.0f;  // broadcast without intrinsics
-  const v8i under = x < lo;
-  const v8f xc = under ? lo : x;
-  const v8f shifter = lo * 0.0f + 12582912.0f;
-  const v8f t = xc * 1.44269504088896341f + shifter;
-  const v8f n = t - shifter;
-  const v8i ni = (v8i)t - 0x4B400000;
-  v8f r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  v8f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const v8f scale = (v8f)((ni + 127) << 23);
-  const v8f y = p * scale;
-  return under ? lo * 0.0f : y;
-}
-
-/** sum over the row of e^(x - mx): float terms, double accumulation */
-inline double sumExpNeg (const float* x, int32_t n, float mx) {
-  v4d acc0 = { 0, 0, 0, 0 };
-  v4d acc1 = { 0, 0, 0, 0 };
-  int32_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    v8f v;
-    memcpy(&v, x + i, sizeof v);
-    const v8f e = expNeg8(v - mx);
-    const v4f a = { e[0], e[1], e[2], e[3] };
-    const v4f b = { e[4], e[5], e[6], e[7] };
-    acc0 += __builtin_convertvector(a, v4d);
-    acc1 += __builtin_convertvector(b, v4d);
-  }
-  double total = 0;
-  for (; i < n; i++) total += expNeg(x[i] - mx);
-  const v4d acc = acc0 + acc1;
-  return total + acc[0] + acc[1] + acc[2] + acc[3];
-}
-#else
-inline double sumExpNeg (const float* x, int32_t n, float mx) {
-  double sums[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
-  int32_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; j++) sums[j] += expNeg(x[i + j] - mx);
-  }
-  double total = 0;
-  for (; i < n; i++) total += expNeg(x[i] - mx);
-  for (int j = 0; j < 8; j++) total += sums[j];
-  return total;
-}
+#if !defined(__GNUC__)
+#error "meshllm_native needs GCC or Clang (vector extensions)"
 #endif
 
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace meshllm {
+
+#define MESHLLM_INLINE inline __attribute__((always_inline))
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+typedef double v2d __attribute__((vector_size(16)));
+typedef float v2f __attribute__((vector_size(8)));
+
+/** W float lanes: W = 4 (SSE2 / NEON registers), W = 8 (AVX2 registers) */
+template <int W> struct Vec;
+template <> struct Vec<4> { typedef v4f F; typedef v4i I; typedef v2d D; typedef v2f H; };
+template <> struct Vec<8> { typedef v8f F; typedef v8i I; typedef v4d D; typedef v4f H; };
+
+/**
+ * e^x for x <= 0 (x = logit - max logit), float32-accurate (Cephes expf polynomial, relative
+ * error < 1e-7); exactly 0 below -87 (e^-87 < 2e-38, far below the float32 resolution of a sum
+ * that is >= 1), so -inf logits contribute 0. NaN stays NaN.
+ */
+template <int W>
+MESHLLM_INLINE typename Vec<W>::F expNeg (typename Vec<W>::F x) {
+  typedef typename Vec<W>::F F;
+  typedef typename Vec<W>::I I;
+  const F zero = {};
+  const F lo = zero - 87.0f;
+  const I under = x < lo;
+  const F xc = under ? lo : x;
+  // n = round(xc * log2 e) by the 1.5 * 2^23 trick; its integer is in the low mantissa bits
+  const F shifter = zero + 12582912.0f;
+  const F t = xc * 1.44269504088896341f + shifter;
+  const F n = t - shifter;
+  const I ni = (I)t - 0x4B400000;
+  F r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const F scale = (F)((ni + 127) << 23);  // 2^n, n in [-126, 0]
+  const F y = p * scale;
+  return under ? zero : y;
+}
+
+template <int W>
+MESHLLM_INLINE typename Vec<W>::D widenLow (typename Vec<W>::F e) {
+  typename Vec<W>::H h;
+  for (int j = 0; j < W / 2; j++) h[j] = e[j];
+  return __builtin_convertvector(h, typename Vec<W>::D);
+}
+template <int W>
+MESHLLM_INLINE typename Vec<W>::D widenHigh (typename Vec<W>::F e) {
+  typename Vec<W>::H h;
+  for (int j = 0; j < W / 2; j++) h[j] = e[W / 2 + j];
+  return __builtin_convertvector(h, typename Vec<W>::D);
+}
+
+template <int W>
+MESHLLM_INLINE typename Vec<W>::F load (const float* p) { typename Vec<W>::F v; memcpy(&v, p, sizeof v); return v; }
+
+/** the last count < W values, padded with -inf (whose term is exactly 0) */
+template <int W>
+MESHLLM_INLINE typename Vec<W>::F loadPartial (const float* p, int32_t count) {
+  float buf[W];
+  for (int j = 0; j < W; j++) buf[j] = j < count ? p[j] : -INFINITY;
+  return load<W>(buf);
+}
+
+/** sum of e^(x - mx) over x[0..n), float32 terms, double accumulation */
+template <int W>
+MESHLLM_INLINE double sumExpNeg (const float* x, int32_t n, float mx) {
+  typedef typename Vec<W>::F F;
+  typedef typename Vec<W>::D D;
+  D acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
+  int32_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const F ea = expNeg<W>(load<W>(x + i) - mx);
+    const F eb = expNeg<W>(load<W>(x + i + W) - mx);
+    acc0 += widenLow<W>(ea);
+    acc1 += widenHigh<W>(ea);
+    acc2 += widenLow<W>(eb);
+    acc3 += widenHigh<W>(eb);
+  }
+  for (; i < n; i += W) {
+    const F e = expNeg<W>((n - i >= W ? load<W>(x + i) : loadPartial<W>(x + i, n - i)) - mx);
+    acc0 += widenLow<W>(e);
+    acc1 += widenHigh<W>(e);
+  }
+  const D acc = (acc0 + acc1) + (acc2 + acc3);
+  double total = 0;
+  for (int j = 0; j < W / 2; j++) total += acc[j];
+  return total;
+}
+
+template <int W>
+MESHLLM_INLINE float maxOf (const float* x, int32_t n) {
+  typedef typename Vec<W>::F F;
+  const F zero = {};
+  F m0 = zero - INFINITY, m1 = m0;
+  int32_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const F a = load<W>(x + i);
+    const F b = load<W>(x + i + W);
+    m0 = a > m0 ? a : m0;  // NaN never wins a comparison
+    m1 = b > m1 ? b : m1;
+  }
+  m0 = m1 > m0 ? m1 : m0;
+  float mx = -INFINITY;
+  for (int j = 0; j < W; j++) mx = m0[j] > mx ? m0[j] : mx;
+  for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+  return mx;
+}
+
 struct Entry { float logit; int32_t id; };
-// "a is better than b": higher logit, then lower id
-inline bool better (const Entry& a, const Entry& b) {
+/** "a is better than b": higher logit, then lower id */
+MESHLLM_INLINE bool better (const Entry& a, const Entry& b) {
   return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
 }
 
-// min-heap on `better`: the root is the worst kept entry
+/** min-heap on `better`: the root is the worst kept entry */
 inline void siftDown (Entry* h, int n, int i) {
   for (;;) {
     int w = i;
@@ -119,55 +163,85 @@ inline void siftDown (Entry* h, int n, int i) {
   }
 }
 
-/**
- * Returns the tail mass (>= 0) or -2 for non-finite logits. k <= n.
- */
-inline double frame (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs) {
-  // pass 1: max (8 lanes, vectorisable; NaN never wins a comparison)
-  float lanes[8];
-  for (int j = 0; j < 8; j++) lanes[j] = -INFINITY;
-  int32_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; j++) lanes[j] = logits[i + j] > lanes[j] ? logits[i + j] : lanes[j];
+MESHLLM_INLINE void offer (Entry* heap, int filled, float& floor, float x, int32_t id) {
+  // ids ascend, so an entry equal to the root is worse (higher id): strictly greater only
+  if (x > floor) {
+    heap[0] = Entry{ x, id };
+    siftDown(heap, filled, 0);
+    floor = heap[0].logit;
   }
-  float mx = -INFINITY;
-  for (int j = 0; j < 8; j++) mx = lanes[j] > mx ? lanes[j] : mx;
-  for (; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
-  if (!std::isfinite(mx)) return -2;
+}
 
-  // pass 2: sum of e^(x - max), float terms, double accumulation
-  double total = sumExpNeg(logits, n, mx);
+/** k in [1, 256], k <= n */
+template <int W>
+MESHLLM_INLINE double frameImpl (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs) {
+  const float mx = maxOf<W>(logits, n);
+  if (!std::isfinite(mx)) return -2;
+  const double total = sumExpNeg<W>(logits, n, mx);
   if (!std::isfinite(total) || total < 1.0) return -2;  // NaN or +inf somewhere
 
-  // pass 3: top k by (logit desc, id asc) with a size-k min-heap; ids ascend, so a new
-  // entry must be strictly greater than the root to beat it
   Entry heap[256];
   int filled = 0;
-  for (i = 0; i < n && filled < k; i++) heap[filled++] = Entry{ logits[i], i };
+  int32_t i = 0;
+  for (; i < n && filled < k; i++) heap[filled++] = Entry{ logits[i], i };
   for (int j = filled / 2 - 1; j >= 0; j--) siftDown(heap, filled, j);
   float floor = heap[0].logit;
-  for (; i < n; i++) {
-    const float x = logits[i];
-    if (x > floor) {
-      heap[0] = Entry{ x, i };
-      siftDown(heap, filled, 0);
-      floor = heap[0].logit;
-    }
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const typename Vec<W>::I hit = (load<W>(logits + i) > floor) | (load<W>(logits + i + W) > floor);
+    int32_t any = 0;
+    for (int j = 0; j < W; j++) any |= hit[j];
+    if (any == 0) continue;
+    for (int j = 0; j < 2 * W; j++) offer(heap, filled, floor, logits[i + j], i + j);
   }
+  for (; i < n; i++) offer(heap, filled, floor, logits[i], i);
   std::sort(heap, heap + filled, better);
 
   const double lse = static_cast<double>(mx) + std::log(total);
-  double listed = 0;
+  float listedLogits[256];
   for (int j = 0; j < filled; j++) {
-    listed += expNeg(heap[j].logit - mx);  // same terms as the total: tail = the rest, exactly
+    listedLogits[j] = heap[j].logit;
     ids[j] = static_cast<uint32_t>(heap[j].id);
     const double lp = static_cast<double>(heap[j].logit) - lse;
     logprobs[j] = static_cast<float>(lp < -64 ? -64 : lp);
   }
+  const double listed = sumExpNeg<W>(listedLogits, filled, mx);
   double tail = (total - listed) / total;
   if (tail < 0) tail = 0;
   if (tail > 1) tail = 1;
   return tail;
 }
 
+#if defined(__x86_64__) && !defined(__AVX2__)
+#define MESHLLM_AVX2_DISPATCH 1
+__attribute__((target("avx2,fma"))) inline double frameAvx2 (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs) {
+  return frameImpl<8>(logits, n, k, ids, logprobs);
+}
+#endif
+
+/** which code path frame() takes on this CPU */
+inline const char* frameVariant () {
+#ifdef MESHLLM_AVX2_DISPATCH
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2 ? "avx2+fma" : "sse2";
+#else
+  return "generic";
+#endif
+}
+
+/** forceGeneric: the 4-lane code even where AVX2 is available (tests) */
+inline double frame (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs, bool forceGeneric = false) {
+  if (n <= 0 || k <= 0) return -2;
+  if (k > 256) k = 256;
+  if (k > n) k = n;
+#ifdef MESHLLM_AVX2_DISPATCH
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2 && !forceGeneric) return frameAvx2(logits, n, k, ids, logprobs);
+#else
+  (void)forceGeneric;
+#endif
+  return frameImpl<4>(logits, n, k, ids, logprobs);
+}
+
 }  // namespace meshllm
+
+#pragma GCC diagnostic pop

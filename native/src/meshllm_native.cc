@@ -14,12 +14,15 @@
 //     taken with offsetof() from node-llama-cpp's own addon headers, compiled against the
 //     llama.h of the same llama.cpp release (scripts/build-native.mjs extracts it from
 //     node-llama-cpp's gitRelease.bundle);
-//   * the llama.cpp functions are looked up with dlsym() in the libllama that node-llama-cpp
-//     already loaded (found in /proc/self/maps, opened with RTLD_NOLOAD).
-// probe() checks the layout at runtime (the AddonContext's AddonModel* must be the model's
-// own wrapper, the llama_context must be mapped memory, its n_ctx, model and vocabulary size
-// must match what JavaScript says) before topk() will touch a context; any mismatch is
-// reported as a reason string and the caller falls back to node-llama-cpp's samplers.
+//   * the llama.cpp functions are looked up with dlsym() through the handle of the very
+//     addon that created the context (found with dladdr() on the object's vtable, reopened
+//     with RTLD_NOLOAD), which resolves them in the libllama that addon links: the bins
+//     folder node-llama-cpp picked (CPU, CUDA, Vulkan...). Nothing is linked at build time.
+// probe() checks the layout at runtime (both native pointers are mapped memory whose vtables
+// are in the same .node; the AddonContext's AddonModel* is the model's own wrapper; the
+// llama_context is mapped memory; llama_n_ctx, llama_get_model and the vocabulary size agree
+// with JavaScript) before topk() will touch a context; any mismatch is reported as a reason
+// string and the caller falls back to node-llama-cpp's samplers.
 //
 // Exports:
 //   probe(ctxObj, modelObj, expectedContextSize, expectedVocabSize) -> '' | reason
@@ -27,7 +30,9 @@
 //        or a negative code: -1 no logits, -2 non-finite logits, -3 context not probed or
 //        disposed, -4 bad arguments. Fills min(ids.length, vocab) entries, sorted by logprob
 //        descending (ties: lower id first); logprobs are clamped at -64 like the JS path.
-//   info() -> { library, offsets }   (diagnostics)
+//   frameOf(logits: Float32Array, ids, logprobs, generic?) -> the same computation on a JS row
+//        (tests; generic = true forces the 4-lane code where AVX2 would be used)
+//   info() -> { library, variant, offsets }   (diagnostics)
 
 #include <node_api.h>
 
@@ -66,15 +71,16 @@ typedef int32_t (*fn_vocab_n_tokens)(const llama_vocab*);
 typedef uint32_t (*fn_n_ctx)(const llama_context*);
 
 struct Api {
-  bool tried = false;
-  std::string error;
-  std::string library;
+  std::string library;  // the node-llama-cpp addon whose libllama these come from
   fn_get_logits_ith get_logits_ith = nullptr;
   fn_get_model get_model = nullptr;
   fn_model_get_vocab model_get_vocab = nullptr;
   fn_vocab_n_tokens vocab_n_tokens = nullptr;
   fn_n_ctx n_ctx = nullptr;
-} api;
+};
+static Api apis[8];
+static unsigned nApis = 0;
+static std::string lastLibrary;
 
 // ---- /proc/self/maps ---------------------------------------------------------------
 
@@ -119,46 +125,44 @@ static bool readable (const void* ptr, size_t len) {
   return ok;
 }
 
-static void loadApi () {
-  if (api.tried) return;
-  api.tried = true;
-  std::string tried;
-  forEachMapping([&](const Mapping& m) {
-    const char* base = strrchr(m.path, '/');
-    base = base ? base + 1 : m.path;
-    if (strncmp(base, "libllama", 8) != 0 || strstr(base, ".so") == nullptr) return false;
-    if (tried.find(std::string(m.path) + ";") != std::string::npos) return false;
-    tried += std::string(m.path) + ";";
-    void* h = dlopen(m.path, RTLD_NOW | RTLD_NOLOAD);
-    if (h == nullptr) return false;
-    auto logits = reinterpret_cast<fn_get_logits_ith>(dlsym(h, "llama_get_logits_ith"));
-    auto getModel = reinterpret_cast<fn_get_model>(dlsym(h, "llama_get_model"));
-    auto getVocab = reinterpret_cast<fn_model_get_vocab>(dlsym(h, "llama_model_get_vocab"));
-    auto nTokens = reinterpret_cast<fn_vocab_n_tokens>(dlsym(h, "llama_vocab_n_tokens"));
-    auto nCtx = reinterpret_cast<fn_n_ctx>(dlsym(h, "llama_n_ctx"));
-    if (logits && getModel && getVocab && nTokens && nCtx) {
-      api.get_logits_ith = logits;
-      api.get_model = getModel;
-      api.model_get_vocab = getVocab;
-      api.vocab_n_tokens = nTokens;
-      api.n_ctx = nCtx;
-      Dl_info info{};
-      api.library = dladdr(reinterpret_cast<void*>(logits), &info) && info.dli_fname ? info.dli_fname : m.path;
-      return true;  // keep the handle: the library stays loaded while node-llama-cpp uses it
-    }
+/**
+ * The llama.cpp API as seen by the node-llama-cpp addon that created the object whose vtable
+ * is at `vptr`: dlsym through that addon's handle (RTLD_NOLOAD: it is loaded already) resolves
+ * in the libllama it links, i.e. the bins folder node-llama-cpp picked (CPU, CUDA, Vulkan…).
+ */
+static const Api* apiFor (const void* vptr, std::string& error) {
+  Dl_info di{};
+  if (dladdr(vptr, &di) == 0 || di.dli_fname == nullptr) { error = "the context object's vtable is not in a loaded library"; return nullptr; }
+  const std::string lib = di.dli_fname;
+  if (lib.size() < 5 || lib.compare(lib.size() - 5, 5, ".node") != 0) { error = "the context object does not come from a Node addon (" + lib + ")"; return nullptr; }
+  for (unsigned i = 0; i < nApis; i++) if (apis[i].library == lib) return &apis[i];
+  if (nApis >= 8) { error = "too many node-llama-cpp addons loaded"; return nullptr; }
+  void* h = dlopen(lib.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (h == nullptr) { error = "cannot reopen " + lib; return nullptr; }
+  Api a;
+  a.library = lib;
+  a.get_logits_ith = reinterpret_cast<fn_get_logits_ith>(dlsym(h, "llama_get_logits_ith"));
+  a.get_model = reinterpret_cast<fn_get_model>(dlsym(h, "llama_get_model"));
+  a.model_get_vocab = reinterpret_cast<fn_model_get_vocab>(dlsym(h, "llama_model_get_vocab"));
+  a.vocab_n_tokens = reinterpret_cast<fn_vocab_n_tokens>(dlsym(h, "llama_vocab_n_tokens"));
+  a.n_ctx = reinterpret_cast<fn_n_ctx>(dlsym(h, "llama_n_ctx"));
+  // the handle is kept: the addon stays loaded for the life of the process anyway
+  if (!a.get_logits_ith || !a.get_model || !a.model_get_vocab || !a.vocab_n_tokens || !a.n_ctx) {
     dlclose(h);
-    return false;
-  });
-  if (api.get_logits_ith == nullptr) {
-    api.error = tried.empty()
-      ? "no libllama is loaded in this process (load a model with node-llama-cpp first)"
-      : "no loaded libllama exports the llama.cpp API (" + tried + ")";
+    error = "the libllama of " + lib + " does not export the llama.cpp functions needed";
+    return nullptr;
   }
+  Dl_info li{};
+  if (dladdr(reinterpret_cast<void*>(a.get_logits_ith), &li) != 0 && li.dli_fname != nullptr) a.library = std::string(li.dli_fname) + " (via " + lib + ")";
+  apis[nApis] = a;
+  apis[nApis].library = lib;
+  lastLibrary = a.library;
+  return &apis[nApis++];
 }
 
 // ---- probed contexts ---------------------------------------------------------------
 
-struct Probed { const void* addon; llama_context* lctx; int32_t nVocab; };
+struct Probed { const void* addon; llama_context* lctx; int32_t nVocab; const Api* api; };
 static Probed probed[64];
 static unsigned nProbed = 0;
 
@@ -199,21 +203,24 @@ static napi_value Probe (napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 4) return str(env, "probe: expected 4 arguments");
-  loadApi();
-  if (api.get_logits_ith == nullptr) return str(env, api.error);
   void* addonCtx = nullptr;
   void* addonModel = nullptr;
-  if (napi_unwrap(env, argv[0], &addonCtx) != napi_ok || addonCtx == nullptr) {
-    const napi_extended_error_info* e = nullptr;
-    napi_get_last_error_info(env, &e);
-    return str(env, std::string("cannot unwrap the context object: ") + (e && e->error_message ? e->error_message : "?"));
-  }
+  if (napi_unwrap(env, argv[0], &addonCtx) != napi_ok || addonCtx == nullptr) return str(env, "cannot unwrap the context object");
   if (napi_unwrap(env, argv[1], &addonModel) != napi_ok || addonModel == nullptr) return str(env, "cannot unwrap the model object");
   double expCtx = 0, expVocab = 0;
   napi_get_value_double(env, argv[2], &expCtx);
   napi_get_value_double(env, argv[3], &expVocab);
 
-  // 1. the context's first field must point at the model's own wrapper (checks the
+  // 1. both wrapped pointers are mapped memory of at least the classes' size, and their
+  //    vtables live in the same Node addon (node-llama-cpp's llama-addon.node)
+  if (!readable(addonCtx, sizeof(AddonContext))) return str(env, "the context object's native pointer is not mapped memory");
+  if (!readable(addonModel, sizeof(AddonModel))) return str(env, "the model object's native pointer is not mapped memory");
+  std::string error;
+  const Api* api = apiFor(field<const void*>(addonCtx, 0), error);
+  if (api == nullptr) return str(env, error);
+  Dl_info mi{};
+  if (dladdr(field<const void*>(addonModel, 0), &mi) == 0 || mi.dli_fname == nullptr || api->library != mi.dli_fname) return str(env, "the model object does not come from the context's addon");
+  // 2. the context's first field must point at the model's own wrapper (checks the
   //    ObjectWrap base size without dereferencing anything unknown)
   if (field<const void*>(addonCtx, OFF_CTX_MODEL) != addonModel) return str(env, "layout mismatch: AddonContext.model is not the model's AddonModel");
   if (field<bool>(addonCtx, OFF_CTX_DISPOSED) || field<bool>(addonCtx, OFF_CTX_MEM_DISPOSED) || !field<bool>(addonCtx, OFF_CTX_LOADED)) return str(env, "context is not loaded or already disposed");
@@ -221,17 +228,17 @@ static napi_value Probe (napi_env env, napi_callback_info info) {
   const llama_model* lmodel = field<const llama_model*>(addonModel, OFF_MODEL_MODEL);
   if (lctx == nullptr || (reinterpret_cast<uintptr_t>(lctx) & 7) != 0 || !readable(lctx, 256)) return str(env, "layout mismatch: AddonContext.ctx is not a mapped pointer");
   if (lmodel == nullptr || (reinterpret_cast<uintptr_t>(lmodel) & 7) != 0 || !readable(lmodel, 256)) return str(env, "layout mismatch: AddonModel.model is not a mapped pointer");
-  // 2. llama.cpp agrees with JavaScript about this context
-  const uint32_t nCtx = api.n_ctx(lctx);
+  // 3. llama.cpp agrees with JavaScript about this context
+  const uint32_t nCtx = api->n_ctx(lctx);
   if (static_cast<double>(nCtx) != expCtx) return str(env, "layout mismatch: llama_n_ctx is " + std::to_string(nCtx) + ", expected " + std::to_string(static_cast<long long>(expCtx)));
-  if (api.get_model(lctx) != lmodel) return str(env, "layout mismatch: llama_get_model(ctx) is not the AddonModel's model");
-  const int32_t nVocab = api.vocab_n_tokens(api.model_get_vocab(lmodel));
+  if (api->get_model(lctx) != lmodel) return str(env, "layout mismatch: llama_get_model(ctx) is not the AddonModel's model");
+  const int32_t nVocab = api->vocab_n_tokens(api->model_get_vocab(lmodel));
   if (static_cast<double>(nVocab) != expVocab || nVocab <= 0) return str(env, "vocabulary size " + std::to_string(nVocab) + ", expected " + std::to_string(static_cast<long long>(expVocab)));
 
   for (unsigned i = 0; i < nProbed && i < 64; i++) {
-    if (probed[i].addon == addonCtx) { probed[i].lctx = lctx; probed[i].nVocab = nVocab; return str(env, ""); }
+    if (probed[i].addon == addonCtx) { probed[i] = Probed{ addonCtx, lctx, nVocab, api }; return str(env, ""); }
   }
-  probed[nProbed % 64] = Probed{ addonCtx, lctx, nVocab };
+  probed[nProbed % 64] = Probed{ addonCtx, lctx, nVocab, api };
   nProbed++;
   return str(env, "");
 }
@@ -264,18 +271,39 @@ static napi_value TopK (napi_env env, napi_callback_info info) {
   size_t k = std::min(idsLen, lpLen);
   if (k == 0 || k > 256) return num(env, -4);
   if (k > static_cast<size_t>(p->nVocab)) k = static_cast<size_t>(p->nVocab);
-  const float* logits = api.get_logits_ith(p->lctx, index);
+  const float* logits = p->api->get_logits_ith(p->lctx, index);
   if (logits == nullptr) return num(env, -1);
   return num(env, meshllm::frame(logits, p->nVocab, static_cast<int>(k), static_cast<uint32_t*>(idsData), static_cast<float*>(lpData)));
 }
 
+/**
+ * frameOf(logits: Float32Array, ids, logprobs, generic?: boolean) -> tail | negative: the same
+ * computation on a JS row (tests); generic forces the 4-lane code
+ */
+static napi_value FrameOf (napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 3) return num(env, -4);
+  void* rowData = nullptr;
+  void* idsData = nullptr;
+  void* lpData = nullptr;
+  size_t rowLen = 0, idsLen = 0, lpLen = 0;
+  if (!floatArray(env, argv[0], napi_float32_array, &rowData, &rowLen)) return num(env, -4);
+  if (!floatArray(env, argv[1], napi_uint32_array, &idsData, &idsLen)) return num(env, -4);
+  if (!floatArray(env, argv[2], napi_float32_array, &lpData, &lpLen)) return num(env, -4);
+  size_t k = std::min(idsLen, lpLen);
+  if (rowLen == 0 || rowLen > INT32_MAX || k == 0 || k > 256 || k > rowLen) return num(env, -4);
+  bool generic = false;
+  if (argc > 3) napi_get_value_bool(env, argv[3], &generic);
+  return num(env, meshllm::frame(static_cast<const float*>(rowData), static_cast<int32_t>(rowLen), static_cast<int>(k), static_cast<uint32_t*>(idsData), static_cast<float*>(lpData), generic));
+}
+
 static napi_value Info (napi_env env, napi_callback_info) {
-  loadApi();
   napi_value o, offs;
   napi_create_object(env, &o);
   napi_create_object(env, &offs);
-  napi_set_named_property(env, o, "library", str(env, api.library));
-  napi_set_named_property(env, o, "error", str(env, api.error));
+  napi_set_named_property(env, o, "library", str(env, lastLibrary));
+  napi_set_named_property(env, o, "variant", str(env, meshllm::frameVariant()));
   napi_set_named_property(env, offs, "contextModel", num(env, static_cast<double>(OFF_CTX_MODEL)));
   napi_set_named_property(env, offs, "contextCtx", num(env, static_cast<double>(OFF_CTX_CTX)));
   napi_set_named_property(env, offs, "modelModel", num(env, static_cast<double>(OFF_MODEL_MODEL)));
@@ -289,6 +317,7 @@ NAPI_MODULE_INIT (/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
     { "probe", nullptr, Probe, nullptr, nullptr, nullptr, napi_default, nullptr },
     { "topk", nullptr, TopK, nullptr, nullptr, nullptr, napi_default, nullptr },
+    { "frameOf", nullptr, FrameOf, nullptr, nullptr, nullptr, napi_default, nullptr },
     { "info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr }
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -216,3 +216,74 @@ export function nthUnlisted (sorted: Uint32Array, k: number): number {
   }
   return k + lo
 }
+
+// ---------------------------------------------------------------------------------------
+// Speculative decoding (lossless): accept a proposed token with the probability the target
+// distribution gives it (a deterministic drafter proposes with probability 1), and on
+// rejection draw from the target with that token removed, renormalised (Leviathan et al.
+// 2023, Chen et al. 2023, with a one-hot draft distribution). The emitted token is then
+// distributed exactly as `sample` would draw it. See docs/speculative.md.
+
+/** probability that `sample(agg, opts, ·)` returns `token` */
+export function samplingProbability (agg: Aggregated, opts: SamplingOptions, token: number): number {
+  const d = distributionAfterSampling(agg, opts)
+  for (let i = 0; i < d.ids.length; i++) if (d.ids[i] === token) return d.probs[i]
+  if (d.restCount > 0 && d.restProb > 0) {
+    const sorted = sortedIds(agg.ids)
+    if (!isListed(sorted, token) && unlistedRank(sorted, token) < d.restCount) return d.restProb
+  }
+  return 0
+}
+
+/**
+ * Speculative check of one proposed token. Returns `{ accepted: true, token }` with
+ * probability P(token), else `{ accepted: false, token: t }` with t drawn from the target
+ * without `token`. At temperature 0: accepted iff `token` is the argmax, else the argmax.
+ */
+export function speculativeStep (agg: Aggregated, opts: SamplingOptions, proposed: number, rng: Rng): { accepted: boolean, token: number } {
+  if (opts.temperature === 0) {
+    const best = argmax(agg)
+    return best === proposed ? { accepted: true, token: proposed } : { accepted: false, token: best }
+  }
+  const d = distributionAfterSampling(agg, opts)
+  const sorted = sortedIds(agg.ids)
+  let pProposed = 0
+  let listedIndex = -1
+  for (let i = 0; i < d.ids.length; i++) if (d.ids[i] === proposed) { pProposed = d.probs[i]; listedIndex = i; break }
+  const restKept = d.restCount > 0 && d.restProb > 0
+  const proposedIsRest = listedIndex < 0 && restKept && !isListed(sorted, proposed) && unlistedRank(sorted, proposed) < d.restCount
+  if (proposedIsRest) pProposed = d.restProb
+  if (rng() < pProposed) return { accepted: true, token: proposed }
+  // residual: the target without the proposed token
+  let u = rng() * (1 - pProposed)
+  let last = -1
+  for (let i = 0; i < d.ids.length; i++) {
+    if (i === listedIndex) continue
+    const p = d.probs[i]
+    if (u < p) return { accepted: false, token: d.ids[i] }
+    u -= p
+    if (p > 0) last = i
+  }
+  if (restKept) {
+    const n = d.restCount - (proposedIsRest ? 1 : 0)
+    if (n > 0) {
+      let k = Math.min(n - 1, Math.floor(u / d.restProb))
+      if (proposedIsRest && k >= unlistedRank(sorted, proposed)) k++
+      return { accepted: false, token: nthUnlisted(sorted, k) }
+    }
+  }
+  return { accepted: false, token: last >= 0 ? d.ids[last] : argmax(agg) }
+}
+
+function isListed (sorted: Uint32Array, token: number): boolean {
+  let lo = 0; let hi = sorted.length - 1
+  while (lo <= hi) { const m = (lo + hi) >> 1; if (sorted[m] === token) return true; if (sorted[m] < token) lo = m + 1; else hi = m - 1 }
+  return false
+}
+
+/** rank of an unlisted token among the unlisted ids (0 = lowest unlisted id) */
+function unlistedRank (sorted: Uint32Array, token: number): number {
+  let lo = 0; let hi = sorted.length
+  while (lo < hi) { const m = (lo + hi) >> 1; if (sorted[m] < token) lo = m + 1; else hi = m }
+  return token - lo
+}

@@ -10,6 +10,7 @@ import { RouterTokenizer } from '../router/tokenizer.js'
 import { generateService, generateVia, RemoteGenerateError } from '../router/generate-service.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { runDemo } from './demo.js'
+import { resolveModel } from '../expert/resolve.js'
 import { statusCommand } from './status.js'
 import { ProgressBar } from './progress.js'
 import { governanceCommand, governanceConfigFrom, governanceClient, keyholderCommand, keysCommand, signCommand, submitCommand } from './governance-cli.js'
@@ -38,6 +39,7 @@ export class UsageError extends Error {
 
 const USAGE = `usage:
   meshllm join --model <path|uri|meshtest-a|b|c> [--listen <multiaddr>] [--announce <multiaddr>]… [--bootstrap <multiaddr>]… [--data-dir <dir>] [--threads <n>] [--max-sessions <n>]
+               [--governance <file>] [--grpc <host:port>] [--http <host:port>] [--api-token <token>]
   meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product] [--json]
   meshllm generate "<prompt>" --via <multiaddr> [same options]
   meshllm status --bootstrap <multiaddr>… [--json]
@@ -104,10 +106,19 @@ async function join (args: string[]): Promise<void> {
     'context-size': { type: 'string' },
     gpu: { type: 'string' },
     'idle-timeout': { type: 'string' },
-    governance: { type: 'string' }
+    governance: { type: 'string' },
+    grpc: { type: 'string' },
+    http: { type: 'string' },
+    'api-token': { type: 'string' }
   })
   if (values.model == null) throw new UsageError('join needs --model <path|uri>')
+  const apiModule = values.grpc != null || values.http != null ? await import('../api/index.js') : undefined
+  const apiToken = apiModule?.apiTokenFrom(values['api-token'])
+  // bind rules (non-loopback needs a token) are checked before the model loads
+  apiModule?.validateApiOptions({ grpc: values.grpc, http: values.http, token: apiToken })
   for (const a of [...(values.listen ?? []), ...(values.announce ?? []), ...(values.bootstrap ?? [])]) parseMultiaddr(a)
+  // an unknown model is reported before anything else is printed
+  await resolveModel(values.model, { progress: process.stderr.isTTY })
   const govConfig = await governanceConfigFrom(values.governance)
   const govState = new GovernanceState(govConfig, values['data-dir'] != null ? joinPath(values['data-dir'], 'governance-state.json') : undefined)
   process.stderr.write(`governance: mesh "${govState.config.meshId}", ${govState.config.keyholders.length} keyholder(s), digest ${configDigest(govState.config)}${govState.halted != null ? `, HALTED: ${govState.halted.reason}` : ''}\n`)
@@ -149,6 +160,20 @@ async function join (args: string[]): Promise<void> {
     onResume: () => { process.stderr.write('resumed by governance (read-only until a phase vote)\n') }
   })
   void gov.syncAll().catch(() => {})
+  const api = apiModule != null
+    ? await apiModule.startApi({
+      node: expert.node,
+      router,
+      governance: gov,
+      expert,
+      tasks: values['data-dir'] != null ? joinPath(values['data-dir'], 'tasks.sqlite') : undefined,
+      grpc: values.grpc,
+      http: values.http,
+      token: apiToken
+    })
+    : undefined
+  if (api?.grpcPort != null) process.stdout.write(`grpc ${apiModule?.parseHostPort(values.grpc, '--grpc').host}:${api.grpcPort}\n`)
+  if (api?.httpPort != null) process.stdout.write(`http http://${apiModule?.parseHostPort(values.http, '--http').host}:${api.httpPort}/\n`)
   process.stderr.write(`expert ${expert.host.summary.name}: ${expert.tokensPerSecond.toFixed(1)} tokens/s, ${expert.host.threads} thread(s), ${expert.host.maxSessions} sessions, tokenizer ${fingerprintHex(expert.host.summary.fingerprint).slice(0, 16)}\n`)
   for (const ma of expert.node.getMultiaddrs()) process.stdout.write(`listening ${ma.toString()}\n`)
   await new Promise<void>((resolve) => {
@@ -157,7 +182,7 @@ async function join (args: string[]): Promise<void> {
       if (stopping) return
       stopping = true
       Promise.race([
-        (async () => { await gov.stop(); await router?.tokenizer.close(); await expert.stop() })(),
+        (async () => { await api?.close(); await gov.stop(); await router?.tokenizer.close(); await expert.stop() })(),
         new Promise(r => setTimeout(r, 5_000))
       ]).finally(resolve)
     }
@@ -237,7 +262,7 @@ async function generate (args: string[]): Promise<void> {
 function exitCodeFor (err: any): number {
   const name = err instanceof RemoteGenerateError ? err.remoteName : err?.name
   switch (name) {
-    case 'UsageError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': return EXIT.USAGE
+    case 'UsageError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': case 'ApiConfigError': return EXIT.USAGE
     case 'NoExpertsError': return EXIT.NO_EXPERTS
     case 'IncompatibleTokenizerError': return EXIT.INCOMPATIBLE
     case 'ContextOverflowError': return EXIT.CONTEXT

@@ -8,7 +8,7 @@ import type { ComponentLogger, Logger, Startable, Stream, Connection } from '@li
 import type { Registrar } from '@libp2p/interface-internal'
 import { lpStream } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
-import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
+import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_REQUEST_BYTES, Status, type Frame } from '../wire/types.js'
 import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeOpenResponse } from '../wire/infer-codec.js'
 import type { ModelHost, ModelSession } from './model-host.js'
 
@@ -152,16 +152,22 @@ export class InferService implements Startable {
             throw new RequestError(Status.BUSY, err.message)
           }
           this.stats.sessionsOpened++
-          const frame = await this.evaluate(session, req.tokens, req.topK, halted.signal)
-          await write(encodeOpenResponse({ frame, modelName: this.host.summary.name, contextLength: this.host.contextSize, freeSlots: this.host.freeSlots }))
-          this.stats.frames++
+          const frames = await this.evaluate(session, req.tokens, req.draft, req.topK, halted.signal)
+          await write(encodeOpenResponse({ frame: frames[0], modelName: this.host.summary.name, contextLength: this.host.contextSize, freeSlots: this.host.freeSlots }))
+          for (const f of frames.slice(1)) await write(encodeFrameResponse(f))
+          this.stats.frames += frames.length
           continue
         }
         // step
         if (session == null) throw new RequestError(Status.INVALID_REQUEST, 'step before open')
-        const frame = await this.evaluate(session, req.tokens, 256, halted.signal)
-        await write(encodeFrameResponse(frame))
-        this.stats.frames++
+        if (req.rollback != null && req.rollback > 0) {
+          // erase rejected draft tokens; the context before the session's first token is not ours to erase
+          if (req.rollback >= session.position) throw new RequestError(Status.INVALID_REQUEST, `rollback of ${req.rollback} tokens exceeds the session context (${session.position})`)
+          await session.rollback(req.rollback)
+        }
+        const frames = await this.evaluate(session, req.tokens, req.draft, 256, halted.signal)
+        for (const f of frames) await write(encodeFrameResponse(f))
+        this.stats.frames += frames.length
       }
     } catch (err: any) {
       if (err instanceof RequestError) {
@@ -187,14 +193,15 @@ export class InferService implements Startable {
     }
   }
 
-  private async evaluate (session: ModelSession, tokens: Uint32Array, topK: number, halted: AbortSignal) {
-    if (session.position + tokens.length > this.host.contextSize - 1) {
-      throw new RequestError(Status.CONTEXT_FULL, `context full: ${session.position} + ${tokens.length} tokens exceed ${this.host.contextSize}`)
+  private async evaluate (session: ModelSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, halted: AbortSignal): Promise<Frame[]> {
+    const n = tokens.length + (draft?.length ?? 0)
+    if (session.position + n > this.host.contextSize - 1) {
+      throw new RequestError(Status.CONTEXT_FULL, `context full: ${session.position} + ${n} tokens exceed ${this.host.contextSize}`)
     }
     let timer: NodeJS.Timeout | undefined
     try {
       return await Promise.race([
-        session.append(tokens, topK),
+        session.evaluate(tokens, draft ?? [], topK),
         new Promise<never>((_resolve, reject) => {
           timer = setTimeout(() => reject(new RequestError(Status.INTERNAL, `evaluation exceeded ${this.evalTimeoutMs} ms`)), this.evalTimeoutMs)
           halted.addEventListener('abort', () => reject(halted.reason), { once: true })

@@ -2,20 +2,26 @@
  * The model host: one GGUF model loaded with node-llama-cpp, one context with a KV sequence
  * per session, and the fast top-256 frame builder.
  *
- * Frame building (see docs/frames.md): node-llama-cpp 3.21 exposes next-token distributions
- * only through its samplers, renormalised over the sampler's candidate set. Per position we
- * run two native samplers on the same logits (no JS Map, no full-vocabulary copy to JS):
- *   1. top-k (k=256, temperature 1): the 256 most probable ids with probabilities
- *      renormalised over those 256 (q_i = p_i / S, S = mass of the top 256);
- *   2. greedy with `confidence`: the full-vocabulary probability p_g of the argmax token.
- * Since the argmax token is in both, S = p_g / q_g, so logprob_i = log q_i + log S and the
- * tail mass is exactly 1 − S.
+ * Frame building (see docs/frames.md):
+ *  - fast path: the native helper (src/expert/native.ts, native/) reads the position's logits
+ *    row from llama.cpp and returns the exact top-k ids, logprob = logit − logsumexp, and the
+ *    tail mass in one synchronous call (≈ 0.3 ms);
+ *  - fallback (helper not built, layout check failed, MESHLLM_NATIVE=0, or non-finite logits):
+ *    node-llama-cpp 3.21 exposes next-token distributions only through its samplers,
+ *    renormalised over the sampler's candidate set, so two native samplers run on the same
+ *    logits (no JS Map, no full-vocabulary copy to JS):
+ *      1. top-k (k=256, temperature 1): the 256 most probable ids with probabilities
+ *         renormalised over those 256 (q_i = p_i / S, S = mass of the top 256);
+ *      2. greedy with `confidence`: the full-vocabulary probability p_g of the argmax token.
+ *    Since the argmax token is in both, S = p_g / q_g, so logprob_i = log q_i + log S and the
+ *    tail mass is exactly 1 − S.
  */
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type LlamaContext, type LlamaContextSequence } from 'node-llama-cpp'
 import os from 'node:os'
 import type { Frame } from '../wire/types.js'
 import { summarizeGguf, type GgufSummary } from './tokenizer.js'
 import { BusyError, ContextOverflowError } from '../util/errors.js'
+import { nativeFramesFor, type NativeFrames } from './native.js'
 
 // LlamaSampler is not exported by node-llama-cpp's entry point; it is a stable internal of the
 // pinned version (package.json pins node-llama-cpp 3.21.1).
@@ -37,7 +43,7 @@ export interface ModelHostOptions {
 export interface FrameTiming {
   /** forward pass (decode) ms */
   forwardMs: number
-  /** frame building ms (both samplers) */
+  /** frame building ms (native helper, or both samplers on the fallback path) */
   frameMs: number
 }
 
@@ -161,8 +167,11 @@ function estimateParams (model: LlamaModel): number {
 export class ModelSession {
   private readonly host: ModelHost
   private readonly seq: LlamaContextSequence
-  private readonly topK: any
-  private readonly greedy: any
+  /** the native frame helper (exact top-k straight from the logits), when available */
+  private readonly native: NativeFrames | undefined
+  /** fallback samplers, created on first use */
+  private topK: any
+  private greedy: any
   private closed = false
   private busy = false
   lastUsed = Date.now()
@@ -171,11 +180,12 @@ export class ModelSession {
   constructor (host: ModelHost, seq: LlamaContextSequence) {
     this.host = host
     this.seq = seq
-    const seqAny = seq as any
-    this.topK = new LlamaSampler(host.model)
-    this.topK.applyConfig(seqAny._resolveSamplerConfig({ temperature: 1, topK: 256, topP: 1, minP: 0, seed: 1 }))
-    this.greedy = new LlamaSampler(host.model)
-    this.greedy.applyConfig(seqAny._resolveSamplerConfig({ temperature: 0 }))
+    this.native = nativeFramesFor(host.context, host.model, host.summary.vocabSize)
+  }
+
+  /** whether this session's frames come from the native helper (else node-llama-cpp's samplers) */
+  get nativeFrames (): boolean {
+    return this.native != null
   }
 
   /** number of tokens in this session's context */
@@ -183,54 +193,101 @@ export class ModelSession {
     return this.seq.nextTokenIndex
   }
 
+  private samplers (): { topK: any, greedy: any } {
+    if (this.topK == null) {
+      const seqAny = this.seq as any
+      this.topK = new LlamaSampler(this.host.model)
+      this.topK.applyConfig(seqAny._resolveSamplerConfig({ temperature: 1, topK: 256, topP: 1, minP: 0, seed: 1 }))
+      this.greedy = new LlamaSampler(this.host.model)
+      this.greedy.applyConfig(seqAny._resolveSamplerConfig({ temperature: 0 }))
+    }
+    return { topK: this.topK, greedy: this.greedy }
+  }
+
   /**
    * Evaluates `tokens` after the current context in one batch and returns the frame of the
    * next position. Throws ContextOverflowError when they do not fit.
    */
   async append (tokens: ArrayLike<number>, topK = 256): Promise<Frame> {
+    return (await this.evaluate(tokens, [], topK))[0]
+  }
+
+  /**
+   * Evaluates `tokens` then `draft` after the current context in ONE batch and returns
+   * draft.length + 1 frames: after the last of `tokens`, then after each draft token
+   * (speculative decoding: the router scores a whole draft per round trip).
+   */
+  async evaluate (tokens: ArrayLike<number>, draft: ArrayLike<number> = [], topK = 256): Promise<Frame[]> {
     if (this.closed) throw new Error('session closed')
     if (this.busy) throw new Error('session busy: one request at a time')
     if (tokens.length === 0) throw new Error('no tokens to evaluate')
-    if (this.position + tokens.length > this.host.contextSize - 1) {
-      throw new ContextOverflowError(`context full: ${this.position} + ${tokens.length} tokens exceed the context of ${this.host.contextSize}`)
+    const total = tokens.length + draft.length
+    if (this.position + total > this.host.contextSize - 1) {
+      throw new ContextOverflowError(`context full: ${this.position} + ${total} tokens exceed the context of ${this.host.contextSize}`)
     }
     this.busy = true
     this.lastUsed = Date.now()
     try {
-      const toks = Array.from(tokens)
-      const logits = toks.map((_, i) => i === toks.length - 1)
+      const toks = [...Array.from(tokens), ...Array.from(draft)]
+      const firstOut = tokens.length - 1
+      const logits = toks.map((_, i) => i >= firstOut)
       const ctx = (this.host.context as any)._ctx
       const seqAny = this.seq as any
-      let raw: number[] | undefined
-      let pGreedy = 0
-      let greedyToken = -1
+      const position = this.position
+      const k = Math.max(1, Math.min(256, topK, this.host.summary.vocabSize))
+      const frames: Array<Frame | undefined> = new Array(draft.length + 1)
+      const pending: Array<Promise<void>> = []
       const t0 = performance.now()
-      let t1 = t0
-      let t2 = t0
-      await seqAny._decodeTokens(toks, logits, 5, seqAny._tokenMeter, { size: 1, strategy: 'eraseBeginning' }, async (batchLogitIndex: number) => {
-        t1 = performance.now()
-        const [tk, probs] = await ctx.sampleToken(batchLogitIndex, this.topK._sampler, true, false)
-        const [g, , conf] = await ctx.sampleToken(batchLogitIndex, this.greedy._sampler, false, true)
-        raw = probs
-        greedyToken = g
-        pGreedy = conf
-        void tk
-        t2 = performance.now()
-        return undefined
+      let t1 = -1
+      let frameMs = 0
+      // the logits of this batch are valid inside the callback (node-llama-cpp decodes the
+      // next batch only after every callback of this one has settled)
+      await seqAny._decodeTokens(toks, logits, 5, seqAny._tokenMeter, { size: 1, strategy: 'eraseBeginning' }, (batchLogitIndex: number, tokenIndex: number) => {
+        const f0 = performance.now()
+        if (t1 < 0) t1 = f0
+        const slot = tokenIndex - firstOut
+        const pos = position + tokenIndex + 1
+        if (this.native != null) {
+          const ids = new Uint32Array(k)
+          const logprobs = new Float32Array(k)
+          const tail = this.native.topk(batchLogitIndex, ids, logprobs)
+          if (tail >= 0) {
+            frames[slot] = { position: pos, ids, logprobs, tailMass: tail }
+            frameMs += performance.now() - f0
+            return undefined
+          }
+          // non-finite logits or a disposed context: the samplers decide for this position
+        }
+        const { topK: topKSampler, greedy } = this.samplers()
+        const p = (async () => {
+          const [, probs] = await ctx.sampleToken(batchLogitIndex, topKSampler._sampler, true, false)
+          const [g, , conf] = await ctx.sampleToken(batchLogitIndex, greedy._sampler, false, true)
+          frames[slot] = buildFrame(probs, g, conf, pos, topK)
+          frameMs += performance.now() - f0
+        })()
+        pending.push(p)
+        return p.then(() => undefined)
       })
-      if (raw == null) throw new Error('model produced no logits')
-      const frame = buildFrame(raw, greedyToken, pGreedy, this.position, topK)
-      const t3 = performance.now()
-      this.timing.forwardMs += t1 - t0
-      this.timing.frameMs += (t2 - t1) + (t3 - t2)
-      this.host.stats.positions++
-      this.host.stats.forwardMs += t1 - t0
-      this.host.stats.frameMs += (t3 - t1)
-      return frame
+      await Promise.all(pending)
+      const forwardMs = (t1 < 0 ? performance.now() : t1) - t0
+      this.timing.forwardMs += forwardMs
+      this.timing.frameMs += frameMs
+      this.host.stats.positions += frames.length
+      this.host.stats.forwardMs += forwardMs
+      this.host.stats.frameMs += frameMs
+      for (const f of frames) if (f == null) throw new Error('model produced no logits')
+      return frames as Frame[]
     } finally {
       this.busy = false
       this.lastUsed = Date.now()
     }
+  }
+
+  /** Erases the last `n` tokens of this session's context from its KV cache (rejected drafts). */
+  async rollback (n: number): Promise<void> {
+    if (n <= 0) return
+    if (n > this.position) throw new ContextOverflowError(`cannot roll back ${n} tokens of a ${this.position}-token context`)
+    await this.seq.eraseContextTokenRanges([{ start: this.position - n, end: this.position }])
   }
 
   async close (): Promise<void> {
@@ -240,7 +297,7 @@ export class ModelSession {
     try {
       this.seq.dispose()
     } catch {}
-    await Promise.allSettled([this.topK.asyncDispose?.(), this.greedy.asyncDispose?.()])
+    await Promise.allSettled([this.topK?.asyncDispose?.(), this.greedy?.asyncDispose?.()])
   }
 }
 

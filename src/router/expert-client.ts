@@ -13,6 +13,8 @@ function varintLength (n: number): number {
 export class ExpertSession {
   /** context tokens the expert has evaluated */
   synced = 0
+  /** tokens in the expert's KV cache, as far as this router knows (speculative mode: may end in rejected drafts) */
+  kv: number[] = []
   bytesSent = 0
   bytesReceived = 0
   frames = 0
@@ -40,6 +42,7 @@ export class ExpertSession {
     if (res.status !== Status.OK) throw statusError(res.status, res.message)
     this.info = res.open
     this.synced = tokens.length
+    this.kv = Array.from(tokens)
     this.frames++
     return res.open.frame
   }
@@ -49,8 +52,49 @@ export class ExpertSession {
     const res = decodeFrameResponse(await this.request(encodeRequest({ type: 'step', tokens }), signal))
     if (res.status !== Status.OK) throw statusError(res.status, res.message)
     this.synced += tokens.length
+    this.kv.push(...tokens)
     this.frames++
     return res.frame
+  }
+
+  private async readFrame (signal: AbortSignal): Promise<Frame> {
+    const raw = await this.lp.read({ signal })
+    this.bytesReceived += raw.byteLength + varintLength(raw.byteLength)
+    const res = decodeFrameResponse(raw.subarray())
+    if (res.status !== Status.OK) throw statusError(res.status, res.message)
+    return res.frame
+  }
+
+  /**
+   * Speculative round: brings the expert to `context` (rolling back tokens it evaluated that
+   * are not a prefix of it, i.e. rejected drafts), then evaluates `draft` after it in the
+   * same batch. Returns draft.length + 1 frames: after the context, then after each draft
+   * token. Opens the session on first use.
+   */
+  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal): Promise<Frame[]> {
+    const frames: Frame[] = []
+    if (this.info == null) {
+      const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft })
+      const res = decodeOpenResponse(await this.request(req, signal))
+      if (res.status !== Status.OK) throw statusError(res.status, res.message)
+      this.info = res.open
+      frames.push(res.open.frame)
+    } else {
+      let common = 0
+      const max = Math.min(this.kv.length, context.length)
+      while (common < max && this.kv[common] === context[common]) common++
+      if (common === context.length) common-- // a step carries at least one token
+      const rollback = this.kv.length - common
+      const req = encodeRequest({ type: 'step', tokens: context.subarray(common), draft, rollback })
+      const res = decodeFrameResponse(await this.request(req, signal))
+      if (res.status !== Status.OK) throw statusError(res.status, res.message)
+      frames.push(res.frame)
+    }
+    for (let i = 0; i < draft.length; i++) frames.push(await this.readFrame(signal))
+    this.kv = [...context, ...draft]
+    this.synced = context.length
+    this.frames += frames.length
+    return frames
   }
 
   async close (): Promise<void> {

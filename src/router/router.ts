@@ -13,8 +13,9 @@ import type { MeshNode } from '../node/node.js'
 import type { ExpertRecord } from '../wire/record.js'
 import type { Frame } from '../wire/types.js'
 import { aggregate } from '../aggregate/aggregate.js'
-import { createRng, sample } from '../aggregate/sampling.js'
-import type { AggregationRule, Rng } from '../aggregate/types.js'
+import { createRng, sample, speculativeStep } from '../aggregate/sampling.js'
+import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
+import type { Drafter } from './drafter.js'
 import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpertsError } from '../util/errors.js'
 import { discoverExperts } from './discovery.js'
 import { ExpertSession } from './expert-client.js'
@@ -38,6 +39,21 @@ export interface GenerateOptions {
   weights?: Record<string, number>
   /** restrict to these expert peer ids */
   experts?: string[]
+  /**
+   * lossless speculative decoding (needs a router drafter): a draft of several tokens is
+   * scored by the same K experts in one batched request per round, the ensemble keeps the
+   * longest prefix speculative sampling accepts; the output distribution is unchanged
+   */
+  speculative?: boolean
+  /** fixed draft length (default: adaptive) */
+  draftLength?: number
+  /**
+   * constrained decoding: called before each token is sampled with the aggregated
+   * distribution and the tokens generated so far; returns the distribution to sample from
+   * (e.g. with tokens a grammar forbids removed and the rest renormalised). Speculation is
+   * not used for constrained generations.
+   */
+  constrain?: (agg: Aggregated, generated: number[]) => Aggregated
   /** benchmark/test mode: never end at an end-of-generation token (the best other listed token is taken instead) */
   ignoreEos?: boolean
   signal?: AbortSignal
@@ -74,6 +90,19 @@ export interface GenerateResult {
   finishReason: 'stop' | 'length' | 'eos' | 'context'
   steps: StepTrace[]
   warnings: string[]
+  /** present when the generation ran speculatively */
+  speculation?: SpeculationStats
+}
+
+export interface SpeculationStats {
+  drafter: string
+  /** rounds (one batched request per chosen expert each) */
+  rounds: number
+  /** draft tokens proposed and accepted */
+  drafted: number
+  accepted: number
+  /** mean draft length used */
+  meanDraftLength: number
 }
 
 export interface RouterOptions {
@@ -85,6 +114,21 @@ export interface RouterOptions {
   discoveryTtlMs?: number
   discoveryTimeoutMs?: number
   haltReason?: () => string | undefined
+  /** drafter for speculative decoding (GenerateOptions.speculative) */
+  drafter?: Drafter
+}
+
+/**
+ * Observes every generation a router runs (API metrics, dashboards), whoever asked for it
+ * (`Router.generate` callers, `--via` clients). Called synchronously; errors are ignored.
+ */
+export interface RouterObserver {
+  /** one expert request settled: a frame arrived (ok) or the expert failed */
+  onExpertRequest?: (ev: { expert: string, ms: number, ok: boolean, error?: string }) => void
+  /** a token was sampled (same event as GenerateOptions.onToken) */
+  onToken?: (ev: TokenEvent) => void
+  /** a generation ended; perExpert: traffic of each expert session it used (both directions, framing included) */
+  onGeneration?: (ev: { result?: GenerateResult, error?: unknown, perExpert: Array<{ expert: string, bytes: number, frames: number }> }) => void
 }
 
 interface Candidate {
@@ -104,6 +148,8 @@ export class Router {
   private incompatible: ExpertRecord[] = []
   readonly stats = { generations: 0, tokens: 0, bytes: 0, expertSteps: 0, lastTokensPerSecond: 0 }
   private readonly live = new Set<AbortController>()
+  /** observers of every generation (additive hook for metrics; see RouterObserver) */
+  readonly observers = new Set<RouterObserver>()
 
   constructor (readonly node: MeshNode, readonly tokenizer: RouterTokenizer, private readonly opts: RouterOptions = {}) {
     this.log = defaultLogger().forComponent('meshllm:router')
@@ -125,6 +171,12 @@ export class Router {
   /** Ends every in-flight generation (governance HALT). */
   abortAll (reason: string): void {
     for (const c of this.live) c.abort(new HaltedError(`halted by governance: ${reason}`))
+  }
+
+  private notify<K extends keyof RouterObserver> (name: K, ev: Parameters<NonNullable<RouterObserver[K]>>[0]): void {
+    for (const o of this.observers) {
+      try { (o[name] as ((e: typeof ev) => void) | undefined)?.(ev) } catch {}
+    }
   }
 
   private checkHalt (): void {
@@ -170,21 +222,10 @@ export class Router {
       let emitted = ''
       let finishReason: GenerateResult['finishReason'] = 'length'
       let text = ''
-      while (generated.length < maxTokens) {
-        this.checkHalt()
-        signal.throwIfAborted()
-        if (context.length >= maxContext - 1) { finishReason = 'context'; break }
-        const t0 = performance.now()
-        const { frames, trace } = await this.step(candidates, context, effectiveK, signal)
-        trace.ms = performance.now() - t0
-        steps.push(trace)
-        for (const id of trace.experts) used.add(id)
-        const agg = aggregate(frames.map(f => ({ dist: f.frame, weight: opts.weights?.[f.id] ?? 1 })), { rule: opts.rule ?? 'mixture', vocabSize: this.tokenizer.vocabSize })
-        let token = sample(agg, { temperature: opts.temperature ?? 0.8, topK: opts.topK ?? 0, topP: opts.topP ?? 0.95 }, rng)
-        if (this.tokenizer.isEndOfGeneration(token)) {
-          if (opts.ignoreEos !== true) { finishReason = 'eos'; break }
-          token = [...agg.ids].find(t => !this.tokenizer.isEndOfGeneration(t)) ?? token
-        }
+      const samplingOpts = { temperature: opts.temperature ?? 0.8, topK: opts.topK ?? 0, topP: opts.topP ?? 0.95 }
+      const aggregateFrames = (frames: Array<{ id: string, frame: Frame }>): Aggregated => aggregate(frames.map(f => ({ dist: f.frame, weight: opts.weights?.[f.id] ?? 1 })), { rule: opts.rule ?? 'mixture', vocabSize: this.tokenizer.vocabSize })
+      /** appends a sampled token and streams it; true when the generation must end */
+      const emit = (token: number, experts: string[]): boolean => {
         context.push(token)
         generated.push(token)
         text = this.tokenizer.decode(generated)
@@ -199,8 +240,37 @@ export class Router {
         const ready = stopHit ? text : text.replace(/\uFFFD+$/, '')
         const piece = ready.startsWith(emitted) ? ready.slice(emitted.length) : ''
         if (piece.length > 0 || stopHit) emitted = ready
-        opts.onToken?.({ token, text: piece, experts: trace.experts, index: generated.length - 1 })
-        if (stopHit) { finishReason = 'stop'; break }
+        const tokenEvent: TokenEvent = { token, text: piece, experts, index: generated.length - 1 }
+        opts.onToken?.(tokenEvent)
+        if (this.observers.size > 0) this.notify('onToken', tokenEvent)
+        if (stopHit) { finishReason = 'stop'; return true }
+        if (context.length >= maxContext - 1 && generated.length < maxTokens) { finishReason = 'context'; return true }
+        return generated.length >= maxTokens
+      }
+      /** an end-of-generation token ends the generation (undefined) unless ignoreEos */
+      const resolveEog = (token: number, agg: Aggregated): number | undefined => {
+        if (!this.tokenizer.isEndOfGeneration(token)) return token
+        if (opts.ignoreEos !== true) { finishReason = 'eos'; return undefined }
+        return [...agg.ids].find(t => !this.tokenizer.isEndOfGeneration(t)) ?? token
+      }
+      let speculation: SpeculationStats | undefined
+      if (opts.speculative === true && opts.constrain == null && this.opts.drafter != null && generated.length < maxTokens && context.length < maxContext - 1) {
+        speculation = await this.speculativeLoop(candidates, context, effectiveK, maxTokens - generated.length, maxContext, signal, steps, used, aggregateFrames, samplingOpts, rng, emit, resolveEog)
+      } else {
+        while (generated.length < maxTokens) {
+          this.checkHalt()
+          signal.throwIfAborted()
+          if (context.length >= maxContext - 1) { finishReason = 'context'; break }
+          const t0 = performance.now()
+          const { frames, trace } = await this.step(candidates, context, effectiveK, signal)
+          trace.ms = performance.now() - t0
+          steps.push(trace)
+          for (const id of trace.experts) used.add(id)
+          const raw = aggregateFrames(frames)
+          const agg = opts.constrain != null ? opts.constrain(raw, generated) : raw
+          const token = resolveEog(sample(agg, samplingOpts, rng), agg)
+          if (token === undefined || emit(token, trace.experts)) break
+        }
       }
       const elapsedMs = performance.now() - started
       let bytes = 0
@@ -215,7 +285,7 @@ export class Router {
       this.stats.bytes += bytes
       this.stats.expertSteps += expertSteps
       this.stats.lastTokensPerSecond = generated.length / (elapsedMs / 1000)
-      return {
+      const result: GenerateResult = {
         text,
         tokens: generated.length,
         promptTokens,
@@ -227,11 +297,15 @@ export class Router {
         bytesPerExpertToken: expertSteps > 0 ? bytes / expertSteps : 0,
         finishReason,
         steps,
-        warnings
+        warnings,
+        ...(speculation != null ? { speculation } : {})
       }
+      if (this.observers.size > 0) this.notify('onGeneration', { result, perExpert: sessionTraffic(candidates) })
+      return result
     } catch (err: any) {
-      if (signal.aborted && signal.reason instanceof HaltedError) throw signal.reason
-      throw err
+      const e = signal.aborted && signal.reason instanceof HaltedError ? signal.reason : err
+      if (this.observers.size > 0) this.notify('onGeneration', { error: e, perExpert: sessionTraffic(candidates) })
+      throw e
     } finally {
       this.live.delete(ctrl)
       await Promise.allSettled(candidates.map(async c => {
@@ -239,6 +313,112 @@ export class Router {
         await c.session?.close()
       }))
     }
+  }
+
+  /** true when this router has a drafter (GenerateOptions.speculative works) */
+  get supportsSpeculation (): boolean {
+    return this.opts.drafter != null
+  }
+
+  /**
+   * Speculative rounds: draft → the same K experts score every draft position in one
+   * batched request each → per position the ensemble distribution decides (speculative
+   * sampling: accept with the probability the target gives the draft token, else draw
+   * from the target without it, and end the round). Identical output to token-by-token
+   * decoding at temperature 0, the same distribution above it (docs/speculative.md).
+   */
+  private async speculativeLoop (
+    candidates: Candidate[], context: number[], want: number, budget: number, maxContext: number, signal: AbortSignal,
+    steps: StepTrace[], used: Set<string>,
+    aggregateFrames: (f: Array<{ id: string, frame: Frame }>) => Aggregated,
+    samplingOpts: SamplingOptions, rng: Rng,
+    emit: (token: number, experts: string[]) => boolean,
+    resolveEog: (token: number, agg: Aggregated) => number | undefined
+  ): Promise<SpeculationStats> {
+    const drafter = this.opts.drafter as Drafter
+    const stats: SpeculationStats = { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0 }
+    let acceptEwma = 0.6
+    let emittedCount = 0
+    const hardTimeout = this.opts.requestTimeoutMs ?? 30_000
+    while (emittedCount < budget) {
+      this.checkHalt()
+      signal.throwIfAborted()
+      // adaptive draft length: maximise expected tokens per unit time
+      const pool = candidates.filter(c => c.failed !== true && this.health.available(c.id))
+      if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
+      const rtt = Math.min(...pool.map(c => this.health.get(c.id, priorLatency(c.record)).latencyMs))
+      const room = Math.min(budget - emittedCount - 1, maxContext - 2 - context.length, 16)
+      let n = 0
+      if (room > 0) {
+        const a = Math.min(0.95, Math.max(0.05, acceptEwma))
+        let best = -1
+        for (let L = 1; L <= room; L++) {
+          const rate = ((1 - a ** (L + 1)) / (1 - a)) / (rtt + 3 * L + 3)
+          if (rate > best) { best = rate; n = L }
+        }
+      }
+      const t0 = performance.now()
+      const draft = n > 0 ? (await drafter.propose(context, n)).slice(0, n) : []
+      const chosen = selectExperts(pool, Math.min(want, pool.length), c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, this.opts as any, Math.random)
+      const ctx = Uint32Array.from(context)
+      const dr = Uint32Array.from(draft)
+      const reqSignal = AbortSignal.any([signal, AbortSignal.timeout(hardTimeout)])
+      const results = await Promise.all(chosen.map(async c => {
+        const s0 = performance.now()
+        try {
+          c.session ??= await ExpertSession.connect(this.node, c.record.peerId, reqSignal)
+          const frames = await c.session.speculate(ctx, dr, this.tokenizer.fingerprint, reqSignal)
+          frames.forEach((f, i) => { if (f.position !== ctx.length + i) throw new Error(`frame for position ${f.position}, expected ${ctx.length + i}`) })
+          this.health.success(c.id, performance.now() - s0)
+          if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - s0, ok: true })
+          return { id: c.id, frames }
+        } catch (err: any) {
+          if (err instanceof HaltedError) throw err
+          if (signal.aborted) throw signal.reason
+          this.log('expert %s failed: %s', c.id, err.message)
+          this.health.failure(c.id, String(err.message ?? err))
+          if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - s0, ok: false, error: String(err.message ?? err) })
+          c.failed = true
+          c.session?.abort(err)
+          c.session = undefined
+          return undefined
+        }
+      }))
+      const ok = results.filter((r): r is { id: string, frames: Frame[] } => r != null)
+      const trace: StepTrace = { experts: ok.map(r => r.id), dropped: chosen.map(c => c.id).filter(id => !ok.some(r => r.id === id)), ms: performance.now() - t0 }
+      if (ok.length === 0) continue // every chosen expert failed: the next round picks others
+      for (const id of trace.experts) used.add(id)
+      stats.rounds++
+      stats.drafted += draft.length
+      stats.meanDraftLength += draft.length
+      let acceptedHere = 0
+      let ended = false
+      for (let i = 0; i <= draft.length; i++) {
+        const agg = aggregateFrames(ok.map(r => ({ id: r.id, frame: r.frames[i] })))
+        let token: number | undefined
+        let accepted = false
+        if (i < draft.length) {
+          const r = speculativeStep(agg, samplingOpts, draft[i], rng)
+          token = r.token
+          accepted = r.accepted
+        } else {
+          token = sample(agg, samplingOpts, rng)
+        }
+        const resolved = resolveEog(token, agg)
+        if (resolved === undefined) { ended = true; break }
+        if (resolved !== token) accepted = false // ignoreEos replaced it: the draft diverges here
+        if (accepted) acceptedHere++
+        steps.push(i === 0 ? trace : { experts: trace.experts, dropped: [], ms: 0 })
+        emittedCount++
+        if (emit(resolved, trace.experts)) { ended = true; break }
+        if (!accepted) break
+      }
+      stats.accepted += acceptedHere
+      if (draft.length > 0) acceptEwma = 0.7 * acceptEwma + 0.3 * (acceptedHere / draft.length)
+      if (ended) break
+    }
+    if (stats.rounds > 0) stats.meanDraftLength /= stats.rounds
+    return stats
   }
 
   /** per-step deadline: a multiple of the slowest chosen expert's latency EWMA */
@@ -302,7 +482,9 @@ export class Router {
         run.then(frame => {
           c.pending = undefined
           outstanding--
-          this.health.success(c.id, performance.now() - t0)
+          const ms = performance.now() - t0
+          this.health.success(c.id, ms)
+          if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms, ok: true })
           if (frame.position !== contextNow.length) throw new Error(`frame for position ${frame.position}, expected ${contextNow.length}`)
           if (!settled && frames.length < need) {
             frames.push({ id: c.id, frame })
@@ -316,6 +498,7 @@ export class Router {
           if (signal.aborted) { if (!settled) { settled = true; clearTimeout(deadlineTimer); clearTimeout(hedgeTimer); reject(signal.reason) } return }
           this.log('expert %s failed: %s', c.id, err.message)
           this.health.failure(c.id, String(err.message ?? err))
+          if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - t0, ok: false, error: String(err.message ?? err) })
           c.failed = true
           c.session?.abort(err)
           c.session = undefined
@@ -337,6 +520,15 @@ export class Router {
       for (const c of chosen) launch(c)
     })
   }
+}
+
+function sessionTraffic (candidates: Candidate[]): Array<{ expert: string, bytes: number, frames: number }> {
+  const out: Array<{ expert: string, bytes: number, frames: number }> = []
+  for (const c of candidates) {
+    if (c.session == null) continue
+    out.push({ expert: c.id, bytes: c.session.bytesSent + c.session.bytesReceived, frames: c.session.frames })
+  }
+  return out
 }
 
 function priorLatency (r: ExpertRecord): number {

@@ -12,7 +12,7 @@ import { MalformedMessageError, OversizedMessageError, rethrowAs } from './error
 import { decodeFrame, frameFromPb, frameToPb, FRAME_WIRE_TYPES } from './frame.js'
 import { Frame as PbFrame, OpenInfo as PbOpenInfo } from './pb/infer.js'
 import {
-  FINGERPRINT_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS,
+  FINGERPRINT_BYTES, MAX_DRAFT_TOKENS, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS,
   MAX_RESPONSE_BYTES, Status, VOCAB_SIZE
 } from './types.js'
 import type { ErrorResponse, Frame, FrameResponse, InferRequest, OpenInfo, OpenResponse } from './types.js'
@@ -60,12 +60,23 @@ export function encodeRequest (req: InferRequest): Uint8Array {
         .bytes(2, req.tokenizerFingerprint)
         .bytes(3, packedTokens(req.tokens))
         .uint(4, req.topK)
+      if (req.draft != null && req.draft.length > 0) {
+        if (req.draft.length > MAX_DRAFT_TOKENS) throw new MalformedMessageError(`draft of ${req.draft.length} tokens > ${MAX_DRAFT_TOKENS}`)
+        open.bytes(5, packedTokens(req.draft))
+      }
       out.bytes(1, open.finish())
       break
     }
-    case 'step':
-      out.bytes(2, new PbWriter().bytes(1, packedTokens(req.tokens)).finish())
+    case 'step': {
+      const step = new PbWriter().bytes(1, packedTokens(req.tokens))
+      if (req.draft != null && req.draft.length > 0) {
+        if (req.draft.length > MAX_DRAFT_TOKENS) throw new MalformedMessageError(`draft of ${req.draft.length} tokens > ${MAX_DRAFT_TOKENS}`)
+        step.bytes(2, packedTokens(req.draft))
+      }
+      if (req.rollback != null && req.rollback !== 0) { checkUint32('rollback', req.rollback); step.uint(3, req.rollback) }
+      out.bytes(2, step.finish())
       break
+    }
     case 'close':
       out.bytes(3, new Uint8Array(0))
       break
@@ -123,6 +134,7 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
       let protocolVersion = 0
       let fingerprint: Uint8Array = new Uint8Array(0)
       let topK = 0
+      const draft: number[] = []
       walk(buf, f.start, f.end, 'open', g => {
         if (g.no === 1) protocolVersion = scalar(g)
         else if (g.no === 2) {
@@ -130,15 +142,27 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
           fingerprint = buf.slice(g.start, g.end)
         } else if (g.no === 3) readTokens(buf, g, tokens)
         else if (g.no === 4) topK = scalar(g)
+        else if (g.no === 5) readTokens(buf, g, draft)
       })
+      if (draft.length > MAX_DRAFT_TOKENS) throw new MalformedMessageError(`open: draft of ${draft.length} tokens > ${MAX_DRAFT_TOKENS}`)
       if (fingerprint.byteLength !== FINGERPRINT_BYTES) throw new MalformedMessageError('open: fingerprint must be 32 bytes')
       if (topK > MAX_FRAME_ENTRIES) throw new MalformedMessageError(`open: top_k ${topK} > ${MAX_FRAME_ENTRIES}`)
       if (tokens.length === 0) throw new MalformedMessageError('open: no tokens')
       req = { type: 'open', protocolVersion, tokenizerFingerprint: fingerprint, tokens: Uint32Array.from(tokens), topK: topK === 0 ? MAX_FRAME_ENTRIES : topK }
+      if (draft.length > 0) req.draft = Uint32Array.from(draft)
     } else if (f.no === 2) {
-      walk(buf, f.start, f.end, 'step', g => { if (g.no === 1) readTokens(buf, g, tokens) })
+      const draft: number[] = []
+      let rollback = 0
+      walk(buf, f.start, f.end, 'step', g => {
+        if (g.no === 1) readTokens(buf, g, tokens)
+        else if (g.no === 2) readTokens(buf, g, draft)
+        else if (g.no === 3) rollback = scalar(g)
+      })
       if (tokens.length === 0) throw new MalformedMessageError('step: no tokens')
+      if (draft.length > MAX_DRAFT_TOKENS) throw new MalformedMessageError(`step: draft of ${draft.length} tokens > ${MAX_DRAFT_TOKENS}`)
       req = { type: 'step', tokens: Uint32Array.from(tokens) }
+      if (draft.length > 0) req.draft = Uint32Array.from(draft)
+      if (rollback > 0) req.rollback = rollback
     } else {
       walk(buf, f.start, f.end, 'close', () => {}) // must still be well-formed
       req = { type: 'close' }

@@ -5,6 +5,8 @@ export const INFER_PROTOCOL_VERSION = 1
 /** LLaMA-3 vocabulary size: every token id on the wire is below this. */
 export const VOCAB_SIZE = 128256
 export const MAX_FRAME_ENTRIES = 256
+/** most draft tokens one Step may carry (speculative decoding) */
+export const MAX_DRAFT_TOKENS = 32
 /** largest length-prefixed message either side accepts, bytes */
 export const MAX_REQUEST_BYTES = 64 * 1024
 export const MAX_RESPONSE_BYTES = 4 * 1024
@@ -41,8 +43,13 @@ export interface OpenInfo {
 }
 
 export type InferRequest =
-  | { type: 'open', protocolVersion: number, tokenizerFingerprint: Uint8Array, tokens: Uint32Array, topK: number }
-  | { type: 'step', tokens: Uint32Array }
+  | { type: 'open', protocolVersion: number, tokenizerFingerprint: Uint8Array, tokens: Uint32Array, topK: number, draft?: Uint32Array }
+  /**
+   * Step: erase the last `rollback` context tokens (rejected draft tokens), append `tokens`,
+   * then, when `draft` is given, evaluate the draft tokens too: the expert answers with
+   * draft.length + 1 frames (after `tokens`, then after each draft token).
+   */
+  | { type: 'step', tokens: Uint32Array, draft?: Uint32Array, rollback?: number }
   | { type: 'close' }
 
 export type InferResponse =

@@ -1,0 +1,214 @@
+/**
+ * gRPC server: meshllm.v1.MeshLLM (proto/mesh_llm.proto, loaded at run time with
+ * @grpc/proto-loader), grpc.health.v1.Health (grpc-health-check) and server reflection
+ * (@grpc/reflection, v1 and v1alpha) so grpcurl and generic clients work.
+ *
+ * Auth: with a token, every call but the health service needs metadata
+ * `authorization: Bearer <token>` (else UNAUTHENTICATED). Reference: docs/api.md.
+ */
+import * as grpc from '@grpc/grpc-js'
+import * as protoLoader from '@grpc/proto-loader'
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check'
+import { ReflectionService } from '@grpc/reflection'
+import { fileURLToPath } from 'node:url'
+import { statSync } from 'node:fs'
+import { ApiError, GRPC_CODE, invalid, toApiError } from './errors.js'
+import type { MeshApi } from './service.js'
+import type { TaskRecord } from './tasks.js'
+import type { GenerateResult } from '../router/router.js'
+import { tokenMatches } from './auth.js'
+
+export const GRPC_SERVICE = 'meshllm.v1.MeshLLM'
+
+/** the .proto: <root>/proto/mesh_llm.proto (this module runs from dist/src/api; src/api for TS runners) */
+export function protoPath (): string {
+  const fromDist = fileURLToPath(new URL('../../../proto/mesh_llm.proto', import.meta.url))
+  return existsSyncSafe(fromDist) ? fromDist : fileURLToPath(new URL('../../proto/mesh_llm.proto', import.meta.url))
+}
+
+export const LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true }
+
+export function loadMeshProto (): { packageDefinition: protoLoader.PackageDefinition, service: grpc.ServiceDefinition } {
+  const packageDefinition = protoLoader.loadSync(protoPath(), LOADER_OPTIONS)
+  const pkg = grpc.loadPackageDefinition(packageDefinition) as any
+  return { packageDefinition, service: pkg.meshllm.v1.MeshLLM.service }
+}
+
+function existsSyncSafe (p: string): boolean {
+  try { return statSync(p).isFile() } catch { return false }
+}
+
+export interface GrpcServerOptions {
+  host: string
+  port: number
+  token?: string
+}
+
+export interface GrpcApiServer {
+  port: number
+  health: HealthImplementation
+  close: () => Promise<void>
+}
+
+function authInterceptor (token: string): grpc.ServerInterceptor {
+  return (methodDescriptor, call) => {
+    const listener = new grpc.ServerListenerBuilder()
+      .withOnReceiveMetadata((metadata, next) => {
+        if (methodDescriptor.path.startsWith('/grpc.health.v1.Health/')) { next(metadata); return }
+        const v = metadata.get('authorization')[0]
+        const m = typeof v === 'string' ? /^Bearer\s+(.+)$/i.exec(v.trim()) : null
+        if (m != null && tokenMatches(m[1], token)) { next(metadata); return }
+        call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: m == null ? 'missing metadata "authorization: Bearer <token>"' : 'invalid API token', metadata: new grpc.Metadata() })
+      }).build()
+    const responder = new grpc.ResponderBuilder().withStart(next => { next(listener) }).build()
+    return new grpc.ServerInterceptingCall(call, responder)
+  }
+}
+
+function taskToProto (t: TaskRecord): Record<string, any> {
+  return {
+    id: t.id,
+    type: t.type,
+    paramsJson: JSON.stringify(t.params),
+    description: t.description,
+    status: t.status,
+    tier: t.tier,
+    tierName: t.tierName,
+    knownAction: t.knownAction,
+    approval: t.approval,
+    approvalReason: t.approvalReason,
+    needs: t.needs,
+    priority: t.priority,
+    source: t.source,
+    createdAtMs: t.createdAtMs,
+    updatedAtMs: t.updatedAtMs,
+    resultJson: t.result !== undefined ? JSON.stringify(t.result) : ''
+  }
+}
+
+export function summaryToProto (r: GenerateResult): Record<string, any> {
+  return {
+    text: r.text,
+    tokens: r.tokens,
+    promptTokens: r.promptTokens,
+    elapsedMs: r.elapsedMs,
+    tokensPerSecond: r.tokensPerSecond,
+    k: r.k,
+    effectiveK: r.effectiveK,
+    experts: r.experts,
+    bytesPerExpertToken: r.bytesPerExpertToken,
+    finishReason: r.finishReason,
+    warnings: r.warnings
+  }
+}
+
+export async function startGrpcServer (api: MeshApi, o: GrpcServerOptions): Promise<GrpcApiServer> {
+  const { packageDefinition, service } = loadMeshProto()
+  const server = new grpc.Server({
+    interceptors: o.token != null ? [authInterceptor(o.token)] : [],
+    'grpc.max_receive_message_length': 1024 * 1024
+  })
+  const fail = (err: unknown): Partial<grpc.StatusObject> => {
+    const e = toApiError(err)
+    api.metrics.error('grpc', e.kind)
+    return { code: GRPC_CODE[e.kind], details: e.message }
+  }
+  const unary = <Req, Res>(method: string, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> => {
+    return (call, callback) => {
+      api.metrics.request('grpc', method)
+      Promise.resolve().then(async () => await fn(call.request, call)).then(
+        (res) => { callback(null, res) },
+        (err) => { callback(fail(err) as grpc.ServiceError) }
+      )
+    }
+  }
+
+  const handlers: grpc.UntypedServiceImplementation = {
+    RegisterExpert: unary<any, any>('RegisterExpert', async (req) => {
+      const r = await api.registerExpert({ model: req.model, threads: req.threads, maxSessions: req.maxSessions, contextSize: req.contextSize, gpu: req.gpu })
+      return { expert: r.info, measuredTokensPerSecond: r.tokensPerSecond, threads: r.threads }
+    }),
+    GetRouterStatus: unary<any, any>('GetRouterStatus', async (req) => await api.status(req.refresh === true)),
+    ListExperts: unary<any, any>('ListExperts', async (req) => ({ experts: await api.listExperts(req.refresh === true, req.includeIncompatible === true) })),
+    SubmitSelfTask: unary<any, any>('SubmitSelfTask', (req) => taskToProto(api.submitTask({ type: req.type, paramsJson: req.paramsJson, description: req.description, priority: req.priority, source: req.source !== '' ? req.source : 'grpc' }))),
+    GetTask: unary<any, any>('GetTask', (req) => taskToProto(api.getTask(req.id))),
+    ListTasks: unary<any, any>('ListTasks', (req) => {
+      const r = api.listTasks({ status: req.status, limit: req.limit, offset: req.offset })
+      return { tasks: r.tasks.map(taskToProto), total: r.total }
+    }),
+    HaltMesh: unary<any, any>('HaltMesh', async (req) => await api.relayGovernance(toBytes(req.envelope), 'grpc', true)),
+    RelayGovernanceMessage: unary<any, any>('RelayGovernanceMessage', async (req) => await api.relayGovernance(toBytes(req.envelope), 'grpc', false)),
+    GetGovernanceState: unary<any, any>('GetGovernanceState', () => api.governanceState()),
+    Generate: (call: grpc.ServerWritableStream<any, any>) => {
+      api.metrics.request('grpc', 'Generate')
+      const ctrl = new AbortController()
+      call.on('cancelled', () => { ctrl.abort(new ApiError('deadline_exceeded', 'cancelled by the client', null, 'cancelled')) })
+      const deadline = call.getDeadline()
+      const ms = deadline instanceof Date ? deadline.getTime() - Date.now() : typeof deadline === 'number' && Number.isFinite(deadline) ? deadline - Date.now() : Infinity
+      let timer: NodeJS.Timeout | undefined
+      if (Number.isFinite(ms)) timer = setTimeout(() => { ctrl.abort(new ApiError('deadline_exceeded', 'deadline exceeded', null, 'deadline')) }, Math.max(0, ms))
+      void (async () => {
+        try {
+          const req = call.request
+          if (typeof req.prompt !== 'string' || req.prompt.length === 0) throw invalid('prompt is required', 'prompt')
+          const prep = await api.prepare({
+            prompt: req.prompt,
+            k: req.k > 0 ? req.k : undefined,
+            maxTokens: req.maxTokens > 0 ? req.maxTokens : undefined,
+            temperature: req.temperature ?? undefined,
+            topK: req.topK,
+            topP: req.topP ?? undefined,
+            seed: req.seed ?? undefined,
+            stop: req.stop,
+            rule: req.rule,
+            experts: req.experts,
+            ignoreEos: req.ignoreEos === true
+          }, ctrl.signal)
+          const result = await api.generate(prep, {
+            signal: ctrl.signal,
+            onToken: (t) => { if (!call.cancelled) call.write({ token: { index: t.index, id: t.token, text: t.text, experts: t.experts } }) }
+          })
+          if (!call.cancelled) {
+            call.write({ summary: summaryToProto(result) })
+            call.end()
+          }
+        } catch (err) {
+          const status = fail(err)
+          if (!call.cancelled) call.emit('error', status)
+        } finally {
+          clearTimeout(timer)
+        }
+      })()
+    }
+  }
+  server.addService(service, handlers)
+  const health = new HealthImplementation({ '': 'SERVING', [GRPC_SERVICE]: 'SERVING' })
+  health.addToServer(server)
+  // reflection describes our service and the health service (grpcurl list / describe)
+  let reflected = packageDefinition
+  try { reflected = { ...protoLoader.loadSync(healthProtoPath, LOADER_OPTIONS), ...packageDefinition } } catch {}
+  new ReflectionService(reflected).addToServer(server)
+
+  const bindHost = o.host.includes(':') ? `[${o.host}]` : o.host
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${bindHost}:${o.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => { if (err != null) reject(err); else resolve(p) })
+  })
+  return {
+    port,
+    health,
+    close: async () => {
+      health.setStatus('', 'NOT_SERVING')
+      health.setStatus(GRPC_SERVICE, 'NOT_SERVING')
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { server.forceShutdown(); resolve() }, 2_000)
+        server.tryShutdown(() => { clearTimeout(t); resolve() })
+      })
+    }
+  }
+}
+
+function toBytes (b: unknown): Uint8Array {
+  if (b instanceof Uint8Array) return b
+  if (typeof b === 'string') return Uint8Array.from(Buffer.from(b, 'base64'))
+  return new Uint8Array(0)
+}

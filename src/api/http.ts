@@ -1,0 +1,457 @@
+/**
+ * HTTP server (node:http): the OpenAI-compatible API (/v1/models, /v1/completions,
+ * /v1/chat/completions, streaming as server-sent events), Prometheus /metrics, the dashboard
+ * (/ and /dashboard) with its JSON and event endpoints (/api/*), and /healthz.
+ * Reference: docs/api.md.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { ApiError, HTTP_ERROR, invalid, openAiErrorBody, toApiError } from './errors.js'
+import { bearer, tokenMatches } from './auth.js'
+import type { MeshApi, PreparedGeneration } from './service.js'
+import type { ChatMessage } from './chat.js'
+import type { GenerateResult } from '../router/router.js'
+import { DASHBOARD_HTML } from './dashboard.js'
+
+export interface HttpServerOptions {
+  host: string
+  port: number
+  token?: string
+  /** request body limit (default 1 MiB) */
+  maxBodyBytes?: number
+}
+
+export interface HttpApiServer {
+  port: number
+  close: () => Promise<void>
+}
+
+const OPEN_PATHS = new Set(['/', '/dashboard', '/healthz', '/favicon.ico'])
+
+export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Promise<HttpApiServer> {
+  const maxBody = o.maxBodyBytes ?? 1024 * 1024
+  const sse = new Set<ServerResponse>()
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err) => {
+      const e = toApiError(err)
+      if (!res.headersSent) sendError(res, e)
+      else res.destroy()
+    })
+  })
+  server.headersTimeout = 30_000
+  server.requestTimeout = 0 // generations stream for a long time; the API has its own limit
+  server.keepAliveTimeout = 5_000
+
+  const sendError = (res: ServerResponse, e: ApiError): void => {
+    api.metrics.error('http', e.kind)
+    const { status } = HTTP_ERROR[e.kind]
+    const headers: Record<string, string> = {}
+    // the OpenAI SDK retries 408/409/429/5xx unless told not to: a halted or empty mesh does not heal in a second
+    if (status < 500 || status === 503 || status === 504) headers['x-should-retry'] = 'false'
+    if (status === 401) headers['www-authenticate'] = 'Bearer'
+    if (status === 413) headers.connection = 'close'
+    sendJson(res, status, openAiErrorBody(e), headers)
+  }
+
+  async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    const path = url.pathname.replace(/\/+$/, '') || '/'
+    const method = req.method ?? 'GET'
+    api.metrics.request('http', `${method} ${routeName(path)}`)
+    if (o.token == null && !hostAllowed(req.headers.host)) {
+      // without a token the server is bound to loopback: refuse other Host names (DNS rebinding)
+      req.resume()
+      sendError(res, new ApiError('permission_denied', `Host "${String(req.headers.host).slice(0, 64)}" is not a loopback name: without an API token this server only answers requests for 127.0.0.1, [::1] or localhost`, null, 'bad_host'))
+      return
+    }
+    if (o.token != null && !OPEN_PATHS.has(path)) {
+      const given = bearer(req.headers.authorization)
+      if (given == null || !tokenMatches(given, o.token)) {
+        req.resume()
+        sendError(res, new ApiError('unauthenticated', given == null ? 'missing "authorization: Bearer <token>" header' : 'invalid API token', null, 'invalid_api_key'))
+        return
+      }
+    }
+    const allow = (...methods: string[]): boolean => {
+      if (methods.includes(method)) return true
+      req.resume()
+      api.metrics.error('http', 'invalid_argument')
+      sendJson(res, 405, openAiErrorBody(new ApiError('invalid_argument', `${method} is not allowed on ${path}: use ${methods.join(' or ')}`, null, 'method_not_allowed')), { allow: methods.join(', '), 'x-should-retry': 'false' })
+      return false
+    }
+    switch (path) {
+      case '/':
+      case '/dashboard':
+        if (!allow('GET', 'HEAD')) return
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:" })
+        res.end(method === 'HEAD' ? undefined : DASHBOARD_HTML)
+        return
+      case '/favicon.ico':
+        res.writeHead(204).end()
+        return
+      case '/healthz':
+        sendJson(res, 200, { status: 'ok', halted: api.haltState().halted })
+        return
+      case '/metrics':
+        if (!allow('GET')) return
+        res.writeHead(200, { 'content-type': api.metrics.contentType })
+        res.end(await api.metrics.text())
+        return
+      case '/api/status':
+        if (!allow('GET')) return
+        sendJson(res, 200, await api.status(url.searchParams.get('refresh') === '1', url.searchParams.get('cached') === '1'))
+        return
+      case '/api/experts':
+        if (!allow('GET')) return
+        sendJson(res, 200, { experts: await api.listExperts(url.searchParams.get('refresh') === '1', true) })
+        return
+      case '/api/governance':
+        if (!allow('GET')) return
+        sendJson(res, 200, api.governanceState())
+        return
+      case '/api/dashboard':
+        if (!allow('GET')) return
+        sendJson(res, 200, await api.dashboardSnapshot())
+        return
+      case '/api/events':
+        if (!allow('GET')) return
+        events(req, res)
+        return
+      case '/v1/models':
+        if (!allow('GET')) return
+        sendJson(res, 200, { object: 'list', data: (await api.modelIds()).map(id => modelObject(api, id)) })
+        return
+      case '/v1/completions':
+      case '/v1/chat/completions': {
+        if (!allow('POST')) return
+        if (!/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {
+          // also keeps browsers' cross-site "simple" form posts out
+          req.resume()
+          throw invalid('the request body must be JSON with "content-type: application/json"', null, 'unsupported_media_type')
+        }
+        const body = await readJson(req, maxBody)
+        await completions(req, res, body, path === '/v1/chat/completions')
+        return
+      }
+      default:
+        if (path.startsWith('/v1/models/')) {
+          if (!allow('GET')) return
+          const id = decodeURIComponent(path.slice('/v1/models/'.length))
+          if (!(await api.modelIds()).includes(id)) throw new ApiError('not_found', `The model \`${id.slice(0, 128)}\` does not exist on this mesh`, 'model', 'model_not_found')
+          sendJson(res, 200, modelObject(api, id))
+          return
+        }
+        req.resume()
+        throw new ApiError('not_found', `no route ${method} ${path}`, null, 'unknown_url')
+    }
+  }
+
+  function events (req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+    res.flushHeaders()
+    sse.add(res)
+    const send = (event: string, data: unknown): void => { if (!res.writableEnded) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) }
+    const snapshot = (): void => { api.dashboardSnapshot().then(s => { send('snapshot', s) }, () => {}) }
+    const onToken = (t: unknown): void => { send('token', t) }
+    const onGeneration = (g: unknown): void => { send('generation', g) }
+    const onGovernance = (g: unknown): void => { send('governance', g); snapshot() }
+    api.events.on('token', onToken)
+    api.events.on('generation', onGeneration)
+    api.events.on('governance', onGovernance)
+    snapshot()
+    const timer = setInterval(snapshot, 2_000)
+    const cleanup = (): void => {
+      clearInterval(timer)
+      api.events.off('token', onToken)
+      api.events.off('generation', onGeneration)
+      api.events.off('governance', onGovernance)
+      sse.delete(res)
+    }
+    req.on('close', cleanup)
+    res.on('close', cleanup)
+  }
+
+  async function completions (req: IncomingMessage, res: ServerResponse, body: Record<string, any>, chat: boolean): Promise<void> {
+    const model = body.model
+    if (typeof model !== 'string' || model.length === 0) throw invalid('you must provide a model parameter', 'model', 'missing_required_parameter')
+    const stream = optBool(body.stream, 'stream') ?? false
+    const includeUsage = stream && body.stream_options != null && typeof body.stream_options === 'object' && body.stream_options.include_usage === true
+    if (body.n != null && body.n !== 1) throw invalid('only n = 1 is supported', 'n')
+    rejectUnsupported(body)
+    const maxName = chat && body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'
+    const maxTokens = optInt(body[maxName], maxName)
+    const temperature = optNum(body.temperature, 'temperature', 0, 2)
+    const topP = optNum(body.top_p, 'top_p', 0, 1)
+    if (topP === 0) throw invalid('top_p must be greater than 0', 'top_p')
+    const seed = optInt(body.seed, 'seed')
+    const k = optInt(body.k, 'k')
+    const topK = optInt(body.top_k, 'top_k')
+    if (body.rule != null && typeof body.rule !== 'string') throw invalid('rule must be "mixture" or "product"', 'rule')
+    let stop: string[] = []
+    if (typeof body.stop === 'string') stop = [body.stop]
+    else if (Array.isArray(body.stop)) {
+      if (!body.stop.every((s: unknown) => typeof s === 'string')) throw invalid('stop must be a string or an array of strings', 'stop')
+      stop = body.stop
+    } else if (body.stop != null) throw invalid('stop must be a string or an array of strings', 'stop')
+    const experts = await api.expertsForModel(model)
+
+    let prompt: string | number[]
+    let trimLeading = false
+    if (chat) {
+      const f = api.formatChat(parseMessages(body.messages))
+      prompt = f.tokens
+      stop = [...stop, ...f.stop.filter(s => !stop.includes(s))]
+      trimLeading = f.trimLeading
+    } else {
+      prompt = parsePrompt(body.prompt)
+    }
+    const prep: PreparedGeneration = await api.prepare({
+      prompt,
+      k,
+      maxTokens,
+      temperature,
+      topK,
+      topP,
+      seed,
+      stop,
+      rule: body.rule,
+      experts,
+      defaultMaxTokens: chat ? 256 : 16,
+      names: { maxTokens: maxName, prompt: chat ? 'messages' : 'prompt' }
+    })
+
+    const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`
+    const created = Math.floor(Date.now() / 1000)
+    const ctrl = new AbortController()
+    res.on('close', () => { if (!res.writableFinished) ctrl.abort(new ApiError('deadline_exceeded', 'client disconnected', null, 'cancelled')) })
+    let leading = trimLeading
+    const clean = (piece: string): string => {
+      if (!leading) return piece
+      const t = piece.replace(/^\s+/, '')
+      if (t.length > 0) leading = false
+      return t
+    }
+
+    if (!stream) {
+      const result = await api.generate(prep, { signal: ctrl.signal })
+      const text = trimLeading ? result.text.replace(/^\s+/, '') : result.text
+      const finish = finishReason(result)
+      sendJson(res, 200, {
+        id,
+        object: chat ? 'chat.completion' : 'text_completion',
+        created,
+        model,
+        system_fingerprint: null,
+        choices: [chat
+          ? { index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: finish }
+          : { index: 0, text, logprobs: null, finish_reason: finish }],
+        usage: usage(prep, result),
+        meshllm: meshExtras(result)
+      })
+      return
+    }
+
+    // streaming: headers go out with the first chunk, so errors before any token keep their HTTP status
+    let started = false
+    const write = (data: unknown): void => {
+      if (!started) {
+        started = true
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+      }
+      if (!res.writableEnded) res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`)
+    }
+    const chunk = (delta: string | null, finish: string | null, first = false): Record<string, unknown> => ({
+      id,
+      object: chat ? 'chat.completion.chunk' : 'text_completion',
+      created,
+      model,
+      system_fingerprint: null,
+      choices: [chat
+        ? { index: 0, delta: finish != null ? {} : first ? { role: 'assistant', content: delta ?? '' } : { content: delta }, logprobs: null, finish_reason: finish }
+        : { index: 0, text: delta ?? '', logprobs: null, finish_reason: finish }],
+      ...(includeUsage ? { usage: null } : {})
+    })
+    try {
+      const result = await api.generate(prep, {
+        signal: ctrl.signal,
+        onToken: (t) => {
+          if (chat && !started) write(chunk('', null, true))
+          const piece = clean(t.text)
+          if (piece.length > 0) write(chunk(piece, null))
+        }
+      })
+      if (chat && !started) write(chunk('', null, true))
+      write(chunk(chat ? null : '', finishReason(result)))
+      if (includeUsage) write({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage: usage(prep, result), meshllm: meshExtras(result) })
+      write('[DONE]')
+      res.end()
+    } catch (err) {
+      const e = toApiError(err)
+      if (!started) throw e
+      api.metrics.error('http', e.kind)
+      write(openAiErrorBody(e))
+      res.end()
+    }
+  }
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(o.port, o.host, () => { server.off('error', reject); resolve((server.address() as AddressInfo).port) })
+  })
+  return {
+    port,
+    close: async () => {
+      for (const r of sse) r.end()
+      sse.clear()
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { server.closeAllConnections(); resolve() }, 2_000)
+        server.close(() => { clearTimeout(t); resolve() })
+        server.closeIdleConnections()
+      })
+    }
+  }
+}
+
+function routeName (path: string): string {
+  if (path.startsWith('/v1/models/')) return '/v1/models/:id'
+  return ['/', '/dashboard', '/healthz', '/metrics', '/api/status', '/api/experts', '/api/governance', '/api/dashboard', '/api/events', '/v1/models', '/v1/completions', '/v1/chat/completions'].includes(path) ? path : 'other'
+}
+
+function sendJson (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers })
+  res.end(text)
+}
+
+async function readJson (req: IncomingMessage, limit: number): Promise<Record<string, any>> {
+  const declared = Number(req.headers['content-length'] ?? NaN)
+  const tooLarge = (): ApiError => new ApiError('payload_too_large', `request body exceeds ${limit} bytes`, null, 'request_too_large')
+  if (Number.isFinite(declared) && declared > limit) { req.resume(); throw tooLarge() }
+  const chunks: Buffer[] = []
+  let size = 0
+  await new Promise<void>((resolve, reject) => {
+    let failed = false
+    const timer = setTimeout(() => { failed = true; reject(invalid('the request body did not arrive within 30 s', null, 'body_timeout')) }, 30_000)
+    req.on('data', (c: Buffer) => {
+      if (failed) return
+      size += c.length
+      if (size > limit) { failed = true; clearTimeout(timer); reject(tooLarge()); return }
+      chunks.push(c)
+    })
+    req.on('end', () => { clearTimeout(timer); if (!failed) resolve() })
+    req.on('error', (err) => { clearTimeout(timer); reject(err) })
+  })
+  const text = Buffer.concat(chunks).toString('utf8')
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch (err: any) {
+    throw invalid(`We could not parse the JSON body of your request: ${err.message}`, null, 'invalid_json')
+  }
+  if (body == null || typeof body !== 'object' || Array.isArray(body)) throw invalid('the request body must be a JSON object', null, 'invalid_json')
+  return body as Record<string, any>
+}
+
+/** parameters we cannot honour are refused rather than silently ignored (their defaults are fine) */
+function rejectUnsupported (b: Record<string, any>): void {
+  const no = (param: string, what: string): never => { throw invalid(`${what} is not supported by meshllm`, param, 'unsupported_parameter') }
+  if (b.logprobs != null && b.logprobs !== false && b.logprobs !== 0) no('logprobs', 'logprobs')
+  if (b.top_logprobs != null && b.top_logprobs !== 0) no('top_logprobs', 'top_logprobs')
+  if (b.echo === true) no('echo', 'echo')
+  if (b.best_of != null && b.best_of !== 1) no('best_of', 'best_of > 1')
+  if (typeof b.suffix === 'string' && b.suffix !== '') no('suffix', 'suffix (insertion)')
+  if (Array.isArray(b.tools) && b.tools.length > 0) no('tools', 'tool calling')
+  if (Array.isArray(b.functions) && b.functions.length > 0) no('functions', 'function calling')
+  if (b.response_format != null && b.response_format.type !== 'text') no('response_format', 'response_format other than text')
+  for (const p of ['presence_penalty', 'frequency_penalty']) if (b[p] != null && b[p] !== 0) no(p, p)
+  if (b.logit_bias != null && Object.keys(b.logit_bias).length > 0) no('logit_bias', 'logit_bias')
+}
+
+function hostAllowed (host: string | undefined): boolean {
+  if (host == null) return true // HTTP/1.0 clients
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '')
+  return name === 'localhost' || name === '::1' || /^127\.\d+\.\d+\.\d+$/.test(name)
+}
+
+function optInt (v: unknown, name: string): number | undefined {
+  if (v == null) return undefined
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw invalid(`${name} must be an integer, got ${JSON.stringify(v)?.slice(0, 32)}`, name)
+  return v
+}
+
+function optNum (v: unknown, name: string, min: number, max: number): number | undefined {
+  if (v == null) return undefined
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) throw invalid(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(v)?.slice(0, 32)}`, name)
+  return v
+}
+
+function optBool (v: unknown, name: string): boolean | undefined {
+  if (v == null) return undefined
+  if (typeof v !== 'boolean') throw invalid(`${name} must be a boolean`, name)
+  return v
+}
+
+function parsePrompt (p: unknown): string | number[] {
+  if (typeof p === 'string') return p
+  if (Array.isArray(p)) {
+    if (p.length === 1 && typeof p[0] === 'string') return p[0]
+    if (p.length > 0 && p.every(x => typeof x === 'number')) return p as number[]
+    if (p.length === 1 && Array.isArray(p[0]) && p[0].every((x: unknown) => typeof x === 'number')) return p[0] as number[]
+    if (p.length > 1) throw invalid('one prompt per request (batches are not supported)', 'prompt')
+  }
+  throw invalid('prompt must be a string, a one-element array of strings, or an array of token ids', 'prompt')
+}
+
+const ROLES = new Set(['system', 'developer', 'user', 'assistant'])
+
+function parseMessages (m: unknown): ChatMessage[] {
+  if (!Array.isArray(m) || m.length === 0) throw invalid('messages must be a non-empty array', 'messages')
+  if (m.length > 1024) throw invalid('at most 1024 messages', 'messages')
+  return m.map((x: any, i: number) => {
+    if (x == null || typeof x !== 'object') throw invalid(`messages[${i}] must be an object`, `messages[${i}]`)
+    if (!ROLES.has(x.role)) throw invalid(`messages[${i}].role must be one of system, developer, user, assistant`, `messages[${i}].role`)
+    let content: string
+    if (typeof x.content === 'string') content = x.content
+    else if (Array.isArray(x.content) && x.content.every((p: any) => p?.type === 'text' && typeof p.text === 'string')) content = x.content.map((p: any) => p.text).join('')
+    else if (x.content == null && x.role === 'assistant') content = ''
+    else throw invalid(`messages[${i}].content must be a string or an array of text parts`, `messages[${i}].content`)
+    return { role: x.role, content }
+  })
+}
+
+function finishReason (r: GenerateResult): 'stop' | 'length' {
+  return r.finishReason === 'length' || r.finishReason === 'context' ? 'length' : 'stop'
+}
+
+function usage (prep: PreparedGeneration, r: GenerateResult): Record<string, number> {
+  return { prompt_tokens: prep.promptTokens, completion_tokens: r.tokens, total_tokens: prep.promptTokens + r.tokens }
+}
+
+function meshExtras (r: GenerateResult): Record<string, unknown> {
+  return {
+    k: r.k,
+    effective_k: r.effectiveK,
+    experts: r.experts,
+    finish_reason: r.finishReason,
+    tokens_per_second: r.tokensPerSecond,
+    elapsed_ms: r.elapsedMs,
+    bytes_per_expert_token: r.bytesPerExpertToken,
+    warnings: r.warnings
+  }
+}
+
+function modelObject (api: MeshApi, id: string): Record<string, unknown> {
+  const experts = api.cachedExperts().compatible.filter(r => id === 'meshllm' || r.modelName === id)
+  return {
+    id,
+    object: 'model',
+    created: Math.floor(api.startedAt / 1000),
+    owned_by: 'meshllm',
+    meshllm: {
+      experts: experts.length,
+      context_length: experts.length > 0 ? Math.min(...experts.map(r => r.contextLength)) : 0,
+      description: id === 'meshllm' ? 'the whole mesh: K of N compatible experts per token' : `only the experts serving ${id}`
+    }
+  }
+}

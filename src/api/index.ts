@@ -1,0 +1,115 @@
+/**
+ * The client APIs of a node: gRPC (meshllm.v1.MeshLLM + health + reflection), the
+ * OpenAI-compatible HTTP API, Prometheus /metrics and the dashboard. Reference: docs/api.md.
+ *
+ *   const api = await startApi({ node, router, governance, expert, grpc: '127.0.0.1:50051', http: '127.0.0.1:8080', token })
+ *   … api.grpcPort, api.httpPort …
+ *   await api.close()
+ */
+import type { MeshNode } from '../node/node.js'
+import type { Router } from '../router/router.js'
+import type { GovernanceService } from '../governance/service.js'
+import { MeshApi, type LocalExpert } from './service.js'
+import { startGrpcServer, type GrpcApiServer } from './grpc.js'
+import { startHttpServer, type HttpApiServer } from './http.js'
+import { ApiConfigError, checkBind, parseHostPort } from './auth.js'
+import { TaskStore } from './tasks.js'
+import type { AttachExpertOptions } from '../expert/attach.js'
+
+export { MeshApi, type LocalExpert, type MeshApiOptions, type GenerateParams } from './service.js'
+export { TaskStore, assessTask, type TaskRecord, type TaskStatus, type NewTask, type TaskUpdate, type Approval } from './tasks.js'
+export { ApiError, toApiError, type ApiErrorKind } from './errors.js'
+export { ApiConfigError, parseHostPort, isLoopback } from './auth.js'
+export { ChatFormatter, type ChatMessage } from './chat.js'
+export { protoPath, loadMeshProto, LOADER_OPTIONS, GRPC_SERVICE } from './grpc.js'
+
+export interface StartApiOptions {
+  node: MeshNode
+  router: Router
+  governance?: GovernanceService
+  /** the expert this node serves (join --model): RegisterExpert is then refused */
+  expert?: LocalExpert
+  /** task database, or its file path (default: in memory) */
+  tasks?: TaskStore | string
+  /** gRPC bind "host:port" (port 0: any free port); omitted: no gRPC server */
+  grpc?: string
+  /** HTTP bind "host:port"; omitted: no HTTP server */
+  http?: string
+  /** bearer token; required to bind a non-loopback address */
+  token?: string
+  defaultK?: number
+  maxTokensLimit?: number
+  generateTimeoutMs?: number
+  /** HTTP request body limit (bytes, default 1 MiB) */
+  maxBodyBytes?: number
+  /** a Jinja chat template overriding the model's (for /v1/chat/completions) */
+  chatTemplate?: string
+  /** defaults for RegisterExpert (threads, maxSessions, …) */
+  attachDefaults?: Partial<AttachExpertOptions>
+}
+
+export interface ApiHandle {
+  /** bound gRPC port (undefined without `grpc`) */
+  grpcPort?: number
+  /** bound HTTP port (undefined without `http`) */
+  httpPort?: number
+  api: MeshApi
+  close: () => Promise<void>
+}
+
+/** The token from `--api-token` or, when absent, MESHLLM_API_TOKEN (empty counts as none). */
+export function apiTokenFrom (flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const t = flag ?? env.MESHLLM_API_TOKEN
+  return t != null && t !== '' ? t : undefined
+}
+
+/**
+ * Checks `--grpc` / `--http` / the token without binding anything (throws ApiConfigError):
+ * lets `join` fail before it loads a model.
+ */
+export function validateApiOptions (opts: Pick<StartApiOptions, 'grpc' | 'http' | 'token'>): { grpc?: { host: string, port: number }, http?: { host: string, port: number } } {
+  if (opts.grpc == null && opts.http == null) throw new ApiConfigError('startApi needs grpc and/or http ("host:port")')
+  const grpc = opts.grpc != null ? parseHostPort(opts.grpc, '--grpc') : undefined
+  const http = opts.http != null ? parseHostPort(opts.http, '--http') : undefined
+  if (grpc != null) checkBind(grpc.host, opts.token, 'gRPC')
+  if (http != null) checkBind(http.host, opts.token, 'HTTP')
+  return { grpc, http }
+}
+
+export async function startApi (opts: StartApiOptions): Promise<ApiHandle> {
+  const { grpc: grpcAddr, http: httpAddr } = validateApiOptions(opts)
+  const tasks = typeof opts.tasks === 'string' ? new TaskStore(opts.tasks) : opts.tasks
+  const api = new MeshApi({
+    node: opts.node,
+    router: opts.router,
+    governance: opts.governance,
+    expert: opts.expert,
+    tasks,
+    defaultK: opts.defaultK,
+    maxTokensLimit: opts.maxTokensLimit,
+    generateTimeoutMs: opts.generateTimeoutMs,
+    chatTemplate: opts.chatTemplate,
+    attachDefaults: opts.attachDefaults
+  })
+  let grpcServer: GrpcApiServer | undefined
+  let httpServer: HttpApiServer | undefined
+  const closeAll = async (): Promise<void> => {
+    await Promise.allSettled([grpcServer?.close(), httpServer?.close()])
+    await api.close()
+    if (typeof opts.tasks === 'string') tasks?.close()
+  }
+  try {
+    if (grpcAddr != null) grpcServer = await startGrpcServer(api, { ...grpcAddr, token: opts.token })
+    if (httpAddr != null) httpServer = await startHttpServer(api, { ...httpAddr, token: opts.token, maxBodyBytes: opts.maxBodyBytes })
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+  let closing: Promise<void> | undefined
+  return {
+    grpcPort: grpcServer?.port,
+    httpPort: httpServer?.port,
+    api,
+    close: async () => { closing ??= closeAll(); await closing }
+  }
+}

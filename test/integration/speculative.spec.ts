@@ -1,0 +1,73 @@
+/**
+ * Speculative mesh decoding against real expert processes: at temperature 0 the text is
+ * identical to token-by-token decoding with the same experts; drafts are really scored in
+ * batches (several tokens per round); rejected drafts are rolled back on the experts.
+ */
+import assert from 'node:assert/strict'
+import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
+import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
+import { Router } from '../../src/router/router.js'
+import { RouterTokenizer } from '../../src/router/tokenizer.js'
+import { ModelDrafter, NgramDrafter } from '../../src/router/drafter.js'
+
+describe('speculative mesh decoding (2 expert processes)', function () {
+  this.timeout(180_000)
+  const experts: SpawnedExpert[] = []
+  let node: MeshNode
+  let tokenizer: RouterTokenizer
+  let drafter: ModelDrafter
+  let router: Router
+  let ids: string[]
+
+  before(async () => {
+    const a = await spawnExpert('meshtest-a')
+    experts.push(a, await spawnExpert('meshtest-b', ['--bootstrap', a.addr]))
+    ids = experts.map(e => e.addr.split('/p2p/')[1])
+    node = await createMeshNode({ listen: [], dhtServer: false })
+    await node.start()
+    await connectBootstrap(node, [a.addr])
+    tokenizer = await RouterTokenizer.load('meshtest-c')
+    drafter = await ModelDrafter.load('meshtest-c')
+    router = new Router(node, tokenizer, { drafter })
+    for (let i = 0; i < 40 && (await router.experts(true)).compatible.length < 2; i++) await new Promise(resolve => setTimeout(resolve, 250))
+  })
+
+  after(async () => {
+    await drafter?.close()
+    await tokenizer?.close()
+    await node?.stop()
+    await Promise.all(experts.map(stopExpert))
+  })
+
+  for (const prompt of ['The kernel', 'def main():', 'Perl is']) {
+    it(`temperature 0: identical text with and without speculation (K=2, "${prompt}")`, async () => {
+      const base = await router.generate(prompt, { k: 2, maxTokens: 48, temperature: 0, experts: ids, ignoreEos: true })
+      const spec = await router.generate(prompt, { k: 2, maxTokens: 48, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
+      assert.equal(spec.text, base.text)
+      assert.equal(spec.tokens, 48)
+      assert.ok(spec.speculation != null)
+      assert.ok(spec.speculation.rounds < 48, `${spec.speculation.rounds} rounds for 48 tokens`)
+      for (const s of spec.steps) assert.equal(new Set(s.experts).size, 2)
+    })
+  }
+
+  it('temperature 0, K=1 per round with reselection: identical to the same single expert without speculation', async () => {
+    const base = await router.generate('git', { k: 1, maxTokens: 32, temperature: 0, experts: [ids[0]], ignoreEos: true })
+    const spec = await router.generate('git', { k: 1, maxTokens: 32, temperature: 0, experts: [ids[0]], ignoreEos: true, speculative: true })
+    assert.equal(spec.text, base.text)
+  })
+
+  it('sampling at temperature 0.8 with speculation completes with an acceptance rate in (0, 1]', async () => {
+    const r = await router.generate('The kernel', { k: 2, maxTokens: 40, temperature: 0.8, seed: 5, experts: ids, ignoreEos: true, speculative: true })
+    assert.equal(r.tokens, 40)
+    const s = r.speculation!
+    assert.ok(s.drafted > 0 && s.accepted >= 0 && s.accepted <= s.drafted)
+  })
+
+  it('works with the n-gram drafter too (identical greedy text)', async () => {
+    const r2 = new Router(node, tokenizer, { drafter: new NgramDrafter() })
+    const base = await r2.generate('the the the', { k: 2, maxTokens: 24, temperature: 0, experts: ids, ignoreEos: true })
+    const spec = await r2.generate('the the the', { k: 2, maxTokens: 24, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
+    assert.equal(spec.text, base.text)
+  })
+})

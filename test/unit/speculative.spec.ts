@@ -1,0 +1,88 @@
+/**
+ * Speculative sampling is lossless: the token `speculativeStep` emits (accepted draft or
+ * residual draw) is distributed exactly as `sample` would draw it, whatever the draft.
+ */
+import assert from 'node:assert/strict'
+import fc from 'fast-check'
+import { createRng, distributionAfterSampling, samplingProbability, speculativeStep, argmax } from '../../src/aggregate/index.js'
+import type { Aggregated, SamplingOptions } from '../../src/aggregate/index.js'
+import { NgramDrafter } from '../../src/router/drafter.js'
+
+function makeAgg (V: number, ids: number[], ws: number[], restMass: number): Aggregated {
+  const restCount = V - ids.length
+  const r = restCount > 0 ? restMass : 0
+  const s = ws.reduce((a, b) => a + b, 0)
+  const idx = ids.map((_, i) => i).sort((i, j) => ws[j] - ws[i] || ids[i] - ids[j])
+  return { ids: Uint32Array.from(idx, i => ids[i]), probs: Float64Array.from(idx, i => ws[i] / s * (1 - r)), restProb: restCount > 0 ? r / restCount : 0, restCount }
+}
+
+/** chi-square of emitted tokens against the target distribution; returns [chi, df] */
+function chiSquare (agg: Aggregated, V: number, o: SamplingOptions, proposed: number, seed: number, draws = 20_000): [number, number] {
+  const rng = createRng(seed)
+  const counts = new Map<number, number>()
+  for (let i = 0; i < draws; i++) {
+    const t = speculativeStep(agg, o, proposed, rng).token
+    counts.set(t, (counts.get(t) ?? 0) + 1)
+  }
+  let chi = 0; let df = -1; let smallE = 0; let smallO = 0
+  for (let t = 0; t < V; t++) {
+    const e = samplingProbability(agg, o, t) * draws
+    const c = counts.get(t) ?? 0
+    if (e === 0) { assert.equal(c, 0, `token ${t} has probability 0 but was emitted`); continue }
+    if (e >= 5) { chi += (c - e) ** 2 / e; df++ } else { smallE += e; smallO += c }
+  }
+  if (smallE > 0) { chi += (smallO - smallE) ** 2 / Math.max(smallE, 5); df++ }
+  return [chi, Math.max(1, df)]
+}
+
+describe('speculative sampling (lossless)', function () {
+  this.timeout(60_000)
+
+  it('temperature 0: accepted iff the draft is the argmax, else the argmax', () => {
+    fc.assert(fc.property(fc.uniqueArray(fc.nat(299), { minLength: 2, maxLength: 40 }), fc.nat(299), (ids, proposed) => {
+      const agg = makeAgg(300, ids, ids.map((_, i) => i + 1), 0.1)
+      const r = speculativeStep(agg, { temperature: 0, topK: 0, topP: 1 }, proposed, createRng(1))
+      assert.equal(r.token, argmax(agg))
+      assert.equal(r.accepted, proposed === argmax(agg))
+    }), { numRuns: 500 })
+  })
+
+  const cases: Array<{ name: string, o: SamplingOptions, proposed: (agg: Aggregated) => number }> = [
+    { name: 'draft = the most probable token, T=1', o: { temperature: 1, topK: 0, topP: 1 }, proposed: a => a.ids[0] },
+    { name: 'draft = a mid-probability token, T=0.8, top-p 0.95', o: { temperature: 0.8, topK: 0, topP: 0.95 }, proposed: a => a.ids[3] },
+    { name: 'draft outside top-k (probability 0), T=1.2, top-k 5', o: { temperature: 1.2, topK: 5, topP: 1 }, proposed: a => a.ids[9] },
+    { name: 'draft = an unlisted (rest) token, T=1', o: { temperature: 1, topK: 0, topP: 1 }, proposed: () => 0 }
+  ]
+  for (const c of cases) {
+    it(`emitted tokens follow the target distribution: ${c.name}`, () => {
+      // V = 40: 12 listed tokens and 28 rest tokens with 15 % of the mass
+      const ids = [5, 7, 9, 11, 13, 17, 19, 23, 29, 31, 37, 39]
+      const agg = makeAgg(40, ids, [9, 7, 6, 5, 4, 3, 3, 2, 2, 1, 1, 1], 0.15)
+      const [chi, df] = chiSquare(agg, 40, c.o, c.proposed(agg), 42)
+      // 99.9 % quantile of chi-square, Wilson–Hilferty approximation
+      const z = 3.09
+      const crit = df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3
+      assert.ok(chi < crit, `chi-square ${chi.toFixed(1)} ≥ ${crit.toFixed(1)} (df ${df})`)
+    })
+  }
+
+  it('accepts a draft token with exactly its target probability', () => {
+    const agg = makeAgg(40, [5, 7, 9], [3, 2, 1], 0.1)
+    const o = { temperature: 1, topK: 0, topP: 1 }
+    const rng = createRng(3)
+    let acc = 0
+    const n = 20_000
+    for (let i = 0; i < n; i++) if (speculativeStep(agg, o, 7, rng).accepted) acc++
+    const p = distributionAfterSampling(agg, o).probs[1]
+    assert.ok(Math.abs(acc / n - p) < 4 * Math.sqrt(p * (1 - p) / n), `accepted ${acc / n} vs ${p}`)
+  })
+})
+
+describe('n-gram drafter', () => {
+  it('proposes the continuation of the latest earlier occurrence of the context tail', async () => {
+    const d = new NgramDrafter()
+    assert.deepEqual(await d.propose([1, 2, 3, 4, 5, 9, 2, 3], 3), [4, 5, 9])
+    assert.deepEqual(await d.propose([1, 2, 3, 7, 8], 2), [])
+    assert.deepEqual(await d.propose([4, 1, 2, 4], 2), [1, 2])
+  })
+})
