@@ -7,6 +7,7 @@ import { startExpert } from '../expert/expert.js'
 import { createMeshNode, parseMultiaddr } from '../node/node.js'
 import { Router, type GenerateResult } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
+import { ModelDrafter, NgramDrafter, type Drafter } from '../router/drafter.js'
 import { generateService, generateVia, RemoteGenerateError } from '../router/generate-service.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { runDemo } from './demo.js'
@@ -42,6 +43,7 @@ const USAGE = `usage:
                [--governance <file>] [--grpc <host:port>] [--http <host:port>] [--api-token <token>]
   meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product] [--json]
   meshllm generate "<prompt>" --via <multiaddr> [same options]
+      [--speculative [--drafter ngram|<model>]]   lossless speculative decoding (default drafter: meshtest-c)
   meshllm status --bootstrap <multiaddr>… [--json]
   meshllm demo [--max-tokens <n>] [-k <n>]
 keyholders:
@@ -91,6 +93,8 @@ const GEN_OPTIONS = {
   rule: { type: 'string' },
   tokenizer: { type: 'string' },
   governance: { type: 'string' },
+  speculative: { type: 'boolean' },
+  drafter: { type: 'string' },
   json: { type: 'boolean' }
 } as const
 
@@ -205,6 +209,7 @@ function printResult (r: GenerateResult, json: boolean): void {
       promptTokens: r.promptTokens,
       finishReason: r.finishReason,
       warnings: r.warnings,
+      ...(r.speculation != null ? { speculation: r.speculation } : {}),
       steps: r.steps.map(s => s.experts)
     }) + '\n')
   } else {
@@ -232,6 +237,7 @@ async function generate (args: string[]): Promise<void> {
     seed,
     stop: values.stop,
     rule: rule as 'mixture' | 'product',
+    speculative: values.speculative === true,
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
   }
   const json = values.json === true
@@ -249,14 +255,22 @@ async function generate (args: string[]): Promise<void> {
   }
   const { node, gov, close } = await governanceClient(await governanceConfigFrom(values.governance, true), bootstrap)
   const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
+  const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
   try {
-    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason })
+    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason, drafter })
     gov.on({ onHalt: (reason) => router.abortAll(reason) })
     printResult(await router.generate(prompt, opts), json)
   } finally {
+    await drafter?.close()
     await tokenizer.close()
     await close()
   }
+}
+
+/** `--drafter ngram` or a model (default: the bundled meshtest-c) */
+async function loadDrafter (spec: string | undefined): Promise<Drafter> {
+  if (spec === 'ngram') return new NgramDrafter()
+  return await ModelDrafter.load(spec ?? 'meshtest-c')
 }
 
 function exitCodeFor (err: any): number {
