@@ -21,6 +21,7 @@ import { spawnExpert, stopExpert, type SpawnedExpert } from '../src/cli/demo.js'
 import { createMeshNode, connectBootstrap } from '../src/node/node.js'
 import { Router, type GenerateOptions } from '../src/router/router.js'
 import { RouterTokenizer } from '../src/router/tokenizer.js'
+import { ModelDrafter } from '../src/router/drafter.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { startDelayProxy, freePort, type DelayProxy } from './delay-proxy.js'
 import { renderChart } from './chart.js'
@@ -72,6 +73,8 @@ interface MeshRun {
   minTokensPerSecond: number
   maxTokensPerSecond: number
   bytesPerExpertToken: number
+  /** measured at the delay proxies: everything on the TCP connections (noise, yamux, DHT/identify chatter included) */
+  wireBytesPerExpertToken: number
   routerCpuMsPerToken: number
   pingRttMs: number
   acceptanceRate?: number
@@ -101,7 +104,8 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     await node.start()
     await connectBootstrap(node, [experts[0].addr])
     const tokenizer = await RouterTokenizer.load()
-    const router = new Router(node, tokenizer, { discoveryTtlMs: 600_000 })
+    const drafter = await ModelDrafter.load('meshtest-c')
+    const router = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter })
     for (let i = 0; i < 80 && (await router.experts(true)).compatible.length < experts.length; i++) await new Promise(r => setTimeout(r, 250))
     log(`mesh    ${(await router.experts()).compatible.length} experts found through the DHT`)
     await router.generate('warm up', { k: Math.min(8, experts.length), maxTokens: 8, ignoreEos: true })
@@ -111,7 +115,7 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     const latencies = quick ? [0, 100] : [0, 50, 100, 200]
     const ks = quick ? [1, 4] : [1, 2, 4, 8]
     const reps = quick ? 1 : 3
-    const modes = [false, ...((router as any).supportsSpeculation === true ? [true] : [])]
+    const modes = [false, ...(router.supportsSpeculation ? [true] : [])]
     for (const latencyMs of latencies) {
       setDelay(latencyMs)
       const rtts = await Promise.all(experts.map(async e => (node.services.ping as any).ping(peerIdFromString(e.addr.split('/p2p/')[1]), { signal: AbortSignal.timeout(10_000) }).catch(() => NaN)))
@@ -120,11 +124,14 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
       for (const speculative of modes) {
         for (const k of ks.filter(k => k <= experts.length)) {
           const tps: number[] = []
-          let bytes = 0; let cpu = 0; let accepted = 0; let drafted = 0; let rounds = 0; let tokens = 0
+          let bytes = 0; let cpu = 0; let accepted = 0; let drafted = 0; let rounds = 0; let tokens = 0; let wire = 0
           for (let rep = 0; rep < reps; rep++) {
             const c0 = process.cpuUsage()
             const opts: GenerateOptions & Record<string, unknown> = { k, maxTokens: 64, temperature: 0, seed: rep, ignoreEos: true, speculative }
+            const wire0 = proxies.reduce((a, p) => a + p.bytes.up + p.bytes.down, 0)
             const r: any = await router.generate(`The kernel ${rep}`, opts)
+            // bytes on the wire through the proxies (frames, framing, noise, yamux, both directions) per expert per token
+            wire += (proxies.reduce((a, p) => a + p.bytes.up + p.bytes.down, 0) - wire0) / (r.tokens * r.effectiveK)
             const c1 = process.cpuUsage(c0)
             tps.push(r.tokensPerSecond)
             bytes += r.bytesPerExpertToken
@@ -135,15 +142,16 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
           const run: MeshRun = {
             latencyMs, k, speculative, tokens: tokens / reps,
             medianTokensPerSecond: median(tps), minTokensPerSecond: Math.min(...tps), maxTokensPerSecond: Math.max(...tps),
-            bytesPerExpertToken: bytes / reps, routerCpuMsPerToken: cpu / reps, pingRttMs,
+            bytesPerExpertToken: bytes / reps, wireBytesPerExpertToken: wire / reps, routerCpuMsPerToken: cpu / reps, pingRttMs,
             ...(speculative ? { acceptanceRate: drafted > 0 ? accepted / drafted : 0, tokensPerRound: rounds > 0 ? tokens / rounds : 0 } : {})
           }
           runs.push(run)
-          log(`  K=${k}${speculative ? ' spec' : '     '}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token, router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}`)
+          log(`  K=${k}${speculative ? ' spec' : '     '}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token (wire ${run.wireBytesPerExpertToken.toFixed(0)}), router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}`)
         }
       }
     }
     const expertPeakRssKb = experts.map(e => peakRssKb(e.child.pid))
+    await drafter.close()
     await tokenizer.close()
     await node.stop()
     return { runs, expertPeakRssKb, routerPeakRssKb: process.resourceUsage().maxRSS, computeMsPerToken }

@@ -128,7 +128,8 @@ try {
       rmSync(llamaInc, { recursive: true, force: true })
       renameSync(staging, llamaInc)
     } catch (err) {
-      warn(`cannot extract llama.cpp headers from the bundle: ${String(err.stderr ?? err.message).trim().split('\n')[0]}`)
+      // a concurrent build may have put them there first
+      if (!existsSync(join(llamaInc, 'include', 'llama.h'))) warn(`cannot extract llama.cpp headers from the bundle: ${String(err.stderr ?? err.message).trim().split('\n')[0]}`)
     } finally {
       rmSync(tmp, { recursive: true, force: true })
     }

@@ -118,9 +118,23 @@ export function nativeFramesFor (context: LlamaContext, model: LlamaModel, vocab
     lastReason = reason
     return undefined
   }
-  const topk = a!.topk
+  const { topk, probe } = a!
+  let warned = false
   const frames: NativeFrames = {
-    topk: (batchLogitIndex, ids, logprobs) => topk(ctx, batchLogitIndex, ids, logprobs)
+    topk: (batchLogitIndex, ids, logprobs) => {
+      let r = topk(ctx, batchLogitIndex, ids, logprobs)
+      if (r === NATIVE_NO_CONTEXT) {
+        // the helper keeps the last 64 probed contexts: probe again (refused when disposed)
+        try {
+          if (probe(ctx, mdl, (ctx as any).getContextSize(), vocabSize) === '') r = topk(ctx, batchLogitIndex, ids, logprobs)
+        } catch {}
+      }
+      if (r < 0 && !warned) {
+        warned = true
+        log('native frame refused (code %d), using the samplers for this position', r)
+      }
+      return r
+    }
   }
   log('native frames attached (%s)', a!.info().library)
   attached.set(ctx, frames)

@@ -284,6 +284,7 @@ export class Router {
       this.stats.tokens += generated.length
       this.stats.bytes += bytes
       this.stats.expertSteps += expertSteps
+      const expertTokens = steps.reduce((a, st) => a + st.experts.length, 0)
       this.stats.lastTokensPerSecond = generated.length / (elapsedMs / 1000)
       const result: GenerateResult = {
         text,
@@ -294,7 +295,9 @@ export class Router {
         k,
         effectiveK,
         experts: [...used],
-        bytesPerExpertToken: expertSteps > 0 ? bytes / expertSteps : 0,
+        // all bytes of every session (hedged, late and rejected-draft frames included) per
+        // (generated token × expert that served it)
+        bytesPerExpertToken: expertTokens > 0 ? bytes / expertTokens : 0,
         finishReason,
         steps,
         warnings,
