@@ -1,5 +1,5 @@
 /** Renders bench results as a small self-contained SVG: tokens/s against K, one line per latency. */
-interface Run { latencyMs: number, k: number, speculative: boolean, medianTokensPerSecond: number, pingRttMs: number }
+interface Run { latencyMs: number, k: number, speculative: boolean, temperature: number, medianTokensPerSecond: number, pingRttMs: number }
 
 export function renderChart (runs: Run[], computeMsPerToken: number, machine: string): string {
   const W = 760; const H = 440; const L = 70; const R = 200; const T = 40; const B = 60
@@ -25,7 +25,8 @@ export function renderChart (runs: Run[], computeMsPerToken: number, machine: st
   lats.forEach((lat, i) => {
     const c = colors[i % colors.length]
     for (const spec of [false, true]) {
-      const pts = runs.filter(r => r.latencyMs === lat && r.speculative === spec).sort((a, b) => a.k - b.k)
+      // speculative line: greedy speculation (T = 0, identical output to the solid line)
+      const pts = runs.filter(r => r.latencyMs === lat && r.speculative === spec && r.temperature === 0).sort((a, b) => a.k - b.k)
       if (pts.length === 0) continue
       parts.push(`<polyline fill="none" stroke="${c}" stroke-width="2" ${spec ? 'stroke-dasharray="2 3"' : ''} points="${pts.map(p => `${x(p.k)},${yLog(p.medianTokensPerSecond)}`).join(' ')}"/>`)
       for (const p of pts) parts.push(`<circle cx="${x(p.k)}" cy="${yLog(p.medianTokensPerSecond)}" r="3" fill="${c}"/>`)
@@ -38,7 +39,7 @@ export function renderChart (runs: Run[], computeMsPerToken: number, machine: st
     parts.push(`<text x="${W - R + 10}" y="${T + 34 + i * 36}" fill="${c}" font-size="10">ceiling 1/(RTT+compute) ${ceiling.toFixed(1)}</text>`)
   })
   parts.push(`<text x="${W - R + 10}" y="${H - B - 30}" font-size="10">solid: token by token</text>`)
-  parts.push(`<text x="${W - R + 10}" y="${H - B - 16}" font-size="10">dotted: speculative · dashed: ceiling</text>`)
+  parts.push(`<text x="${W - R + 10}" y="${H - B - 16}" font-size="10">dotted: speculative (T=0) · dashed: ceiling</text>`)
   parts.push(`<text x="${L}" y="${H - 2}" font-size="9" fill="#666">${machine.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</text>`)
   parts.push('</svg>')
   return parts.join('\n') + '\n'

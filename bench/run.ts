@@ -1,6 +1,7 @@
 /**
  * `npm run bench` — measured speed, written to bench/results.json and bench/chart.svg.
- * Never part of `npm test`. Options: --quick (fewer latencies/K/reps), --experts <n> (≤ 8).
+ * Never part of `npm test`. Options: --quick (fewer latencies/K/reps), --experts <n> (≤ 8),
+ * --drafter <model> (speculation drafter, default meshtest-c), --latency 0,100 and --k 1,4 (subsets).
  *
  * 1. frame building per position for each bundled model (forward pass vs frame cost, size)
  * 2. router aggregation per token (K = 1, 2, 4, 8)
@@ -29,6 +30,10 @@ import { renderChart } from './chart.js'
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
 const nExperts = Math.min(8, Number(args[args.indexOf('--experts') + 1] ?? 8) || 8)
+const opt = (name: string): string | undefined => args.includes(name) ? args[args.indexOf(name) + 1] : undefined
+const drafterModel = opt('--drafter') ?? 'meshtest-a'
+const onlyLatencies = opt('--latency')?.split(',').map(Number)
+const onlyKs = opt('--k')?.split(',').map(Number)
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
 
@@ -68,6 +73,7 @@ interface MeshRun {
   latencyMs: number
   k: number
   speculative: boolean
+  temperature: number
   tokens: number
   medianTokensPerSecond: number
   minTokensPerSecond: number
@@ -104,7 +110,7 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     await node.start()
     await connectBootstrap(node, [experts[0].addr])
     const tokenizer = await RouterTokenizer.load()
-    const drafter = await ModelDrafter.load('meshtest-c')
+    const drafter = await ModelDrafter.load(drafterModel)
     const router = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter })
     for (let i = 0; i < 80 && (await router.experts(true)).compatible.length < experts.length; i++) await new Promise(r => setTimeout(r, 250))
     log(`mesh    ${(await router.experts()).compatible.length} experts found through the DHT`)
@@ -112,22 +118,23 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     // compute per token without latency (1 expert): the "compute" term of 1/(RTT + compute)
     const base = await router.generate('The kernel', { k: 1, maxTokens: 64, temperature: 0, ignoreEos: true })
     const computeMsPerToken = base.elapsedMs / base.tokens
-    const latencies = quick ? [0, 100] : [0, 50, 100, 200]
-    const ks = quick ? [1, 4] : [1, 2, 4, 8]
+    const latencies = onlyLatencies ?? (quick ? [0, 100] : [0, 50, 100, 200])
+    const ks = onlyKs ?? (quick ? [1, 4] : [1, 2, 4, 8])
     const reps = quick ? 1 : 3
-    const modes = [false, ...(router.supportsSpeculation ? [true] : [])]
+    // token by token (greedy), speculative greedy (identical output), speculative sampling at T = 0.8
+    const modes: Array<{ speculative: boolean, temperature: number }> = [{ speculative: false, temperature: 0 }, ...(router.supportsSpeculation ? [{ speculative: true, temperature: 0 }, { speculative: true, temperature: 0.8 }] : [])]
     for (const latencyMs of latencies) {
       setDelay(latencyMs)
       const rtts = await Promise.all(experts.map(async e => (node.services.ping as any).ping(peerIdFromString(e.addr.split('/p2p/')[1]), { signal: AbortSignal.timeout(10_000) }).catch(() => NaN)))
       const pingRttMs = median(rtts.filter(Number.isFinite))
       log(`latency ${latencyMs} ms one way: ping round trip through the proxy ${pingRttMs.toFixed(0)} ms`)
-      for (const speculative of modes) {
+      for (const { speculative, temperature } of modes) {
         for (const k of ks.filter(k => k <= experts.length)) {
           const tps: number[] = []
           let bytes = 0; let cpu = 0; let accepted = 0; let drafted = 0; let rounds = 0; let tokens = 0; let wire = 0
           for (let rep = 0; rep < reps; rep++) {
             const c0 = process.cpuUsage()
-            const opts: GenerateOptions & Record<string, unknown> = { k, maxTokens: 64, temperature: 0, seed: rep, ignoreEos: true, speculative }
+            const opts: GenerateOptions = { k, maxTokens: 64, temperature, seed: rep, ignoreEos: true, speculative }
             const wire0 = proxies.reduce((a, p) => a + p.bytes.up + p.bytes.down, 0)
             const r: any = await router.generate(`The kernel ${rep}`, opts)
             // bytes on the wire through the proxies (frames, framing, noise, yamux, both directions) per expert per token
@@ -140,13 +147,13 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
             if (r.speculation != null) { accepted += r.speculation.accepted; drafted += r.speculation.drafted; rounds += r.speculation.rounds }
           }
           const run: MeshRun = {
-            latencyMs, k, speculative, tokens: tokens / reps,
+            latencyMs, k, speculative, temperature, tokens: tokens / reps,
             medianTokensPerSecond: median(tps), minTokensPerSecond: Math.min(...tps), maxTokensPerSecond: Math.max(...tps),
             bytesPerExpertToken: bytes / reps, wireBytesPerExpertToken: wire / reps, routerCpuMsPerToken: cpu / reps, pingRttMs,
             ...(speculative ? { acceptanceRate: drafted > 0 ? accepted / drafted : 0, tokensPerRound: rounds > 0 ? tokens / rounds : 0 } : {})
           }
           runs.push(run)
-          log(`  K=${k}${speculative ? ' spec' : '     '}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token (wire ${run.wireBytesPerExpertToken.toFixed(0)}), router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}`)
+          log(`  K=${k} ${speculative ? `spec T=${temperature}` : 'token by token'}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token (wire ${run.wireBytesPerExpertToken.toFixed(0)}), router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}`)
         }
       }
     }
@@ -167,7 +174,7 @@ const frameResults = await frames()
 const agg = benchAggregate()
 for (const r of agg) log(`aggregate ${r.rule} K=${r.k}: ${r.meanUs.toFixed(1)} µs per token`)
 const meshResults = await mesh()
-const out = { date: new Date().toISOString(), machine, experts: nExperts, quick, frames: frameResults, aggregate: agg, mesh: meshResults }
+const out = { date: new Date().toISOString(), machine, experts: nExperts, quick, drafter: drafterModel, frames: frameResults, aggregate: agg, mesh: meshResults }
 const dir = new URL('../../bench/', import.meta.url)
 await writeFile(new URL('results.json', dir), JSON.stringify(out, null, 2) + '\n')
 await writeFile(new URL('chart.svg', dir), renderChart(meshResults.runs, meshResults.computeMsPerToken, machine))

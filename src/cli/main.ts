@@ -11,6 +11,7 @@ import { ModelDrafter, NgramDrafter, type Drafter } from '../router/drafter.js'
 import { generateService, generateVia, RemoteGenerateError } from '../router/generate-service.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { runDemo } from './demo.js'
+import { agentCommand, tasksCommand } from '../agent/cli.js'
 import { resolveModel } from '../expert/resolve.js'
 import { statusCommand } from './status.js'
 import { ProgressBar } from './progress.js'
@@ -43,9 +44,12 @@ const USAGE = `usage:
                [--governance <file>] [--grpc <host:port>] [--http <host:port>] [--api-token <token>]
   meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product] [--json]
   meshllm generate "<prompt>" --via <multiaddr> [same options]
-      [--speculative [--drafter ngram|<model>]]   lossless speculative decoding (default drafter: meshtest-c)
+      [--speculative [--drafter ngram|<model>]]   lossless speculative decoding (default drafter: meshtest-a)
   meshllm status --bootstrap <multiaddr>… [--json]
   meshllm demo [--max-tokens <n>] [-k <n>]
+  meshllm agent --once --bootstrap <multiaddr>… [--json] [--db <file>] [--governance <file>] [-k <n>] [--min-experts <n>] [--max-tokens <n>]
+  meshllm agent --interval <1m…24h> --bootstrap <multiaddr>… [same options]
+  meshllm tasks [--db <file>] [--state <state>] [--limit <n>] [--json]
 keyholders:
   meshllm keys generate --out <file>
   meshllm governance init --keyholder <public key>… --out <file> [--mesh-id <id>]
@@ -267,10 +271,10 @@ async function generate (args: string[]): Promise<void> {
   }
 }
 
-/** `--drafter ngram` or a model (default: the bundled meshtest-c) */
+/** `--drafter ngram` or a model (default: the bundled meshtest-a) */
 async function loadDrafter (spec: string | undefined): Promise<Drafter> {
   if (spec === 'ngram') return new NgramDrafter()
-  return await ModelDrafter.load(spec ?? 'meshtest-c')
+  return await ModelDrafter.load(spec ?? 'meshtest-a')
 }
 
 function exitCodeFor (err: any): number {
@@ -295,6 +299,8 @@ export async function main (argv: string[]): Promise<void> {
       case 'generate': await generate(rest); break
       case 'status': await statusCommand(rest, parse); break
       case 'demo': await runDemo(rest, parse); break
+      case 'agent': await agentCommand(rest, parse); break
+      case 'tasks': await tasksCommand(rest, parse); break
       case 'keys': await keysCommand(rest, parse); break
       case 'governance': await governanceCommand(rest, parse); break
       case 'halt': case 'resume': case 'vote': case 'phase': await keyholderCommand(cmd, rest, parse); break

@@ -52,6 +52,8 @@ export class InferService implements Startable {
   private readonly evalTimeoutMs: number
   private readonly haltReason: () => string | undefined
   private readonly live = new Set<Stream>()
+  /** evaluations still running per session (awaited before the session is freed) */
+  private readonly inflight = new Map<ModelSession, Promise<void>>()
   private started = false
   readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsEvicted: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
 
@@ -189,7 +191,11 @@ export class InferService implements Startable {
       }
     } finally {
       this.live.delete(stream)
-      await session?.close()
+      if (session != null) {
+        await this.inflight.get(session)
+        this.inflight.delete(session)
+        await session.close()
+      }
     }
   }
 
@@ -199,9 +205,13 @@ export class InferService implements Startable {
       throw new RequestError(Status.CONTEXT_FULL, `context full: ${session.position} + ${n} tokens exceed ${this.host.contextSize}`)
     }
     let timer: NodeJS.Timeout | undefined
+    // the evaluation itself is awaited before the session is closed (a HALT or timeout wins
+    // the race, but the KV sequence and samplers must not be freed under a running decode)
+    const running = session.evaluate(tokens, draft ?? [], topK)
+    this.inflight.set(session, running.then(() => {}, () => {}))
     try {
       return await Promise.race([
-        session.evaluate(tokens, draft ?? [], topK),
+        running,
         new Promise<never>((_resolve, reject) => {
           timer = setTimeout(() => reject(new RequestError(Status.INTERNAL, `evaluation exceeded ${this.evalTimeoutMs} ms`)), this.evalTimeoutMs)
           halted.addEventListener('abort', () => reject(halted.reason), { once: true })

@@ -1,0 +1,11 @@
+/** The self-improvement agent: observe → detect → ask the mesh (constrained JSON) → gate → store. docs/agent.md. */
+export * from './json-constraint.js'
+export * from './task-schema.js'
+export * from './store.js'
+export * from './observe.js'
+export * from './detectors.js'
+export * from './capacity.js'
+export * from './subsets.js'
+export * from './audit.js'
+export * from './agent.js'
+export { agentCommand, tasksCommand, formatTasks, parseInterval, defaultAgentDb } from './cli.js'
