@@ -31,16 +31,23 @@ export function renderChart (runs: Run[], computeMsPerToken: number, machine: st
       parts.push(`<polyline fill="none" stroke="${c}" stroke-width="2" ${spec ? 'stroke-dasharray="2 3"' : ''} points="${pts.map(p => `${x(p.k)},${yLog(p.medianTokensPerSecond)}`).join(' ')}"/>`)
       for (const p of pts) parts.push(`<circle cx="${x(p.k)}" cy="${yLog(p.medianTokensPerSecond)}" r="3" fill="${c}"/>`)
     }
-    // ceiling of a one-round-trip-per-token design: 1 / (RTT + compute)
+    // ceiling of a one-round-trip-per-token design: 1 / (RTT + compute), compute(K) being the
+    // per-token time of the same K without latency (falls back to the K=1 figure)
     const rtt = runs.find(r => r.latencyMs === lat)?.pingRttMs ?? 2 * lat
-    const ceiling = 1000 / (rtt + computeMsPerToken)
-    parts.push(`<line x1="${L}" x2="${W - R}" y1="${yLog(ceiling)}" y2="${yLog(ceiling)}" stroke="${c}" stroke-dasharray="8 4" opacity="0.6"/>`)
+    const ceil = ks.map(k => ({ k, v: 1000 / (rtt + ceilingComputeMs(runs, k, computeMsPerToken)) }))
+    parts.push(`<polyline fill="none" stroke="${c}" stroke-dasharray="8 4" opacity="0.6" points="${ceil.map(p => `${x(p.k)},${yLog(p.v)}`).join(' ')}"/>`)
     parts.push(`<text x="${W - R + 10}" y="${T + 20 + i * 36}" fill="${c}">${lat} ms one way</text>`)
-    parts.push(`<text x="${W - R + 10}" y="${T + 34 + i * 36}" fill="${c}" font-size="10">ceiling 1/(RTT+compute) ${ceiling.toFixed(1)}</text>`)
+    parts.push(`<text x="${W - R + 10}" y="${T + 34 + i * 36}" fill="${c}" font-size="10">ceiling 1/(RTT+compute) ${ceil[0].v.toFixed(1)}–${ceil[ceil.length - 1].v.toFixed(1)}</text>`)
   })
   parts.push(`<text x="${W - R + 10}" y="${H - B - 30}" font-size="10">solid: token by token</text>`)
   parts.push(`<text x="${W - R + 10}" y="${H - B - 16}" font-size="10">dotted: speculative (T=0) · dashed: ceiling</text>`)
   parts.push(`<text x="${L}" y="${H - 2}" font-size="9" fill="#666">${machine.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</text>`)
   parts.push('</svg>')
   return parts.join('\n') + '\n'
+}
+
+/** per-token compute time of K experts without added latency (token by token, latency 0) */
+export function ceilingComputeMs (runs: Run[], k: number, fallbackMs: number): number {
+  const r = runs.find(x => x.latencyMs === 0 && x.k === k && !x.speculative)
+  return r != null ? 1000 / r.medianTokensPerSecond : fallbackMs
 }

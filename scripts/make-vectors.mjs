@@ -21,7 +21,7 @@ const f32 = (no, v) => { const b = new Uint8Array(4); new DataView(b.buffer).set
 const bytes = a => Uint8Array.from(a)
 
 /** decoded values → JSON */
-const frameJson = f => ({ position: f.position, ids: [...f.ids], logprobs: [...f.logprobs], tailMass: f.tailMass })
+const frameJson = f => ({ position: f.position, ids: [...f.ids], logprobs: [...f.logprobs], tailMass: f.tailMass, ...(f.targetLogprob !== undefined ? { targetLogprob: f.targetLogprob } : {}) })
 function toJson (kind, v) {
   if (kind === 'frame') return frameJson(v)
   if (kind === 'request') return v.type === 'open' ? { ...v, tokenizerFingerprint: hex(v.tokenizerFingerprint), tokens: [...v.tokens] } : v.type === 'step' ? { ...v, tokens: [...v.tokens] } : v
@@ -80,6 +80,13 @@ invalid('frame/tail-mass-nan', 'frame', hex(f32(4, NaN)), F[1], INV)
 invalid('frame/tail-mass-above-1', 'frame', hex(f32(4, 1.5)), F[1], INV)
 invalid('frame/tail-mass-negative', 'frame', hex(f32(4, -0.5)), F[1], INV)
 invalid('frame/tail-mass-infinite', 'frame', hex(f32(4, Infinity)), F[1], INV)
+// teacher forcing (optional field 5)
+valid('frame/target-logprob', 'frame', { ...frame(5, [13, 271], [-0.5, -1.25], 0.25), targetLogprob: -7.5 }, ...F)
+valid('frame/target-logprob-zero', 'frame', { ...frame(1, [7], [0], 0), targetLogprob: 0 }, ...F)
+invalid('frame/target-logprob-positive', 'frame', hex([...field(2, [7]), ...field(3, [0, 4]), ...f32(5, 0.5)]), F[1], INV)
+invalid('frame/target-logprob-nan', 'frame', hex([...field(2, [7]), ...field(3, [0, 4]), ...f32(5, NaN)]), F[1], INV)
+invalid('frame/target-logprob-infinite', 'frame', hex([...field(2, [7]), ...field(3, [0, 4]), ...f32(5, -Infinity)]), F[1], INV)
+invalid('frame/target-logprob-as-varint', 'frame', hex([...field(2, [7]), ...field(3, [0, 4]), ...vfield(5, 1)]), F[1], MAL)
 
 // ---------------------------------------------------------------- requests
 const R = [wire.encodeRequest, wire.decodeRequest]
@@ -87,6 +94,9 @@ valid('request/open', 'request', { type: 'open', protocolVersion: 1, tokenizerFi
 valid('request/step', 'request', { type: 'step', tokens: Uint32Array.of(1917) }, ...R)
 valid('request/step-catch-up', 'request', { type: 'step', tokens: Uint32Array.of(13, 220, 128255) }, ...R)
 valid('request/close', 'request', { type: 'close' }, ...R)
+valid('request/open-target-score-prompt', 'request', { type: 'open', protocolVersion: 1, tokenizerFingerprint: fingerprint, tokens: Uint32Array.of(128000, 9906, 11), topK: 256, target: 0, scorePrompt: true }, ...R)
+valid('request/step-target', 'request', { type: 'step', tokens: Uint32Array.of(1917), target: 13 }, ...R)
+invalid('request/step-target-out-of-vocabulary', 'request', hex(field(2, [...field(1, [1]), ...vfield(4, 128256)])), R[1], MAL)
 const openFields = (extra = []) => [...vfield(1, 1), ...field(2, [...fingerprint]), ...extra]
 nonCanonical('request/open-top-k-omitted-means-256', 'request', hex(field(1, openFields(field(3, [1])))), R[1])
 nonCanonical('request/step-unpacked-tokens', 'request', hex(field(2, [...vfield(1, 13), ...vfield(1, 14)])), R[1])
@@ -102,6 +112,7 @@ invalid('request/open-without-tokens', 'request', hex(field(1, openFields())), R
 invalid('request/open-top-k-257', 'request', hex(field(1, openFields([...field(3, [1]), ...vfield(4, 257)]))), R[1], MAL)
 invalid('request/truncated', 'request', hex(field(2, field(1, [1, 2, 3])).slice(0, 4)), R[1], MAL)
 invalid('request/group-wire-type', 'request', hex([0x0b, 0x0c]), R[1], MAL)
+invalid('request/open-target-as-bytes', 'request', hex(field(1, openFields([...field(3, [1]), ...field(6, [1])]))), R[1], MAL)
 
 // ---------------------------------------------------------------- responses
 const S = [wire.encodeFrameResponse, b => wire.decodeFrameResponse(b)]
@@ -111,6 +122,8 @@ const open = { answers: 'open' }
 const withAnswers = (extra, fn) => { const before = cases.length; fn(); Object.assign(cases[before], extra); const c = cases[before]; cases[before] = { name: c.name, kind: c.kind, answers: c.answers, ...c } }
 withAnswers(step, () => valid('response/step-ok', 'response', threeEntries, ...S))
 withAnswers(open, () => valid('response/open-ok', 'response', openInfo, wire.encodeOpenResponse, O))
+withAnswers(open, () => valid('response/open-ok-prompt-score', 'response', { ...openInfo, frame: { ...openInfo.frame, targetLogprob: -3.25 }, promptLogprob: -12.75, promptScored: 3 }, wire.encodeOpenResponse, O))
+withAnswers(step, () => valid('response/step-ok-target', 'response', { ...threeEntries, targetLogprob: -9.5 }, ...S))
 withAnswers(step, () => valid('response/busy', 'response', 'busy: 4/4 sessions', m => wire.encodeErrorResponse(wire.Status.BUSY, m), S[1]))
 withAnswers(open, () => valid('response/incompatible', 'response', 'tokenizer fingerprint mismatch', m => wire.encodeErrorResponse(wire.Status.INCOMPATIBLE, m), O))
 withAnswers(step, () => valid('response/halted-empty-message', 'response', '', m => wire.encodeErrorResponse(wire.Status.HALTED, m), S[1]))
@@ -121,6 +134,7 @@ invalid('response/message-257-bytes', 'response', '03' + '61'.repeat(257), S[1],
 invalid('response/ok-bad-frame', 'response', '00' + hex(field(3, [0, 4, 0])), S[1], INV, step)
 invalid('response/ok-garbage', 'response', '00ff', S[1], MAL, step)
 invalid('response/open-without-frame', 'response', '00' + hex(field(2, [0x61])), O, MAL, open)
+invalid('response/open-prompt-logprob-positive', 'response', '00' + hex([...field(1, [...field(2, [7]), ...field(3, [0, 4])]), 0x29, ...new Uint8Array(new Float64Array([1.5]).buffer), ...vfield(6, 2)]), O, MAL, open)
 invalid('response/open-frame-out-of-vocabulary', 'response', '00' + hex(field(1, [...field(2, varint(200000)), ...field(3, [0, 4])])), O, INV, open)
 
 const json = JSON.stringify(cases, null, 2)

@@ -9,6 +9,11 @@
 //   tail = (total - sum of the k listed terms) / total, the listed terms computed by the very
 //   same vector code, so the tail is the mass of the other ids up to double rounding.
 // Returns -2 when the row has NaN or +inf (the caller then uses its fallback).
+// With target in [0, n) and targetLp != nullptr, also *targetLp = logit[target] - logsumexp
+// (teacher forcing: the exact logprob of a known next token, not clamped).
+//
+// logprobOf(logits, n, target) -> logit[target] - logsumexp alone (passes 1 and 2 only), NaN
+// when the row has NaN or +inf (prompt scoring: one exact logprob per prompt position).
 //
 // GCC/Clang vector extensions (SSE2 / NEON); on x86-64 an AVX2+FMA copy of the same code is
 // picked at runtime when the CPU has it.
@@ -174,7 +179,7 @@ MESHLLM_INLINE void offer (Entry* heap, int filled, float& floor, float x, int32
 
 /** k in [1, 256], k <= n */
 template <int W>
-MESHLLM_INLINE double frameImpl (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs) {
+MESHLLM_INLINE double frameImpl (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs, int32_t target, double* targetLp) {
   const float mx = maxOf<W>(logits, n);
   if (!std::isfinite(mx)) return -2;
   const double total = sumExpNeg<W>(logits, n, mx);
@@ -197,6 +202,7 @@ MESHLLM_INLINE double frameImpl (const float* logits, int32_t n, int k, uint32_t
   std::sort(heap, heap + filled, better);
 
   const double lse = static_cast<double>(mx) + std::log(total);
+  if (targetLp != nullptr && target >= 0 && target < n) *targetLp = static_cast<double>(logits[target]) - lse;
   float listedLogits[256];
   for (int j = 0; j < filled; j++) {
     listedLogits[j] = heap[j].logit;
@@ -211,10 +217,23 @@ MESHLLM_INLINE double frameImpl (const float* logits, int32_t n, int k, uint32_t
   return tail;
 }
 
+/** logit[target] - logsumexp over the row; NaN for NaN / +inf in the row */
+template <int W>
+MESHLLM_INLINE double logprobImpl (const float* logits, int32_t n, int32_t target) {
+  const float mx = maxOf<W>(logits, n);
+  if (!std::isfinite(mx)) return NAN;
+  const double total = sumExpNeg<W>(logits, n, mx);
+  if (!std::isfinite(total) || total < 1.0) return NAN;
+  return static_cast<double>(logits[target]) - (static_cast<double>(mx) + std::log(total));
+}
+
 #if defined(__x86_64__) && !defined(__AVX2__)
 #define MESHLLM_AVX2_DISPATCH 1
-__attribute__((target("avx2,fma"))) inline double frameAvx2 (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs) {
-  return frameImpl<8>(logits, n, k, ids, logprobs);
+__attribute__((target("avx2,fma"))) inline double frameAvx2 (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs, int32_t target, double* targetLp) {
+  return frameImpl<8>(logits, n, k, ids, logprobs, target, targetLp);
+}
+__attribute__((target("avx2,fma"))) inline double logprobAvx2 (const float* logits, int32_t n, int32_t target) {
+  return logprobImpl<8>(logits, n, target);
 }
 #endif
 
@@ -228,18 +247,62 @@ inline const char* frameVariant () {
 #endif
 }
 
-/** forceGeneric: the 4-lane code even where AVX2 is available (tests) */
-inline double frame (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs, bool forceGeneric = false) {
+/**
+ * forceGeneric: the 4-lane code even where AVX2 is available (tests). target / targetLp:
+ * see the top of this file (target < 0 or targetLp == nullptr: not computed).
+ */
+inline double frame (const float* logits, int32_t n, int k, uint32_t* ids, float* logprobs, bool forceGeneric = false,
+                     int32_t target = -1, double* targetLp = nullptr) {
   if (n <= 0 || k <= 0) return -2;
   if (k > 256) k = 256;
   if (k > n) k = n;
 #ifdef MESHLLM_AVX2_DISPATCH
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2 && !forceGeneric) return frameAvx2(logits, n, k, ids, logprobs);
+  if (avx2 && !forceGeneric) return frameAvx2(logits, n, k, ids, logprobs, target, targetLp);
 #else
   (void)forceGeneric;
 #endif
-  return frameImpl<4>(logits, n, k, ids, logprobs);
+  return frameImpl<4>(logits, n, k, ids, logprobs, target, targetLp);
+}
+
+/**
+ * acc[t] += weight * p(t) for every id t of the row's softmax that is NOT in skip[0..nSkip)
+ * (offline estimation of the tail's shape: the mass of the ids a frame does not list).
+ * Returns the row's tail mass so added, or -2 for NaN / +inf rows (acc untouched).
+ */
+inline double accumulateUnlisted (const float* logits, int32_t n, const uint32_t* skip, int32_t nSkip, double weight, double* acc) {
+  if (n <= 0) return -2;
+  const float mx = maxOf<4>(logits, n);
+  if (!std::isfinite(mx)) return -2;
+  const double total = sumExpNeg<4>(logits, n, mx);
+  if (!std::isfinite(total) || total < 1.0) return -2;
+  const double lse = static_cast<double>(mx) + std::log(total);
+  double added = 0;
+  for (int32_t i = 0; i < n; i++) {
+    const double p = std::exp(static_cast<double>(logits[i]) - lse);
+    acc[i] += weight * p;
+    added += p;
+  }
+  for (int32_t j = 0; j < nSkip; j++) {
+    const uint32_t id = skip[j];
+    if (id >= static_cast<uint32_t>(n)) continue;
+    const double p = std::exp(static_cast<double>(logits[id]) - lse);
+    acc[id] -= weight * p;
+    added -= p;
+  }
+  return added < 0 ? 0 : added;
+}
+
+/** the exact logprob of `target` (0 <= target < n) in the row's softmax; NaN for NaN / +inf rows */
+inline double logprobOf (const float* logits, int32_t n, int32_t target, bool forceGeneric = false) {
+  if (n <= 0 || target < 0 || target >= n) return NAN;
+#ifdef MESHLLM_AVX2_DISPATCH
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2 && !forceGeneric) return logprobAvx2(logits, n, target);
+#else
+  (void)forceGeneric;
+#endif
+  return logprobImpl<4>(logits, n, target);
 }
 
 }  // namespace meshllm

@@ -30,8 +30,17 @@
 //        or a negative code: -1 no logits, -2 non-finite logits, -3 context not probed or
 //        disposed, -4 bad arguments. Fills min(ids.length, vocab) entries, sorted by logprob
 //        descending (ties: lower id first); logprobs are clamped at -64 like the JS path.
-//   frameOf(logits: Float32Array, ids, logprobs, generic?) -> the same computation on a JS row
-//        (tests; generic = true forces the 4-lane code where AVX2 would be used)
+//        Optional (teacher forcing): topk(..., target, out: Float64Array) also writes the exact
+//        logprob of token `target` (logit - logsumexp, from the same pass, not clamped) to out[0].
+//   logprob(ctxObj, batchLogitIndex, target, out: Float64Array) -> 0 and out[0] = the exact
+//        logprob of `target` (two passes, no top-k: prompt scoring), or a negative code as above
+//   accumulate(ctxObj, batchLogitIndex, skip: Uint32Array, weight, acc: Float64Array) -> tail mass
+//        added, or a negative code: acc[t] += weight * p(t) for every id not in skip (offline
+//        estimation of the tail's shape, scripts/make-tail-prior.mjs)
+//   frameOf(logits: Float32Array, ids, logprobs, generic?, target?, out?) -> the same computation
+//        on a JS row (tests; generic = true forces the 4-lane code where AVX2 would be used)
+//   logprobOf(logits: Float32Array, target, generic?) -> the exact logprob on a JS row, NaN for
+//        a non-finite row (tests)
 //   info() -> { library, variant, offsets }   (diagnostics)
 
 #include <node_api.h>
@@ -253,9 +262,22 @@ static bool floatArray (napi_env env, napi_value v, napi_typedarray_type want, v
   return t == want;
 }
 
+/** optional (target, out: Float64Array) arguments at argv[at], argv[at + 1]; false when absent or bad */
+static bool targetArgs (napi_env env, size_t argc, napi_value* argv, size_t at, int32_t nVocab, int32_t* target, double** out) {
+  if (argc < at + 2) return false;
+  napi_valuetype t;
+  if (napi_typeof(env, argv[at], &t) != napi_ok || t != napi_number) return false;
+  if (napi_get_value_int32(env, argv[at], target) != napi_ok || *target < 0 || *target >= nVocab) return false;
+  void* data = nullptr;
+  size_t len = 0;
+  if (!floatArray(env, argv[at + 1], napi_float64_array, &data, &len) || len < 1) return false;
+  *out = static_cast<double*>(data);
+  return true;
+}
+
 static napi_value TopK (napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 6;
+  napi_value argv[6];
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 4) return num(env, -4);
   void* addonCtx = nullptr;
   if (napi_unwrap(env, argv[0], &addonCtx) != napi_ok || addonCtx == nullptr) return num(env, -3);
@@ -271,9 +293,61 @@ static napi_value TopK (napi_env env, napi_callback_info info) {
   size_t k = std::min(idsLen, lpLen);
   if (k == 0 || k > 256) return num(env, -4);
   if (k > static_cast<size_t>(p->nVocab)) k = static_cast<size_t>(p->nVocab);
+  int32_t target = -1;
+  double* out = nullptr;
+  if (argc > 4 && !targetArgs(env, argc, argv, 4, p->nVocab, &target, &out)) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[4], &t) == napi_ok && t != napi_undefined) return num(env, -4);
+  }
   const float* logits = p->api->get_logits_ith(p->lctx, index);
   if (logits == nullptr) return num(env, -1);
-  return num(env, meshllm::frame(logits, p->nVocab, static_cast<int>(k), static_cast<uint32_t*>(idsData), static_cast<float*>(lpData)));
+  if (out != nullptr) out[0] = NAN;
+  return num(env, meshllm::frame(logits, p->nVocab, static_cast<int>(k), static_cast<uint32_t*>(idsData), static_cast<float*>(lpData), false, target, out));
+}
+
+/** accumulate(ctxObj, batchLogitIndex, skip: Uint32Array, weight, acc: Float64Array) -> tail | negative code */
+static napi_value Accumulate (napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 5) return num(env, -4);
+  void* addonCtx = nullptr;
+  if (napi_unwrap(env, argv[0], &addonCtx) != napi_ok || addonCtx == nullptr) return num(env, -3);
+  const Probed* p = liveContext(addonCtx);
+  if (p == nullptr) return num(env, -3);
+  int32_t index = 0;
+  if (napi_get_value_int32(env, argv[1], &index) != napi_ok) return num(env, -4);
+  void* skipData = nullptr;
+  size_t skipLen = 0;
+  if (!floatArray(env, argv[2], napi_uint32_array, &skipData, &skipLen) || skipLen > INT32_MAX) return num(env, -4);
+  double weight = 0;
+  if (napi_get_value_double(env, argv[3], &weight) != napi_ok) return num(env, -4);
+  void* accData = nullptr;
+  size_t accLen = 0;
+  if (!floatArray(env, argv[4], napi_float64_array, &accData, &accLen) || accLen < static_cast<size_t>(p->nVocab)) return num(env, -4);
+  const float* logits = p->api->get_logits_ith(p->lctx, index);
+  if (logits == nullptr) return num(env, -1);
+  return num(env, meshllm::accumulateUnlisted(logits, p->nVocab, static_cast<const uint32_t*>(skipData), static_cast<int32_t>(skipLen), weight, static_cast<double*>(accData)));
+}
+
+/** logprob(ctxObj, batchLogitIndex, target, out: Float64Array) -> 0 | negative code */
+static napi_value Logprob (napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 4) return num(env, -4);
+  void* addonCtx = nullptr;
+  if (napi_unwrap(env, argv[0], &addonCtx) != napi_ok || addonCtx == nullptr) return num(env, -3);
+  const Probed* p = liveContext(addonCtx);
+  if (p == nullptr) return num(env, -3);
+  int32_t index = 0;
+  if (napi_get_value_int32(env, argv[1], &index) != napi_ok) return num(env, -4);
+  int32_t target = -1;
+  double* out = nullptr;
+  if (!targetArgs(env, argc, argv, 2, p->nVocab, &target, &out)) return num(env, -4);
+  const float* logits = p->api->get_logits_ith(p->lctx, index);
+  if (logits == nullptr) return num(env, -1);
+  const double lp = meshllm::logprobOf(logits, p->nVocab, target);
+  out[0] = lp;
+  return num(env, std::isnan(lp) ? -2 : 0);
 }
 
 /**
@@ -281,8 +355,8 @@ static napi_value TopK (napi_env env, napi_callback_info info) {
  * computation on a JS row (tests); generic forces the 4-lane code
  */
 static napi_value FrameOf (napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 6;
+  napi_value argv[6];
   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 3) return num(env, -4);
   void* rowData = nullptr;
   void* idsData = nullptr;
@@ -295,7 +369,26 @@ static napi_value FrameOf (napi_env env, napi_callback_info info) {
   if (rowLen == 0 || rowLen > INT32_MAX || k == 0 || k > 256 || k > rowLen) return num(env, -4);
   bool generic = false;
   if (argc > 3) napi_get_value_bool(env, argv[3], &generic);
-  return num(env, meshllm::frame(static_cast<const float*>(rowData), static_cast<int32_t>(rowLen), static_cast<int>(k), static_cast<uint32_t*>(idsData), static_cast<float*>(lpData), generic));
+  int32_t target = -1;
+  double* out = nullptr;
+  if (argc > 4 && !targetArgs(env, argc, argv, 4, static_cast<int32_t>(rowLen), &target, &out)) return num(env, -4);
+  if (out != nullptr) out[0] = NAN;
+  return num(env, meshllm::frame(static_cast<const float*>(rowData), static_cast<int32_t>(rowLen), static_cast<int>(k), static_cast<uint32_t*>(idsData), static_cast<float*>(lpData), generic, target, out));
+}
+
+/** logprobOf(logits: Float32Array, target, generic?) -> exact logprob | NaN (tests) */
+static napi_value LogprobOf (napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 2) return num(env, NAN);
+  void* rowData = nullptr;
+  size_t rowLen = 0;
+  if (!floatArray(env, argv[0], napi_float32_array, &rowData, &rowLen) || rowLen == 0 || rowLen > INT32_MAX) return num(env, NAN);
+  int32_t target = -1;
+  if (napi_get_value_int32(env, argv[1], &target) != napi_ok) return num(env, NAN);
+  bool generic = false;
+  if (argc > 2) napi_get_value_bool(env, argv[2], &generic);
+  return num(env, meshllm::logprobOf(static_cast<const float*>(rowData), static_cast<int32_t>(rowLen), target, generic));
 }
 
 static napi_value Info (napi_env env, napi_callback_info) {
@@ -318,6 +411,9 @@ NAPI_MODULE_INIT (/* napi_env env, napi_value exports */) {
     { "probe", nullptr, Probe, nullptr, nullptr, nullptr, napi_default, nullptr },
     { "topk", nullptr, TopK, nullptr, nullptr, nullptr, napi_default, nullptr },
     { "frameOf", nullptr, FrameOf, nullptr, nullptr, nullptr, napi_default, nullptr },
+    { "logprob", nullptr, Logprob, nullptr, nullptr, nullptr, napi_default, nullptr },
+    { "accumulate", nullptr, Accumulate, nullptr, nullptr, nullptr, napi_default, nullptr },
+    { "logprobOf", nullptr, LogprobOf, nullptr, nullptr, nullptr, napi_default, nullptr },
     { "info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr }
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -4,6 +4,8 @@
  * allocation-light: it runs once per generated token.
  */
 import type { AggregationRule, Aggregated, WeightedDist } from './types.js'
+import { aggregateGeneral, type TailModel } from './general.js'
+import { defaultTailPrior, type TailPrior } from './prior.js'
 
 export class AggregationError extends Error {
   static override name = 'AggregationError'
@@ -14,6 +16,16 @@ export interface AggregateOptions {
   /** default 'mixture' */
   rule?: AggregationRule
   vocabSize: number
+  /**
+   * how an expert's tail mass is spread over the ids it did not list (docs/aggregation.md §1):
+   * 'uniform' (default), 'unigram' (in proportion to `prior`), 'bounded' (like 'unigram', but
+   * no unlisted id above the expert's least probable listed id)
+   */
+  tail?: TailModel
+  /** the prior of the 'unigram' and 'bounded' tails; default: the shipped models/tail-prior.bin.gz */
+  prior?: TailPrior
+  /** rule 'trimmed': fraction of the total weight cut from each end (default 0.25) */
+  trim?: number
 }
 
 /** Probability floor of the product rule, relative to 1/V: p_e(t) >= PRODUCT_EPSILON / V. */
@@ -75,10 +87,23 @@ export function aggregate (inputs: WeightedDist[], opts: AggregateOptions): Aggr
   const V = opts.vocabSize
   const rule = opts.rule ?? 'mixture'
   const mixture = rule === 'mixture'
+  const tail = opts.tail ?? 'uniform'
   if (!Number.isInteger(V) || V < 1) throw new AggregationError(`bad vocabSize ${V}`)
-  if (!mixture && rule !== 'product') throw new AggregationError(`unknown rule ${String(rule)}`)
+  if (!mixture && rule !== 'product' && rule !== 'median' && rule !== 'trimmed') throw new AggregationError(`unknown rule ${String(rule)}`)
+  if (tail !== 'uniform' && tail !== 'unigram' && tail !== 'bounded') throw new AggregationError(`unknown tail ${String(tail)}`)
   const K = inputs.length
   if (K === 0) throw new AggregationError('no inputs')
+  if (tail !== 'uniform' || (rule !== 'mixture' && rule !== 'product')) {
+    let prior = opts.prior
+    if (tail !== 'uniform' && prior == null) {
+      try {
+        prior = defaultTailPrior(V)
+      } catch (err: any) {
+        throw new AggregationError(`the ${tail} tail needs a prior: ${err.message}`)
+      }
+    }
+    return aggregateGeneral(inputs, { rule, vocabSize: V, tail, prior, trim: opts.trim })
+  }
 
   // Pass 1: validate; weights; per-expert normaliser S_e and unlisted value.
   let total = 0
@@ -172,6 +197,18 @@ export function aggregate (inputs: WeightedDist[], opts: AggregateOptions): Aggr
   outIds.set(slotIds.subarray(0, U))
   sortByProb(outProbs, outIds, 0, U)
   return { ids: outIds, probs: outProbs, restProb: restProb * inv, restCount }
+}
+
+/**
+ * The probability of one token in an aggregated distribution: its listed probability, else
+ * the rest probability (shaped by restShape for the non-uniform tails).
+ */
+export function probabilityOf (agg: Aggregated, token: number): number {
+  const { ids, probs } = agg
+  for (let i = 0; i < ids.length; i++) if (ids[i] === token) return probs[i]
+  if (agg.restCount === 0) return 0
+  const shape = agg.restShape
+  return shape != null ? agg.restProb * shape.weights[token] / shape.mean : agg.restProb
 }
 
 /**

@@ -1,6 +1,12 @@
 /** Aggregation layer: pure math over sparse next-token distributions (docs/aggregation.md). */
 export type { SparseDist, WeightedDist, AggregationRule, Aggregated, SamplingOptions, Rng } from './types.js'
-export { aggregate, AggregationError, PRODUCT_EPSILON } from './aggregate.js'
+export { aggregate, AggregationError, PRODUCT_EPSILON, probabilityOf } from './aggregate.js'
+export { DEFAULT_TRIM } from './general.js'
+export type { TailModel } from './general.js'
+export { tailPriorFromWeights, encodeTailPrior, decodeTailPrior, loadTailPrior, defaultTailPrior, defaultTailPriorPath, TailPriorError } from './prior.js'
+export type { TailPrior } from './prior.js'
+export { perplexityWeights, DEFAULT_PERPLEXITY_BETA, DEFAULT_PERPLEXITY_PRIOR_TOKENS } from './weighting.js'
+export type { PromptScore } from './weighting.js'
 export type { AggregateOptions } from './aggregate.js'
 export { createRng, sample, argmax, distributionAfterSampling, nthUnlisted, SamplingError, samplingProbability, speculativeStep } from './sampling.js'
 export type { SamplingDist } from './sampling.js'

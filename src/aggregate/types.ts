@@ -19,7 +19,11 @@ export interface WeightedDist {
   weight: number
 }
 
-export type AggregationRule = 'mixture' | 'product'
+/**
+ * mixture: Σ w_e p_e; product: weighted geometric mean; median / trimmed: per-token weighted
+ * median / trimmed mean of the experts' log-probabilities (robust: docs/aggregation.md §3)
+ */
+export type AggregationRule = 'mixture' | 'product' | 'median' | 'trimmed'
 
 /**
  * The aggregated distribution over the whole vocabulary, stored sparsely:
@@ -32,6 +36,14 @@ export interface Aggregated {
   probs: Float64Array
   restProb: number
   restCount: number
+  /**
+   * Only with a non-uniform tail ('unigram', 'bounded'): the rest tokens are NOT equally
+   * probable; rest token t has probability restProb · weights[t] / mean (mean = the average
+   * weight over the rest tokens), so restCount · restProb is still the rest's total mass.
+   * Consumers that ignore it (sampling) treat the rest block as uniform with the same mass;
+   * `probabilityOf()` applies it.
+   */
+  restShape?: { weights: Float64Array, mean: number }
 }
 
 export interface SamplingOptions {

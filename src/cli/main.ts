@@ -11,7 +11,6 @@ import { ModelDrafter, NgramDrafter, type Drafter } from '../router/drafter.js'
 import { generateService, generateVia, RemoteGenerateError } from '../router/generate-service.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { runDemo } from './demo.js'
-import { agentCommand, tasksCommand } from '../agent/cli.js'
 import { resolveModel } from '../expert/resolve.js'
 import { statusCommand } from './status.js'
 import { ProgressBar } from './progress.js'
@@ -50,6 +49,7 @@ const USAGE = `usage:
   meshllm agent --once --bootstrap <multiaddr>… [--json] [--db <file>] [--governance <file>] [-k <n>] [--min-experts <n>] [--max-tokens <n>]
   meshllm agent --interval <1m…24h> --bootstrap <multiaddr>… [same options]
   meshllm tasks [--db <file>] [--state <state>] [--limit <n>] [--json]
+  meshllm eval --heldout <file> --bootstrap <multiaddr>… [-k <n>] [--experts <peer id>,…] [--max-tokens <n>] [--rules …] [--weighting …] [--tails …] [--json]
 keyholders:
   meshllm keys generate --out <file>
   meshllm governance init --keyholder <public key>… --out <file> [--mesh-id <id>]
@@ -299,8 +299,10 @@ export async function main (argv: string[]): Promise<void> {
       case 'generate': await generate(rest); break
       case 'status': await statusCommand(rest, parse); break
       case 'demo': await runDemo(rest, parse); break
-      case 'agent': await agentCommand(rest, parse); break
-      case 'tasks': await tasksCommand(rest, parse); break
+      // loaded on demand: node:sqlite prints an ExperimentalWarning when imported
+      case 'agent': await (await import('../agent/cli.js')).agentCommand(rest, parse); break
+      case 'tasks': await (await import('../agent/cli.js')).tasksCommand(rest, parse); break
+      case 'eval': await (await import('../eval/cli.js')).evalCommand(rest, parse); break
       case 'keys': await keysCommand(rest, parse); break
       case 'governance': await governanceCommand(rest, parse); break
       case 'halt': case 'resume': case 'vote': case 'phase': await keyholderCommand(cmd, rest, parse); break

@@ -8,9 +8,9 @@ import type { ComponentLogger, Logger, Startable, Stream, Connection } from '@li
 import type { Registrar } from '@libp2p/interface-internal'
 import { lpStream } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
-import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_REQUEST_BYTES, Status, type Frame } from '../wire/types.js'
+import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
 import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeOpenResponse } from '../wire/infer-codec.js'
-import type { ModelHost, ModelSession } from './model-host.js'
+import type { EvaluateOptions, EvaluateResult, ModelHost, ModelSession } from './model-host.js'
 
 export interface InferServiceComponents {
   registrar: Registrar
@@ -154,8 +154,14 @@ export class InferService implements Startable {
             throw new RequestError(Status.BUSY, err.message)
           }
           this.stats.sessionsOpened++
-          const frames = await this.evaluate(session, req.tokens, req.draft, req.topK, halted.signal)
-          await write(encodeOpenResponse({ frame: frames[0], modelName: this.host.summary.name, contextLength: this.host.contextSize, freeSlots: this.host.freeSlots }))
+          const { frames, promptLogprob, promptScored } = await this.evaluate(session, req.tokens, req.draft, req.topK, halted.signal, { target: req.target, scorePrompt: req.scorePrompt })
+          await write(encodeOpenResponse({
+            frame: frames[0],
+            modelName: this.host.summary.name,
+            contextLength: this.host.contextSize,
+            freeSlots: this.host.freeSlots,
+            ...(promptLogprob !== undefined ? { promptLogprob, promptScored } : {})
+          }))
           for (const f of frames.slice(1)) await write(encodeFrameResponse(f))
           this.stats.frames += frames.length
           continue
@@ -167,7 +173,7 @@ export class InferService implements Startable {
           if (req.rollback >= session.position) throw new RequestError(Status.INVALID_REQUEST, `rollback of ${req.rollback} tokens exceeds the session context (${session.position})`)
           await session.rollback(req.rollback)
         }
-        const frames = await this.evaluate(session, req.tokens, req.draft, 256, halted.signal)
+        const { frames } = await this.evaluate(session, req.tokens, req.draft, 256, halted.signal, { target: req.target })
         for (const f of frames) await write(encodeFrameResponse(f))
         this.stats.frames += frames.length
       }
@@ -199,7 +205,7 @@ export class InferService implements Startable {
     }
   }
 
-  private async evaluate (session: ModelSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, halted: AbortSignal): Promise<Frame[]> {
+  private async evaluate (session: ModelSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, halted: AbortSignal, opts: EvaluateOptions = {}): Promise<EvaluateResult> {
     const n = tokens.length + (draft?.length ?? 0)
     if (session.position + n > this.host.contextSize - 1) {
       throw new RequestError(Status.CONTEXT_FULL, `context full: ${session.position} + ${n} tokens exceed ${this.host.contextSize}`)
@@ -207,7 +213,7 @@ export class InferService implements Startable {
     let timer: NodeJS.Timeout | undefined
     // the evaluation itself is awaited before the session is closed (a HALT or timeout wins
     // the race, but the KV sequence and samplers must not be freed under a running decode)
-    const running = session.evaluate(tokens, draft ?? [], topK)
+    const running = session.evaluateScored(tokens, draft ?? [], topK, opts)
     this.inflight.set(session, running.then(() => {}, () => {}))
     try {
       return await Promise.race([

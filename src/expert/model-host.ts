@@ -47,6 +47,42 @@ export interface FrameTiming {
   frameMs: number
 }
 
+/** options of ModelSession.evaluate beyond tokens, draft and top-k */
+export interface EvaluateOptions {
+  /**
+   * teacher forcing: the known token after the last evaluated position; the last frame gets
+   * its exact full-vocabulary logprob (Frame.targetLogprob), or none when it cannot be computed
+   * exactly (fallback path and the target not among the listed ids)
+   */
+  target?: number
+  /**
+   * also score `tokens`: the exact logprob of tokens[i] after tokens[0..i), i = 1..n−1, summed
+   * (logits for every position of the batch; native helper only: absent on the fallback path)
+   */
+  scorePrompt?: boolean
+  /**
+   * offline tail-prior estimation (scripts/make-tail-prior.mjs): for the LAST frame, adds the
+   * full-distribution probability of every token the frame does not list into this array
+   * (length ≥ vocabulary size). Native helper only; ignored on the fallback path.
+   */
+  unlistedInto?: Float64Array
+}
+
+export interface EvaluateResult {
+  frames: Frame[]
+  /** with scorePrompt, when every position could be scored: Σ_{i=1}^{n−1} log p(tokens[i] | …) */
+  promptLogprob?: number
+  /** the number of tokens in promptLogprob (tokens.length − 1) */
+  promptScored?: number
+}
+
+/** target logprobs below this (a −∞ logit) are reported as this floor, so the wire value stays finite */
+export const MIN_TARGET_LOGPROB = -10_000
+
+function clampTarget (lp: number): number {
+  return lp < MIN_TARGET_LOGPROB ? MIN_TARGET_LOGPROB : lp > 0 ? 0 : lp
+}
+
 export function defaultThreads (): number {
   return Math.max(1, Math.min(4, os.availableParallelism() - 1))
 }
@@ -217,7 +253,17 @@ export class ModelSession {
    * draft.length + 1 frames: after the last of `tokens`, then after each draft token
    * (speculative decoding: the router scores a whole draft per round trip).
    */
-  async evaluate (tokens: ArrayLike<number>, draft: ArrayLike<number> = [], topK = 256): Promise<Frame[]> {
+  async evaluate (tokens: ArrayLike<number>, draft: ArrayLike<number> = [], topK = 256, opts: EvaluateOptions = {}): Promise<Frame[]> {
+    return (await this.evaluateScored(tokens, draft, topK, opts)).frames
+  }
+
+  /**
+   * evaluate() with the prompt score: with opts.scorePrompt the batch computes logits for
+   * every position and the result carries the exact log-likelihood of `tokens` after their
+   * first token (promptLogprob, promptScored), when the native helper could compute every
+   * position (else both are absent). opts.target: see EvaluateOptions.
+   */
+  async evaluateScored (tokens: ArrayLike<number>, draft: ArrayLike<number> = [], topK = 256, opts: EvaluateOptions = {}): Promise<EvaluateResult> {
     if (this.closed) throw new Error('session closed')
     if (this.busy) throw new Error('session busy: one request at a time')
     if (tokens.length === 0) throw new Error('no tokens to evaluate')
@@ -230,7 +276,14 @@ export class ModelSession {
     try {
       const toks = [...Array.from(tokens), ...Array.from(draft)]
       const firstOut = tokens.length - 1
-      const logits = toks.map((_, i) => i >= firstOut)
+      const lastOut = toks.length - 1
+      const score = opts.scorePrompt === true && tokens.length > 1
+      const target = opts.target
+      if (target !== undefined && (!Number.isInteger(target) || target < 0 || target >= this.host.summary.vocabSize)) throw new Error(`target ${target} outside the vocabulary`)
+      const logits = toks.map((_, i) => i >= firstOut || score)
+      let promptLogprob = 0
+      let promptOk = score && this.native != null
+      const scratch = new Float64Array(1)
       const ctx = (this.host.context as any)._ctx
       const seqAny = this.seq as any
       const position = this.position
@@ -245,14 +298,30 @@ export class ModelSession {
       await seqAny._decodeTokens(toks, logits, 5, seqAny._tokenMeter, { size: 1, strategy: 'eraseBeginning' }, (batchLogitIndex: number, tokenIndex: number) => {
         const f0 = performance.now()
         if (t1 < 0) t1 = f0
+        if (score && tokenIndex < tokens.length - 1) {
+          // prompt scoring: the exact logprob of the next prompt token at this position
+          if (promptOk && this.native != null && this.native.logprob(batchLogitIndex, toks[tokenIndex + 1], scratch) === 0 && !Number.isNaN(scratch[0])) {
+            promptLogprob += clampTarget(scratch[0])
+          } else {
+            promptOk = false
+          }
+          if (tokenIndex < firstOut) { frameMs += performance.now() - f0; return undefined }
+        }
         const slot = tokenIndex - firstOut
         const pos = position + tokenIndex + 1
+        const wantTarget = target !== undefined && tokenIndex === lastOut
         if (this.native != null) {
           const ids = new Uint32Array(k)
           const logprobs = new Float32Array(k)
-          const tail = this.native.topk(batchLogitIndex, ids, logprobs)
+          const tail = wantTarget ? this.native.topkWithTarget(batchLogitIndex, ids, logprobs, target, scratch) : this.native.topk(batchLogitIndex, ids, logprobs)
           if (tail >= 0) {
-            frames[slot] = { position: pos, ids, logprobs, tailMass: tail }
+            const frame: Frame = { position: pos, ids, logprobs, tailMass: tail }
+            if (wantTarget) {
+              if (!Number.isNaN(scratch[0])) frame.targetLogprob = clampTarget(scratch[0])
+              else attachListedTarget(frame, target) // a helper built before teacher forcing
+            }
+            if (opts.unlistedInto != null && tokenIndex === lastOut) this.native.accumulate(batchLogitIndex, ids, 1, opts.unlistedInto)
+            frames[slot] = frame
             frameMs += performance.now() - f0
             return undefined
           }
@@ -262,7 +331,9 @@ export class ModelSession {
         const p = (async () => {
           const [, probs] = await ctx.sampleToken(batchLogitIndex, topKSampler._sampler, true, false)
           const [g, , conf] = await ctx.sampleToken(batchLogitIndex, greedy._sampler, false, true)
-          frames[slot] = buildFrame(probs, g, conf, pos, topK)
+          const frame = buildFrame(probs, g, conf, pos, topK)
+          if (wantTarget) attachListedTarget(frame, target)
+          frames[slot] = frame
           frameMs += performance.now() - f0
         })()
         pending.push(p)
@@ -276,7 +347,12 @@ export class ModelSession {
       this.host.stats.forwardMs += forwardMs
       this.host.stats.frameMs += frameMs
       for (const f of frames) if (f == null) throw new Error('model produced no logits')
-      return frames as Frame[]
+      const result: EvaluateResult = { frames: frames as Frame[] }
+      if (promptOk) {
+        result.promptLogprob = promptLogprob
+        result.promptScored = tokens.length - 1
+      }
+      return result
     } finally {
       this.busy = false
       this.lastUsed = Date.now()
@@ -298,6 +374,21 @@ export class ModelSession {
       this.seq.dispose()
     } catch {}
     await Promise.allSettled([this.topK?.asyncDispose?.(), this.greedy?.asyncDispose?.()])
+  }
+}
+
+/**
+ * Fallback for Frame.targetLogprob: the target's listed logprob when the frame lists it (the
+ * sampler path's logprobs, exact up to its constant shift, see docs/frames.md); otherwise the
+ * field stays absent (the exact value is unknown).
+ */
+function attachListedTarget (frame: Frame, target: number): void {
+  for (let i = 0; i < frame.ids.length; i++) {
+    if (frame.ids[i] === target) {
+      // a logprob clamped at −64 is not exact
+      if (frame.logprobs[i] > -64) frame.targetLogprob = Math.min(0, frame.logprobs[i])
+      return
+    }
   }
 }
 

@@ -20,8 +20,12 @@ const log = defaultLogger().forComponent('meshllm:expert:native')
 
 interface Addon {
   probe: (ctx: object, model: object, contextSize: number, vocabSize: number) => string
-  topk: (ctx: object, batchLogitIndex: number, ids: Uint32Array, logprobs: Float32Array) => number
-  frameOf: (logits: Float32Array, ids: Uint32Array, logprobs: Float32Array, generic?: boolean) => number
+  topk: (ctx: object, batchLogitIndex: number, ids: Uint32Array, logprobs: Float32Array, target?: number, out?: Float64Array) => number
+  /** helpers built before teacher forcing lack it */
+  logprob?: (ctx: object, batchLogitIndex: number, target: number, out: Float64Array) => number
+  accumulate?: (ctx: object, batchLogitIndex: number, skip: Uint32Array, weight: number, acc: Float64Array) => number
+  frameOf: (logits: Float32Array, ids: Uint32Array, logprobs: Float32Array, generic?: boolean, target?: number, out?: Float64Array) => number
+  logprobOf?: (logits: Float32Array, target: number, generic?: boolean) => number
   info: () => { library: string, offsets: Record<string, number>, variant: string }
 }
 
@@ -38,6 +42,24 @@ export interface NativeFrames {
    * the tail mass; a negative code when it cannot (then use the fallback for that position).
    */
   topk: (batchLogitIndex: number, ids: Uint32Array, logprobs: Float32Array) => number
+  /**
+   * The same, and also the exact full-vocabulary logprob of token `target` (logit − logsumexp
+   * of the same row, not clamped) written to out[0] (teacher forcing). out[0] is NaN when it
+   * could not be computed (a helper built before this function: then undefined is never
+   * returned, the frame still is).
+   */
+  topkWithTarget: (batchLogitIndex: number, ids: Uint32Array, logprobs: Float32Array, target: number, out: Float64Array) => number
+  /**
+   * The exact logprob of `target` at the batch position (no top-k: prompt scoring) into out[0];
+   * 0, or a negative code (then out[0] is meaningless). NATIVE_BAD_ARGS when the helper is
+   * older than this function.
+   */
+  logprob: (batchLogitIndex: number, target: number, out: Float64Array) => number
+  /**
+   * acc[t] += weight · p(t) for every token t of the position's full distribution that is not
+   * in `skip` (offline tail-prior estimation); returns the mass added, or a negative code
+   */
+  accumulate: (batchLogitIndex: number, skip: Uint32Array, weight: number, acc: Float64Array) => number
 }
 
 let addon: Addon | undefined
@@ -119,21 +141,36 @@ export function nativeFramesFor (context: LlamaContext, model: LlamaModel, vocab
     return undefined
   }
   const { topk, probe } = a!
+  const logprobFn = a!.logprob
+  const accumulateFn = a!.accumulate
   let warned = false
+  /** calls fn; on NATIVE_NO_CONTEXT probes again once (the helper keeps the last 64 probed contexts; refused when disposed) */
+  const withProbe = (fn: () => number): number => {
+    let r = fn()
+    if (r === NATIVE_NO_CONTEXT) {
+      try {
+        if (probe(ctx, mdl, (ctx as any).getContextSize(), vocabSize) === '') r = fn()
+      } catch {}
+    }
+    if (r < 0 && !warned) {
+      warned = true
+      log('native frame refused (code %d), using the samplers for this position', r)
+    }
+    return r
+  }
   const frames: NativeFrames = {
-    topk: (batchLogitIndex, ids, logprobs) => {
-      let r = topk(ctx, batchLogitIndex, ids, logprobs)
-      if (r === NATIVE_NO_CONTEXT) {
-        // the helper keeps the last 64 probed contexts: probe again (refused when disposed)
-        try {
-          if (probe(ctx, mdl, (ctx as any).getContextSize(), vocabSize) === '') r = topk(ctx, batchLogitIndex, ids, logprobs)
-        } catch {}
-      }
-      if (r < 0 && !warned) {
-        warned = true
-        log('native frame refused (code %d), using the samplers for this position', r)
-      }
-      return r
+    topk: (batchLogitIndex, ids, logprobs) => withProbe(() => topk(ctx, batchLogitIndex, ids, logprobs)),
+    topkWithTarget: (batchLogitIndex, ids, logprobs, target, out) => {
+      out[0] = NaN
+      return withProbe(() => topk(ctx, batchLogitIndex, ids, logprobs, target, out))
+    },
+    logprob: (batchLogitIndex, target, out) => {
+      if (logprobFn == null) return NATIVE_BAD_ARGS
+      return withProbe(() => logprobFn(ctx, batchLogitIndex, target, out))
+    },
+    accumulate: (batchLogitIndex, skip, weight, acc) => {
+      if (accumulateFn == null) return NATIVE_BAD_ARGS
+      return withProbe(() => accumulateFn(ctx, batchLogitIndex, skip, weight, acc))
     }
   }
   log('native frames attached (%s)', a!.info().library)

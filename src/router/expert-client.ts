@@ -36,9 +36,22 @@ export class ExpertSession {
     return res.subarray()
   }
 
-  /** Opens the session with the full context; returns the frame for the next position. */
-  async open (tokens: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal): Promise<Frame> {
-    const res = decodeOpenResponse(await this.request(encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens, topK: 256 }), signal))
+  /**
+   * Opens the session with the full context; returns the frame for the next position.
+   * opts.target (teacher forcing): the known next token, whose exact logprob the frame then
+   * carries (Frame.targetLogprob, when the expert can compute it); opts.scorePrompt: ask for
+   * the prompt's log-likelihood (this.info.promptLogprob / promptScored, when supported).
+   */
+  async open (tokens: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal, opts: { target?: number, scorePrompt?: boolean } = {}): Promise<Frame> {
+    const res = decodeOpenResponse(await this.request(encodeRequest({
+      type: 'open',
+      protocolVersion: INFER_PROTOCOL_VERSION,
+      tokenizerFingerprint: fingerprint,
+      tokens,
+      topK: 256,
+      ...(opts.target !== undefined ? { target: opts.target } : {}),
+      ...(opts.scorePrompt === true ? { scorePrompt: true } : {})
+    }), signal))
     if (res.status !== Status.OK) throw statusError(res.status, res.message)
     this.info = res.open
     this.synced = tokens.length
@@ -47,9 +60,12 @@ export class ExpertSession {
     return res.open.frame
   }
 
-  /** Sends the tokens the expert has not seen yet (catch-up is one batch); returns the next frame. */
-  async step (tokens: Uint32Array, signal: AbortSignal): Promise<Frame> {
-    const res = decodeFrameResponse(await this.request(encodeRequest({ type: 'step', tokens }), signal))
+  /**
+   * Sends the tokens the expert has not seen yet (catch-up is one batch); returns the next
+   * frame. opts.target: see open().
+   */
+  async step (tokens: Uint32Array, signal: AbortSignal, opts: { target?: number } = {}): Promise<Frame> {
+    const res = decodeFrameResponse(await this.request(encodeRequest({ type: 'step', tokens, ...(opts.target !== undefined ? { target: opts.target } : {}) }), signal))
     if (res.status !== Status.OK) throw statusError(res.status, res.message)
     this.synced += tokens.length
     this.kv.push(...tokens)
@@ -71,10 +87,10 @@ export class ExpertSession {
    * same batch. Returns draft.length + 1 frames: after the context, then after each draft
    * token. Opens the session on first use.
    */
-  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal): Promise<Frame[]> {
+  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal, opts: { scorePrompt?: boolean } = {}): Promise<Frame[]> {
     const frames: Frame[] = []
     if (this.info == null) {
-      const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft })
+      const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft, ...(opts.scorePrompt === true ? { scorePrompt: true } : {}) })
       const res = decodeOpenResponse(await this.request(req, signal))
       if (res.status !== Status.OK) throw statusError(res.status, res.message)
       this.info = res.open

@@ -13,6 +13,8 @@ import type { MeshNode } from '../node/node.js'
 import type { ExpertRecord } from '../wire/record.js'
 import type { Frame } from '../wire/types.js'
 import { aggregate } from '../aggregate/aggregate.js'
+import type { TailModel } from '../aggregate/general.js'
+import { perplexityWeights } from '../aggregate/weighting.js'
 import { createRng, sample, speculativeStep } from '../aggregate/sampling.js'
 import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
 import type { Drafter } from './drafter.js'
@@ -34,6 +36,16 @@ export interface GenerateOptions {
   seed?: number
   stop?: string[]
   rule?: AggregationRule
+  /**
+   * per-prompt expert weights (docs/quality.md): 'perplexity' asks every expert to score the
+   * prompt when its session opens (Open.score_prompt) and weighs it by
+   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; default 'uniform'
+   */
+  weighting?: 'uniform' | 'perplexity'
+  /** β of the perplexity weighting (default DEFAULT_PERPLEXITY_BETA) */
+  perplexityBeta?: number
+  /** how each expert's tail mass is spread (aggregate's `tail`, default 'uniform') */
+  tail?: TailModel
   policy?: SelectionPolicy
   /** aggregation weight per expert peer id (default 1) */
   weights?: Record<string, number>
@@ -223,7 +235,19 @@ export class Router {
       let finishReason: GenerateResult['finishReason'] = 'length'
       let text = ''
       const samplingOpts = { temperature: opts.temperature ?? 0.8, topK: opts.topK ?? 0, topP: opts.topP ?? 0.95 }
-      const aggregateFrames = (frames: Array<{ id: string, frame: Frame }>): Aggregated => aggregate(frames.map(f => ({ dist: f.frame, weight: opts.weights?.[f.id] ?? 1 })), { rule: opts.rule ?? 'mixture', vocabSize: this.tokenizer.vocabSize })
+      const byPerplexity = opts.weighting === 'perplexity'
+      /** the prompt scores of the experts' sessions → weights (uniform ones when none scored) */
+      const promptWeights = (ids: string[]): number[] => {
+        if (!byPerplexity) return ids.map(() => 1)
+        return perplexityWeights(ids.map(id => {
+          const info = candidates.find(c => c.id === id)?.session?.info
+          return { logprob: info?.promptLogprob, count: info?.promptScored }
+        }), { beta: opts.perplexityBeta })
+      }
+      const aggregateFrames = (frames: Array<{ id: string, frame: Frame }>): Aggregated => {
+        const pw = promptWeights(frames.map(f => f.id))
+        return aggregate(frames.map((f, j) => ({ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] })), { rule: opts.rule ?? 'mixture', vocabSize: this.tokenizer.vocabSize, tail: opts.tail })
+      }
       /** appends a sampled token and streams it; true when the generation must end */
       const emit = (token: number, experts: string[]): boolean => {
         context.push(token)
@@ -255,14 +279,14 @@ export class Router {
       }
       let speculation: SpeculationStats | undefined
       if (opts.speculative === true && opts.constrain == null && this.opts.drafter != null && generated.length < maxTokens && context.length < maxContext - 1) {
-        speculation = await this.speculativeLoop(candidates, context, effectiveK, maxTokens - generated.length, maxContext, signal, steps, used, aggregateFrames, samplingOpts, rng, emit, resolveEog)
+        speculation = await this.speculativeLoop(candidates, context, effectiveK, maxTokens - generated.length, maxContext, signal, steps, used, aggregateFrames, samplingOpts, rng, emit, resolveEog, byPerplexity)
       } else {
         while (generated.length < maxTokens) {
           this.checkHalt()
           signal.throwIfAborted()
           if (context.length >= maxContext - 1) { finishReason = 'context'; break }
           const t0 = performance.now()
-          const { frames, trace } = await this.step(candidates, context, effectiveK, signal)
+          const { frames, trace } = await this.step(candidates, context, effectiveK, signal, byPerplexity)
           trace.ms = performance.now() - t0
           steps.push(trace)
           for (const id of trace.experts) used.add(id)
@@ -336,7 +360,8 @@ export class Router {
     aggregateFrames: (f: Array<{ id: string, frame: Frame }>) => Aggregated,
     samplingOpts: SamplingOptions, rng: Rng,
     emit: (token: number, experts: string[]) => boolean,
-    resolveEog: (token: number, agg: Aggregated) => number | undefined
+    resolveEog: (token: number, agg: Aggregated) => number | undefined,
+    scorePrompt = false
   ): Promise<SpeculationStats> {
     const drafter = this.opts.drafter as Drafter
     const stats: SpeculationStats = { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0 }
@@ -370,7 +395,7 @@ export class Router {
         const s0 = performance.now()
         try {
           c.session ??= await ExpertSession.connect(this.node, c.record.peerId, reqSignal)
-          const frames = await c.session.speculate(ctx, dr, this.tokenizer.fingerprint, reqSignal)
+          const frames = await c.session.speculate(ctx, dr, this.tokenizer.fingerprint, reqSignal, { scorePrompt: scorePrompt === true })
           frames.forEach((f, i) => { if (f.position !== ctx.length + i) throw new Error(`frame for position ${f.position}, expected ${ctx.length + i}`) })
           this.health.success(c.id, performance.now() - s0)
           if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - s0, ok: true })
@@ -430,7 +455,7 @@ export class Router {
     return Math.max(this.opts.minStepDeadlineMs ?? 1_500, 4 * lat + 100)
   }
 
-  private async step (candidates: Candidate[], context: number[], want: number, signal: AbortSignal): Promise<{ frames: Array<{ id: string, frame: Frame }>, trace: StepTrace }> {
+  private async step (candidates: Candidate[], context: number[], want: number, signal: AbortSignal, scorePrompt = false): Promise<{ frames: Array<{ id: string, frame: Frame }>, trace: StepTrace }> {
     const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && this.health.available(c.id))
     let pool = usable()
     if (pool.length === 0) {
@@ -477,7 +502,7 @@ export class Router {
         const run = (async (): Promise<Frame> => {
           if (c.session == null) {
             c.session = await ExpertSession.connect(this.node, c.record.peerId, reqSignal)
-            return await c.session.open(contextNow, this.tokenizer.fingerprint, reqSignal)
+            return await c.session.open(contextNow, this.tokenizer.fingerprint, reqSignal, { scorePrompt })
           }
           return await c.session.step(contextNow.subarray(c.session.synced), reqSignal)
         })()

@@ -3,6 +3,7 @@
  *   ids       — ascending token ids, delta-coded unsigned LEB128 (first id as is, then differences)
  *   logprobs  — uint16 little-endian per entry, q = round(-logprob * LOGPROB_SCALE) clamped to 0..65535
  *   tail_mass — float32 probability of every unlisted token, in [0, 1]
+ *   target_logprob — optional float32 (teacher forcing): exact logprob of the requested target, finite, ≤ 0
  */
 import { Frame as PbFrame } from './pb/infer.js'
 import { InvalidFrameError, MalformedMessageError, rethrowAs } from './errors.js'
@@ -57,7 +58,20 @@ export function frameToPb (frame: Frame, vocabSize: number = VOCAB_SIZE): PbFram
     lpOut[2 * k] = q & 0xff
     lpOut[2 * k + 1] = q >>> 8
   }
-  return { position, ids: idsOut, logprobs: lpOut, tailMass: checkTailMass(frame.tailMass) }
+  const pb: PbFrame = { position, ids: idsOut, logprobs: lpOut, tailMass: checkTailMass(frame.tailMass) }
+  if (frame.targetLogprob !== undefined) pb.targetLogprob = checkTargetLogprob(frame.targetLogprob)
+  return pb
+}
+
+/**
+ * An encoder's check of Frame.target_logprob: NaN, ±∞, values above 1e-3 or below the
+ * float32 range are rejected; (0, 1e-3] is float error and becomes 0; rounded to float32.
+ */
+export function checkTargetLogprob (lp: number): number {
+  if (!Number.isFinite(lp) || lp > LOGPROB_EPSILON) throw new InvalidFrameError(`target logprob ${lp} is not a finite number ≤ 0`)
+  const f = Math.fround(lp > 0 ? 0 : lp)
+  if (!Number.isFinite(f)) throw new InvalidFrameError(`target logprob ${lp} is outside the float32 range`)
+  return f === 0 ? 0 : f
 }
 
 /** clamps float error of ±1e-6 into [0, 1] and rounds to float32; InvalidFrameError otherwise */
@@ -98,7 +112,13 @@ export function frameFromPb (pb: PbFrame, vocabSize: number = VOCAB_SIZE): Frame
   if (!Number.isFinite(tailMass) || tailMass < 0 || tailMass > 1) {
     throw new InvalidFrameError(`tail mass ${tailMass} outside [0, 1]`)
   }
-  return { position: pb.position, ids, logprobs, tailMass }
+  const frame: Frame = { position: pb.position, ids, logprobs, tailMass }
+  if (pb.targetLogprob !== undefined) {
+    const t = pb.targetLogprob
+    if (!Number.isFinite(t) || t > 0) throw new InvalidFrameError(`target logprob ${t} is not a finite number ≤ 0`)
+    frame.targetLogprob = t === 0 ? 0 : t
+  }
+  return frame
 }
 
 /** Frame → protobuf bytes; entries may come in any order. Throws InvalidFrameError. */
@@ -115,5 +135,5 @@ export function decodeFrame (bytes: Uint8Array | Uint8ArrayList, vocabSize: numb
   return frameFromPb(pb, vocabSize)
 }
 
-/** wire types of Frame's fields: position varint, ids bytes, logprobs bytes, tail_mass fixed32 */
-export const FRAME_WIRE_TYPES = { 1: 0, 2: 2, 3: 2, 4: 5 } as const
+/** wire types of Frame's fields: position varint, ids bytes, logprobs bytes, tail_mass and target_logprob fixed32 */
+export const FRAME_WIRE_TYPES = { 1: 0, 2: 2, 3: 2, 4: 5, 5: 5 } as const

@@ -47,6 +47,19 @@ function checkUint32 (name: string, v: number): void {
   if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new MalformedMessageError(`${name} ${v} is not a uint32`)
 }
 
+/** an optional `target` token: written whenever present (token 0 included: the field has presence) */
+function writeTarget (w: PbWriter, no: number, target: number | undefined): void {
+  if (target === undefined) return
+  if (!Number.isInteger(target) || target < 0 || target >= VOCAB_SIZE) throw new MalformedMessageError(`target ${target} outside the vocabulary`)
+  w.varint(no << 3).varint(target)
+}
+
+function readTarget (g: { no: number, wire: number, value: number }): number {
+  const t = scalar(g)
+  if (t >= VOCAB_SIZE) throw new MalformedMessageError(`target ${t} outside the vocabulary`)
+  return t
+}
+
 /** InferRequest → protobuf bytes (tokens packed). Throws what decodeRequest would. */
 export function encodeRequest (req: InferRequest): Uint8Array {
   const out = new PbWriter()
@@ -64,6 +77,8 @@ export function encodeRequest (req: InferRequest): Uint8Array {
         if (req.draft.length > MAX_DRAFT_TOKENS) throw new MalformedMessageError(`draft of ${req.draft.length} tokens > ${MAX_DRAFT_TOKENS}`)
         open.bytes(5, packedTokens(req.draft))
       }
+      writeTarget(open, 6, req.target)
+      if (req.scorePrompt === true) open.uint(7, 1)
       out.bytes(1, open.finish())
       break
     }
@@ -74,6 +89,7 @@ export function encodeRequest (req: InferRequest): Uint8Array {
         step.bytes(2, packedTokens(req.draft))
       }
       if (req.rollback != null && req.rollback !== 0) { checkUint32('rollback', req.rollback); step.uint(3, req.rollback) }
+      writeTarget(step, 4, req.target)
       out.bytes(2, step.finish())
       break
     }
@@ -134,6 +150,8 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
       let protocolVersion = 0
       let fingerprint: Uint8Array = new Uint8Array(0)
       let topK = 0
+      let target: number | undefined
+      let scorePrompt = false
       const draft: number[] = []
       walk(buf, f.start, f.end, 'open', g => {
         if (g.no === 1) protocolVersion = scalar(g)
@@ -143,6 +161,8 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
         } else if (g.no === 3) readTokens(buf, g, tokens)
         else if (g.no === 4) topK = scalar(g)
         else if (g.no === 5) readTokens(buf, g, draft)
+        else if (g.no === 6) target = readTarget(g)
+        else if (g.no === 7) scorePrompt = scalar(g) !== 0
       })
       if (draft.length > MAX_DRAFT_TOKENS) throw new MalformedMessageError(`open: draft of ${draft.length} tokens > ${MAX_DRAFT_TOKENS}`)
       if (fingerprint.byteLength !== FINGERPRINT_BYTES) throw new MalformedMessageError('open: fingerprint must be 32 bytes')
@@ -150,19 +170,24 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
       if (tokens.length === 0) throw new MalformedMessageError('open: no tokens')
       req = { type: 'open', protocolVersion, tokenizerFingerprint: fingerprint, tokens: Uint32Array.from(tokens), topK: topK === 0 ? MAX_FRAME_ENTRIES : topK }
       if (draft.length > 0) req.draft = Uint32Array.from(draft)
+      if (target !== undefined) req.target = target
+      if (scorePrompt) req.scorePrompt = true
     } else if (f.no === 2) {
       const draft: number[] = []
       let rollback = 0
+      let target: number | undefined
       walk(buf, f.start, f.end, 'step', g => {
         if (g.no === 1) readTokens(buf, g, tokens)
         else if (g.no === 2) readTokens(buf, g, draft)
         else if (g.no === 3) rollback = scalar(g)
+        else if (g.no === 4) target = readTarget(g)
       })
       if (tokens.length === 0) throw new MalformedMessageError('step: no tokens')
       if (draft.length > MAX_DRAFT_TOKENS) throw new MalformedMessageError(`step: draft of ${draft.length} tokens > ${MAX_DRAFT_TOKENS}`)
       req = { type: 'step', tokens: Uint32Array.from(tokens) }
       if (draft.length > 0) req.draft = Uint32Array.from(draft)
       if (rollback > 0) req.rollback = rollback
+      if (target !== undefined) req.target = target
     } else {
       walk(buf, f.start, f.end, 'close', () => {}) // must still be well-formed
       req = { type: 'close' }
@@ -174,8 +199,8 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
 
 // ---------------------------------------------------------------- responses
 
-/** wire types of OpenInfo's fields: frame message, model_name string, two uint32 */
-const OPEN_INFO_WIRE_TYPES = { 1: 2, 2: 2, 3: 0, 4: 0 } as const
+/** wire types of OpenInfo's fields: frame message, model_name string, two uint32, prompt_logprob double, prompt_scored uint32 */
+const OPEN_INFO_WIRE_TYPES = { 1: 2, 2: 2, 3: 0, 4: 0, 5: 1, 6: 0 } as const
 
 function withStatus (status: Status, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(1 + payload.byteLength)
@@ -194,12 +219,21 @@ export function encodeFrameResponse (frame: Frame): Uint8Array {
 export function encodeOpenResponse (info: OpenInfo): Uint8Array {
   checkUint32('contextLength', info.contextLength)
   checkUint32('freeSlots', info.freeSlots)
-  return withStatus(Status.OK, PbOpenInfo.encode({
+  const pb: PbOpenInfo = {
     frame: frameToPb(info.frame),
     modelName: info.modelName,
     contextLength: info.contextLength,
     freeSlots: info.freeSlots
-  }))
+  }
+  if (info.promptLogprob !== undefined || info.promptScored !== undefined) {
+    // both or neither: a sum without its count cannot be turned into a per-token figure
+    if (info.promptLogprob === undefined || info.promptScored === undefined) throw new MalformedMessageError('promptLogprob and promptScored go together')
+    if (!Number.isFinite(info.promptLogprob) || info.promptLogprob > 1e-3) throw new MalformedMessageError(`promptLogprob ${info.promptLogprob} is not a finite number ≤ 0`)
+    checkUint32('promptScored', info.promptScored)
+    pb.promptLogprob = info.promptLogprob > 0 ? 0 : info.promptLogprob
+    pb.promptScored = info.promptScored
+  }
+  return withStatus(Status.OK, PbOpenInfo.encode(pb))
 }
 
 /** any status but OK + its message, cut to 256 bytes on a UTF-8 character boundary */
@@ -249,8 +283,11 @@ export function decodeOpenResponse (bytes: Uint8Array | Uint8ArrayList, vocabSiz
   if (bad != null) throw new MalformedMessageError(`open info: ${bad}`)
   const pb = rethrowAs(m => new MalformedMessageError(`open info: ${m}`), () => PbOpenInfo.decode(buf))
   if (pb.frame == null) throw new MalformedMessageError('open info without a frame')
-  return {
-    status: Status.OK,
-    open: { frame: frameFromPb(pb.frame, vocabSize), modelName: pb.modelName, contextLength: pb.contextLength, freeSlots: pb.freeSlots }
+  const open: OpenInfo = { frame: frameFromPb(pb.frame, vocabSize), modelName: pb.modelName, contextLength: pb.contextLength, freeSlots: pb.freeSlots }
+  if (pb.promptLogprob !== undefined && pb.promptScored !== undefined) {
+    if (!Number.isFinite(pb.promptLogprob) || pb.promptLogprob > 0) throw new MalformedMessageError(`open info: prompt_logprob ${pb.promptLogprob} is not a finite number ≤ 0`)
+    open.promptLogprob = pb.promptLogprob === 0 ? 0 : pb.promptLogprob
+    open.promptScored = pb.promptScored
   }
+  return { status: Status.OK, open }
 }

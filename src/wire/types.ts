@@ -33,6 +33,12 @@ export interface Frame {
   /** logprobs of `ids`, same order (after quantisation when decoded) */
   logprobs: Float32Array
   tailMass: number
+  /**
+   * only when the request carried a `target` (teacher forcing) and this is the last frame
+   * answered: the natural-log probability of that token in the expert's FULL distribution
+   * (finite, ≤ 0; float32 on the wire). Absent when the expert cannot compute it exactly.
+   */
+  targetLogprob?: number
 }
 
 export interface OpenInfo {
@@ -40,16 +46,28 @@ export interface OpenInfo {
   modelName: string
   contextLength: number
   freeSlots: number
+  /**
+   * only when the Open asked for `scorePrompt`: Σ_{i=1}^{n-1} log p(tokens[i] | tokens[0..i)),
+   * the expert's exact log-likelihood of the prompt after its first token (finite, ≤ 0)
+   */
+  promptLogprob?: number
+  /** the number of prompt tokens scored in promptLogprob (n − 1) */
+  promptScored?: number
 }
 
 export type InferRequest =
-  | { type: 'open', protocolVersion: number, tokenizerFingerprint: Uint8Array, tokens: Uint32Array, topK: number, draft?: Uint32Array }
+  /**
+   * Open; `target` (teacher forcing): the known token that follows the last evaluated position:
+   * the last frame answered carries its exact logprob (Frame.targetLogprob). `scorePrompt`: the
+   * OpenInfo carries the prompt's exact log-likelihood (OpenInfo.promptLogprob).
+   */
+  | { type: 'open', protocolVersion: number, tokenizerFingerprint: Uint8Array, tokens: Uint32Array, topK: number, draft?: Uint32Array, target?: number, scorePrompt?: boolean }
   /**
    * Step: erase the last `rollback` context tokens (rejected draft tokens), append `tokens`,
    * then, when `draft` is given, evaluate the draft tokens too: the expert answers with
    * draft.length + 1 frames (after `tokens`, then after each draft token).
    */
-  | { type: 'step', tokens: Uint32Array, draft?: Uint32Array, rollback?: number }
+  | { type: 'step', tokens: Uint32Array, draft?: Uint32Array, rollback?: number, target?: number }
   | { type: 'close' }
 
 export type InferResponse =

@@ -29,14 +29,8 @@ import { matches } from '../../src/agent/json-constraint.js'
 import { taskSchema } from '../../src/agent/task-schema.js'
 import { allowedActionTypes } from '../../src/agent/detectors.js'
 import { checkGovernancePeers, governancePeers } from '../../src/agent/audit.js'
+import { waitFor } from '../helpers/wait.js'
 
-async function waitFor (cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
 
 const peerOf = (addr: string): string => addr.split('/p2p/')[1]
 

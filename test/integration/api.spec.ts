@@ -29,6 +29,7 @@ import { createEnvelope, Kind } from '../../src/governance/envelope.js'
 import { GovernanceState } from '../../src/governance/state.js'
 import { GovernanceService } from '../../src/governance/service.js'
 import { startApi, protoPath, LOADER_OPTIONS, TaskStore, ChatFormatter, type ApiHandle } from '../../src/api/index.js'
+import { waitFor } from '../helpers/wait.js'
 
 const ARTIFACTS = fileURLToPath(new URL('../../../test/artifacts/', import.meta.url))
 const CHROMIUM = '/usr/bin/chromium'
@@ -65,13 +66,6 @@ function metricValue (text: string, name: string, labels: Record<string, string>
   return undefined
 }
 
-async function waitFor (cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
 
 describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', function () {
   this.timeout(60_000)

@@ -18,16 +18,10 @@ import { configToJson, defaultThresholds, type GovernanceConfig } from '../../sr
 import { createEnvelope, Kind } from '../../src/governance/envelope.js'
 import { GovernanceState } from '../../src/governance/state.js'
 import { GovernanceService } from '../../src/governance/service.js'
+import { waitFor } from '../helpers/wait.js'
 
 interface LightNode { node: MeshNode, gov: GovernanceService, haltedAt?: number }
 
-async function waitFor (cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
 
 describe('governance on a 21-node mesh', function () {
   this.timeout(180_000)

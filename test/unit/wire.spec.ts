@@ -247,7 +247,7 @@ interface Vector { name: string, kind: 'frame' | 'request' | 'response', answers
 const vectors: Vector[] = JSON.parse(readFileSync(new URL('../../../protocols/vectors/infer.json', import.meta.url), 'utf8'))
 
 /** decoded message → the JSON form used by the vectors */
-function frameJson (f: Frame): object { return { position: f.position, ids: [...f.ids], logprobs: [...f.logprobs], tailMass: f.tailMass } }
+function frameJson (f: Frame): object { return { position: f.position, ids: [...f.ids], logprobs: [...f.logprobs], tailMass: f.tailMass, ...(f.targetLogprob !== undefined ? { targetLogprob: f.targetLogprob } : {}) } }
 function toJson (v: Vector, decoded: any): any {
   if (v.kind === 'frame') return frameJson(decoded)
   if (v.kind === 'request') {

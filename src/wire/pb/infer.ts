@@ -135,9 +135,41 @@ export namespace InferRequest {
     value: number
   }
 
+  export interface InferRequestOpenDraftFieldEvent {
+    field: '$.open.draft[]'
+    index: number
+    value: number
+  }
+
+  export interface InferRequestOpenTargetFieldEvent {
+    field: '$.open.target'
+    value: number
+  }
+
+  export interface InferRequestOpenScorePromptFieldEvent {
+    field: '$.open.scorePrompt'
+    value: boolean
+  }
+
   export interface InferRequestStepTokensFieldEvent {
     field: '$.step.tokens[]'
     index: number
+    value: number
+  }
+
+  export interface InferRequestStepDraftFieldEvent {
+    field: '$.step.draft[]'
+    index: number
+    value: number
+  }
+
+  export interface InferRequestStepRollbackFieldEvent {
+    field: '$.step.rollback'
+    value: number
+  }
+
+  export interface InferRequestStepTargetFieldEvent {
+    field: '$.step.target'
     value: number
   }
 
@@ -149,7 +181,7 @@ export namespace InferRequest {
     return decodeMessage(buf, InferRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferRequest>): Generator<InferRequestOpenProtocolVersionFieldEvent | InferRequestOpenTokenizerFingerprintFieldEvent | InferRequestOpenTokensFieldEvent | InferRequestOpenTopKFieldEvent | InferRequestStepTokensFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferRequest>): Generator<InferRequestOpenProtocolVersionFieldEvent | InferRequestOpenTokenizerFingerprintFieldEvent | InferRequestOpenTokensFieldEvent | InferRequestOpenTopKFieldEvent | InferRequestOpenDraftFieldEvent | InferRequestOpenTargetFieldEvent | InferRequestOpenScorePromptFieldEvent | InferRequestStepTokensFieldEvent | InferRequestStepDraftFieldEvent | InferRequestStepRollbackFieldEvent | InferRequestStepTargetFieldEvent> {
     return streamMessage(buf, InferRequest.codec(), opts)
   }
 }
@@ -159,6 +191,9 @@ export interface Open {
   tokenizerFingerprint: Uint8Array<ArrayBuffer>
   tokens: number[]
   topK: number
+  draft: number[]
+  target?: number
+  scorePrompt: boolean
 }
 
 export namespace Open {
@@ -193,6 +228,23 @@ export namespace Open {
           w.uint32(obj.topK)
         }
 
+        if (obj.draft != null && obj.draft.length > 0) {
+          for (const value of obj.draft) {
+            w.uint32(40)
+            w.uint32(value)
+          }
+        }
+
+        if (obj.target != null) {
+          w.uint32(48)
+          w.uint32(obj.target)
+        }
+
+        if ((obj.scorePrompt != null && obj.scorePrompt !== false)) {
+          w.uint32(56)
+          w.bool(obj.scorePrompt)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -201,7 +253,9 @@ export namespace Open {
           protocolVersion: 0,
           tokenizerFingerprint: uint8ArrayAlloc(0),
           tokens: [],
-          topK: 0
+          topK: 0,
+          draft: [],
+          scorePrompt: false
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -230,6 +284,22 @@ export namespace Open {
               obj.topK = reader.uint32()
               break
             }
+            case 5: {
+              if (opts.limits?.draft != null && obj.draft.length === opts.limits.draft) {
+                throw new MaxLengthError('Decode error - repeated field "draft" had too many elements')
+              }
+
+              obj.draft.push(reader.uint32())
+              break
+            }
+            case 6: {
+              obj.target = reader.uint32()
+              break
+            }
+            case 7: {
+              obj.scorePrompt = reader.bool()
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -240,7 +310,8 @@ export namespace Open {
         return obj
       }, function * (reader, length, prefix, opts = {}) {
         const obj = {
-          tokens: 0
+          tokens: 0,
+          draft: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -285,6 +356,35 @@ export namespace Open {
               }
               break
             }
+            case 5: {
+              if (opts.limits?.draft != null && obj.draft === opts.limits.draft) {
+                throw new MaxLengthError('Streaming decode error - repeated field "draft" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.draft[]`,
+                index: obj.draft,
+                value: reader.uint32()
+              }
+
+              obj.draft++
+
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.target`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 7: {
+              yield {
+                field: `${prefix}.scorePrompt`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -318,6 +418,22 @@ export namespace Open {
     value: number
   }
 
+  export interface OpenDraftFieldEvent {
+    field: '$.draft[]'
+    index: number
+    value: number
+  }
+
+  export interface OpenTargetFieldEvent {
+    field: '$.target'
+    value: number
+  }
+
+  export interface OpenScorePromptFieldEvent {
+    field: '$.scorePrompt'
+    value: boolean
+  }
+
   export function encode (obj: Partial<Open>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Open.codec())
   }
@@ -326,13 +442,16 @@ export namespace Open {
     return decodeMessage(buf, Open.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Open>): Generator<OpenProtocolVersionFieldEvent | OpenTokenizerFingerprintFieldEvent | OpenTokensFieldEvent | OpenTopKFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Open>): Generator<OpenProtocolVersionFieldEvent | OpenTokenizerFingerprintFieldEvent | OpenTokensFieldEvent | OpenTopKFieldEvent | OpenDraftFieldEvent | OpenTargetFieldEvent | OpenScorePromptFieldEvent> {
     return streamMessage(buf, Open.codec(), opts)
   }
 }
 
 export interface Step {
   tokens: number[]
+  draft: number[]
+  rollback: number
+  target?: number
 }
 
 export namespace Step {
@@ -352,12 +471,31 @@ export namespace Step {
           }
         }
 
+        if (obj.draft != null && obj.draft.length > 0) {
+          for (const value of obj.draft) {
+            w.uint32(16)
+            w.uint32(value)
+          }
+        }
+
+        if ((obj.rollback != null && obj.rollback !== 0)) {
+          w.uint32(24)
+          w.uint32(obj.rollback)
+        }
+
+        if (obj.target != null) {
+          w.uint32(32)
+          w.uint32(obj.target)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
       }, (reader, length, opts = {}) => {
         const obj: any = {
-          tokens: []
+          tokens: [],
+          draft: [],
+          rollback: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -374,6 +512,22 @@ export namespace Step {
               obj.tokens.push(reader.uint32())
               break
             }
+            case 2: {
+              if (opts.limits?.draft != null && obj.draft.length === opts.limits.draft) {
+                throw new MaxLengthError('Decode error - repeated field "draft" had too many elements')
+              }
+
+              obj.draft.push(reader.uint32())
+              break
+            }
+            case 3: {
+              obj.rollback = reader.uint32()
+              break
+            }
+            case 4: {
+              obj.target = reader.uint32()
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -384,7 +538,8 @@ export namespace Step {
         return obj
       }, function * (reader, length, prefix, opts = {}) {
         const obj = {
-          tokens: 0
+          tokens: 0,
+          draft: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -408,6 +563,35 @@ export namespace Step {
 
               break
             }
+            case 2: {
+              if (opts.limits?.draft != null && obj.draft === opts.limits.draft) {
+                throw new MaxLengthError('Streaming decode error - repeated field "draft" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.draft[]`,
+                index: obj.draft,
+                value: reader.uint32()
+              }
+
+              obj.draft++
+
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.rollback`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.target`,
+                value: reader.uint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -426,6 +610,22 @@ export namespace Step {
     value: number
   }
 
+  export interface StepDraftFieldEvent {
+    field: '$.draft[]'
+    index: number
+    value: number
+  }
+
+  export interface StepRollbackFieldEvent {
+    field: '$.rollback'
+    value: number
+  }
+
+  export interface StepTargetFieldEvent {
+    field: '$.target'
+    value: number
+  }
+
   export function encode (obj: Partial<Step>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Step.codec())
   }
@@ -434,7 +634,7 @@ export namespace Step {
     return decodeMessage(buf, Step.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Step>): Generator<StepTokensFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Step>): Generator<StepTokensFieldEvent | StepDraftFieldEvent | StepRollbackFieldEvent | StepTargetFieldEvent> {
     return streamMessage(buf, Step.codec(), opts)
   }
 }
@@ -508,6 +708,7 @@ export interface Frame {
   ids: Uint8Array<ArrayBuffer>
   logprobs: Uint8Array<ArrayBuffer>
   tailMass: number
+  targetLogprob?: number
 }
 
 export namespace Frame {
@@ -538,6 +739,11 @@ export namespace Frame {
         if ((obj.tailMass != null && obj.tailMass !== 0)) {
           w.uint32(37)
           w.float(obj.tailMass)
+        }
+
+        if (obj.targetLogprob != null) {
+          w.uint32(45)
+          w.float(obj.targetLogprob)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -571,6 +777,10 @@ export namespace Frame {
             }
             case 4: {
               obj.tailMass = reader.float()
+              break
+            }
+            case 5: {
+              obj.targetLogprob = reader.float()
               break
             }
             default: {
@@ -616,6 +826,13 @@ export namespace Frame {
               }
               break
             }
+            case 5: {
+              yield {
+                field: `${prefix}.targetLogprob`,
+                value: reader.float()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -648,6 +865,11 @@ export namespace Frame {
     value: number
   }
 
+  export interface FrameTargetLogprobFieldEvent {
+    field: '$.targetLogprob'
+    value: number
+  }
+
   export function encode (obj: Partial<Frame>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Frame.codec())
   }
@@ -656,7 +878,7 @@ export namespace Frame {
     return decodeMessage(buf, Frame.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FramePositionFieldEvent | FrameIdsFieldEvent | FrameLogprobsFieldEvent | FrameTailMassFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FramePositionFieldEvent | FrameIdsFieldEvent | FrameLogprobsFieldEvent | FrameTailMassFieldEvent | FrameTargetLogprobFieldEvent> {
     return streamMessage(buf, Frame.codec(), opts)
   }
 }
@@ -666,6 +888,8 @@ export interface OpenInfo {
   modelName: string
   contextLength: number
   freeSlots: number
+  promptLogprob?: number
+  promptScored?: number
 }
 
 export namespace OpenInfo {
@@ -696,6 +920,16 @@ export namespace OpenInfo {
         if ((obj.freeSlots != null && obj.freeSlots !== 0)) {
           w.uint32(32)
           w.uint32(obj.freeSlots)
+        }
+
+        if (obj.promptLogprob != null) {
+          w.uint32(41)
+          w.double(obj.promptLogprob)
+        }
+
+        if (obj.promptScored != null) {
+          w.uint32(48)
+          w.uint32(obj.promptScored)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -730,6 +964,14 @@ export namespace OpenInfo {
             }
             case 4: {
               obj.freeSlots = reader.uint32()
+              break
+            }
+            case 5: {
+              obj.promptLogprob = reader.double()
+              break
+            }
+            case 6: {
+              obj.promptScored = reader.uint32()
               break
             }
             default: {
@@ -775,6 +1017,20 @@ export namespace OpenInfo {
               }
               break
             }
+            case 5: {
+              yield {
+                field: `${prefix}.promptLogprob`,
+                value: reader.double()
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.promptScored`,
+                value: reader.uint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -807,6 +1063,11 @@ export namespace OpenInfo {
     value: number
   }
 
+  export interface OpenInfoFrameTargetLogprobFieldEvent {
+    field: '$.frame.targetLogprob'
+    value: number
+  }
+
   export interface OpenInfoModelNameFieldEvent {
     field: '$.modelName'
     value: string
@@ -822,6 +1083,16 @@ export namespace OpenInfo {
     value: number
   }
 
+  export interface OpenInfoPromptLogprobFieldEvent {
+    field: '$.promptLogprob'
+    value: number
+  }
+
+  export interface OpenInfoPromptScoredFieldEvent {
+    field: '$.promptScored'
+    value: number
+  }
+
   export function encode (obj: Partial<OpenInfo>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, OpenInfo.codec())
   }
@@ -830,7 +1101,7 @@ export namespace OpenInfo {
     return decodeMessage(buf, OpenInfo.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenInfo>): Generator<OpenInfoFramePositionFieldEvent | OpenInfoFrameIdsFieldEvent | OpenInfoFrameLogprobsFieldEvent | OpenInfoFrameTailMassFieldEvent | OpenInfoModelNameFieldEvent | OpenInfoContextLengthFieldEvent | OpenInfoFreeSlotsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenInfo>): Generator<OpenInfoFramePositionFieldEvent | OpenInfoFrameIdsFieldEvent | OpenInfoFrameLogprobsFieldEvent | OpenInfoFrameTailMassFieldEvent | OpenInfoFrameTargetLogprobFieldEvent | OpenInfoModelNameFieldEvent | OpenInfoContextLengthFieldEvent | OpenInfoFreeSlotsFieldEvent | OpenInfoPromptLogprobFieldEvent | OpenInfoPromptScoredFieldEvent> {
     return streamMessage(buf, OpenInfo.codec(), opts)
   }
 }

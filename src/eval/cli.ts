@@ -1,0 +1,145 @@
+/**
+ * `meshllm eval`: teacher-forced perplexity of each expert and of the ensemble variants on
+ * held-out text, through the real protocol (src/eval/eval.ts, docs/quality.md).
+ *
+ *   meshllm eval --heldout <file> --bootstrap <multiaddr>… [-k <n>] [--experts <peer id>[,…]]…
+ *                [--max-tokens <n>] [--window <n>] [--prompt <n>] [--rules mixture,product,median]
+ *                [--weighting uniform,fixed,perplexity] [--tails uniform,unigram,bounded]
+ *                [--weights <peer id or model>=<w>,…] [--beta <β>] [--subsets] [--json]
+ */
+import { createMeshNode, connectBootstrap, parseMultiaddr } from '../node/node.js'
+import { Router } from '../router/router.js'
+import { RouterTokenizer } from '../router/tokenizer.js'
+import type { AggregationRule } from '../aggregate/types.js'
+import type { TailModel } from '../aggregate/general.js'
+import { evaluateMesh, readHeldout, DEFAULT_RULES, DEFAULT_TAILS, DEFAULT_WEIGHTINGS, type EvalResult, type Weighting } from './eval.js'
+
+type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
+
+export const EVAL_OPTIONS = {
+  heldout: { type: 'string' },
+  bootstrap: { type: 'string', multiple: true },
+  k: { type: 'string', short: 'k' },
+  experts: { type: 'string', multiple: true },
+  'max-tokens': { type: 'string' },
+  window: { type: 'string' },
+  prompt: { type: 'string' },
+  rules: { type: 'string' },
+  weighting: { type: 'string' },
+  tails: { type: 'string' },
+  weights: { type: 'string' },
+  beta: { type: 'string' },
+  subsets: { type: 'boolean' },
+  tokenizer: { type: 'string' },
+  json: { type: 'boolean' }
+} as const
+
+const RULES: AggregationRule[] = ['mixture', 'product', 'median', 'trimmed']
+const WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity']
+const TAILS: TailModel[] = ['uniform', 'unigram', 'bounded']
+
+async function usage (message: string): Promise<never> {
+  const { UsageError } = await import('../cli/main.js')
+  throw new UsageError(message)
+}
+
+async function list<T extends string> (v: string | undefined, name: string, allowed: T[], dflt: T[]): Promise<T[]> {
+  if (v == null) return dflt
+  const xs = v.split(',').map(s => s.trim()).filter(s => s.length > 0)
+  for (const x of xs) if (!allowed.includes(x as T)) await usage(`--${name}: "${x}" is not one of ${allowed.join(', ')}`)
+  if (xs.length === 0) await usage(`--${name} needs at least one of ${allowed.join(', ')}`)
+  return xs as T[]
+}
+
+async function int (v: string | undefined, name: string, min: number, max = Number.MAX_SAFE_INTEGER): Promise<number | undefined> {
+  if (v == null) return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min || n > max) await usage(`--${name} must be an integer in [${min}, ${max}], got "${v}"`)
+  return n
+}
+
+/** `meshllm eval …` (args after the command name; `parse` as the other commands get it) */
+export async function evalCommand (args: string[], parse: Parse): Promise<void> {
+  const { values } = parse(args, EVAL_OPTIONS)
+  const result = await runEvalCommand(values)
+  if (values.json === true) process.stdout.write(JSON.stringify(result) + '\n')
+  else process.stdout.write(formatEvalResult(result))
+}
+
+/** The command on already-parsed option values (see EVAL_OPTIONS); returns the result without printing it. */
+export async function runEvalCommand (values: Record<string, any>): Promise<EvalResult> {
+  if (values.heldout == null) await usage('eval needs --heldout <file>')
+  const bootstrap: string[] = values.bootstrap ?? []
+  if (bootstrap.length === 0) await usage('eval needs --bootstrap <multiaddr>')
+  for (const a of bootstrap) parseMultiaddr(a)
+  const experts: string[] | undefined = values.experts != null ? (values.experts as string[]).flatMap(s => s.split(',')).map(s => s.trim()).filter(s => s.length > 0) : undefined
+  let fixedWeights: Record<string, number> | undefined
+  if (values.weights != null) {
+    fixedWeights = {}
+    for (const kv of String(values.weights).split(',')) {
+      const [key, w] = kv.split('=')
+      const n = Number(w)
+      if (key == null || key === '' || !Number.isFinite(n) || n < 0) await usage(`--weights: "${kv}" is not <peer id or model>=<weight ≥ 0>`)
+      fixedWeights[key.trim()] = n
+    }
+  }
+  const beta = values.beta != null ? Number(values.beta) : undefined
+  if (beta !== undefined && !(beta >= 0 && beta < 1000)) await usage(`--beta must be a number in [0, 1000), got "${values.beta}"`)
+  const opts = {
+    k: await int(values.k, 'k', 1),
+    experts,
+    maxPositions: await int(values['max-tokens'], 'max-tokens', 1) ?? 1500,
+    window: await int(values.window, 'window', 2, 256),
+    prompt: await int(values.prompt, 'prompt', 0, 254),
+    rules: await list(values.rules, 'rules', RULES, DEFAULT_RULES),
+    weighting: await list(values.weighting, 'weighting', WEIGHTINGS, DEFAULT_WEIGHTINGS),
+    tails: await list(values.tails, 'tails', TAILS, DEFAULT_TAILS),
+    fixedWeights,
+    beta,
+    subsets: values.subsets === true
+  }
+  const heldout = readHeldout(values.heldout)
+  const node = await createMeshNode({ listen: [], dhtServer: false })
+  await node.start()
+  const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
+  try {
+    await connectBootstrap(node, bootstrap)
+    const router = new Router(node, tokenizer)
+    // the DHT may need a moment to know every expert the caller named
+    for (let i = 0; i < 20; i++) {
+      const found = (await router.experts(true)).compatible.map(r => r.peerId.toString())
+      if (found.length > 0 && (experts == null || experts.every(id => found.includes(id))) && (opts.k == null || found.length >= opts.k)) break
+      await new Promise(resolve => setTimeout(resolve, 250))
+    }
+    return await evaluateMesh({
+      router,
+      heldout,
+      ...opts,
+      onProgress: values.json === true ? undefined : (n, total) => { process.stderr.write(`\r${n}/${total} positions`) }
+    })
+  } finally {
+    if (values.json !== true) process.stderr.write('\n')
+    await tokenizer.close()
+    await node.stop()
+  }
+}
+
+/** human-readable table */
+export function formatEvalResult (r: EvalResult): string {
+  const f = (x: number | null | undefined): string => x == null ? '—' : x.toFixed(1)
+  const lines: string[] = []
+  lines.push(`${r.positions} positions (${r.windows} windows of ≤ 256 tokens, ${r.documents} documents), ${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token`)
+  lines.push('')
+  lines.push('expert                                                  model          exact   frames: uniform  unigram  bounded  listed')
+  for (const [id, x] of Object.entries(r.experts)) {
+    lines.push(`${id.padEnd(55)} ${x.model.padEnd(14)} ${f(x.exactPerplexity).padStart(6)}   ${f(x.perplexityByTail.uniform).padStart(15)}  ${f(x.perplexityByTail.unigram).padStart(7)}  ${f(x.perplexityByTail.bounded).padStart(7)}  ${(100 * x.listedRate).toFixed(1)}%`)
+  }
+  lines.push('')
+  lines.push('ensemble                 rule      weighting   tail      perplexity')
+  for (const v of [...r.variants].sort((a, b) => a.perplexity - b.perplexity)) {
+    lines.push(`${v.models.map(m => m.replace(/^meshtest-/, '')).join('+').padEnd(24)} ${v.rule.padEnd(9)} ${v.weighting.padEnd(11)} ${v.tail.padEnd(9)} ${f(v.perplexity).padStart(10)}`)
+  }
+  lines.push('')
+  lines.push(`best: ${r.ensemble.models.join('+')} ${r.ensemble.rule} / ${r.ensemble.weighting} / ${r.ensemble.tail}: ${f(r.ensemble.perplexity)} (perplexity weighting β = ${r.weightingParams.beta}, n₀ = ${r.weightingParams.priorTokens}; fixed = ${r.weightingParams.fixed})`)
+  return lines.join('\n') + '\n'
+}

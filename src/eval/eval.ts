@@ -1,0 +1,387 @@
+/**
+ * Teacher-forced evaluation through the real protocol path (docs/quality.md).
+ *
+ * `evaluateMesh()` opens one /meshllm/infer/1.0.0 session per expert and window and steps
+ * through held-out documents with the TRUE tokens, each request carrying the known next token
+ * as `target`: every expert answers every position with its top-256 frame plus the exact
+ * full-vocabulary logprob of the true token (Frame.targetLogprob). `scoreEvaluation()` (pure,
+ * no network) then computes, on exactly the same positions:
+ *   - per expert: the perplexity through its frames (each tail model, as the aggregator
+ *     spreads it) and its exact perplexity (from targetLogprob);
+ *   - per ensemble variant (expert subset × rule × weighting × tail): the perplexity of
+ *     `aggregate()`'s distribution, P(true token) = its listed probability or the rest
+ *     probability (`probabilityOf`).
+ *
+ * Windows: each document is cut into windows of at most `window` tokens (BOS + up to
+ * window − 1 document tokens); each window is a fresh session, so every position is predicted
+ * from BOS and the preceding tokens of its window only.
+ */
+import { readFileSync } from 'node:fs'
+import { gunzipSync } from 'node:zlib'
+import type { Router } from '../router/router.js'
+import { ExpertSession } from '../router/expert-client.js'
+import type { ExpertRecord } from '../wire/record.js'
+import type { Frame } from '../wire/types.js'
+import { aggregate, probabilityOf } from '../aggregate/aggregate.js'
+import type { AggregationRule, WeightedDist } from '../aggregate/types.js'
+import type { TailModel } from '../aggregate/general.js'
+import { defaultTailPrior, type TailPrior } from '../aggregate/prior.js'
+import { perplexityWeights, DEFAULT_PERPLEXITY_BETA, DEFAULT_PERPLEXITY_PRIOR_TOKENS } from '../aggregate/weighting.js'
+import { NoExpertsError } from '../util/errors.js'
+
+export type Weighting = 'uniform' | 'fixed' | 'perplexity'
+
+export const DEFAULT_RULES: AggregationRule[] = ['mixture', 'product', 'median']
+export const DEFAULT_WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity']
+export const DEFAULT_TAILS: TailModel[] = ['uniform', 'unigram', 'bounded']
+export const MAX_WINDOW = 256
+
+export interface ScoreOptions {
+  /** aggregation rules to compare (default mixture, product, median) */
+  rules?: AggregationRule[]
+  /** expert weightings to compare (default uniform, fixed, perplexity) */
+  weighting?: Weighting[]
+  /** tail models to compare (default uniform, unigram, bounded) */
+  tails?: TailModel[]
+  /**
+   * 'fixed' weights by peer id or model name (missing: 1). Without them 'fixed' uses the
+   * hindsight weights w_e ∝ exp(−β · NLL_e / n) from each expert's exact NLL over ALL
+   * evaluated positions (an upper reference, not something a router knows in advance).
+   */
+  fixedWeights?: Record<string, number>
+  /** β and n₀ of the perplexity weighting (src/aggregate/weighting.ts) */
+  beta?: number
+  priorTokens?: number
+  /** also every subset of two or more experts (default: only the whole set) */
+  subsets?: boolean
+  /** prior of the unigram / bounded tails (default: the shipped one) */
+  prior?: TailPrior
+  /** 'trimmed' rule: fraction trimmed from each end */
+  trim?: number
+}
+
+export interface EvalOptions extends ScoreOptions {
+  router: Router
+  /** documents (text) */
+  heldout: string[]
+  /** experts in the ensemble (default: every expert found or listed, at most 8) */
+  k?: number
+  /** use these experts (peer ids), in this order */
+  experts?: string[]
+  /** positions to evaluate in all (default 1500) */
+  maxPositions?: number
+  /** window length in tokens, BOS included, ≤ 256 (default 256) */
+  window?: number
+  /**
+   * document tokens at the start of each window that go into the Open (prefilled with
+   * score_prompt, not evaluated; their exact log-likelihood seeds the perplexity weights):
+   * default 0 (every document token is evaluated)
+   */
+  prompt?: number
+  /**
+   * windows per document (default 1: every document contributes its first window, so the
+   * positions spread over many documents; Infinity: each document to its end)
+   */
+  windowsPerDocument?: number
+  /** per-request deadline, ms (default 30 s) */
+  requestTimeoutMs?: number
+  signal?: AbortSignal
+  /** called after each window with the positions collected so far */
+  onProgress?: (positions: number, total: number) => void
+}
+
+/** What the network part collects: per expert, per position, its frame; and the true tokens. */
+export interface Collected {
+  experts: Array<{ id: string, model: string }>
+  /** the true token of every position */
+  targets: Uint32Array
+  /** window index of every position */
+  windowOf: Uint32Array
+  /** [expert][position] */
+  frames: Frame[][]
+  /** [expert][window]: the Open's prompt score (prompt > 0 only) */
+  promptScores?: Array<Array<{ logprob?: number, count?: number }>>
+  /** bytes each expert session sent + received, per expert */
+  bytes: number[]
+  windows: number
+  documents: number
+}
+
+export interface ExpertQuality {
+  model: string
+  /** through its frames with the uniform tail (what a router sees) */
+  perplexity: number
+  /** through its full distribution (Frame.targetLogprob); null when any position lacks it */
+  exactPerplexity: number | null
+  /** through its frames, per tail model */
+  perplexityByTail: Partial<Record<TailModel, number>>
+  /** share of positions whose true token the frame lists */
+  listedRate: number
+  /** positions without targetLogprob */
+  missingExact: number
+}
+
+export interface Variant {
+  experts: string[]
+  models: string[]
+  rule: AggregationRule
+  weighting: Weighting
+  tail: TailModel
+  perplexity: number
+}
+
+export interface EvalResult {
+  positions: number
+  windows: number
+  documents: number
+  /** the best variant over the whole expert set */
+  ensemble: Variant
+  variants: Variant[]
+  experts: Record<string, ExpertQuality>
+  /** bytes per expert per evaluated position, both directions, framing included */
+  bytesPerExpertToken: number
+  elapsedMs?: number
+  weightingParams: { beta: number, priorTokens: number, fixed: 'given' | 'hindsight' }
+}
+
+/** held-out file (gzip or plain text, NUL-separated documents) → non-empty documents */
+export function readHeldout (path: string): string[] {
+  let buf: Buffer = readFileSync(path)
+  if (buf[0] === 0x1f && buf[1] === 0x8b) buf = gunzipSync(buf)
+  return buf.toString('utf8').split('\0').map(d => d.trim()).filter(d => d.length > 0)
+}
+
+/** The network part: teacher-forced frames of every chosen expert at every position. */
+export async function collectFrames (opts: EvalOptions): Promise<Collected> {
+  const { router } = opts
+  const window = opts.window ?? MAX_WINDOW
+  if (!Number.isInteger(window) || window < 2 || window > MAX_WINDOW) throw new RangeError(`window must be an integer in [2, ${MAX_WINDOW}], got ${window}`)
+  const maxPositions = opts.maxPositions ?? 1500
+  if (!Number.isInteger(maxPositions) || maxPositions < 1) throw new RangeError(`maxPositions must be a positive integer, got ${maxPositions}`)
+  const prompt = opts.prompt ?? 0
+  if (!Number.isInteger(prompt) || prompt < 0 || prompt > window - 2) throw new RangeError(`prompt must be an integer in [0, ${window - 2}]`)
+  const signal = opts.signal ?? new AbortController().signal
+  const tok = router.tokenizer
+  const bos = tok.bos ?? 128000
+
+  let { compatible } = await router.experts(true, signal)
+  let chosen: ExpertRecord[]
+  if (opts.experts != null && opts.experts.length > 0) {
+    chosen = opts.experts.map(id => compatible.find(r => r.peerId.toString() === id)).filter((r): r is ExpertRecord => r != null)
+    const missing = opts.experts.filter(id => !chosen.some(r => r.peerId.toString() === id))
+    if (missing.length > 0) throw new NoExpertsError(`expert(s) not found on the mesh: ${missing.join(', ')}`)
+  } else {
+    compatible = [...compatible].sort((a, b) => a.modelName.localeCompare(b.modelName) || a.peerId.toString().localeCompare(b.peerId.toString()))
+    chosen = compatible
+  }
+  chosen = chosen.slice(0, Math.max(1, opts.k ?? 8))
+  if (chosen.length === 0) throw new NoExpertsError('no experts found on the mesh')
+
+  // windows: [BOS, prompt tokens…, evaluated tokens…] of at most `window` tokens
+  const wins: Array<{ prompt: number[], tokens: number[] }> = []
+  let documents = 0
+  let positions = 0
+  for (const doc of opts.heldout) {
+    if (positions >= maxPositions) break
+    const ids = tok.model.tokenize(doc) as number[]
+    if (ids.length <= prompt) continue
+    documents++
+    const perDoc = opts.windowsPerDocument ?? 1
+    for (let at = 0, n = 0; at + prompt < ids.length && positions < maxPositions && n < perDoc; at += window - 1, n++) {
+      const chunk = ids.slice(at, at + window - 1)
+      if (chunk.length <= prompt) break
+      const tokens = chunk.slice(prompt, prompt + (maxPositions - positions))
+      wins.push({ prompt: chunk.slice(0, prompt), tokens })
+      positions += tokens.length
+    }
+  }
+  const targets = new Uint32Array(positions)
+  const windowOf = new Uint32Array(positions)
+  for (let w = 0, p = 0; w < wins.length; w++) {
+    for (const t of wins[w].tokens) { targets[p] = t; windowOf[p++] = w }
+  }
+
+  const timeout = opts.requestTimeoutMs ?? 30_000
+  const frames: Frame[][] = chosen.map(() => new Array<Frame>(positions))
+  const promptScores = prompt > 0 ? chosen.map(() => new Array<{ logprob?: number, count?: number }>(wins.length)) : undefined
+  const bytes = chosen.map(() => 0)
+  let done = 0
+  await Promise.all(chosen.map(async (r, e) => {
+    let p = 0
+    for (let w = 0; w < wins.length; w++) {
+      signal.throwIfAborted()
+      const { prompt: pr, tokens } = wins[w]
+      const reqSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(timeout)])
+      const session = await ExpertSession.connect(router.node, r.peerId, reqSignal())
+      try {
+        let frame = await session.open(Uint32Array.from([bos, ...pr]), tok.fingerprint, reqSignal(), { target: tokens[0], scorePrompt: pr.length > 0 })
+        if (promptScores != null) promptScores[e][w] = { logprob: session.info?.promptLogprob, count: session.info?.promptScored }
+        for (let i = 0; i < tokens.length; i++) {
+          if (i > 0) frame = await session.step(Uint32Array.of(tokens[i - 1]), reqSignal(), { target: tokens[i] })
+          if (frame.position !== 1 + pr.length + i) throw new Error(`expert ${r.peerId.toString()}: frame for position ${frame.position}, expected ${1 + pr.length + i}`)
+          frames[e][p++] = frame
+        }
+      } catch (err) {
+        session.abort(err as Error)
+        throw err
+      } finally {
+        await session.close()
+        bytes[e] += session.bytesSent + session.bytesReceived
+      }
+      if (e === 0) { done += tokens.length; opts.onProgress?.(done, positions) }
+    }
+  }))
+  return {
+    experts: chosen.map(r => ({ id: r.peerId.toString(), model: r.modelName })),
+    targets,
+    windowOf,
+    frames,
+    promptScores,
+    bytes,
+    windows: wins.length,
+    documents
+  }
+}
+
+/** every subset of {0..K-1} with at least `min` members, the whole set first */
+function subsetsOf (K: number, min: number): number[][] {
+  const out: number[][] = []
+  for (let mask = (1 << K) - 1; mask > 0; mask--) {
+    const s: number[] = []
+    for (let e = 0; e < K; e++) if ((mask & (1 << e)) !== 0) s.push(e)
+    if (s.length >= min) out.push(s)
+  }
+  return out
+}
+
+const ppl = (nll: number, n: number): number => Math.exp(nll / n)
+/** probabilities below this count as this (a log of 0 would make every perplexity infinite) */
+const MIN_P = 1e-300
+
+/** The pure part: perplexities of every expert and every ensemble variant on the collected positions. */
+export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalResult {
+  const K = c.experts.length
+  const N = c.targets.length
+  if (N === 0) throw new RangeError('no positions to score')
+  const rules = opts.rules ?? DEFAULT_RULES
+  const weightings = opts.weighting ?? DEFAULT_WEIGHTINGS
+  const tails = opts.tails ?? DEFAULT_TAILS
+  const beta = opts.beta ?? DEFAULT_PERPLEXITY_BETA
+  const n0 = opts.priorTokens ?? DEFAULT_PERPLEXITY_PRIOR_TOKENS
+  const V = 128256
+  const needsPrior = tails.some(t => t !== 'uniform')
+  const prior = needsPrior ? (opts.prior ?? defaultTailPrior(V)) : undefined
+  const dist = (e: number, i: number): WeightedDist => ({ dist: c.frames[e][i], weight: 1 })
+
+  // per expert: frame perplexity per tail, exact perplexity
+  const experts: Record<string, ExpertQuality> = {}
+  const exactNll = new Float64Array(K)
+  const missing = new Array<number>(K).fill(0)
+  /** exact logprob of the true token, or (missing) the frame's uniform-tail value: the perplexity weights need one */
+  const exactLp: Float64Array[] = c.experts.map(() => new Float64Array(N))
+  for (let e = 0; e < K; e++) {
+    const byTail: Partial<Record<TailModel, number>> = {}
+    let listed = 0
+    for (const tail of new Set<TailModel>(['uniform', ...tails])) {
+      let nll = 0
+      for (let i = 0; i < N; i++) {
+        const agg = aggregate([dist(e, i)], { vocabSize: V, tail, prior })
+        const p = probabilityOf(agg, c.targets[i])
+        nll -= Math.log(Math.max(p, MIN_P))
+        if (tail === 'uniform') {
+          const f = c.frames[e][i]
+          if (f.ids.includes(c.targets[i])) listed++
+          const lp = f.targetLogprob
+          if (lp === undefined) { missing[e]++; exactLp[e][i] = Math.log(Math.max(p, MIN_P)) } else { exactLp[e][i] = lp; exactNll[e] -= lp }
+        }
+      }
+      byTail[tail] = ppl(nll, N)
+    }
+    experts[c.experts[e].id] = {
+      model: c.experts[e].model,
+      perplexity: byTail.uniform as number,
+      exactPerplexity: missing[e] === 0 ? ppl(exactNll[e], N) : null,
+      perplexityByTail: byTail,
+      listedRate: listed / N,
+      missingExact: missing[e]
+    }
+  }
+
+  // weights
+  const fixedGiven = opts.fixedWeights != null
+  const fixedOf = (e: number): number => {
+    if (opts.fixedWeights != null) return opts.fixedWeights[c.experts[e].id] ?? opts.fixedWeights[c.experts[e].model] ?? 1
+    let nll = 0
+    for (let i = 0; i < N; i++) nll -= exactLp[e][i]
+    return Math.exp(-beta * nll / N) // hindsight: over every position
+  }
+  const fixed = c.experts.map((_, e) => fixedOf(e))
+  // perplexity weighting: the window's prompt score (if any) + the exact logprobs of the
+  // window's earlier positions: [expert][position] → (Σ logprob, count) before position i
+  const prefixLp: Float64Array[] = c.experts.map(() => new Float64Array(N))
+  const prefixN: Float64Array[] = c.experts.map(() => new Float64Array(N))
+  for (let e = 0; e < K; e++) {
+    let w = -1
+    let sum = 0
+    let n = 0
+    for (let i = 0; i < N; i++) {
+      if (c.windowOf[i] !== w) {
+        w = c.windowOf[i]
+        const ps = c.promptScores?.[e]?.[w]
+        sum = ps?.logprob ?? 0
+        n = ps?.count ?? 0
+      }
+      prefixLp[e][i] = sum
+      prefixN[e][i] = n
+      sum += exactLp[e][i]
+      n++
+    }
+  }
+
+  const subsets = opts.subsets === true ? subsetsOf(K, 2) : [c.experts.map((_, e) => e)]
+  const variants: Variant[] = []
+  for (const sub of subsets) {
+    for (const rule of rules) {
+      for (const weighting of weightings) {
+        for (const tail of tails) {
+          let nll = 0
+          for (let i = 0; i < N; i++) {
+            let ws: number[]
+            if (weighting === 'uniform') ws = sub.map(() => 1)
+            else if (weighting === 'fixed') ws = sub.map(e => fixed[e])
+            else ws = perplexityWeights(sub.map(e => ({ logprob: prefixLp[e][i], count: prefixN[e][i] })), { beta, priorTokens: n0 })
+            const agg = aggregate(sub.map((e, j) => ({ dist: c.frames[e][i], weight: ws[j] })), { rule, vocabSize: V, tail, prior, trim: opts.trim })
+            nll -= Math.log(Math.max(probabilityOf(agg, c.targets[i]), MIN_P))
+          }
+          variants.push({ experts: sub.map(e => c.experts[e].id), models: sub.map(e => c.experts[e].model), rule, weighting, tail, perplexity: ppl(nll, N) })
+        }
+      }
+    }
+  }
+  const full = variants.filter(v => v.experts.length === K)
+  const ensemble = full.reduce((a, b) => (b.perplexity < a.perplexity ? b : a), full[0])
+  const totalBytes = c.bytes.reduce((a, b) => a + b, 0)
+  return {
+    positions: N,
+    windows: c.windows,
+    documents: c.documents,
+    ensemble,
+    variants,
+    experts,
+    bytesPerExpertToken: totalBytes / (N * K),
+    weightingParams: { beta, priorTokens: n0, fixed: fixedGiven ? 'given' : 'hindsight' }
+  }
+}
+
+/**
+ * Teacher-forced evaluation of the mesh on held-out text: collects every expert's frame at
+ * every position through the protocol, then scores experts and ensemble variants on exactly
+ * those positions.
+ */
+export async function evaluateMesh (opts: EvalOptions): Promise<EvalResult> {
+  const t0 = performance.now()
+  const collected = await collectFrames(opts)
+  const result = scoreEvaluation(collected, opts)
+  result.elapsedMs = performance.now() - t0
+  return result
+}
