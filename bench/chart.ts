@@ -35,9 +35,10 @@ export function renderChart (runs: Run[], computeMsPerToken: number, machine: st
     // per-token time of the same K without latency (falls back to the K=1 figure)
     const rtt = runs.find(r => r.latencyMs === lat)?.pingRttMs ?? 2 * lat
     const ceil = ks.map(k => ({ k, v: 1000 / (rtt + ceilingComputeMs(runs, k, computeMsPerToken)) }))
-    parts.push(`<polyline fill="none" stroke="${c}" stroke-dasharray="8 4" opacity="0.6" points="${ceil.map(p => `${x(p.k)},${yLog(p.v)}`).join(' ')}"/>`)
+    // (at 0 ms added latency the measured compute already contains the loopback round trip)
+    if (lat > 0) parts.push(`<polyline fill="none" stroke="${c}" stroke-dasharray="8 4" opacity="0.6" points="${ceil.map(p => `${x(p.k)},${yLog(p.v)}`).join(' ')}"/>`)
     parts.push(`<text x="${W - R + 10}" y="${T + 20 + i * 36}" fill="${c}">${lat} ms one way</text>`)
-    parts.push(`<text x="${W - R + 10}" y="${T + 34 + i * 36}" fill="${c}" font-size="10">ceiling 1/(RTT+compute) ${ceil[0].v.toFixed(1)}–${ceil[ceil.length - 1].v.toFixed(1)}</text>`)
+    if (lat > 0) parts.push(`<text x="${W - R + 10}" y="${T + 34 + i * 36}" fill="${c}" font-size="10">ceiling 1/(RTT+compute) ${ceil[0].v.toFixed(1)}–${ceil[ceil.length - 1].v.toFixed(1)}</text>`)
   })
   parts.push(`<text x="${W - R + 10}" y="${H - B - 30}" font-size="10">solid: token by token</text>`)
   parts.push(`<text x="${W - R + 10}" y="${H - B - 16}" font-size="10">dotted: speculative (T=0) · dashed: ceiling</text>`)
