@@ -11,18 +11,8 @@ import { ModelHost, type ModelSession } from '../../src/expert/model-host.js'
 import { resolveModel } from '../../src/expert/resolve.js'
 import { nativeAddonPath, nativeDisabled, nativeInfo, nativeStatus } from '../../src/expert/native.js'
 import type { Frame } from '../../src/wire/types.js'
+import { openFallbackSession } from '../helpers/fallback.js'
 
-/** opens a session on the fallback path (the env switch is read when a session is opened) */
-function openFallbackSession (host: ModelHost): ModelSession {
-  const before = process.env.MESHLLM_NATIVE
-  process.env.MESHLLM_NATIVE = '0'
-  try {
-    return host.openSession()
-  } finally {
-    if (before == null) delete process.env.MESHLLM_NATIVE
-    else process.env.MESHLLM_NATIVE = before
-  }
-}
 
 function argmax (f: Frame): number {
   let best = 0

@@ -8,17 +8,8 @@ import { createRequire } from 'node:module'
 import { ModelHost, type ModelSession } from '../../src/expert/model-host.js'
 import { resolveModel } from '../../src/expert/resolve.js'
 import { nativeAddonPath, nativeDisabled } from '../../src/expert/native.js'
+import { openFallbackSession } from '../helpers/fallback.js'
 
-function openFallbackSession (host: ModelHost): ModelSession {
-  const before = process.env.MESHLLM_NATIVE
-  process.env.MESHLLM_NATIVE = '0'
-  try {
-    return host.openSession()
-  } finally {
-    if (before == null) delete process.env.MESHLLM_NATIVE
-    else process.env.MESHLLM_NATIVE = before
-  }
-}
 
 describe('teacher forcing (meshtest-c, real model)', function () {
   this.timeout(120_000)
