@@ -72,8 +72,9 @@ export class InferService implements Startable {
 
   async start (): Promise<void> {
     await this.components.registrar.handle(this.protocol, this.handle, {
-      // a few streams beyond the session limit so refusals are answered with BUSY
-      maxInboundStreams: this.host.maxSessions * 2 + 8,
+      // well beyond the session limit so a burst of refusals is answered with BUSY (a
+      // refused stream is answered and closed at once) instead of being reset by libp2p
+      maxInboundStreams: Math.max(64, this.host.maxSessions * 2 + 8),
       // a routing component in the same node opens outbound infer streams
       maxOutboundStreams: 256
     })

@@ -24,7 +24,19 @@ export class ExpertSession {
   private constructor (readonly peerId: PeerId, private readonly stream: Stream, private readonly lp: LengthPrefixedStream<Stream>) {}
 
   static async connect (node: MeshNode, peerId: PeerId, signal: AbortSignal): Promise<ExpertSession> {
-    const stream = await node.dialProtocol(peerId, INFER_PROTOCOL, { signal })
+    let stream: Stream
+    try {
+      stream = await node.dialProtocol(peerId, INFER_PROTOCOL, { signal })
+    } catch (err) {
+      if (signal.aborted) throw err
+      // the expert may have restarted on new addresses (same peer id, e.g. a persistent
+      // --data-dir): the known ones are stale, so ask the DHT (not the local cache) once, with
+      // a short bound, and retry on the addresses it returns
+      const info = await node.peerRouting.findPeer(peerId, { signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]), useCache: false }).catch(() => undefined)
+      if (info == null || info.multiaddrs.length === 0) throw err
+      await node.peerStore.merge(peerId, { multiaddrs: info.multiaddrs }).catch(() => {})
+      stream = await node.dialProtocol(info.multiaddrs, INFER_PROTOCOL, { signal })
+    }
     return new ExpertSession(peerId, stream, lpStream(stream, { maxDataLength: MAX_RESPONSE_BYTES }))
   }
 

@@ -123,6 +123,12 @@ export class RemoteGenerateError extends Error {
   constructor (readonly remoteName: string, message: string) { super(message) }
 }
 
+/** `--via`: the routing peer went away (stream reset or closed) before Done or Error. */
+export class RoutingPeerClosedError extends Error {
+  static override name = 'RoutingPeerClosedError'
+  override name = 'RoutingPeerClosedError'
+}
+
 /** Client side: asks the peer at `via` to route a generation; streams tokens to onToken. */
 export async function generateVia (node: MeshNode, via: Multiaddr, prompt: string, opts: GenerateOptions & { timeoutMs?: number }): Promise<GenerateResult> {
   const started = performance.now()
@@ -144,7 +150,14 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
     }, GenerateRequest, { signal })
     let index = 0
     while (true) {
-      const ev = await pb.read(GenerateEvent, { signal })
+      let ev: GenerateEvent
+      try {
+        ev = await pb.read(GenerateEvent, { signal })
+      } catch (err: any) {
+        if (signal.aborted) throw err
+        // the routing peer died, restarted or dropped the connection mid-generation
+        throw new RoutingPeerClosedError(`the routing peer closed the stream before the generation ended (${index} token(s) received): ${err.message ?? err}`)
+      }
       if (ev.token != null) {
         opts.onToken?.({ token: ev.token.id, text: ev.token.text, experts: ev.token.experts, index: index++ })
       } else if (ev.done != null) {

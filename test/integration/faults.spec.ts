@@ -1,0 +1,278 @@
+/**
+ * Faults and bad input on loopback TCP, with real expert processes: a stopped expert
+ * (SIGSTOP), an expert restarted between generations, a dropped connection, a routing peer
+ * killed under `--via`, load (BUSY refusals, many concurrent generations) and slot leaks.
+ * Every test is bounded: a hang fails the test instead of stalling the suite.
+ */
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
+import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
+import { Router, type GenerateResult } from '../../src/router/router.js'
+import { RouterTokenizer } from '../../src/router/tokenizer.js'
+import { ExpertSession } from '../../src/router/expert-client.js'
+import { waitFor } from '../helpers/wait.js'
+
+const BIN = fileURLToPath(new URL('../../../bin/meshllm.js', import.meta.url))
+const PROMPT = Uint32Array.from([128000, 791, 10206])
+/** errors a generation may end with under faults: named, never a bare hang */
+const NAMED = new Set(['NoExpertsError', 'ExpertError', 'HaltedError', 'ContextOverflowError'])
+
+function peerOf (addr: string): string {
+  return addr.split('/p2p/')[1]
+}
+
+function alive (e: SpawnedExpert): boolean {
+  return e.child.exitCode == null && e.child.signalCode == null
+}
+
+/** rejects after ms, naming what hung */
+async function bounded<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([p, new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what} hung for ${ms} ms`)), ms) })])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function isBusy (err: any): boolean {
+  return err?.name === 'ExpertError' && /BUSY/.test(String(err.message))
+}
+
+describe('faults and bad input (expert processes on loopback)', function () {
+  this.timeout(60_000)
+  let a: SpawnedExpert, b: SpawnedExpert, c: SpawnedExpert
+  /** --max-sessions 2: BUSY and leak checks */
+  let small: SpawnedExpert
+  /** restarted with the same --data-dir */
+  let restartable: SpawnedExpert
+  let restartDir: string
+  let node: MeshNode
+  let tokenizer: RouterTokenizer
+  const all: SpawnedExpert[] = []
+
+  const newRouter = (): Router => new Router(node, tokenizer, { requestTimeoutMs: 8_000 })
+  const abc = (): string[] => [a, b, c].map(e => peerOf(e.addr))
+
+  before(async function () {
+    this.timeout(120_000)
+    a = await spawnExpert('meshtest-c', ['--max-sessions', '8'])
+    restartDir = await mkdtemp(join(tmpdir(), 'meshllm-restart-'))
+    ;[b, c, small, restartable] = await Promise.all([
+      spawnExpert('meshtest-c', ['--bootstrap', a.addr, '--max-sessions', '8']),
+      spawnExpert('meshtest-b', ['--bootstrap', a.addr, '--max-sessions', '8']),
+      spawnExpert('meshtest-c', ['--bootstrap', a.addr, '--max-sessions', '2']),
+      spawnExpert('meshtest-c', ['--bootstrap', a.addr, '--data-dir', restartDir])
+    ])
+    all.push(a, b, c, small, restartable)
+    node = await createMeshNode({ listen: [], dhtServer: false })
+    await node.start()
+    await connectBootstrap(node, [a.addr])
+    tokenizer = await RouterTokenizer.load('meshtest-c')
+    const r = newRouter()
+    await waitFor(async () => (await r.experts(true)).compatible.length >= all.length, 30_000, 'the DHT to list every expert')
+  })
+
+  after(async function () {
+    this.timeout(30_000)
+    for (const e of all) if (alive(e)) e.child.kill('SIGCONT')
+    await tokenizer?.close()
+    await node?.stop()
+    await Promise.all(all.map(stopExpert))
+  })
+
+  it('an expert stopped (SIGSTOP) mid-generation: the generation completes, nothing crashes', async () => {
+    const router = newRouter()
+    const victim = b
+    const victimId = peerOf(victim.addr)
+    let stoppedAt = -1
+    let resume: NodeJS.Timeout | undefined
+    try {
+      const r = await bounded(router.generate('The kernel', {
+        k: 2,
+        maxTokens: 32,
+        seed: 5,
+        ignoreEos: true,
+        policy: 'random',
+        experts: abc(),
+        onToken: (t) => {
+          if (stoppedAt < 0 && t.index >= 2 && t.experts.includes(victimId)) {
+            stoppedAt = t.index
+            victim.child.kill('SIGSTOP')
+            resume = setTimeout(() => victim.child.kill('SIGCONT'), 4_000)
+          }
+        }
+      }), 45_000, 'generation with a stopped expert')
+      assert.ok(stoppedAt >= 0, 'the victim served a step and was stopped')
+      assert.equal(r.tokens, 32)
+      assert.ok(r.steps.every(s => s.experts.length >= 1))
+    } finally {
+      clearTimeout(resume)
+      victim.child.kill('SIGCONT')
+    }
+    assert.ok(all.every(alive), 'no expert process died')
+    // the resumed expert serves again
+    const again = await bounded(newRouter().generate('git', { k: 1, maxTokens: 4, ignoreEos: true, experts: [victimId] }), 30_000, 'generation on the resumed expert')
+    assert.equal(again.tokens, 4)
+  })
+
+  it('an expert restarted (same --data-dir, same peer id) between two generations: the second succeeds', async () => {
+    const id = peerOf(restartable.addr)
+    const router = newRouter()
+    const first = await bounded(router.generate('The', { k: 1, maxTokens: 6, ignoreEos: true, experts: [id] }), 30_000, 'first generation')
+    assert.equal(first.tokens, 6)
+    await stopExpert(restartable)
+    const again = await spawnExpert('meshtest-c', ['--bootstrap', a.addr, '--data-dir', restartDir])
+    all[all.indexOf(restartable)] = again
+    restartable = again
+    assert.equal(peerOf(again.addr), id, 'the restarted expert keeps its peer id')
+    const second = await bounded(router.generate('The', { k: 1, maxTokens: 6, ignoreEos: true, experts: [id] }), 30_000, 'second generation')
+    assert.equal(second.tokens, 6)
+    assert.deepEqual(second.experts, [id])
+  })
+
+  it('a dropped connection (hangUp on the router side) mid-generation: the generation completes', async () => {
+    const router = newRouter()
+    let droppedAt = -1
+    let victimId = ''
+    let hangUp: Promise<void> | undefined
+    const r = await bounded(router.generate('The kernel', {
+      k: 2,
+      maxTokens: 32,
+      seed: 9,
+      ignoreEos: true,
+      policy: 'random',
+      experts: abc().slice(1), // not the bootstrap peer a: the router keeps its DHT link
+      onToken: (t) => {
+        if (droppedAt < 0 && t.index >= 3) {
+          droppedAt = t.index
+          victimId = t.experts[0]
+          hangUp = node.hangUp(peerIdFromString(victimId))
+        }
+      }
+    }), 45_000, 'generation with a dropped connection')
+    await hangUp
+    assert.ok(droppedAt >= 0)
+    assert.equal(r.tokens, 32)
+    assert.ok(r.steps.every(s => s.experts.length >= 1))
+    assert.ok(all.every(alive), 'no expert process died')
+  })
+
+  it('a routing peer killed (SIGKILL) under --via: the client exits non-zero with one error line, no hang', async () => {
+    const routing = await spawnExpert('meshtest-c', ['--bootstrap', a.addr, '--max-sessions', '4'])
+    try {
+      const client = spawn(process.execPath, [BIN, 'generate', 'The kernel', '--via', routing.addr, '-k', '2', '--max-tokens', '2000', '--seed', '1', '--temperature', '0.9'], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let stdout = ''
+      let stderr = ''
+      let killed = false
+      const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => client.once('exit', (code, signal) => resolve({ code, signal })))
+      client.stderr.on('data', (d) => { stderr += String(d) })
+      client.stdout.on('data', (d) => {
+        stdout += String(d)
+        if (!killed && stdout.length > 0) { killed = true; routing.child.kill('SIGKILL') }
+      })
+      let res
+      try {
+        res = await bounded(exited, 40_000, 'the --via client after its routing peer died')
+      } finally {
+        if (client.exitCode == null && client.signalCode == null) client.kill('SIGKILL')
+      }
+      assert.ok(killed, `the routing peer streamed tokens before it was killed (stderr: ${stderr})`)
+      assert.equal(res.signal, null)
+      assert.notEqual(res.code, 0, `client exit code (stderr: ${stderr})`)
+      const lines = stderr.trim().split('\n').filter(l => !l.startsWith('warning:'))
+      assert.equal(lines.length, 1, `one error line: ${stderr}`)
+      assert.match(lines[0], /^meshllm: the routing peer closed the stream/)
+    } finally {
+      await stopExpert(routing)
+    }
+  })
+
+  it('an expert with --max-sessions 2 refuses the excess of 20 concurrent opens with BUSY, then admits again', async () => {
+    await node.dial(multiaddr(small.addr))
+    const id = peerIdFromString(peerOf(small.addr))
+    const sessions = await Promise.all(Array.from({ length: 20 }, async () => await ExpertSession.connect(node, id, AbortSignal.timeout(10_000))))
+    try {
+      const results = await bounded(Promise.allSettled(sessions.map(async s => await s.open(PROMPT, tokenizer.fingerprint, AbortSignal.timeout(20_000)))), 30_000, '20 concurrent opens')
+      const ok = sessions.filter((_s, i) => results[i].status === 'fulfilled')
+      const refused = results.filter(r => r.status === 'rejected')
+      for (const r of refused) assert.ok(isBusy((r as PromiseRejectedResult).reason), `refused with BUSY, got ${(r as PromiseRejectedResult).reason?.name}: ${(r as PromiseRejectedResult).reason?.message}`)
+      assert.equal(ok.length, 2, 'exactly --max-sessions admitted')
+      assert.equal(refused.length, 18)
+      // the admitted ones work
+      for (const s of ok) {
+        const f = await s.step(Uint32Array.from([279]), AbortSignal.timeout(10_000))
+        assert.equal(f.position, PROMPT.length + 1)
+      }
+    } finally {
+      await Promise.all(sessions.map(async s => await s.close()))
+    }
+    // and new sessions are admitted again
+    const fresh = await openConcurrently(node, id, 2, tokenizer.fingerprint)
+    assert.equal(fresh.length, 2)
+    await Promise.all(fresh.map(async s => await s.close()))
+  })
+
+  it('20 concurrent generations over 3 experts all complete or fail with a named error', async () => {
+    const router = newRouter()
+    const results = await bounded(Promise.allSettled(Array.from({ length: 20 }, async (_x, i) =>
+      await router.generate('The kernel', { k: 2, maxTokens: 8, seed: i, ignoreEos: true, experts: abc() }))), 50_000, '20 concurrent generations')
+    let done = 0
+    for (const r of results) {
+      if (r.status === 'fulfilled') {
+        assert.equal((r.value as GenerateResult).tokens, 8)
+        done++
+      } else {
+        const e = r.reason
+        assert.ok(NAMED.has(e?.name) && String(e.message).length > 0, `a clear named error, got ${e?.name}: ${e?.message}`)
+      }
+    }
+    assert.ok(done >= 1, 'at least one generation completed')
+    assert.ok(all.every(alive), 'no expert process died')
+  })
+
+  it('300 short sessions leak no slot: the expert still admits --max-sessions sessions', async () => {
+    await node.dial(multiaddr(small.addr))
+    const id = peerIdFromString(peerOf(small.addr))
+    for (let i = 0; i < 300; i++) {
+      // one session at a time: with 2 slots, BUSY here means slots are leaking
+      const [s] = await openConcurrently(node, id, 1, tokenizer.fingerprint)
+      await s.step(Uint32Array.from([279 + (i % 50)]), AbortSignal.timeout(10_000))
+      if (i % 3 === 2) s.abort(new Error('router gone')) // some end with a reset, not a close
+      else await s.close()
+    }
+    const sessions = await openConcurrently(node, id, 2, tokenizer.fingerprint)
+    assert.equal(sessions.length, 2, 'both slots are free again')
+    // and the limit still holds
+    const extra = await ExpertSession.connect(node, id, AbortSignal.timeout(10_000))
+    await assert.rejects(extra.open(PROMPT, tokenizer.fingerprint, AbortSignal.timeout(10_000)), isBusy)
+    await extra.close()
+    await Promise.all(sessions.map(async s => await s.close()))
+    assert.ok(alive(small))
+  })
+})
+
+/**
+ * Opens n sessions at once; a slot freed by a just-closed stream may take a moment to be
+ * released, so BUSY is retried for a few seconds (a leaked slot stays BUSY and fails).
+ */
+async function openConcurrently (node: MeshNode, id: ReturnType<typeof peerIdFromString>, n: number, fingerprint: Uint8Array): Promise<ExpertSession[]> {
+  const deadline = Date.now() + 5_000
+  while (true) {
+    const sessions = await Promise.all(Array.from({ length: n }, async () => await ExpertSession.connect(node, id, AbortSignal.timeout(10_000))))
+    const res = await Promise.allSettled(sessions.map(async s => await s.open(PROMPT, fingerprint, AbortSignal.timeout(10_000))))
+    if (res.every(r => r.status === 'fulfilled')) return sessions
+    const other = res.find(r => r.status === 'rejected' && !isBusy(r.reason))
+    await Promise.all(sessions.map(async s => await s.close()))
+    if (other != null) throw (other as PromiseRejectedResult).reason
+    if (Date.now() > deadline) throw new Error(`only ${res.filter(r => r.status === 'fulfilled').length} of ${n} sessions admitted: a slot leaked`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
