@@ -41,7 +41,7 @@ export class UsageError extends Error {
 const USAGE = `usage:
   meshllm join --model <path|uri|meshtest-a|b|c> [--listen <multiaddr>] [--announce <multiaddr>]… [--bootstrap <multiaddr>]… [--data-dir <dir>] [--threads <n>] [--max-sessions <n>]
                [--governance <file>] [--grpc <host:port>] [--http <host:port>] [--api-token <token>]
-  meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product] [--json]
+  meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product|median|trimmed] [--json]
   meshllm generate "<prompt>" --via <multiaddr> [same options]
       [--speculative [--drafter ngram|<model>]]   lossless speculative decoding (default drafter: meshtest-a)
   meshllm status --bootstrap <multiaddr>… [--json]
@@ -230,7 +230,7 @@ async function generate (args: string[]): Promise<void> {
   const bootstrap: string[] = values.bootstrap ?? []
   if (bootstrap.length === 0 && values.via == null) throw new UsageError('generate needs --bootstrap <multiaddr> or --via <multiaddr>')
   const rule = values.rule ?? 'mixture'
-  if (rule !== 'mixture' && rule !== 'product') throw new UsageError(`--rule must be mixture or product, got "${rule}"`)
+  if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) throw new UsageError(`--rule must be mixture, product, median or trimmed, got "${rule}"`)
   const seed = int(values.seed, 'seed', 0)
   const opts = {
     k: int(values.k, 'k', 1) ?? 3,
@@ -240,7 +240,7 @@ async function generate (args: string[]): Promise<void> {
     topP: num(values['top-p'], 'top-p', 0, 1) ?? 0.95,
     seed,
     stop: values.stop,
-    rule: rule as 'mixture' | 'product',
+    rule: rule as 'mixture' | 'product' | 'median' | 'trimmed',
     speculative: values.speculative === true,
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
   }

@@ -89,7 +89,7 @@ export function generateService (init: GenerateServiceInit): (c: GenerateService
 
 function requestToOptions (req: GenerateRequest, maxTokensLimit = 2048): GenerateOptions {
   const rule = req.rule === '' ? 'mixture' : req.rule
-  if (rule !== 'mixture' && rule !== 'product') throw new RangeError(`unknown aggregation rule "${req.rule}"`)
+  if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) throw new RangeError(`unknown aggregation rule "${req.rule}"`)
   return {
     k: req.k > 0 ? req.k : undefined,
     maxTokens: Math.min(req.maxTokens > 0 ? req.maxTokens : 64, maxTokensLimit),

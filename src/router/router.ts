@@ -22,6 +22,7 @@ import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpert
 import { discoverExperts } from './discovery.js'
 import { ExpertSession } from './expert-client.js'
 import { HealthTable } from './health.js'
+import { invalidFrame, ReputationTable, screenOutliers, type ReputationOptions } from './reputation.js'
 import type { RouterTokenizer } from './tokenizer.js'
 import { selectExperts, type SelectionPolicy } from './selection.js'
 
@@ -36,6 +37,13 @@ export interface GenerateOptions {
   seed?: number
   stop?: string[]
   rule?: AggregationRule
+  /**
+   * Byzantine robustness (docs/quality.md "Byzantine experts"): compare every expert's frame
+   * with the aggregate, scale its aggregation weight by its reputation and let persistent
+   * outliers be banned. Default: on for the robust rules ('median', 'trimmed'), off otherwise.
+   * Bans are router-wide: a banned expert is never selected, whatever this option says.
+   */
+  reputation?: boolean
   /**
    * per-prompt expert weights (docs/quality.md): 'perplexity' asks every expert to score the
    * prompt when its session opens (Open.score_prompt) and weighs it by
@@ -128,6 +136,8 @@ export interface RouterOptions {
   haltReason?: () => string | undefined
   /** drafter for speculative decoding (GenerateOptions.speculative) */
   drafter?: Drafter
+  /** reputation and ban parameters (src/router/reputation.ts) */
+  reputation?: ReputationOptions
 }
 
 /**
@@ -154,6 +164,8 @@ interface Candidate {
 
 export class Router {
   readonly health = new HealthTable()
+  /** per-expert reputation and bans (docs/quality.md "Byzantine experts") */
+  readonly reputation: ReputationTable
   private readonly log: Logger
   private known: ExpertRecord[] = []
   private knownAt = 0
@@ -165,6 +177,12 @@ export class Router {
 
   constructor (readonly node: MeshNode, readonly tokenizer: RouterTokenizer, private readonly opts: RouterOptions = {}) {
     this.log = defaultLogger().forComponent('meshllm:router')
+    this.reputation = new ReputationTable(opts.reputation)
+  }
+
+  /** selectable: circuit closed or half-open, and not banned */
+  private available (id: string): boolean {
+    return this.health.available(id) && !this.reputation.banned(id)
   }
 
   /** experts currently known (compatible), refreshed from the DHT when stale */
@@ -203,6 +221,9 @@ export class Router {
     this.live.add(ctrl)
     const signal = opts.signal != null ? AbortSignal.any([opts.signal, ctrl.signal]) : ctrl.signal
     const k = Math.max(1, opts.k ?? 3)
+    const rule: AggregationRule = opts.rule ?? 'mixture'
+    if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) throw new RangeError(`unknown aggregation rule "${String(rule)}"`)
+    const byReputation = opts.reputation ?? (rule === 'median' || rule === 'trimmed')
     const maxTokens = opts.maxTokens ?? 64
     const rng: Rng = createRng(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
     const warnings: string[] = []
@@ -246,7 +267,15 @@ export class Router {
       }
       const aggregateFrames = (frames: Array<{ id: string, frame: Frame }>): Aggregated => {
         const pw = promptWeights(frames.map(f => f.id))
-        return aggregate(frames.map((f, j) => ({ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] })), { rule: opts.rule ?? 'mixture', vocabSize: this.tokenizer.vocabSize, tail: opts.tail })
+        const rw = frames.map(f => byReputation ? this.reputation.weight(f.id) : 1)
+        const run = (keep: (j: number) => boolean): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule, vocabSize: this.tokenizer.vocabSize, tail: opts.tail })
+        const out = byReputation ? screenOutliers(frames.map(f => f.frame), this.tokenizer.vocabSize) : []
+        const agg = run(j => !out.includes(j))
+        if (byReputation) {
+          // gross outliers of this step (K ≥ 3) were screened out; every frame is observed
+          this.reputation.observe(frames, agg, this.tokenizer.vocabSize)
+        }
+        return agg
       }
       /** appends a sampled token and streams it; true when the generation must end */
       const emit = (token: number, experts: string[]): boolean => {
@@ -372,7 +401,7 @@ export class Router {
       this.checkHalt()
       signal.throwIfAborted()
       // adaptive draft length: maximise expected tokens per unit time
-      const pool = candidates.filter(c => c.failed !== true && this.health.available(c.id))
+      const pool = candidates.filter(c => c.failed !== true && this.available(c.id))
       if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
       const rtt = Math.min(...pool.map(c => this.health.get(c.id, priorLatency(c.record)).latencyMs))
       const room = Math.min(budget - emittedCount - 1, maxContext - 2 - context.length, 16)
@@ -396,7 +425,11 @@ export class Router {
         try {
           c.session ??= await ExpertSession.connect(this.node, c.record.peerId, reqSignal)
           const frames = await c.session.speculate(ctx, dr, this.tokenizer.fingerprint, reqSignal, { scorePrompt: scorePrompt === true })
-          frames.forEach((f, i) => { if (f.position !== ctx.length + i) throw new Error(`frame for position ${f.position}, expected ${ctx.length + i}`) })
+          frames.forEach((f, i) => {
+            if (f.position !== ctx.length + i) throw new Error(`frame for position ${f.position}, expected ${ctx.length + i}`)
+            const bad = invalidFrame(f, this.tokenizer.vocabSize)
+            if (bad != null) throw new InvalidFrameError(`invalid frame: ${bad}`)
+          })
           this.health.success(c.id, performance.now() - s0)
           if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - s0, ok: true })
           return { id: c.id, frames }
@@ -405,6 +438,7 @@ export class Router {
           if (signal.aborted) throw signal.reason
           this.log('expert %s failed: %s', c.id, err.message)
           this.health.failure(c.id, String(err.message ?? err))
+          if (err instanceof InvalidFrameError) this.reputation.penalize(c.id)
           if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - s0, ok: false, error: String(err.message ?? err) })
           c.failed = true
           c.session?.abort(err)
@@ -449,14 +483,18 @@ export class Router {
     return stats
   }
 
-  /** per-step deadline: a multiple of the slowest chosen expert's latency EWMA */
+  /**
+   * per-step deadline: a multiple of the chosen experts' lower-median latency EWMA (the
+   * slower half, a stalling expert included, cannot hold the step: it is hedged and dropped)
+   */
   private deadlineFor (chosen: Candidate[]): number {
-    const lat = Math.max(...chosen.map(c => this.health.get(c.id, priorLatency(c.record)).latencyMs))
+    const lats = chosen.map(c => this.health.get(c.id, priorLatency(c.record)).latencyMs).sort((a, b) => a - b)
+    const lat = lats[(lats.length - 1) >> 1]
     return Math.max(this.opts.minStepDeadlineMs ?? 1_500, 4 * lat + 100)
   }
 
   private async step (candidates: Candidate[], context: number[], want: number, signal: AbortSignal, scorePrompt = false): Promise<{ frames: Array<{ id: string, frame: Frame }>, trace: StepTrace }> {
-    const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && this.health.available(c.id))
+    const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && this.available(c.id))
     let pool = usable()
     if (pool.length === 0) {
       // every usable expert is busy with a late request: wait for one to settle
@@ -465,7 +503,7 @@ export class Router {
       pool = usable()
       if (pool.length === 0) {
         // half-open circuits: give the least recently failed experts another try
-        pool = candidates.filter(c => c.failed !== true && c.pending == null)
+        pool = candidates.filter(c => c.failed !== true && c.pending == null && !this.reputation.banned(c.id))
       }
       if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
     }
@@ -500,11 +538,17 @@ export class Router {
         const t0 = performance.now()
         const reqSignal = AbortSignal.any([signal, AbortSignal.timeout(hardTimeout)])
         const run = (async (): Promise<Frame> => {
+          let frame: Frame
           if (c.session == null) {
             c.session = await ExpertSession.connect(this.node, c.record.peerId, reqSignal)
-            return await c.session.open(contextNow, this.tokenizer.fingerprint, reqSignal, { scorePrompt })
+            frame = await c.session.open(contextNow, this.tokenizer.fingerprint, reqSignal, { scorePrompt })
+          } else {
+            frame = await c.session.step(contextNow.subarray(c.session.synced), reqSignal)
           }
-          return await c.session.step(contextNow.subarray(c.session.synced), reqSignal)
+          if (frame.position !== contextNow.length) throw new Error(`frame for position ${frame.position}, expected ${contextNow.length}`)
+          const bad = invalidFrame(frame, this.tokenizer.vocabSize)
+          if (bad != null) throw new InvalidFrameError(`invalid frame: ${bad}`)
+          return frame
         })()
         c.pending = run.then(() => {}, () => {})
         run.then(frame => {
@@ -513,7 +557,6 @@ export class Router {
           const ms = performance.now() - t0
           this.health.success(c.id, ms)
           if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms, ok: true })
-          if (frame.position !== contextNow.length) throw new Error(`frame for position ${frame.position}, expected ${contextNow.length}`)
           if (!settled && frames.length < need) {
             frames.push({ id: c.id, frame })
             trace.experts.push(c.id)
@@ -526,6 +569,7 @@ export class Router {
           if (signal.aborted) { if (!settled) { settled = true; clearTimeout(deadlineTimer); clearTimeout(hedgeTimer); reject(signal.reason) } return }
           this.log('expert %s failed: %s', c.id, err.message)
           this.health.failure(c.id, String(err.message ?? err))
+          if (err instanceof InvalidFrameError) this.reputation.penalize(c.id)
           if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - t0, ok: false, error: String(err.message ?? err) })
           c.failed = true
           c.session?.abort(err)
@@ -548,6 +592,11 @@ export class Router {
       for (const c of chosen) launch(c)
     })
   }
+}
+
+/** a frame that decoded but fails invalidFrame(): a failure of the expert that sent it */
+class InvalidFrameError extends Error {
+  override name = 'InvalidFrameError'
 }
 
 function sessionTraffic (candidates: Candidate[]): Array<{ expert: string, bytes: number, frames: number }> {

@@ -6,6 +6,9 @@
  * 1 / (1 + recent consecutive failures) and capacity = free slots share (≥ 0.25). Randomness
  * spreads load; measured latency dominates advertised claims once samples exist.
  * 'fastest': the K lowest-latency experts. 'random': uniform.
+ * An advertised speed (record.tokensPerSecond) is only the latency prior before the first
+ * measurement: an expert claiming 10× capacity gets no more steps than its measured latency
+ * earns. The router never offers banned experts (src/router/reputation.ts) to selection.
  */
 import type { ExpertRecord } from '../wire/record.js'
 import type { ExpertHealth } from './health.js'

@@ -1,0 +1,149 @@
+/**
+ * Byzantine experts (docs/quality.md "Byzantine experts") on loopback TCP: two honest expert
+ * processes (meshtest-a, meshtest-b) and one in-process liar (test/helpers/liar-expert.ts).
+ * Deterministic: temperature 0, fixed seeds; nothing asserts on timing.
+ */
+import assert from 'node:assert/strict'
+import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
+import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
+import { Router, type GenerateOptions } from '../../src/router/router.js'
+import { RouterTokenizer } from '../../src/router/tokenizer.js'
+import type { Aggregated } from '../../src/aggregate/types.js'
+import { startLiar, type LiarExpert, type LiarMode, type LiarOptions } from '../helpers/liar-expert.js'
+import { waitFor } from '../helpers/wait.js'
+
+const PROMPT = 'The kernel'
+const POSITIONS = 100
+
+function peerOf (addr: string): string {
+  return addr.split('/p2p/')[1]
+}
+
+describe('Byzantine experts (2 honest processes + 1 in-process liar)', function () {
+  this.timeout(90_000)
+  let a: SpawnedExpert, b: SpawnedExpert
+  let node: MeshNode
+  let tokenizer: RouterTokenizer
+  const liars: LiarExpert[] = []
+  const honest = (): string[] => [peerOf(a.addr), peerOf(b.addr)]
+
+  before(async function () {
+    this.timeout(120_000)
+    a = await spawnExpert('meshtest-a', ['--max-sessions', '8'])
+    b = await spawnExpert('meshtest-b', ['--bootstrap', a.addr, '--max-sessions', '8'])
+    node = await createMeshNode({ listen: [], dhtServer: false })
+    await node.start()
+    await connectBootstrap(node, [a.addr])
+    tokenizer = await RouterTokenizer.load('meshtest-c')
+  })
+
+  after(async function () {
+    this.timeout(30_000)
+    for (const l of liars) await l.stop().catch(() => {})
+    await tokenizer?.close()
+    await node?.stop()
+    await Promise.all([a, b].filter(e => e != null).map(stopExpert))
+  })
+
+  /** a liar on the mesh and a fresh router (fresh reputation) that sees all three */
+  async function withLiar (mode: LiarMode, opts: LiarOptions = {}, routerOpts: ConstructorParameters<typeof Router>[2] = {}): Promise<{ liar: LiarExpert, router: Router }> {
+    const liar = await startLiar(mode, { bootstrap: [a.addr], ...opts })
+    liars.push(liar)
+    const router = new Router(node, tokenizer, { requestTimeoutMs: 10_000, ...routerOpts })
+    await waitFor(async () => {
+      const ids = (await router.experts(true)).compatible.map(r => r.peerId.toString())
+      return [...honest(), liar.id].every(id => ids.includes(id))
+    }, 30_000, 'the DHT to list both honest experts and the liar')
+    return { liar, router }
+  }
+
+  /** per position: the honest ensemble's (a + b under `rule`) argmax on the same prefix (teacher forcing) */
+  async function honestArgmax (tokens: number[], rule: 'mixture' | 'median' | 'trimmed' = 'mixture'): Promise<number[]> {
+    const router = new Router(node, tokenizer, { requestTimeoutMs: 10_000 })
+    const argmax: number[] = []
+    const V = tokenizer.vocabSize
+    const r = await router.generate(PROMPT, {
+      k: 2,
+      experts: honest(),
+      rule,
+      reputation: false,
+      temperature: 0,
+      seed: 1,
+      maxTokens: tokens.length,
+      ignoreEos: true,
+      constrain: (agg: Aggregated, generated: number[]): Aggregated => {
+        // as the generation under test (ignoreEos): the best token that does not end it
+        argmax.push([...agg.ids].find(t => !tokenizer.isEndOfGeneration(t)) ?? agg.ids[0])
+        const forced = tokens[generated.length]
+        return { ids: Uint32Array.of(forced), probs: Float64Array.of(1), restProb: 0, restCount: V - 1 }
+      }
+    })
+    assert.equal(r.tokens, tokens.length)
+    assert.ok(r.steps.every(s => s.experts.length === 2), 'both honest experts served every reference step')
+    return argmax
+  }
+
+  async function robustRun (mode: LiarMode, rule: 'median' | 'trimmed'): Promise<void> {
+    const { liar, router } = await withLiar(mode, { seed: 11 })
+    const tokens: number[] = []
+    const opts: GenerateOptions = { k: 3, rule, temperature: 0, seed: 1, maxTokens: POSITIONS, ignoreEos: true, experts: [...honest(), liar.id], onToken: t => tokens.push(t.token) }
+    const errors: string[] = []
+    router.observers.add({ onExpertRequest: ev => { if (!ev.ok && ev.expert === liar.id) errors.push(ev.error ?? '') } })
+    const r = await router.generate(PROMPT, opts)
+    if (errors.length > 0) console.log('      liar errors:', errors.slice(0, 3))
+    assert.equal(r.tokens, POSITIONS)
+    // the honest ensemble under the same rule (the liar's influence alone) and under 'mixture'
+    // (the liar's influence plus the rule's own difference: with two experts median and
+    // trimmed mean are the geometric mean, whose argmax sometimes differs from the mixture's)
+    const ref = await honestArgmax(tokens, rule)
+    const refMixture = await honestArgmax(tokens, 'mixture')
+    let agree = 0
+    let agreeMixture = 0
+    for (let i = 0; i < POSITIONS; i++) {
+      if (ref[i] === tokens[i]) agree++
+      if (refMixture[i] === tokens[i]) agreeMixture++
+    }
+    const rep = router.reputation.get(liar.id)
+    const honestRep = honest().map(id => router.reputation.get(id))
+    console.log(`      ${mode}/${rule}: agreement ${agree}/${POSITIONS} with honest a+b ${rule}, ${agreeMixture}/${POSITIONS} with honest a+b mixture; liar banned after ${rep.framesAtFirstBan ?? '-'} frames (D=${rep.disagreement.toFixed(3)}), honest D ${honestRep.map(h => h.disagreement.toFixed(3)).join(', ')}, honest bans ${honestRep.map(h => h.bans).join(', ')}`)
+    assert.ok(agree >= 0.99 * POSITIONS, `top token agrees with the honest ensemble (${rule}) on ${agree}/${POSITIONS} positions`)
+    assert.ok(agreeMixture >= 0.85 * POSITIONS, `top token agrees with the honest mixture on ${agreeMixture}/${POSITIONS} positions`)
+    assert.ok(rep.bans >= 1 && rep.framesAtFirstBan != null && rep.framesAtFirstBan <= 100, `liar banned within 100 frames (after ${rep.framesAtFirstBan})`)
+    assert.ok(honestRep.every(h => h.bans === 0), 'no honest expert banned')
+    // once banned, the liar serves no further step
+    const served = r.steps.filter(s => s.experts.includes(liar.id)).length
+    assert.ok(served <= (rep.framesAtFirstBan ?? 0), `the liar served ${served} steps, banned after ${rep.framesAtFirstBan} frames`)
+    assert.ok(router.reputation.banned(liar.id))
+  }
+
+  it("a liar promoting one token: 'median' with reputation agrees with the honest ensemble on ≥ 99 % of positions, the liar is banned", async () => {
+    await robustRun('promote', 'median')
+  })
+
+  it("a liar sending random frames on every step: 'trimmed' agrees with the honest ensemble, the liar is banned within 100 frames", async () => {
+    await robustRun('random', 'trimmed')
+  })
+
+  it('a stalling expert (slowloris) does not stall generation: it is hedged and dropped, never counted', async () => {
+    const { liar, router } = await withLiar('stall', { stallMs: 4_000 })
+    const r = await router.generate(PROMPT, { k: 2, temperature: 0, seed: 1, maxTokens: 20, ignoreEos: true, policy: 'random', experts: [...honest(), liar.id] })
+    assert.equal(r.tokens, 20)
+    assert.ok(r.steps.every(s => s.experts.length === 2), 'every step got K=2 frames (hedged)')
+    assert.ok(r.steps.every(s => !s.experts.includes(liar.id)), 'the stalled frames never counted')
+    assert.ok(r.steps.some(s => s.dropped.includes(liar.id)), 'the liar was asked and dropped')
+  })
+
+  it('a 10×-capacity claim gets no more than a fair share of steps when measured latency is no better', async () => {
+    const { liar, router } = await withLiar('capacity', { capacityFactor: 10, delayMs: 150 })
+    await waitFor(async () => {
+      const rec = (await router.experts(true)).compatible.find(r => r.peerId.toString() === liar.id)
+      return rec != null && rec.tokensPerSecond >= 5 * liar.expert.tokensPerSecond
+    }, 20_000, 'the record to claim the inflated speed')
+    const n = 45
+    const r = await router.generate(PROMPT, { k: 1, temperature: 0, seed: 1, maxTokens: n, ignoreEos: true, policy: 'weighted', experts: [...honest(), liar.id] })
+    assert.equal(r.tokens, n)
+    const served = r.steps.filter(s => s.experts.includes(liar.id)).length
+    console.log(`      capacity claim: liar served ${served}/${n} steps`)
+    assert.ok(served <= n / 3, `the over-claiming expert served ${served} of ${n} steps (fair share ${n / 3})`)
+  })
+})
