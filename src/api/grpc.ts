@@ -15,7 +15,7 @@ import { statSync } from 'node:fs'
 import { ApiError, GRPC_CODE, invalid, toApiError } from './errors.js'
 import type { MeshApi } from './service.js'
 import type { TaskRecord } from './tasks.js'
-import type { GenerateResult } from '../router/router.js'
+import { resultSummary, type GenerateResult } from '../router/router.js'
 import { tokenMatches } from './auth.js'
 
 export const GRPC_SERVICE = 'meshllm.v1.MeshLLM'
@@ -87,19 +87,7 @@ function taskToProto (t: TaskRecord): Record<string, any> {
 }
 
 export function summaryToProto (r: GenerateResult): Record<string, any> {
-  return {
-    text: r.text,
-    tokens: r.tokens,
-    promptTokens: r.promptTokens,
-    elapsedMs: r.elapsedMs,
-    tokensPerSecond: r.tokensPerSecond,
-    k: r.k,
-    effectiveK: r.effectiveK,
-    experts: r.experts,
-    bytesPerExpertToken: r.bytesPerExpertToken,
-    finishReason: r.finishReason,
-    warnings: r.warnings
-  }
+  return { ...resultSummary(r), tokensPerSecond: r.tokensPerSecond }
 }
 
 export async function startGrpcServer (api: MeshApi, o: GrpcServerOptions): Promise<GrpcApiServer> {

@@ -8,7 +8,7 @@ import type { Registrar } from '@libp2p/interface-internal'
 import { pbStream } from '@libp2p/utils'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { GenerateEvent, GenerateRequest } from './pb/generate.js'
-import type { GenerateOptions, GenerateResult, Router, TokenEvent } from './router.js'
+import { resultSummary, type GenerateOptions, type GenerateResult, type Router, type TokenEvent } from './router.js'
 import type { MeshNode } from '../node/node.js'
 import type { AggregationRule } from '../aggregate/types.js'
 
@@ -103,18 +103,7 @@ function requestToOptions (req: GenerateRequest, maxTokensLimit = 2048): Generat
 }
 
 function resultToDone (r: GenerateResult): GenerateEvent['done'] {
-  return {
-    text: r.text,
-    tokens: r.tokens,
-    promptTokens: r.promptTokens,
-    elapsedMs: r.elapsedMs,
-    k: r.k,
-    effectiveK: r.effectiveK,
-    experts: r.experts,
-    bytesPerExpertToken: r.bytesPerExpertToken,
-    finishReason: r.finishReason,
-    warnings: r.warnings
-  }
+  return resultSummary(r)
 }
 
 export class RemoteGenerateError extends Error {

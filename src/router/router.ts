@@ -114,6 +114,22 @@ export interface GenerateResult {
   speculation?: SpeculationStats
 }
 
+/** the fields of a result that every client interface reports (gRPC summary, --via Done event) */
+export function resultSummary (r: GenerateResult): Pick<GenerateResult, 'text' | 'tokens' | 'promptTokens' | 'elapsedMs' | 'k' | 'effectiveK' | 'experts' | 'bytesPerExpertToken' | 'finishReason' | 'warnings'> {
+  return {
+    text: r.text,
+    tokens: r.tokens,
+    promptTokens: r.promptTokens,
+    elapsedMs: r.elapsedMs,
+    k: r.k,
+    effectiveK: r.effectiveK,
+    experts: r.experts,
+    bytesPerExpertToken: r.bytesPerExpertToken,
+    finishReason: r.finishReason,
+    warnings: r.warnings
+  }
+}
+
 export interface SpeculationStats {
   drafter: string
   /** rounds (one batched request per chosen expert each) */
