@@ -293,6 +293,12 @@ function exitCodeFor (err: any): number {
 
 export async function main (argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
+  // Deadlines here are AbortSignal.timeout()s, whose timers do not keep the event loop
+  // alive: should every socket close while a promise still waits on one of them (a
+  // connection closing during node.stop(), say), Node would exit with code 13 ("unsettled
+  // top-level await") instead of letting the deadline fire. Every command ends in
+  // process.exit, so this timer never delays an exit.
+  setInterval(() => {}, 3_600_000)
   try {
     switch (cmd) {
       case 'join': await join(rest); break

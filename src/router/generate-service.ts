@@ -118,12 +118,52 @@ export class RoutingPeerClosedError extends Error {
   override name = 'RoutingPeerClosedError'
 }
 
-/** Client side: asks the peer at `via` to route a generation; streams tokens to onToken. */
-export async function generateVia (node: MeshNode, via: Multiaddr, prompt: string, opts: GenerateOptions & { timeoutMs?: number }): Promise<GenerateResult> {
+/** `--via`: the routing peer's connection is open but it answers no ping (frozen, overloaded). */
+export class RoutingPeerUnresponsiveError extends Error {
+  static override name = 'RoutingPeerUnresponsiveError'
+  override name = 'RoutingPeerUnresponsiveError'
+}
+
+export interface GenerateViaOptions extends GenerateOptions {
+  /** whole generation (ms, default 300 000) */
+  timeoutMs?: number
+  /** liveness: ping the routing peer this often while waiting (ms, default 2 000) */
+  pingIntervalMs?: number
+  /** …and give up after this long without any ping reply or event (ms, default 10 000) */
+  unresponsiveMs?: number
+}
+
+/**
+ * Client side: asks the peer at `via` to route a generation; streams tokens to onToken.
+ * A routing peer that dies resets the stream (RoutingPeerClosedError); one that freezes
+ * (SIGSTOP, a wedged event loop) keeps its TCP connection open, so the client pings it
+ * while it waits and ends with RoutingPeerUnresponsiveError once neither a ping reply nor
+ * an event arrived for `unresponsiveMs`: a slow but live router is waited for.
+ */
+export async function generateVia (node: MeshNode, via: Multiaddr, prompt: string, opts: GenerateViaOptions): Promise<GenerateResult> {
   const started = performance.now()
-  const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 300_000), ...(opts.signal != null ? [opts.signal] : [])])
-  const stream = await node.dialProtocol(via, GENERATE_PROTOCOL, { signal })
+  const unresponsiveMs = opts.unresponsiveMs ?? 10_000
+  const pingIntervalMs = opts.pingIntervalMs ?? 2_000
+  const liveness = new AbortController()
+  const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 300_000), liveness.signal, ...(opts.signal != null ? [opts.signal] : [])])
+  const connection = await node.dial(via, { signal })
+  const stream = await connection.newStream(GENERATE_PROTOCOL, { signal })
   const pb = pbStream(stream, { maxDataLength: MAX_EVENT })
+  let lastSign = performance.now()
+  const peer = connection.remotePeer
+  let pinging = false
+  const watchdog = setInterval(() => {
+    if (performance.now() - lastSign > unresponsiveMs) {
+      liveness.abort(new RoutingPeerUnresponsiveError(`the routing peer stopped responding: no event and no ping reply for ${Math.round(unresponsiveMs / 1000)} s`))
+      return
+    }
+    if (pinging) return
+    pinging = true
+    const ping = (node.services as any).ping
+    ping.ping(peer, { signal: AbortSignal.any([signal, AbortSignal.timeout(unresponsiveMs)]) })
+      .then(() => { lastSign = performance.now() }, () => {})
+      .finally(() => { pinging = false })
+  }, Math.min(pingIntervalMs, unresponsiveMs / 2))
   try {
     await pb.write({
       prompt,
@@ -142,7 +182,9 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
       let ev: GenerateEvent
       try {
         ev = await pb.read(GenerateEvent, { signal })
+        lastSign = performance.now()
       } catch (err: any) {
+        if (liveness.signal.aborted) throw liveness.signal.reason
         if (signal.aborted) throw err
         // the routing peer died, restarted or dropped the connection mid-generation
         throw new RoutingPeerClosedError(`the routing peer closed the stream before the generation ended (${index} token(s) received): ${err.message ?? err}`)
@@ -177,5 +219,7 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
   } catch (err: any) {
     stream.abort(err)
     throw err
+  } finally {
+    clearInterval(watchdog)
   }
 }

@@ -54,6 +54,7 @@ export interface GenerateOptions {
   perplexityBeta?: number
   /** how each expert's tail mass is spread (aggregate's `tail`, default 'uniform') */
   tail?: TailModel
+  /** how the K experts of each step are chosen (src/router/selection.ts, default 'weighted') */
   policy?: SelectionPolicy
   /** aggregation weight per expert peer id (default 1) */
   weights?: Record<string, number>
@@ -239,6 +240,7 @@ export class Router {
     const k = Math.max(1, opts.k ?? 3)
     const rule: AggregationRule = opts.rule ?? 'mixture'
     if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) throw new RangeError(`unknown aggregation rule "${String(rule)}"`)
+    if (opts.policy != null && !['weighted', 'fastest', 'random'].includes(opts.policy)) throw new RangeError(`unknown selection policy "${String(opts.policy)}"`)
     const byReputation = opts.reputation ?? (rule === 'median' || rule === 'trimmed')
     const maxTokens = opts.maxTokens ?? 64
     const rng: Rng = createRng(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
@@ -324,14 +326,14 @@ export class Router {
       }
       let speculation: SpeculationStats | undefined
       if (opts.speculative === true && opts.constrain == null && this.opts.drafter != null && generated.length < maxTokens && context.length < maxContext - 1) {
-        speculation = await this.speculativeLoop(candidates, context, effectiveK, maxTokens - generated.length, maxContext, signal, steps, used, aggregateFrames, samplingOpts, rng, emit, resolveEog, byPerplexity)
+        speculation = await this.speculativeLoop(candidates, context, effectiveK, maxTokens - generated.length, maxContext, signal, steps, used, aggregateFrames, samplingOpts, rng, emit, resolveEog, byPerplexity, opts.policy)
       } else {
         while (generated.length < maxTokens) {
           this.checkHalt()
           signal.throwIfAborted()
           if (context.length >= maxContext - 1) { finishReason = 'context'; break }
           const t0 = performance.now()
-          const { frames, trace } = await this.step(candidates, context, effectiveK, signal, byPerplexity)
+          const { frames, trace } = await this.step(candidates, context, effectiveK, signal, byPerplexity, opts.policy)
           trace.ms = performance.now() - t0
           steps.push(trace)
           for (const id of trace.experts) used.add(id)
@@ -406,7 +408,8 @@ export class Router {
     samplingOpts: SamplingOptions, rng: Rng,
     emit: (token: number, experts: string[]) => boolean,
     resolveEog: (token: number, agg: Aggregated) => number | undefined,
-    scorePrompt = false
+    scorePrompt = false,
+    policy?: SelectionPolicy
   ): Promise<SpeculationStats> {
     const drafter = this.opts.drafter as Drafter
     const stats: SpeculationStats = { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0 }
@@ -432,7 +435,7 @@ export class Router {
       }
       const t0 = performance.now()
       const draft = n > 0 ? (await drafter.propose(context, n)).slice(0, n) : []
-      const chosen = selectExperts(pool, Math.min(want, pool.length), c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, this.opts as any, Math.random)
+      const chosen = selectExperts(pool, Math.min(want, pool.length), c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, { policy }, Math.random)
       const ctx = Uint32Array.from(context)
       const dr = Uint32Array.from(draft)
       const reqSignal = AbortSignal.any([signal, AbortSignal.timeout(hardTimeout)])
@@ -509,7 +512,7 @@ export class Router {
     return Math.max(this.opts.minStepDeadlineMs ?? 1_500, 4 * lat + 100)
   }
 
-  private async step (candidates: Candidate[], context: number[], want: number, signal: AbortSignal, scorePrompt = false): Promise<{ frames: Array<{ id: string, frame: Frame }>, trace: StepTrace }> {
+  private async step (candidates: Candidate[], context: number[], want: number, signal: AbortSignal, scorePrompt = false, policy?: SelectionPolicy): Promise<{ frames: Array<{ id: string, frame: Frame }>, trace: StepTrace }> {
     const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && this.available(c.id))
     let pool = usable()
     if (pool.length === 0) {
@@ -524,7 +527,7 @@ export class Router {
       if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
     }
     const need = Math.min(want, pool.length)
-    const chosen = selectExperts(pool, need, c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, this.opts as any, Math.random)
+    const chosen = selectExperts(pool, need, c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, { policy }, Math.random)
     const frames: Array<{ id: string, frame: Frame }> = []
     const trace: StepTrace = { experts: [], dropped: [], ms: 0 }
     const contextNow = Uint32Array.from(context)
@@ -546,7 +549,7 @@ export class Router {
       const spare = (): Candidate | undefined => {
         const rest = usable().filter(c => !asked.has(c.id))
         if (rest.length === 0) return undefined
-        return selectExperts(rest, 1, c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, this.opts as any, Math.random)[0]
+        return selectExperts(rest, 1, c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, { policy }, Math.random)[0]
       }
       const launch = (c: Candidate): void => {
         asked.add(c.id)

@@ -165,34 +165,54 @@ describe('faults and bad input (expert processes on loopback)', function () {
     assert.ok(all.every(alive), 'no expert process died')
   })
 
-  it('a routing peer killed (SIGKILL) under --via: the client exits non-zero with one error line, no hang', async () => {
+  /** a --via client streaming from a fresh routing peer; `fault` hits the routing peer at the first token */
+  async function viaFault (fault: 'SIGKILL' | 'SIGSTOP', bound: number): Promise<{ code: number | null, signal: NodeJS.Signals | null, stderr: string, faultedAfterMs: number, exitedAfterMs: number }> {
     const routing = await spawnExpert('meshtest-c', ['--bootstrap', a.addr, '--max-sessions', '4'])
     try {
       const client = spawn(process.execPath, [BIN, 'generate', 'The kernel', '--via', routing.addr, '-k', '2', '--max-tokens', '2000', '--seed', '1', '--temperature', '0.9'], { stdio: ['ignore', 'pipe', 'pipe'] })
       let stdout = ''
       let stderr = ''
-      let killed = false
+      let faultedAt = -1
+      const t0 = Date.now()
       const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => client.once('exit', (code, signal) => resolve({ code, signal })))
       client.stderr.on('data', (d) => { stderr += String(d) })
       client.stdout.on('data', (d) => {
         stdout += String(d)
-        if (!killed && stdout.length > 0) { killed = true; routing.child.kill('SIGKILL') }
+        if (faultedAt < 0 && stdout.length > 0) { faultedAt = Date.now(); routing.child.kill(fault) }
       })
       let res
       try {
-        res = await bounded(exited, 40_000, 'the --via client after its routing peer died')
+        res = await bounded(exited, bound, `the --via client after its routing peer got ${fault}`)
       } finally {
         if (client.exitCode == null && client.signalCode == null) client.kill('SIGKILL')
       }
-      assert.ok(killed, `the routing peer streamed tokens before it was killed (stderr: ${stderr})`)
-      assert.equal(res.signal, null)
-      assert.notEqual(res.code, 0, `client exit code (stderr: ${stderr})`)
-      const lines = stderr.trim().split('\n').filter(l => !l.startsWith('warning:'))
-      assert.equal(lines.length, 1, `one error line: ${stderr}`)
-      assert.match(lines[0], /^meshllm: the routing peer closed the stream/)
+      assert.ok(faultedAt >= 0, `the routing peer streamed tokens before the fault (stderr: ${stderr})`)
+      return { ...res, stderr, faultedAfterMs: faultedAt - t0, exitedAfterMs: Date.now() - faultedAt }
     } finally {
+      if (fault === 'SIGSTOP') routing.child.kill('SIGCONT')
       await stopExpert(routing)
     }
+  }
+
+  function oneErrorLine (stderr: string): string {
+    const lines = stderr.trim().split('\n').filter(l => !l.startsWith('warning:'))
+    assert.equal(lines.length, 1, `one error line: ${stderr}`)
+    return lines[0]
+  }
+
+  it('a routing peer killed (SIGKILL) under --via: the client exits non-zero with one error line, no hang', async () => {
+    const res = await viaFault('SIGKILL', 40_000)
+    assert.equal(res.signal, null)
+    assert.notEqual(res.code, 0, `client exit code (stderr: ${res.stderr})`)
+    assert.match(oneErrorLine(res.stderr), /^meshllm: the routing peer closed the stream/)
+  })
+
+  it('a routing peer frozen (SIGSTOP) under --via: the client notices the missing ping replies and exits with one error line', async () => {
+    const res = await viaFault('SIGSTOP', 40_000)
+    console.log(`      frozen routing peer: client exited ${res.exitedAfterMs} ms after the SIGSTOP`)
+    assert.equal(res.signal, null)
+    assert.notEqual(res.code, 0, `client exit code (stderr: ${res.stderr})`)
+    assert.match(oneErrorLine(res.stderr), /^meshllm: the routing peer stopped responding/)
   })
 
   it('an expert with --max-sessions 2 refuses the excess of 20 concurrent opens with BUSY, then admits again', async () => {

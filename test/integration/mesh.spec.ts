@@ -174,7 +174,7 @@ describe('mesh on loopback (4 expert processes)', function () {
 
   it('meshllm status lists the experts with model and speed', async () => {
     const r = await cli(['status', '--bootstrap', experts[0].addr, '--json'])
-    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.code, 0, `stderr: ${r.stderr}\nstdout: ${r.stdout}`)
     const out = JSON.parse(r.stdout)
     const ids = out.experts.map((e: any) => e.peerId)
     for (const id of Object.values(byModel)) assert.ok(ids.includes(id))
