@@ -6,7 +6,7 @@
  *
  * where TV is the total-variation distance over the union of the listed ids plus one bucket
  * for everything else (an expert's tail mass is spread uniformly over its unlisted ids).
- * D_e is an EWMA of d_e. An expert is an *outlier* at a step when, with at least `minSamples`
+ * D_e is the running mean of d_e over the first 1/alpha observations, then an EWMA. An expert is an *outlier* at a step when, with at least `minSamples`
  * observations of its own and at least two other experts with `minSamples` observations,
  *
  *   D_e > ratio · M_e  and  D_e − M_e > margin,      M_e = median of the other experts' D
@@ -24,13 +24,13 @@ import type { Frame } from '../wire/types.js'
 export interface ReputationOptions {
   /** EWMA factor of D_e (default 0.1) */
   alpha?: number
-  /** own observations before an expert can be judged (default 8) */
+  /** own observations before an expert can be judged (default 4) */
   minSamples?: number
   /** D_e must exceed ratio × the others' median (default 2) */
   ratio?: number
-  /** … and the others' median by this much (default 0.2) */
+  /** … and the others' median by this much (default 0.35) */
   margin?: number
-  /** strikes that ban (default 12) */
+  /** strikes that ban (default 6) */
   banStrikes?: number
   /** first ban (ms), doubled with every further ban (default 30 s) */
   banBaseMs?: number
@@ -52,7 +52,12 @@ export interface ExpertReputation {
   framesAtFirstBan?: number
   /** the last aggregation weight computed */
   weight: number
+  /** steps at which per-step screening left its frame out (never reset) */
+  screened: number
 }
+
+const MIN_SAMPLES = 4
+const BAN_STRIKES = 6
 
 export class ReputationTable {
   private readonly table = new Map<string, ExpertReputation>()
@@ -63,7 +68,7 @@ export class ReputationTable {
   get (id: string): ExpertReputation {
     let r = this.table.get(id)
     if (r == null) {
-      r = { disagreement: 0, samples: 0, frames: 0, strikes: 0, bans: 0, bannedUntil: 0, weight: 1 }
+      r = { disagreement: 0, samples: 0, frames: 0, strikes: 0, bans: 0, bannedUntil: 0, weight: 1, screened: 0 }
       this.table.set(id, r)
     }
     return r
@@ -84,7 +89,7 @@ export class ReputationTable {
 
   /** M_e: median of the other judged experts' disagreement (undefined when fewer than 2) */
   private othersMedian (id: string): number | undefined {
-    const min = this.opts.minSamples ?? 8
+    const min = this.opts.minSamples ?? MIN_SAMPLES
     const vals: number[] = []
     for (const [k, r] of this.table) if (k !== id && r.samples >= min && !this.banned(k)) vals.push(r.disagreement)
     if (vals.length < 2) return undefined
@@ -96,13 +101,18 @@ export class ReputationTable {
   /** aggregation weight multiplier in (0, 1] */
   weight (id: string): number {
     const r = this.table.get(id)
-    if (r == null || r.samples < (this.opts.minSamples ?? 8)) return 1
+    if (r == null || r.samples < (this.opts.minSamples ?? MIN_SAMPLES)) return 1
     const m = this.othersMedian(id)
     if (m === undefined || r.disagreement <= 0) return 1
     const ratio = this.opts.ratio ?? 2
     const w = Math.min(1, (ratio * Math.max(m, 1e-3)) / r.disagreement) ** 2
     r.weight = Math.max(1e-3, w)
     return r.weight
+  }
+
+  /** per-step screening (screenOutliers) left this expert's frame out of a step */
+  noteScreened (id: string): void {
+    this.get(id).screened++
   }
 
   /** an expert failed validation or misbehaved outright: one full disagreement observation */
@@ -123,16 +133,18 @@ export class ReputationTable {
     if (this.banned(id)) return
     const r = this.get(id)
     const a = this.opts.alpha ?? 0.1
-    r.disagreement = r.samples === 0 ? d : (1 - a) * r.disagreement + a * d
+    // a running mean until 1/alpha samples exist (one unlucky first step does not dominate), then the EWMA
+    const w = Math.max(a, 1 / (r.samples + 1))
+    r.disagreement = (1 - w) * r.disagreement + w * d
     r.samples++
     r.frames++
-    const min = this.opts.minSamples ?? 8
+    const min = this.opts.minSamples ?? MIN_SAMPLES
     if (r.samples < min) return
     const m = this.othersMedian(id)
     if (m === undefined) return
-    const outlier = r.disagreement > (this.opts.ratio ?? 2) * m && r.disagreement - m > (this.opts.margin ?? 0.2)
+    const outlier = r.disagreement > (this.opts.ratio ?? 2) * m && r.disagreement - m > (this.opts.margin ?? 0.35)
     r.strikes = outlier ? r.strikes + 1 : Math.max(0, r.strikes - 1)
-    if (r.strikes >= (this.opts.banStrikes ?? 12)) {
+    if (r.strikes >= (this.opts.banStrikes ?? BAN_STRIKES)) {
       r.bans++
       r.framesAtFirstBan ??= r.frames
       const ms = Math.min(this.opts.banMaxMs ?? 3_600_000, (this.opts.banBaseMs ?? 30_000) * 2 ** (r.bans - 1))
@@ -200,8 +212,8 @@ export function invalidFrame (frame: Frame, vocabSize: number): string | undefin
 }
 
 /** per-step screening: an expert this far from its nearest fellow expert is left out of the step */
-export const SCREEN_RATIO = 3
-export const SCREEN_MARGIN = 0.4
+export const SCREEN_RATIO = 1.5
+export const SCREEN_MARGIN = 0.15
 
 /** total-variation distance of two frames (union of listed ids + one bucket for the rest) */
 export function frameTV (f: Frame, g: Frame, vocabSize: number): number {

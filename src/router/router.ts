@@ -288,6 +288,7 @@ export class Router {
         const rw = frames.map(f => byReputation ? this.reputation.weight(f.id) : 1)
         const run = (keep: (j: number) => boolean): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule, vocabSize: this.tokenizer.vocabSize, tail: opts.tail })
         const out = byReputation ? screenOutliers(frames.map(f => f.frame), this.tokenizer.vocabSize) : []
+        for (const j of out) this.reputation.noteScreened(frames[j].id)
         const agg = run(j => !out.includes(j))
         if (byReputation) {
           // gross outliers of this step (K ≥ 3) were screened out; every frame is observed

@@ -124,6 +124,28 @@ describe('Byzantine experts (2 honest processes + 1 in-process liar)', function 
     await robustRun('random', 'trimmed')
   })
 
+  it("a liar inverting every distribution: 'median' agrees with the honest ensemble, the liar is banned within 100 frames", async () => {
+    await robustRun('invert', 'median')
+  })
+
+  it("a liar replaying old frames: 'trimmed' agrees with the honest ensemble, the liar is banned within 100 frames", async () => {
+    await robustRun('replay', 'trimmed')
+  })
+
+  it("control: a third honest but much weaker expert (meshtest-c) under 'median' is screened out rarely and never banned", async () => {
+    const { liar: c, router } = await withLiar('honest', { seed: 11 })
+    let screened = 0
+    let asked = 0
+    const r = await router.generate(PROMPT, { k: 3, rule: 'median', temperature: 0, seed: 1, maxTokens: POSITIONS, ignoreEos: true, experts: [...honest(), c.id] })
+    for (const s of r.steps) { if (s.experts.includes(c.id)) asked++ }
+    screened = router.reputation.get(c.id).screened
+    const rep = [...honest(), c.id].map(id => router.reputation.get(id))
+    console.log(`      honest control: meshtest-c served ${asked}/${POSITIONS} steps, screened out of ${screened}; D ${rep.map(x => x.disagreement.toFixed(3)).join(', ')}; bans ${rep.map(x => x.bans).join(', ')}`)
+    assert.equal(r.tokens, POSITIONS)
+    assert.ok(rep.every(x => x.bans === 0), 'no honest expert banned')
+    assert.ok(screened <= 0.3 * asked, `meshtest-c screened out of ${screened} of ${asked} steps`)
+  })
+
   it('a stalling expert (slowloris) does not stall generation: it is hedged and dropped, never counted', async () => {
     const { liar, router } = await withLiar('stall', { stallMs: 4_000 })
     const r = await router.generate(PROMPT, { k: 2, temperature: 0, seed: 1, maxTokens: 20, ignoreEos: true, policy: 'random', experts: [...honest(), liar.id] })
