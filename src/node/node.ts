@@ -120,7 +120,32 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   })
   const mesh = node as unknown as MeshNode
   nodeKeys.set(mesh, privateKey)
+  keepRoutingTableToDhtServers(mesh)
   return mesh
+}
+
+/**
+ * kad-dht (v16) adds every peer it hears of in a DHT response (providers included) to the
+ * routing table once the peer answers a libp2p *ping*, whether or not it serves the DHT
+ * protocol. Expert providers in client mode (routers, experts behind NAT, or 100 Sybil
+ * identities) then fill the table, and a lookup whose closest peers cannot answer DHT
+ * queries ends empty: an eclipse by accident or by design. So: a peer that identify shows
+ * without our DHT protocol is removed from the routing table, when it is added and when it
+ * identifies.
+ */
+function keepRoutingTableToDhtServers (node: MeshNode): void {
+  const table = (node.services.dht as any).routingTable
+  if (table?.addEventListener == null) return
+  const drop = (peerId: any): void => { Promise.resolve(table.remove(peerId)).catch(() => {}) }
+  table.addEventListener('peer:add', (evt: CustomEvent<any>) => {
+    node.peerStore.get(evt.detail).then(peer => {
+      // protocols empty: not identified yet; the peer:identify listener decides
+      if (peer.protocols.length > 0 && !peer.protocols.includes(DHT_PROTOCOL)) drop(evt.detail)
+    }, () => {})
+  })
+  node.addEventListener('peer:identify', (evt) => {
+    if (!evt.detail.protocols.includes(DHT_PROTOCOL)) drop(evt.detail.peerId)
+  })
 }
 
 const nodeKeys = new WeakMap<object, PrivateKey>()

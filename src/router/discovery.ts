@@ -10,6 +10,9 @@ export interface DiscoveryResult {
   incompatible: ExpertRecord[]
 }
 
+/** concurrent record lookups of one discovery */
+const FETCH_CONCURRENCY = 8
+
 async function fetchRecord (node: MeshNode, peerId: PeerId, signal: AbortSignal): Promise<ExpertRecord | undefined> {
   let best: ExpertRecord | undefined
   for await (const ev of node.services.dht.get(expertRecordKey(peerId), { signal }) as AsyncIterable<any>) {
@@ -45,7 +48,18 @@ export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, 
   } catch (err: any) {
     if (!signal.aborted) throw err
   }
-  const records = await Promise.all([...peers.values()].map(async id => fetchRecord(node, id, AbortSignal.any([signal, AbortSignal.timeout(3_000)])).catch(() => undefined)))
+  // at most FETCH_CONCURRENCY record lookups at a time: each is a DHT query whose streams
+  // share our few connections, and DHT servers bound their inbound streams per connection
+  // (more at once are reset and the lookups fail fast)
+  const ids = [...peers.values()]
+  const records: Array<ExpertRecord | undefined> = new Array(ids.length)
+  let next = 0
+  await Promise.all(Array.from({ length: Math.min(FETCH_CONCURRENCY, ids.length) }, async () => {
+    while (next < ids.length && !signal.aborted) {
+      const i = next++
+      records[i] = await fetchRecord(node, ids[i], AbortSignal.any([signal, AbortSignal.timeout(3_000)])).catch(() => undefined)
+    }
+  }))
   const compatible: ExpertRecord[] = []
   const incompatible: ExpertRecord[] = []
   for (const r of records) {

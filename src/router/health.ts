@@ -29,6 +29,11 @@ export class HealthTable {
     return h
   }
 
+  /** the entry, without creating one */
+  peek (id: string): ExpertHealth | undefined {
+    return this.table.get(id)
+  }
+
   success (id: string, latencyMs: number): void {
     const h = this.get(id, latencyMs)
     const a = this.opts.alpha ?? 0.2

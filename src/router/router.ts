@@ -24,7 +24,8 @@ import { ExpertSession } from './expert-client.js'
 import { HealthTable } from './health.js'
 import { invalidFrame, ReputationTable, screenOutliers, type ReputationOptions } from './reputation.js'
 import type { RouterTokenizer } from './tokenizer.js'
-import { selectExperts, type SelectionPolicy } from './selection.js'
+import { addressGroup, colocationFactors, selectExperts, type SelectionPolicy } from './selection.js'
+import type { ExpertHealth } from './health.js'
 
 export interface GenerateOptions {
   /** experts per token (default 3) */
@@ -155,6 +156,11 @@ export interface RouterOptions {
   drafter?: Drafter
   /** reputation and ban parameters (src/router/reputation.ts) */
   reputation?: ReputationOptions
+  /**
+   * identities per address group before the Sybil colocation penalty applies
+   * (src/router/selection.ts, default COLOCATION_THRESHOLD = 3; Infinity turns it off)
+   */
+  colocationThreshold?: number
 }
 
 /**
@@ -168,6 +174,13 @@ export interface RouterObserver {
   onToken?: (ev: TokenEvent) => void
   /** a generation ended; perExpert: traffic of each expert session it used (both directions, framing included) */
   onGeneration?: (ev: { result?: GenerateResult, error?: unknown, perExpert: Array<{ expert: string, bytes: number, frames: number }> }) => void
+}
+
+interface Selection {
+  select: (pool: Candidate[], n: number) => Candidate[]
+  healthOf: (c: Candidate) => ExpertHealth
+  /** colocation multiplier per expert id */
+  colocation: Map<string, number>
 }
 
 interface Candidate {
@@ -266,6 +279,7 @@ export class Router {
       }
       if (compatible.length < k) warnings.push(`only ${compatible.length} compatible expert(s) for K=${k}: generating with K=${compatible.length}`)
       const effectiveK = Math.min(k, compatible.length)
+      const sel = this.selection(candidates, opts.policy)
 
       const generated: number[] = []
       const steps: StepTrace[] = []
@@ -327,14 +341,14 @@ export class Router {
       }
       let speculation: SpeculationStats | undefined
       if (opts.speculative === true && opts.constrain == null && this.opts.drafter != null && generated.length < maxTokens && context.length < maxContext - 1) {
-        speculation = await this.speculativeLoop(candidates, context, effectiveK, maxTokens - generated.length, maxContext, signal, steps, used, aggregateFrames, samplingOpts, rng, emit, resolveEog, byPerplexity, opts.policy)
+        speculation = await this.speculativeLoop(candidates, context, effectiveK, maxTokens - generated.length, maxContext, signal, steps, used, aggregateFrames, samplingOpts, rng, emit, resolveEog, byPerplexity, sel)
       } else {
         while (generated.length < maxTokens) {
           this.checkHalt()
           signal.throwIfAborted()
           if (context.length >= maxContext - 1) { finishReason = 'context'; break }
           const t0 = performance.now()
-          const { frames, trace } = await this.step(candidates, context, effectiveK, signal, byPerplexity, opts.policy)
+          const { frames, trace } = await this.step(candidates, context, effectiveK, signal, byPerplexity, sel)
           trace.ms = performance.now() - t0
           steps.push(trace)
           for (const id of trace.experts) used.add(id)
@@ -410,7 +424,7 @@ export class Router {
     emit: (token: number, experts: string[]) => boolean,
     resolveEog: (token: number, agg: Aggregated) => number | undefined,
     scorePrompt = false,
-    policy?: SelectionPolicy
+    sel: Selection = this.selection(candidates)
   ): Promise<SpeculationStats> {
     const drafter = this.opts.drafter as Drafter
     const stats: SpeculationStats = { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0 }
@@ -423,7 +437,7 @@ export class Router {
       // adaptive draft length: maximise expected tokens per unit time
       const pool = candidates.filter(c => c.failed !== true && this.available(c.id))
       if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
-      const rtt = Math.min(...pool.map(c => this.health.get(c.id, priorLatency(c.record)).latencyMs))
+      const rtt = Math.min(...pool.map(c => sel.healthOf(c).latencyMs))
       const room = Math.min(budget - emittedCount - 1, maxContext - 2 - context.length, 16)
       let n = 0
       if (room > 0) {
@@ -436,7 +450,7 @@ export class Router {
       }
       const t0 = performance.now()
       const draft = n > 0 ? (await drafter.propose(context, n)).slice(0, n) : []
-      const chosen = selectExperts(pool, Math.min(want, pool.length), c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, { policy }, Math.random)
+      const chosen = sel.select(pool, Math.min(want, pool.length))
       const ctx = Uint32Array.from(context)
       const dr = Uint32Array.from(draft)
       const reqSignal = AbortSignal.any([signal, AbortSignal.timeout(hardTimeout)])
@@ -504,16 +518,50 @@ export class Router {
   }
 
   /**
+   * How one generation chooses among its candidates (src/router/selection.ts): the policy,
+   * the Sybil colocation penalty by address group (computed once per generation from the
+   * open connections' remote addresses, else the records' first address), and health where
+   * an unmeasured expert's latency prior (its advertised speed) is never better than the
+   * median measured latency of the others: a claim cannot outweigh a measurement.
+   */
+  private selection (candidates: Candidate[], policy?: SelectionPolicy): Selection {
+    const groups = new Map<string, string | undefined>()
+    for (const c of candidates) {
+      const conn = this.node.getConnections(c.record.peerId)[0]
+      groups.set(c.id, addressGroup(conn?.remoteAddr ?? c.record.addrs[0]))
+    }
+    const factors = colocationFactors(groups, this.opts.colocationThreshold)
+    const healthOf = (c: Candidate, floor = 0): ExpertHealth => {
+      const h = this.health.get(c.id, priorLatency(c.record))
+      return h.samples > 0 ? h : { ...h, latencyMs: Math.max(priorLatency(c.record), floor) }
+    }
+    const measuredMedian = (): number => {
+      const m: number[] = []
+      for (const c of candidates) { const h = this.health.peek(c.id); if (h != null && h.samples > 0) m.push(h.latencyMs) }
+      m.sort((a, b) => a - b)
+      return m.length > 0 ? m[(m.length - 1) >> 1] : 0
+    }
+    return {
+      colocation: factors,
+      healthOf: (c) => healthOf(c, measuredMedian()),
+      select: (pool, n) => {
+        const floor = measuredMedian()
+        return selectExperts(pool, n, c => healthOf(c, floor), c => c.record, { policy, colocation: c => factors.get(c.id) ?? 1 }, Math.random)
+      }
+    }
+  }
+
+  /**
    * per-step deadline: a multiple of the chosen experts' lower-median latency EWMA (the
    * slower half, a stalling expert included, cannot hold the step: it is hedged and dropped)
    */
-  private deadlineFor (chosen: Candidate[]): number {
-    const lats = chosen.map(c => this.health.get(c.id, priorLatency(c.record)).latencyMs).sort((a, b) => a - b)
+  private deadlineFor (chosen: Candidate[], sel: Selection): number {
+    const lats = chosen.map(c => sel.healthOf(c).latencyMs).sort((a, b) => a - b)
     const lat = lats[(lats.length - 1) >> 1]
     return Math.max(this.opts.minStepDeadlineMs ?? 1_500, 4 * lat + 100)
   }
 
-  private async step (candidates: Candidate[], context: number[], want: number, signal: AbortSignal, scorePrompt = false, policy?: SelectionPolicy): Promise<{ frames: Array<{ id: string, frame: Frame }>, trace: StepTrace }> {
+  private async step (candidates: Candidate[], context: number[], want: number, signal: AbortSignal, scorePrompt = false, sel: Selection = this.selection(candidates)): Promise<{ frames: Array<{ id: string, frame: Frame }>, trace: StepTrace }> {
     const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && this.available(c.id))
     let pool = usable()
     if (pool.length === 0) {
@@ -528,7 +576,7 @@ export class Router {
       if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
     }
     const need = Math.min(want, pool.length)
-    const chosen = selectExperts(pool, need, c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, { policy }, Math.random)
+    const chosen = sel.select(pool, need)
     const frames: Array<{ id: string, frame: Frame }> = []
     const trace: StepTrace = { experts: [], dropped: [], ms: 0 }
     const contextNow = Uint32Array.from(context)
@@ -550,7 +598,7 @@ export class Router {
       const spare = (): Candidate | undefined => {
         const rest = usable().filter(c => !asked.has(c.id))
         if (rest.length === 0) return undefined
-        return selectExperts(rest, 1, c => this.health.get(c.id, priorLatency(c.record)), (c) => c.record, { policy }, Math.random)[0]
+        return sel.select(rest, 1)[0]
       }
       const launch = (c: Candidate): void => {
         asked.add(c.id)
@@ -600,7 +648,7 @@ export class Router {
           else if (outstanding === 0) finish()
         })
       }
-      const deadline = this.deadlineFor(chosen)
+      const deadline = this.deadlineFor(chosen, sel)
       const hedgeTimer = setTimeout(() => {
         // hedge: one spare expert when the chosen ones are late
         if (!settled && frames.length < need) { const r = spare(); if (r != null) launch(r) }

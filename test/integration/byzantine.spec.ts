@@ -11,6 +11,7 @@ import { RouterTokenizer } from '../../src/router/tokenizer.js'
 import type { Aggregated } from '../../src/aggregate/types.js'
 import { startLiar, type LiarExpert, type LiarMode, type LiarOptions } from '../helpers/liar-expert.js'
 import { waitFor } from '../helpers/wait.js'
+import { startSybils } from '../helpers/sybil.js'
 
 const PROMPT = 'The kernel'
 const POSITIONS = 100
@@ -153,6 +154,34 @@ describe('Byzantine experts (2 honest processes + 1 in-process liar)', function 
     assert.ok(r.steps.every(s => s.experts.length === 2), 'every step got K=2 frames (hedged)')
     assert.ok(r.steps.every(s => !s.experts.includes(liar.id)), 'the stalled frames never counted')
     assert.ok(r.steps.some(s => s.dropped.includes(liar.id)), 'the liar was asked and dropped')
+  })
+
+  it('100 Sybil identities on one address (one machine, one model) claiming 10× capacity get ≤ 5 % of the steps', async function () {
+    this.timeout(240_000)
+    const sybils = await startSybils(100, { bootstrap: [a.addr], capacityFactor: 10 })
+    try {
+      const want = [...honest(), ...sybils.ids]
+      const seen = async (router: Router): Promise<number> => (await router.experts(true)).compatible.filter(r => want.includes(r.peerId.toString())).length
+      const discoverer = new Router(node, tokenizer, { discoveryTimeoutMs: 15_000 })
+      await waitFor(async () => await seen(discoverer) >= want.length, 120_000, 'the DHT to list the 2 honest experts and the 100 Sybils')
+      const share = async (colocationThreshold?: number): Promise<{ share: number, servedBy: number }> => {
+        const router = new Router(node, tokenizer, { requestTimeoutMs: 10_000, discoveryTimeoutMs: 15_000, colocationThreshold })
+        await waitFor(async () => await seen(router) >= want.length, 60_000, 'the router to know every identity')
+        const r = await router.generate(PROMPT, { k: 2, temperature: 0, seed: 1, maxTokens: 40, ignoreEos: true, experts: want })
+        assert.equal(r.tokens, 40)
+        const slots = r.steps.reduce((n, st) => n + st.experts.length, 0)
+        const bySybil = r.steps.reduce((n, st) => n + st.experts.filter(id => sybils.ids.includes(id)).length, 0)
+        const ids = new Set(r.steps.flatMap(st => st.experts.filter(id => sybils.ids.includes(id))))
+        return { share: bySybil / slots, servedBy: ids.size }
+      }
+      const defended = await share()
+      const undefended = await share(Infinity)
+      console.log(`      100 Sybils (claimed ${Math.round(sybils.claimedTokensPerSecond)} tok/s): ${(100 * defended.share).toFixed(1)} % of expert steps (${defended.servedBy} identities); without the colocation penalty ${(100 * undefended.share).toFixed(1)} %`)
+      assert.ok(defended.share <= 0.05, `Sybil share ${(100 * defended.share).toFixed(1)} %`)
+      assert.ok(undefended.share > 0.5, `without the penalty the Sybils take most steps (${(100 * undefended.share).toFixed(1)} %): the test measures something`)
+    } finally {
+      await sybils.stop()
+    }
   })
 
   it('a 10×-capacity claim gets no more than a fair share of steps when measured latency is no better', async () => {
