@@ -6,6 +6,7 @@
 import type { AggregationRule, Aggregated, WeightedDist } from './types.js'
 import { aggregateGeneral, type TailModel } from './general.js'
 import { defaultTailPrior, type TailPrior } from './prior.js'
+import { applyContextTail } from './context-tail.js'
 
 export class AggregationError extends Error {
   static override name = 'AggregationError'
@@ -19,9 +20,12 @@ export interface AggregateOptions {
   /**
    * how an expert's tail mass is spread over the ids it did not list (docs/aggregation.md §1):
    * 'uniform' (default), 'unigram' (in proportion to `prior`), 'bounded' (like 'unigram', but
-   * no unlisted id above the expert's least probable listed id)
+   * no unlisted id above the expert's least probable listed id), 'context' ('bounded', then the
+   * unlisted mass favours tokens of `context`: src/aggregate/context-tail.ts)
    */
   tail?: TailModel
+  /** the 'context' tail: the tokens so far (prompt and generated), oldest first */
+  context?: ArrayLike<number>
   /** the prior of the 'unigram' and 'bounded' tails; default: the shipped models/tail-prior.bin.gz */
   prior?: TailPrior
   /** rule 'trimmed': fraction of the total weight cut from each end (default 0.25) */
@@ -90,6 +94,10 @@ export function aggregate (inputs: WeightedDist[], opts: AggregateOptions): Aggr
   const tail = opts.tail ?? 'uniform'
   if (!Number.isInteger(V) || V < 1) throw new AggregationError(`bad vocabSize ${V}`)
   if (!mixture && rule !== 'product' && rule !== 'median' && rule !== 'trimmed') throw new AggregationError(`unknown rule ${String(rule)}`)
+  if (tail === 'context') {
+    if (opts.context == null) throw new AggregationError("the 'context' tail needs the context tokens")
+    return applyContextTail(aggregate(inputs, { ...opts, tail: 'bounded' }), opts.context)
+  }
   if (tail !== 'uniform' && tail !== 'unigram' && tail !== 'bounded') throw new AggregationError(`unknown tail ${String(tail)}`)
   const K = inputs.length
   if (K === 0) throw new AggregationError('no inputs')

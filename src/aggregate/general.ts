@@ -17,7 +17,10 @@ import type { Aggregated, AggregationRule, WeightedDist } from './types.js'
 import { AggregationError, PRODUCT_EPSILON } from './aggregate.js'
 import { priorOrder, type TailPrior } from './prior.js'
 
-export type TailModel = 'uniform' | 'unigram' | 'bounded'
+/** how an expert's unlisted mass is shaped per expert (this file) */
+export type ShapeTail = 'uniform' | 'unigram' | 'bounded'
+/** every tail model of aggregate(): the shapes, and 'context' (src/aggregate/context-tail.ts) */
+export type TailModel = ShapeTail | 'context'
 
 /**
  * 'bounded' tail: an id that another expert lists but this one does not gets this fraction of
@@ -32,7 +35,7 @@ export const DEFAULT_TRIM = 0.25
 export interface GeneralOptions {
   rule: AggregationRule
   vocabSize: number
-  tail: TailModel
+  tail: ShapeTail
   /** required for 'unigram' and 'bounded' */
   prior?: TailPrior
   /** 'trimmed': fraction of the weight cut from each end, in [0, 0.5) */

@@ -42,7 +42,8 @@ const USAGE = `usage:
   meshllm join --model <path|uri|meshtest-a|b|c> [--listen <multiaddr>] [--announce <multiaddr>]… [--bootstrap <multiaddr>]… [--data-dir <dir>] [--threads <n>] [--max-sessions <n>]
                [--governance <file>] [--grpc <host:port>] [--http <host:port>] [--api-token <token>]
   meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product|median|trimmed] [--json]
-  meshllm generate "<prompt>" --via <multiaddr> [same options]
+      [--weighting uniform|perplexity] [--tail uniform|unigram|bounded|context]   expert weights and tail model (docs/quality.md)
+  meshllm generate "<prompt>" --via <multiaddr> [same options but --weighting/--tail: the routing peer's defaults apply]
       [--speculative [--drafter ngram|<model>]]   lossless speculative decoding (default drafter: meshtest-a)
   meshllm status --bootstrap <multiaddr>… [--json]
   meshllm demo [--max-tokens <n>] [-k <n>]
@@ -95,6 +96,8 @@ const GEN_OPTIONS = {
   seed: { type: 'string' },
   stop: { type: 'string', multiple: true },
   rule: { type: 'string' },
+  tail: { type: 'string' },
+  weighting: { type: 'string' },
   tokenizer: { type: 'string' },
   governance: { type: 'string' },
   speculative: { type: 'boolean' },
@@ -232,6 +235,11 @@ async function generate (args: string[]): Promise<void> {
   const rule = values.rule ?? 'mixture'
   if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) throw new UsageError(`--rule must be mixture, product, median or trimmed, got "${rule}"`)
   const seed = int(values.seed, 'seed', 0)
+  const tail = values.tail ?? 'uniform'
+  if (!['uniform', 'unigram', 'bounded', 'context'].includes(tail)) throw new UsageError(`--tail must be uniform, unigram, bounded or context, got "${tail}"`)
+  const weighting = values.weighting ?? 'uniform'
+  if (!['uniform', 'perplexity'].includes(weighting)) throw new UsageError(`--weighting must be uniform or perplexity, got "${weighting}"`)
+  if (values.via != null && (values.tail != null || values.weighting != null)) throw new UsageError('--tail and --weighting are not carried by --via (the routing peer aggregates)')
   const opts = {
     k: int(values.k, 'k', 1) ?? 3,
     maxTokens: int(values['max-tokens'], 'max-tokens', 1) ?? 64,
@@ -241,6 +249,8 @@ async function generate (args: string[]): Promise<void> {
     seed,
     stop: values.stop,
     rule: rule as 'mixture' | 'product' | 'median' | 'trimmed',
+    tail: tail as 'uniform' | 'unigram' | 'bounded' | 'context',
+    weighting: weighting as 'uniform' | 'perplexity',
     speculative: values.speculative === true,
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
   }

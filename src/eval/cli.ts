@@ -36,7 +36,7 @@ export const EVAL_OPTIONS = {
 
 const RULES: AggregationRule[] = ['mixture', 'product', 'median', 'trimmed']
 const WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity']
-const TAILS: TailModel[] = ['uniform', 'unigram', 'bounded']
+const TAILS: TailModel[] = ['uniform', 'unigram', 'bounded', 'context']
 
 async function usage (message: string): Promise<never> {
   const { UsageError } = await import('../cli/main.js')

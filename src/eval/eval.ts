@@ -33,7 +33,7 @@ export type Weighting = 'uniform' | 'fixed' | 'perplexity'
 
 export const DEFAULT_RULES: AggregationRule[] = ['mixture', 'product', 'median']
 export const DEFAULT_WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity']
-export const DEFAULT_TAILS: TailModel[] = ['uniform', 'unigram', 'bounded']
+export const DEFAULT_TAILS: TailModel[] = ['uniform', 'unigram', 'bounded', 'context']
 export const MAX_WINDOW = 256
 
 export interface ScoreOptions {
@@ -272,6 +272,10 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
   const needsPrior = tails.some(t => t !== 'uniform')
   const prior = needsPrior ? (opts.prior ?? defaultTailPrior(V)) : undefined
   const dist = (e: number, i: number): WeightedDist => ({ dist: c.frames[e][i], weight: 1 })
+  // the 'context' tail's tokens before position i: the window's earlier (true) tokens
+  const windowStart = new Uint32Array(N)
+  for (let i = 0; i < N; i++) windowStart[i] = i > 0 && c.windowOf[i] === c.windowOf[i - 1] ? windowStart[i - 1] : i
+  const contextOf = (tail: TailModel, i: number): Uint32Array | undefined => tail === 'context' ? c.targets.subarray(windowStart[i], i) : undefined
 
   // per expert: frame perplexity per tail, exact perplexity
   const experts: Record<string, ExpertQuality> = {}
@@ -285,7 +289,7 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
     for (const tail of new Set<TailModel>(['uniform', ...tails])) {
       let nll = 0
       for (let i = 0; i < N; i++) {
-        const agg = aggregate([dist(e, i)], { vocabSize: V, tail, prior })
+        const agg = aggregate([dist(e, i)], { vocabSize: V, tail, prior, context: contextOf(tail, i) })
         const p = probabilityOf(agg, c.targets[i])
         nll -= Math.log(Math.max(p, MIN_P))
         if (tail === 'uniform') {
@@ -350,7 +354,7 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
             if (weighting === 'uniform') ws = sub.map(() => 1)
             else if (weighting === 'fixed') ws = sub.map(e => fixed[e])
             else ws = perplexityWeights(sub.map(e => ({ logprob: prefixLp[e][i], count: prefixN[e][i] })), { beta, priorTokens: n0 })
-            const agg = aggregate(sub.map((e, j) => ({ dist: c.frames[e][i], weight: ws[j] })), { rule, vocabSize: V, tail, prior, trim: opts.trim })
+            const agg = aggregate(sub.map((e, j) => ({ dist: c.frames[e][i], weight: ws[j] })), { rule, vocabSize: V, tail, prior, trim: opts.trim, context: contextOf(tail, i) })
             nll -= Math.log(Math.max(probabilityOf(agg, c.targets[i]), MIN_P))
           }
           variants.push({ experts: sub.map(e => c.experts[e].id), models: sub.map(e => c.experts[e].model), rule, weighting, tail, perplexity: ppl(nll, N) })

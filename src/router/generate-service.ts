@@ -62,7 +62,7 @@ export class GenerateService implements Startable {
         await send({ error: { name: 'NoExpertsError', message: 'this peer does not route' } })
       } else {
         try {
-          const opts = requestToOptions(req, this.init.maxTokens)
+          const opts = parseGenerateRequest(req, this.init.maxTokens)
           const pending: Array<Promise<void>> = []
           const result = await router.generate(req.prompt, {
             ...opts,
@@ -87,9 +87,32 @@ export function generateService (init: GenerateServiceInit): (c: GenerateService
   return (c) => new GenerateService(c, init)
 }
 
-function requestToOptions (req: GenerateRequest, maxTokensLimit = 2048): GenerateOptions {
+/** a GenerateRequest that decoded but asks for something out of range */
+export class InvalidGenerateRequestError extends Error {
+  static override name = 'InvalidGenerateRequestError'
+  override name = 'InvalidGenerateRequestError'
+}
+
+/** most stop strings / characters per stop string a remote caller may give */
+export const MAX_STOP_STRINGS = 16
+export const MAX_STOP_LENGTH = 256
+
+/**
+ * Checks a decoded request and turns it into router options (protocols/generate.md):
+ * every field a remote peer controls is range-checked here, before the router sees it.
+ */
+export function parseGenerateRequest (req: GenerateRequest, maxTokensLimit = 2048): GenerateOptions {
+  const bad = (m: string): never => { throw new InvalidGenerateRequestError(m) }
   const rule = req.rule === '' ? 'mixture' : req.rule
-  if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) throw new RangeError(`unknown aggregation rule "${req.rule}"`)
+  if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) bad(`unknown aggregation rule "${req.rule.slice(0, 32)}"`)
+  if (req.prompt.length === 0) bad('empty prompt')
+  if (!Number.isInteger(req.k) || req.k < 0 || req.k > 64) bad(`k ${req.k} outside [0, 64]`)
+  if (!Number.isInteger(req.maxTokens) || req.maxTokens < 0) bad(`max_tokens ${req.maxTokens} is not a count`)
+  if (!Number.isFinite(req.temperature) || req.temperature < 0 || req.temperature > 10) bad(`temperature ${req.temperature} outside [0, 10]`)
+  if (!Number.isInteger(req.topK) || req.topK < 0 || req.topK > 256) bad(`top_k ${req.topK} outside [0, 256]`)
+  if (!Number.isFinite(req.topP) || req.topP < 0 || req.topP > 1) bad(`top_p ${req.topP} outside [0, 1]`)
+  if (req.stop.length > MAX_STOP_STRINGS) bad(`${req.stop.length} stop strings (at most ${MAX_STOP_STRINGS})`)
+  if (req.stop.some(x => x.length > MAX_STOP_LENGTH)) bad(`a stop string longer than ${MAX_STOP_LENGTH} characters`)
   return {
     k: req.k > 0 ? req.k : undefined,
     maxTokens: Math.min(req.maxTokens > 0 ? req.maxTokens : 64, maxTokensLimit),

@@ -14,6 +14,7 @@ import type { ExpertRecord } from '../wire/record.js'
 import type { Frame } from '../wire/types.js'
 import { aggregate } from '../aggregate/aggregate.js'
 import type { TailModel } from '../aggregate/general.js'
+import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
 import { createRng, sample, speculativeStep } from '../aggregate/sampling.js'
 import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
@@ -297,10 +298,12 @@ export class Router {
           return { logprob: info?.promptLogprob, count: info?.promptScored }
         }), { beta: opts.perplexityBeta })
       }
-      const aggregateFrames = (frames: Array<{ id: string, frame: Frame }>): Aggregated => {
+      /** `ahead`: tokens after `context` that the frames' position already includes (speculative draft) */
+      const aggregateFrames = (frames: Array<{ id: string, frame: Frame }>, ahead: number[] = []): Aggregated => {
         const pw = promptWeights(frames.map(f => f.id))
         const rw = frames.map(f => byReputation ? this.reputation.weight(f.id) : 1)
-        const run = (keep: (j: number) => boolean): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule, vocabSize: this.tokenizer.vocabSize, tail: opts.tail })
+        const tokensSoFar = opts.tail === 'context' ? [...context.slice(-CONTEXT_WINDOW), ...ahead] : undefined
+        const run = (keep: (j: number) => boolean): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule, vocabSize: this.tokenizer.vocabSize, tail: opts.tail, context: tokensSoFar })
         const out = byReputation ? screenOutliers(frames.map(f => f.frame), this.tokenizer.vocabSize) : []
         for (const j of out) this.reputation.noteScreened(frames[j].id)
         const agg = run(j => !out.includes(j))
@@ -419,7 +422,7 @@ export class Router {
   private async speculativeLoop (
     candidates: Candidate[], context: number[], want: number, budget: number, maxContext: number, signal: AbortSignal,
     steps: StepTrace[], used: Set<string>,
-    aggregateFrames: (f: Array<{ id: string, frame: Frame }>) => Aggregated,
+    aggregateFrames: (f: Array<{ id: string, frame: Frame }>, ahead?: number[]) => Aggregated,
     samplingOpts: SamplingOptions, rng: Rng,
     emit: (token: number, experts: string[]) => boolean,
     resolveEog: (token: number, agg: Aggregated) => number | undefined,
@@ -490,7 +493,7 @@ export class Router {
       let acceptedHere = 0
       let ended = false
       for (let i = 0; i <= draft.length; i++) {
-        const agg = aggregateFrames(ok.map(r => ({ id: r.id, frame: r.frames[i] })))
+        const agg = aggregateFrames(ok.map(r => ({ id: r.id, frame: r.frames[i] })), draft.slice(0, i))
         let token: number | undefined
         let accepted = false
         if (i < draft.length) {

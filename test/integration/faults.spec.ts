@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -258,16 +259,26 @@ describe('faults and bad input (expert processes on loopback)', function () {
     assert.ok(all.every(alive), 'no expert process died')
   })
 
-  it('1,000 short sessions leak no slot: the expert still admits --max-sessions sessions', async () => {
+  it('1,000 short sessions leak no slot, file handle, stream or memory: the expert still admits --max-sessions sessions', async () => {
     await node.dial(multiaddr(small.addr))
     const id = peerIdFromString(peerOf(small.addr))
+    const pid = small.child.pid as number
+    const streams = (): number => node.getConnections(id).reduce((n, c) => n + c.streams.length, 0)
+    let before: { fds: number, rssMb: number, streams: number } | undefined
     for (let i = 0; i < 1000; i++) {
+      if (i === 50) before = { fds: openFds(pid), rssMb: rssMb(pid), streams: streams() } // after warm-up
       // one session at a time: with 2 slots, BUSY here means slots are leaking
       const [s] = await openConcurrently(node, id, 1, tokenizer.fingerprint)
       await s.step(Uint32Array.from([279 + (i % 50)]), AbortSignal.timeout(10_000))
       if (i % 3 === 2) s.abort(new Error('router gone')) // some end with a reset, not a close
       else await s.close()
     }
+    // a closed or reset stream is released on both sides within a moment
+    await waitFor(async () => streams() <= (before?.streams ?? 0), 5_000, 'the router-side streams to be released')
+    const after = { fds: openFds(pid), rssMb: rssMb(pid), streams: streams() }
+    console.log(`      after 1,000 sessions: expert fds ${before?.fds} → ${after.fds}, RSS ${before?.rssMb.toFixed(0)} → ${after.rssMb.toFixed(0)} MB, router streams ${before?.streams} → ${after.streams}`)
+    assert.ok(after.fds <= (before?.fds ?? 0) + 2, `expert file handles ${before?.fds} → ${after.fds}`)
+    assert.ok(after.rssMb - (before?.rssMb ?? 0) < 64, `expert RSS grew ${(after.rssMb - (before?.rssMb ?? 0)).toFixed(0)} MB over 950 sessions`)
     const sessions = await openConcurrently(node, id, 2, tokenizer.fingerprint)
     assert.equal(sessions.length, 2, 'both slots are free again')
     // and the limit still holds
@@ -278,6 +289,17 @@ describe('faults and bad input (expert processes on loopback)', function () {
     assert.ok(alive(small))
   })
 })
+
+/** open file descriptors of a process (Linux /proc) */
+function openFds (pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length
+}
+
+/** resident set size of a process in MB (Linux /proc) */
+function rssMb (pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m == null ? 0 : Number(m[1]) / 1024
+}
 
 /**
  * Opens n sessions at once; a slot freed by a just-closed stream may take a moment to be

@@ -8,6 +8,7 @@ import {
   DIGIT, type PieceTable, type SchemaNode
 } from '../../src/agent/json-constraint.js'
 import { ACTION_TYPES, DOMAINS, PARAM_SPECS, checkTaskShape, paramsSchema, taskSchema, type TaskSchemaOptions } from '../../src/agent/task-schema.js'
+import { runs } from '../helpers/fuzz.js'
 
 const PEERS = ['12D3KooWGzh9sUHbWm8RLYL5rRUVaYJYLtWxWzRrZ1PmJ3eYWqBZ', '12D3KooWPmFhfaVvJ3PmaioQL7WF3j6jyBbF78EYEGSmZb4amHeo', 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N']
 
@@ -161,7 +162,7 @@ describe('agent: JSON constraint', () => {
         }
         if (!moved) { st = advance(st, c[0]) as any; prefix += c[0] }
       }
-    }), { numRuns: 60 })
+    }), { numRuns: runs(60) })
   })
 
   it('property: random aggregated candidates always give a complete, parseable, schema-valid task within maxTokens', () => {
@@ -187,7 +188,7 @@ describe('agent: JSON constraint', () => {
       // once complete, only EOS
       if (g.ended === 'eos') assert.equal(g.constraint.complete, true)
       else assert.equal(g.constraint.complete, true, 'complete exactly at maxTokens')
-    }), { numRuns: 150 })
+    }), { numRuns: runs(150) })
   })
 
   it('forces the grammar when no listed token fits (empty or hostile candidates)', () => {

@@ -7,8 +7,9 @@ import {
 } from '../../src/aggregate/index.js'
 import type { Aggregated, AggregationRule, SparseDist, TailModel, TailPrior, WeightedDist } from '../../src/aggregate/index.js'
 import { aggregateGeneral, BOUNDED_COLISTED } from '../../src/aggregate/general.js'
+import { runs } from '../helpers/fuzz.js'
 
-const RUNS = { numRuns: 300 }
+const RUNS = { numRuns: runs(300) }
 const RULES: AggregationRule[] = ['mixture', 'product', 'median', 'trimmed']
 const TAILS: TailModel[] = ['uniform', 'unigram', 'bounded']
 
@@ -134,7 +135,7 @@ describe('aggregate: tails and robust rules', () => {
       const a = aggregate(inputs, { vocabSize: V, rule: 'trimmed', trim: 0 })
       const b = aggregate(inputs, { vocabSize: V, rule: 'product' })
       for (let t = 0; t < V; t++) assert.ok(close(probabilityOf(a, t), probabilityOf(b, t), 1e-8, 1e-15))
-    }), { numRuns: 100 })
+    }), { numRuns: runs(100) })
   })
 
   it('median resists one adversarial expert that the product rule obeys', () => {
@@ -209,5 +210,55 @@ describe('perplexity weights', () => {
     assert.deepEqual(perplexityWeights([{}, { count: 0, logprob: 0 }]), [0.5, 0.5])
     assert.deepEqual(perplexityWeights([]), [])
     assert.throws(() => perplexityWeights([{}], { beta: -1 }), RangeError)
+  })
+})
+
+describe("the 'context' tail", () => {
+  const ctxCaseArb = fc.constantFrom(50, 300).chain(V => fc.record({
+    V: fc.constant(V),
+    rule: fc.constantFrom(...RULES),
+    prior: priorArb(V),
+    inputs: fc.array(fc.record({ dist: distArb(V), weight: fc.oneof(fc.constant(1), fc.double({ min: 1e-3, max: 1e3, noNaN: true })) }), { minLength: 1, maxLength: 4 }),
+    context: fc.array(fc.nat(V - 1), { maxLength: 80 })
+  }))
+
+  it("keeps every listed probability and the rest's total mass; context tokens nobody listed become explicit, capped at the least listed", () => {
+    fc.assert(fc.property(ctxCaseArb, ({ V, rule, prior, inputs, context }) => {
+      const base = aggregate(inputs, { rule, vocabSize: V, tail: 'bounded', prior })
+      const agg = aggregate(inputs, { rule, vocabSize: V, tail: 'context', prior, context })
+      const ps = assertFullDistribution(agg, V)
+      const cap = base.probs.length > 0 ? base.probs[base.probs.length - 1] : Infinity
+      const listed = new Set(base.ids)
+      for (let i = 0; i < base.ids.length; i++) assert.ok(close(ps[base.ids[i]], base.probs[i]), 'listed probability unchanged')
+      const restBefore = base.restCount * base.restProb
+      let restAfter = 0
+      for (let t = 0; t < V; t++) if (!listed.has(t)) restAfter += ps[t]
+      assert.ok(close(restAfter, restBefore, 1e-9, 1e-12), `rest mass ${restAfter} vs ${restBefore}`)
+      const inCtx = new Set(context)
+      const boosted = [...inCtx].filter(t => !listed.has(t))
+      if (boosted.length > 0 && boosted.length < base.restCount && restBefore > 1e-200) {
+        for (const t of boosted) {
+          assert.ok(agg.ids.includes(t), 'explicit')
+          assert.ok(ps[t] <= Math.max(cap, probabilityOf(base, t)) * (1 + 1e-12), 'capped (unless the prior shape alone already put it higher)')
+          assert.ok(ps[t] >= probabilityOf(base, t) * (1 - 1e-9), 'never less likely than under bounded')
+        }
+        // the other rest tokens keep the prior's shape among themselves
+        const others = Array.from({ length: V }, (_x, t) => t).filter(t => !listed.has(t) && !inCtx.has(t))
+        if (others.length >= 2 && probabilityOf(base, others[0]) > 0) {
+          const r0 = ps[others[0]] / probabilityOf(base, others[0])
+          for (const t of others.slice(1, 20)) assert.ok(close(ps[t] / probabilityOf(base, t), r0, 1e-6, 1e-12))
+        }
+      }
+    }), RUNS)
+  })
+
+  it('needs the context; an empty context is the bounded tail', () => {
+    const d = makeDist([1, 2, 3], [2, 1, 0], 0.3)
+    assert.throws(() => aggregate([{ dist: d, weight: 1 }], { vocabSize: 100, tail: 'context' }), { name: 'AggregationError' })
+    const prior = tailPriorFromWeights(Array.from({ length: 100 }, (_x, i) => 1 + i), 'ramp')
+    const a = aggregate([{ dist: d, weight: 1 }], { vocabSize: 100, tail: 'context', prior, context: [] })
+    const b = aggregate([{ dist: d, weight: 1 }], { vocabSize: 100, tail: 'bounded', prior })
+    assert.deepEqual([...a.ids], [...b.ids])
+    assert.equal(a.restProb, b.restProb)
   })
 })

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { aggregate, PRODUCT_EPSILON } from '../../src/aggregate/index.js'
 import type { Aggregated, AggregationRule, SparseDist, WeightedDist } from '../../src/aggregate/index.js'
+import { runs } from '../helpers/fuzz.js'
 
-const RUNS = { numRuns: 500 }
+const RUNS = { numRuns: runs(500) }
 const BIG_V = 128256
 const RULES: AggregationRule[] = ['mixture', 'product']
 

@@ -12,6 +12,7 @@ import { defaultConfig, defaultThresholds, parseConfig, type GovernanceConfig } 
 import { formatPublicKey, keyHex, loadKeyholderKey } from '../../src/governance/keys.js'
 import { GovernanceState } from '../../src/governance/state.js'
 import { encodeMotion, motionId, type Motion } from '../../src/governance/motions.js'
+import { runs } from '../helpers/fuzz.js'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const unhex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'))
@@ -142,7 +143,7 @@ describe('governance envelope: round trips', () => {
   it('decodePayload(encodePayload(m)) = m (keyholders ascending)', () => {
     fc.assert(fc.property(messageArb, m => {
       assert.deepEqual(decodePayload(encodePayload(m)), sortedKeys(m))
-    }), { numRuns: 2000 })
+    }), { numRuns: runs(2000) })
   })
 
   it('decodeEnvelope(encodeEnvelope(p, sigs)) gives p and the signatures sorted by key', () => {
@@ -153,7 +154,7 @@ describe('governance envelope: round trips', () => {
       assert.deepEqual(env.payload, p)
       assert.deepEqual(env.message, sortedKeys(m))
       assert.deepEqual(env.signatures.map(s => hex(s.publicKey) + hex(s.signature)), sigs.map(s => hex(s.publicKey) + hex(s.signature)).sort())
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 
   it('verifyEnvelope never throws on arbitrary bytes', async () => {
@@ -161,7 +162,7 @@ describe('governance envelope: round trips', () => {
     await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 400 }), async b => {
       const v = await verifyEnvelope(b, config, Date.now())
       assert.equal(v.ok, false)
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 })
 
@@ -242,7 +243,7 @@ describe('governance envelope: forgeries are rejected, never thrown', function (
       const m = { ...messageOf(kind, config.meshId), version: version + 14 }
       const keyholders = kind === Kind.KEYHOLDERS ? [holders[0], holders[1], k5] : holders.slice(0, threshold(kind) - 1)
       await mustReject(await createEnvelope(m, [...keyholders, ...outs.map(i => outsiders[i])]), 'non-keyholder')
-    }), { numRuns: 1500 })
+    }), { numRuns: runs(1500) })
   })
 
   it('the same keyholder counted twice (duplicated entries, any order; a key in libp2p protobuf form)', async () => {
@@ -262,7 +263,7 @@ describe('governance envelope: forgeries are rejected, never thrown', function (
       await mustReject(rawEnvelope(payload, entries), 'duplicate')
       if (!protobufForm) await mustReject(encodeEnvelope(payload, [...sigs, ...Array(copies).fill(dup)]), 'duplicate (encoder)')
       else assert.throws(() => encodeEnvelope(payload, [...sigs, { publicKey: publicKeyToProtobuf(holders[0].publicKey), signature: dup.signature }]), { name: 'EnvelopeError' })
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 
   it('a flipped byte anywhere in the envelope', async () => {
@@ -271,14 +272,14 @@ describe('governance envelope: forgeries are rejected, never thrown', function (
       const b = Uint8Array.from(genuine[g].bytes)
       b[pos] ^= x
       await mustReject(b, `flip ${genuine[g].name}[${pos}]^${x}`)
-    }), { numRuns: 3000 })
+    }), { numRuns: runs(3000) })
   })
 
   it('another mesh id, signed by every keyholder', async () => {
     const other = meshIdArb.filter(id => id !== config.meshId)
     await fc.assert(fc.asyncProperty(kindArb, other, async (kind, meshId) => {
       await mustReject(await createEnvelope(messageOf(kind, meshId), signersOf(kind)), `mesh ${meshId}`)
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 
   it('another message (other kind or fields) spliced onto valid signatures', async () => {
@@ -289,7 +290,7 @@ describe('governance envelope: forgeries are rejected, never thrown', function (
       const src = decodeEnvelope(genuine[g].bytes)
       fc.pre(hex(forged) !== hex(src.payload))
       await mustReject(encodeEnvelope(forged, src.signatures), `splice onto ${genuine[g].name}`)
-    }), { numRuns: 1500 })
+    }), { numRuns: runs(1500) })
   })
 
   it('truncated, extended, or with bytes inserted', async () => {
@@ -301,7 +302,7 @@ describe('governance envelope: forgeries are rejected, never thrown', function (
         return Uint8Array.from([...b.subarray(0, at), ...ins, ...b.subarray(at)])
       })
     ))
-    await fc.assert(fc.asyncProperty(arb, async b => { await mustReject(b, 'truncate/extend') }), { numRuns: 2000 })
+    await fc.assert(fc.asyncProperty(arb, async b => { await mustReject(b, 'truncate/extend') }), { numRuns: runs(2000) })
   })
 
   it('edge: time window (5 min skew, expiry, 30-day lifetime) and the state is unchanged', async () => {

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto'
 import fc from 'fast-check'
 import { MAX_MOTION_BYTES, MOTION_DOMAIN, canonicalJson, createMotion, decodeMotion, encodeMotion, motionId, type Motion } from '../../src/governance/motions.js'
 import { Tier } from '../../src/governance/tiers.js'
+import { runs } from '../helpers/fuzz.js'
 
 const PEER = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s)
@@ -33,7 +34,7 @@ describe('governance motions: encoding', () => {
       assert.deepEqual(decodeMotion(b), JSON.parse(JSON.stringify(m)))
       const reordered = { tier: m.tier, nonce: m.nonce, proposer: m.proposer, proposedAtMs: m.proposedAtMs, action: { params: m.action.params, type: m.action.type } }
       assert.deepEqual(motionId(reordered), motionId(m))
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 
   it('distinct motions have distinct ids (nonce, time, params)', () => {
@@ -92,6 +93,6 @@ describe('governance motions: encoding', () => {
   it('decoding never throws anything but MotionError (fast-check)', () => {
     fc.assert(fc.property(fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.json().map(utf8), motionArb.map(m => { const b = encodeMotion(m); return b.map((x, i) => i === b.length >> 1 ? x ^ 1 : x) })), b => {
       try { decodeMotion(b) } catch (err: any) { assert.equal(err.name, 'MotionError', err.message) }
-    }), { numRuns: 2000 })
+    }), { numRuns: runs(2000) })
   })
 })

@@ -13,6 +13,7 @@ import { GovernanceState, type VoteRecord } from '../../src/governance/state.js'
 import { ACTIONS, MIN_PHASE, STABILITY_MS, Tier, classifyAction, gate, type Action, type GateContext } from '../../src/governance/tiers.js'
 import { APPROVAL_TTL_MS, createMotion, motionIdHex, tally, voteMessage, type Motion, type MotionTally } from '../../src/governance/motions.js'
 import { ChangeLog, revertOnHalt } from '../../src/governance/changelog.js'
+import { runs } from '../helpers/fuzz.js'
 
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
@@ -91,7 +92,7 @@ describe('governance tiers: the action catalogue', () => {
       const c = classifyAction(a)
       if (!c.known) assert.equal(c.tier, Tier.DEPLOY_MAJOR)
       else assert.equal(c.tier, ACTIONS[(a as any).type].tier)
-    }), { numRuns: 3000 })
+    }), { numRuns: runs(3000) })
   })
 })
 

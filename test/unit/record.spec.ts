@@ -14,6 +14,7 @@ import {
 import { ExpertRecord as PbExpertRecord } from '../../src/wire/pb/record.js'
 import type { ExpertRecord } from '../../src/wire/index.js'
 import type { PrivateKey, Record } from '@libp2p/interface'
+import { runs } from '../helpers/fuzz.js'
 
 const NOW = 1_750_000_000_000
 
@@ -90,7 +91,7 @@ describe('wire: expert record', () => {
     }), async f => {
       const record = makeRecord(key, { ...f, freeSlots: f.maxSlots, expiresAtMs: NOW + 1 })
       assertSameRecord(record, await openExpertRecord(await sealExpertRecord(record, key), { now: NOW }))
-    }), { numRuns: 100 })
+    }), { numRuns: runs(100) })
   })
 
   it('rejects a tampered envelope, whichever byte changes', async () => {
@@ -163,7 +164,7 @@ describe('wire: expert record', () => {
       try { await openExpertRecord(b, { now: NOW }) } catch (err) {
         if (!isWireError(err)) throw new Error(`unnamed error: ${String(err)}`)
       }
-    }), { numRuns: 2000 })
+    }), { numRuns: runs(2000) })
   })
 
   it('encodes uint64 values in [2^31, 2^32) correctly (protons-runtime 8.0.1 writer bug)', async () => {

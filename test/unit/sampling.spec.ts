@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { aggregate, argmax, createRng, distributionAfterSampling, nthUnlisted, sample } from '../../src/aggregate/index.js'
 import type { Aggregated, SamplingDist, SamplingOptions, SparseDist } from '../../src/aggregate/index.js'
+import { runs } from '../helpers/fuzz.js'
 
-const RUNS = { numRuns: 500 }
+const RUNS = { numRuns: runs(500) }
 const BIG_V = 128256
 
 // ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import fc from 'fast-check'
 import { createRng, distributionAfterSampling, samplingProbability, speculativeStep, argmax } from '../../src/aggregate/index.js'
 import type { Aggregated, SamplingOptions } from '../../src/aggregate/index.js'
 import { NgramDrafter } from '../../src/router/drafter.js'
+import { runs } from '../helpers/fuzz.js'
 
 function makeAgg (V: number, ids: number[], ws: number[], restMass: number): Aggregated {
   const restCount = V - ids.length
@@ -44,7 +45,7 @@ describe('speculative sampling (lossless)', function () {
       const r = speculativeStep(agg, { temperature: 0, topK: 0, topP: 1 }, proposed, createRng(1))
       assert.equal(r.token, argmax(agg))
       assert.equal(r.accepted, proposed === argmax(agg))
-    }), { numRuns: 500 })
+    }), { numRuns: runs(500) })
   })
 
   const cases: Array<{ name: string, o: SamplingOptions, proposed: (agg: Aggregated) => number }> = [

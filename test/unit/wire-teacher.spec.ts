@@ -5,6 +5,7 @@ import {
   decodeFrame, decodeFrameResponse, decodeOpenResponse, decodeRequest, encodeFrame, encodeFrameResponse,
   encodeOpenResponse, encodeRequest, type Frame, type OpenInfo, Status
 } from '../../src/wire/index.js'
+import { runs } from '../helpers/fuzz.js'
 
 function throwsNamed (fn: () => unknown, name: string): void {
   assert.throws(fn, (err: any) => err.name === name, `expected ${name}`)
@@ -48,7 +49,7 @@ describe('wire: Frame.target_logprob', () => {
       if (back.status !== Status.OK) return
       const f32 = Math.fround(lp)
       assert.equal(back.frame.targetLogprob, f32 === 0 ? 0 : f32)
-    }), { numRuns: 300 })
+    }), { numRuns: runs(300) })
   })
 })
 

@@ -9,6 +9,7 @@ import {
   LOGPROB_SCALE, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS, MAX_RESPONSE_BYTES, Status, VOCAB_SIZE
 } from '../../src/wire/index.js'
 import type { Frame, InferRequest, OpenInfo } from '../../src/wire/index.js'
+import { runs } from '../helpers/fuzz.js'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const unhex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'))
@@ -97,7 +98,7 @@ describe('wire: frame codec', () => {
         const k = back.ids.indexOf(f.ids[i])
         assert.ok(Math.abs(back.logprobs[k] - f.logprobs[i]) <= HALF_STEP)
       }
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 
   it('accepts entries in any order: encoding does not depend on it', () => {
@@ -106,7 +107,7 @@ describe('wire: frame codec', () => {
       for (let i = perm.length - 1; i > 0; i--) { const j = (seed + i * 7919) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]] }
       const shuffled = { ...f, ids: Uint32Array.from(perm, i => f.ids[i]), logprobs: Float32Array.from(perm, i => f.logprobs[i]) }
       assert.deepStrictEqual(encodeFrame(shuffled), encodeFrame(f))
-    }), { numRuns: 300 })
+    }), { numRuns: runs(300) })
   })
 
   it('quantisation error is at most 1/2048 nat over [-65535/1024, 0]', () => {
@@ -114,7 +115,7 @@ describe('wire: frame codec', () => {
       const q = quantizeLogprob(lp)
       assert.ok(Number.isInteger(q) && q >= 0 && q <= 0xffff)
       assert.ok(Math.abs(dequantizeLogprob(q) - lp) <= HALF_STEP, `${lp} -> ${q}`)
-    }), { numRuns: 10000 })
+    }), { numRuns: runs(10000) })
     assert.equal(quantizeLogprob(-1 / 2048), 1) // halves round up in magnitude: floor(x + 0.5)
     assert.equal(quantizeLogprob(-3 / 2048), 2)
     assert.equal(dequantizeLogprob(0), 0)
@@ -165,7 +166,7 @@ describe('wire: requests', () => {
       const plain = { ...req } // fc.record builds null-prototype objects
       assert.deepStrictEqual(decodeRequest(bytes), plain)
       assert.deepStrictEqual(decodeRequest(new Uint8ArrayList(bytes.subarray(0, 3), bytes.subarray(3))), plain)
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 
   it('top_k 0 means 256', () => {
@@ -204,13 +205,13 @@ describe('wire: responses', () => {
       assert.equal(bytes[0], Status.OK)
       assert.deepStrictEqual(decodeFrameResponse(bytes), { status: Status.OK, frame: expectedFrame(f) })
       assert.deepStrictEqual(decodeFrameResponse(new Uint8ArrayList(bytes)), { status: Status.OK, frame: expectedFrame(f) })
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 
   it('round-trips open responses', () => {
     fc.assert(fc.property(openInfoArb, info => {
       assert.deepStrictEqual(decodeOpenResponse(encodeOpenResponse(info)), { status: Status.OK, open: { ...info, frame: expectedFrame(info.frame) } })
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
   })
 
   it('round-trips error responses, cutting messages to 256 bytes on a character boundary', () => {
@@ -224,7 +225,7 @@ describe('wire: responses', () => {
       if (Buffer.byteLength(message) <= 256) assert.equal(back.message, message)
       else assert.ok(Buffer.byteLength(back.message) > 252) // at most one 4-byte character dropped at the cut
       assert.deepStrictEqual(decodeOpenResponse(bytes), back)
-    }), { numRuns: 1000 })
+    }), { numRuns: runs(1000) })
     assert.equal(decodeFrameResponse(encodeErrorResponse(Status.BUSY, 'é'.repeat(200))).status, Status.BUSY)
     const cut = decodeFrameResponse(encodeErrorResponse(Status.BUSY, '€'.repeat(100)))
     assert.ok('message' in cut && cut.message === '€'.repeat(85))
@@ -317,7 +318,7 @@ describe('wire: fuzz (only named errors, never a crash)', () => {
   ]
   for (const [name, decode] of decoders) {
     it(`${name}: random bytes`, () => {
-      fc.assert(fc.property(fc.uint8Array({ maxLength: 700 }), b => onlyNamedErrors(() => decode(b))), { numRuns: 10000 })
+      fc.assert(fc.property(fc.uint8Array({ maxLength: 700 }), b => onlyNamedErrors(() => decode(b))), { numRuns: runs(10000) })
     })
   }
 
@@ -334,8 +335,8 @@ describe('wire: fuzz (only named errors, never a crash)', () => {
     fc.assert(fc.property(mutated(frameArb.map(f => encodeFrame(f))), b => {
       onlyNamedErrors(() => decodeFrame(b))
       onlyNamedErrors(() => decodeFrameResponse(Uint8Array.of(0, ...b)))
-    }), { numRuns: 10000 })
-    fc.assert(fc.property(mutated(requestArb.map(r => encodeRequest(r))), b => onlyNamedErrors(() => decodeRequest(b))), { numRuns: 10000 })
-    fc.assert(fc.property(mutated(openInfoArb.map(i => encodeOpenResponse(i))), b => onlyNamedErrors(() => decodeOpenResponse(b))), { numRuns: 5000 })
+    }), { numRuns: runs(10000) })
+    fc.assert(fc.property(mutated(requestArb.map(r => encodeRequest(r))), b => onlyNamedErrors(() => decodeRequest(b))), { numRuns: runs(10000) })
+    fc.assert(fc.property(mutated(openInfoArb.map(i => encodeOpenResponse(i))), b => onlyNamedErrors(() => decodeOpenResponse(b))), { numRuns: runs(5000) })
   })
 })
