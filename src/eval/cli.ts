@@ -4,7 +4,7 @@
  *
  *   meshllm eval --heldout <file> --bootstrap <multiaddr>… [-k <n>] [--experts <peer id>[,…]]…
  *                [--max-tokens <n>] [--window <n>] [--prompt <n>] [--rules mixture,product,median]
- *                [--weighting uniform,fixed,perplexity] [--tails uniform,unigram,bounded]
+ *                [--weighting uniform,fixed,perplexity] [--tails uniform,unigram,bounded,context]
  *                [--weights <peer id or model>=<w>,…] [--beta <β>] [--subsets] [--json]
  */
 import { createMeshNode, connectBootstrap, parseMultiaddr } from '../node/node.js'
