@@ -287,3 +287,94 @@ function unlistedRank (sorted: Uint32Array, token: number): number {
   while (lo < hi) { const m = (lo + hi) >> 1; if (sorted[m] < token) lo = m + 1; else hi = m }
   return token - lo
 }
+
+/**
+ * A drafter's proposal distribution for one position: explicit ids with probabilities summing
+ * to 1 (zero everywhere else). Build it with `proposalDistribution`.
+ */
+export interface Proposal {
+  ids: Uint32Array
+  probs: Float64Array
+}
+
+/**
+ * The proposal of a drafter whose own next-token frame lists `ids` with `logprobs`: its listed
+ * tokens only (renormalised), after the same temperature / top-k / top-p as the target, so
+ * that it overlaps the target as much as the drafter's model allows. Temperature must be > 0.
+ */
+export function proposalDistribution (ids: Uint32Array, logprobs: Float32Array, opts: SamplingOptions, vocabSize: number): Proposal {
+  if (!(opts.temperature > 0)) throw new SamplingError('a sampled proposal needs temperature > 0')
+  let mx = -Infinity
+  for (let i = 0; i < logprobs.length; i++) if (logprobs[i] > mx) mx = logprobs[i]
+  const ws = Float64Array.from(logprobs, lp => Math.exp(lp - mx))
+  const s = ws.reduce((a, b) => a + b, 0)
+  const order = [...ids.keys()].sort((a, b) => ws[b] - ws[a] || ids[a] - ids[b])
+  const agg: Aggregated = { ids: Uint32Array.from(order, i => ids[i]), probs: Float64Array.from(order, i => ws[i] / s), restProb: 0, restCount: Math.max(0, vocabSize - ids.length) }
+  const d = distributionAfterSampling(agg, opts)
+  return { ids: d.ids, probs: d.probs }
+}
+
+/** draws a token from a proposal */
+export function sampleProposal (q: Proposal, rng: Rng): number {
+  let u = rng()
+  for (let i = 0; i < q.ids.length; i++) {
+    if (u < q.probs[i]) return q.ids[i]
+    u -= q.probs[i]
+  }
+  return q.ids[q.ids.length - 1]
+}
+
+/**
+ * Speculative check of a token `proposed` that was drawn from the proposal `q` (a sampling
+ * drafter): accepted with probability min(1, p(x) / q(x)), else a token drawn from the
+ * residual max(0, p − q), renormalised (Leviathan et al. 2023, Chen et al. 2023). p is the
+ * target after temperature / top-k / top-p. The emitted token is distributed exactly as
+ * `sample` would draw it, and the acceptance rate is Σ min(p, q) = 1 − TV(p, q) instead of
+ * p(x) for a greedy draft. At temperature 0 it is `speculativeStep`.
+ */
+export function speculativeStepSampled (agg: Aggregated, opts: SamplingOptions, proposed: number, q: Proposal, rng: Rng): { accepted: boolean, token: number } {
+  if (opts.temperature === 0) return speculativeStep(agg, opts, proposed, rng)
+  const d = distributionAfterSampling(agg, opts)
+  const sorted = sortedIds(agg.ids)
+  const restKept = d.restCount > 0 && d.restProb > 0
+  const inRest = (t: number): boolean => restKept && !isListed(sorted, t) && unlistedRank(sorted, t) < d.restCount
+  const qOf = new Map<number, number>()
+  for (let i = 0; i < q.ids.length; i++) if (q.probs[i] > 0) qOf.set(q.ids[i], q.probs[i])
+  let px = 0
+  for (let i = 0; i < d.ids.length; i++) if (d.ids[i] === proposed) { px = d.probs[i]; break }
+  if (px === 0 && inRest(proposed)) px = d.restProb
+  const qx = qOf.get(proposed) ?? 0
+  if (qx > 0 && rng() * qx < px) return { accepted: true, token: proposed }
+  // residual r(t) = max(0, p(t) − q(t)): the target's listed ids, the rest tokens the proposal
+  // covers, and the other rest tokens (q = 0 there: r = p)
+  const covered: number[] = []
+  for (const t of qOf.keys()) if (inRest(t)) covered.push(t)
+  covered.sort((a, b) => a - b)
+  let z = 0
+  for (let i = 0; i < d.ids.length; i++) z += Math.max(0, d.probs[i] - (qOf.get(d.ids[i]) ?? 0))
+  for (const t of covered) z += Math.max(0, d.restProb - (qOf.get(t) ?? 0))
+  const plainRest = restKept ? d.restCount - covered.length : 0
+  z += plainRest * (restKept ? d.restProb : 0)
+  if (!(z > 0)) return { accepted: false, token: sample(agg, opts, rng) } // p = q: unreachable (x was accepted)
+  let u = rng() * z
+  let last = -1
+  for (let i = 0; i < d.ids.length; i++) {
+    const r = Math.max(0, d.probs[i] - (qOf.get(d.ids[i]) ?? 0))
+    if (u < r) return { accepted: false, token: d.ids[i] }
+    u -= r
+    if (r > 0) last = d.ids[i]
+  }
+  for (const t of covered) {
+    const r = Math.max(0, d.restProb - (qOf.get(t) ?? 0))
+    if (u < r) return { accepted: false, token: t }
+    u -= r
+    if (r > 0) last = t
+  }
+  if (plainRest > 0) {
+    // the k-th rest token the proposal does not cover: unlisted by agg.ids ∪ covered
+    const k = Math.min(plainRest - 1, Math.floor(u / d.restProb))
+    const both = Uint32Array.from([...sorted, ...covered]).sort()
+    return { accepted: false, token: nthUnlisted(both, k) }
+  }
+  return { accepted: false, token: last >= 0 ? last : argmax(agg) }
+}

@@ -6,11 +6,20 @@
  */
 import { ModelHost, type ModelSession } from '../expert/model-host.js'
 import { resolveModel } from '../expert/resolve.js'
+import { proposalDistribution, sampleProposal, type Proposal } from '../aggregate/sampling.js'
+import type { Rng, SamplingOptions } from '../aggregate/types.js'
 
 export interface Drafter {
   readonly name: string
-  /** up to `n` proposed tokens following `context` */
+  /** up to `n` proposed tokens following `context` (deterministic: greedy or looked up) */
   propose: (context: number[], n: number) => Promise<number[]>
+  /**
+   * Optional, for temperature > 0: up to `n` tokens *sampled* from the drafter's own
+   * distribution after `opts`, with the proposal distribution of each (the router then
+   * accepts with min(1, p/q): speculativeStepSampled). Far higher acceptance than a greedy
+   * draft when the target is flat.
+   */
+  proposeSampled?: (context: number[], n: number, opts: SamplingOptions, rng: Rng) => Promise<{ tokens: number[], proposals: Proposal[] }>
   close: () => Promise<void>
 }
 
@@ -56,9 +65,24 @@ export class ModelDrafter implements Drafter {
   }
 
   async propose (context: number[], n: number): Promise<number[]> {
-    if (n <= 0) return []
+    return (await this.draft(context, n)).tokens
+  }
+
+  async proposeSampled (context: number[], n: number, opts: SamplingOptions, rng: Rng): Promise<{ tokens: number[], proposals: Proposal[] }> {
+    const V = this.host.summary.vocabSize
+    return await this.draft(context, n, (ids, logprobs) => {
+      const q = proposalDistribution(ids, logprobs, opts, V)
+      return { token: sampleProposal(q, rng), q }
+    })
+  }
+
+  /** the continuation, one token at a time from the drafter's frames: greedy, or `pick` */
+  private async draft (context: number[], n: number, pick?: (ids: Uint32Array, logprobs: Float32Array) => { token: number, q: Proposal }): Promise<{ tokens: number[], proposals: Proposal[] }> {
+    const tokens: number[] = []
+    const proposals: Proposal[] = []
+    if (n <= 0) return { tokens, proposals }
     if (context.length + n >= this.host.contextSize - 1) n = this.host.contextSize - 2 - context.length
-    if (n <= 0) return []
+    if (n <= 0) return { tokens, proposals }
     let common = 0
     const max = Math.min(this.kv.length, context.length)
     while (common < max && this.kv[common] === context[common]) common++
@@ -67,17 +91,23 @@ export class ModelDrafter implements Drafter {
     this.kv.length = common
     let frame = await this.session.append(context.slice(common))
     this.kv = [...context]
-    const out: number[] = []
-    while (out.length < n) {
-      let best = 0
-      for (let i = 1; i < frame.logprobs.length; i++) if (frame.logprobs[i] > frame.logprobs[best]) best = i
-      const t = frame.ids[best]
-      out.push(t)
-      if (out.length === n) break
+    while (tokens.length < n) {
+      let t: number
+      if (pick != null) {
+        const r = pick(frame.ids, frame.logprobs)
+        t = r.token
+        proposals.push(r.q)
+      } else {
+        let best = 0
+        for (let i = 1; i < frame.logprobs.length; i++) if (frame.logprobs[i] > frame.logprobs[best]) best = i
+        t = frame.ids[best]
+      }
+      tokens.push(t)
+      if (tokens.length === n) break
       frame = await this.session.append([t])
       this.kv.push(t)
     }
-    return out
+    return { tokens, proposals }
   }
 
   async close (): Promise<void> {

@@ -16,7 +16,7 @@ import { aggregate } from '../aggregate/aggregate.js'
 import type { TailModel } from '../aggregate/general.js'
 import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
-import { createRng, sample, speculativeStep } from '../aggregate/sampling.js'
+import { createRng, sample, speculativeStep, speculativeStepSampled, type Proposal } from '../aggregate/sampling.js'
 import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
 import type { Drafter } from './drafter.js'
 import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpertsError } from '../util/errors.js'
@@ -452,7 +452,17 @@ export class Router {
         }
       }
       const t0 = performance.now()
-      const draft = n > 0 ? (await drafter.propose(context, n)).slice(0, n) : []
+      // temperature > 0: a sampling drafter proposes from its own distribution (acceptance
+      // Σ min(p, q)); otherwise a deterministic draft (acceptance p(x))
+      let draft: number[] = []
+      let proposals: Proposal[] | undefined
+      if (n > 0 && samplingOpts.temperature > 0 && drafter.proposeSampled != null) {
+        const d = await drafter.proposeSampled(context, n, samplingOpts, rng)
+        draft = d.tokens.slice(0, n)
+        proposals = d.proposals
+      } else if (n > 0) {
+        draft = (await drafter.propose(context, n)).slice(0, n)
+      }
       const chosen = sel.select(pool, Math.min(want, pool.length))
       const ctx = Uint32Array.from(context)
       const dr = Uint32Array.from(draft)
@@ -497,7 +507,7 @@ export class Router {
         let token: number | undefined
         let accepted = false
         if (i < draft.length) {
-          const r = speculativeStep(agg, samplingOpts, draft[i], rng)
+          const r = proposals != null ? speculativeStepSampled(agg, samplingOpts, draft[i], proposals[i], rng) : speculativeStep(agg, samplingOpts, draft[i], rng)
           token = r.token
           accepted = r.accepted
         } else {

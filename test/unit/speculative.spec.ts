@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
-import { createRng, distributionAfterSampling, samplingProbability, speculativeStep, argmax } from '../../src/aggregate/index.js'
-import type { Aggregated, SamplingOptions } from '../../src/aggregate/index.js'
+import { createRng, distributionAfterSampling, samplingProbability, speculativeStep, speculativeStepSampled, proposalDistribution, sampleProposal, argmax } from '../../src/aggregate/index.js'
+import type { Aggregated, Proposal, SamplingOptions } from '../../src/aggregate/index.js'
 import { NgramDrafter } from '../../src/router/drafter.js'
 import { runs } from '../helpers/fuzz.js'
 
@@ -85,5 +85,67 @@ describe('n-gram drafter', () => {
     assert.deepEqual(await d.propose([1, 2, 3, 4, 5, 9, 2, 3], 3), [4, 5, 9])
     assert.deepEqual(await d.propose([1, 2, 3, 7, 8], 2), [])
     assert.deepEqual(await d.propose([4, 1, 2, 4], 2), [1, 2])
+  })
+})
+
+describe('speculative sampling with a sampling drafter (proposal distribution q)', function () {
+  this.timeout(60_000)
+  const V = 40
+  const ids = [5, 7, 9, 11, 13, 17, 19, 23, 29, 31, 37, 39]
+  const agg = makeAgg(V, ids, [9, 7, 6, 5, 4, 3, 3, 2, 2, 1, 1, 1], 0.15)
+  // a drafter that disagrees: it likes 7 and 13, lists rest tokens 0, 1, 2 and a token outside top-k (39)
+  const draftIds = Uint32Array.from([7, 13, 5, 0, 1, 2, 39, 23])
+  const draftLp = Float32Array.from([-0.5, -1, -2, -2.5, -3, -3, -2, -4])
+
+  const cases: Array<{ name: string, o: SamplingOptions }> = [
+    { name: 'T=1', o: { temperature: 1, topK: 0, topP: 1 } },
+    { name: 'T=0.8, top-p 0.9', o: { temperature: 0.8, topK: 0, topP: 0.9 } },
+    { name: 'T=1.2, top-k 5', o: { temperature: 1.2, topK: 5, topP: 1 } },
+    { name: 'T=0.7, top-k 20 (rest block cut by top-k)', o: { temperature: 0.7, topK: 20, topP: 1 } }
+  ]
+  for (const c of cases) {
+    it(`emitted tokens follow the target distribution; acceptance is Σ min(p, q): ${c.name}`, () => {
+      const q: Proposal = proposalDistribution(draftIds, draftLp, c.o, V)
+      assert.ok(Math.abs(q.probs.reduce((a, b) => a + b, 0) - 1) < 1e-9)
+      const rng = createRng(7)
+      const draws = 30_000
+      const counts = new Map<number, number>()
+      let accepted = 0
+      for (let i = 0; i < draws; i++) {
+        const x = sampleProposal(q, rng)
+        const r = speculativeStepSampled(agg, c.o, x, q, rng)
+        if (r.accepted) { accepted++; assert.equal(r.token, x) }
+        counts.set(r.token, (counts.get(r.token) ?? 0) + 1)
+      }
+      let chi = 0; let df = -1; let smallE = 0; let smallO = 0
+      for (let t = 0; t < V; t++) {
+        const e = samplingProbability(agg, c.o, t) * draws
+        const n = counts.get(t) ?? 0
+        if (e === 0) { assert.equal(n, 0, `token ${t} has probability 0 but was emitted`); continue }
+        if (e >= 5) { chi += (n - e) ** 2 / e; df++ } else { smallE += e; smallO += n }
+      }
+      if (smallE > 0) { chi += (smallO - smallE) ** 2 / Math.max(smallE, 5); df++ }
+      df = Math.max(1, df)
+      const crit = df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (9 * df))) ** 3
+      assert.ok(chi < crit, `chi-square ${chi.toFixed(1)} ≥ ${crit.toFixed(1)} (df ${df})`)
+      // acceptance = Σ_t min(p(t), q(t))
+      let overlap = 0
+      for (let i = 0; i < q.ids.length; i++) overlap += Math.min(q.probs[i], samplingProbability(agg, c.o, q.ids[i]))
+      const rate = accepted / draws
+      assert.ok(Math.abs(rate - overlap) < 4 * Math.sqrt(overlap * (1 - overlap) / draws) + 1e-9, `acceptance ${rate.toFixed(4)} vs Σ min(p, q) ${overlap.toFixed(4)}`)
+    })
+  }
+
+  it('random targets and proposals: never emits a token of target probability 0', () => {
+    fc.assert(fc.property(fc.uniqueArray(fc.nat(59), { minLength: 2, maxLength: 20 }), fc.uniqueArray(fc.nat(59), { minLength: 1, maxLength: 20 }), fc.nat(1000), fc.constantFrom(0, 3, 10), (tIds, dIds, seed, topK) => {
+      const a = makeAgg(60, tIds, tIds.map((_, i) => 1 + (i % 5)), 0.2)
+      const o = { temperature: 0.9, topK, topP: 0.97 }
+      const q = proposalDistribution(Uint32Array.from(dIds), Float32Array.from(dIds, (_x, i) => -0.3 * i), o, 60)
+      const rng = createRng(seed)
+      for (let i = 0; i < 20; i++) {
+        const r = speculativeStepSampled(a, o, sampleProposal(q, rng), q, rng)
+        assert.ok(samplingProbability(a, o, r.token) > 0, `emitted ${r.token}`)
+      }
+    }), { numRuns: runs(300) })
   })
 })
