@@ -125,8 +125,12 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     const modes: Array<{ speculative: boolean, temperature: number }> = [{ speculative: false, temperature: 0 }, ...(router.supportsSpeculation ? [{ speculative: true, temperature: 0 }, { speculative: true, temperature: 0.8 }] : [])]
     for (const latencyMs of latencies) {
       setDelay(latencyMs)
-      const rtts = await Promise.all(experts.map(async e => (node.services.ping as any).ping(peerIdFromString(e.addr.split('/p2p/')[1]), { signal: AbortSignal.timeout(10_000) }).catch(() => NaN)))
-      const pingRttMs = median(rtts.filter(Number.isFinite))
+      const pingErrors: string[] = []
+      const rtts = await Promise.all(experts.map(async e => (node.services.ping as any).ping(peerIdFromString(e.addr.split('/p2p/')[1]), { signal: AbortSignal.timeout(10_000) }).catch((err: any) => { pingErrors.push(`${e.model}: ${err.name}: ${err.message}`); return NaN })))
+      if (pingErrors.length > 0) log(`  ping failed for ${pingErrors.length} expert(s): ${pingErrors.slice(0, 3).join('; ')}`)
+      const ok = rtts.filter(Number.isFinite)
+      if (ok.length === 0) throw new Error(`no expert answered a ping at ${latencyMs} ms (dead experts: ${experts.filter(e => e.child.exitCode != null || e.child.signalCode != null).map(e => `${e.model} ${e.child.exitCode ?? e.child.signalCode}: ${e.stderr().slice(-300)}`).join(' | ') || 'none'})`)
+      const pingRttMs = median(ok)
       log(`latency ${latencyMs} ms one way: ping round trip through the proxy ${pingRttMs.toFixed(0)} ms`)
       for (const { speculative, temperature } of modes) {
         for (const k of ks.filter(k => k <= experts.length)) {
