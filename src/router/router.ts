@@ -170,7 +170,8 @@ export interface RouterOptions {
  */
 export interface RouterObserver {
   /** one expert request settled: a frame arrived (ok) or the expert failed */
-  onExpertRequest?: (ev: { expert: string, ms: number, ok: boolean, error?: string }) => void
+  /** errorName: the failure's error class name (MalformedMessageError, InvalidFrameError, TimeoutError, …) */
+  onExpertRequest?: (ev: { expert: string, ms: number, ok: boolean, error?: string, errorName?: string }) => void
   /** a token was sampled (same event as GenerateOptions.onToken) */
   onToken?: (ev: TokenEvent) => void
   /** a generation ended; perExpert: traffic of each expert session it used (both directions, framing included) */
@@ -486,7 +487,7 @@ export class Router {
           this.log('expert %s failed: %s', c.id, err.message)
           this.health.failure(c.id, String(err.message ?? err))
           if (err instanceof InvalidFrameError) this.reputation.penalize(c.id)
-          if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - s0, ok: false, error: String(err.message ?? err) })
+          if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - s0, ok: false, error: String(err.message ?? err), errorName: String(err?.name ?? 'Error') })
           c.failed = true
           c.session?.abort(err)
           c.session = undefined
@@ -651,7 +652,7 @@ export class Router {
           this.log('expert %s failed: %s', c.id, err.message)
           this.health.failure(c.id, String(err.message ?? err))
           if (err instanceof InvalidFrameError) this.reputation.penalize(c.id)
-          if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - t0, ok: false, error: String(err.message ?? err) })
+          if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - t0, ok: false, error: String(err.message ?? err), errorName: String(err?.name ?? 'Error') })
           c.failed = true
           c.session?.abort(err)
           c.session = undefined

@@ -10,12 +10,19 @@
  *   stall    — honest frames, each response delayed by `stallMs` (slowloris)
  *   capacity — honest frames, the record claims `capacityFactor` × the measured speed
  *   honest   — no corruption (control)
+ *   malformed — answers every request with a length-prefixed message of random bytes
+ *   oversized — answers with a length prefix of 1 GiB (then a few bytes and silence): must be
+ *               refused on the prefix, before anything is buffered
+ *   badmass   — frames that encode and decode but are no distribution (tail mass 1 on top of
+ *               the listed mass)
  */
+import { lpStream, byteStream } from '@libp2p/utils'
 import { startExpert, type Expert } from '../../src/expert/expert.js'
+import { INFER_PROTOCOL } from '../../src/wire/types.js'
 import type { ModelSession } from '../../src/expert/model-host.js'
 import type { Frame } from '../../src/wire/types.js'
 
-export type LiarMode = 'random' | 'invert' | 'promote' | 'replay' | 'stall' | 'capacity' | 'honest'
+export type LiarMode = 'random' | 'invert' | 'promote' | 'replay' | 'stall' | 'capacity' | 'honest' | 'malformed' | 'oversized' | 'badmass'
 
 export interface LiarOptions {
   model?: string
@@ -132,6 +139,41 @@ export async function startLiar (mode: LiarMode, opts: LiarOptions = {}): Promis
       return { ...r, frames }
     }
     return s
+  }
+  if (mode === 'malformed' || mode === 'oversized') {
+    // replace the protocol handler: these liars break the wire format itself
+    await expert.node.unhandle(INFER_PROTOCOL)
+    await expert.node.handle(INFER_PROTOCOL, async (stream) => {
+      try {
+        const signal = AbortSignal.timeout(10_000)
+        await lpStream(stream, { maxDataLength: 64 * 1024 }).read({ signal })
+        liar.corrupted++
+        if (mode === 'malformed') {
+          const junk = Uint8Array.from({ length: 50 + Math.floor(rng() * 600) }, () => Math.floor(rng() * 256))
+          await lpStream(stream).write(junk, { signal })
+          await stream.close({ signal })
+        } else {
+          await byteStream(stream).write(Uint8Array.from([0x80, 0x80, 0x80, 0x80, 0x04, 1, 2, 3]), { signal }) // varint 2^30, then 3 bytes
+          await new Promise(resolve => setTimeout(resolve, 5_000))
+          stream.abort(new Error('oversized liar done'))
+        }
+      } catch (err: any) {
+        stream.abort(err)
+      }
+    }, { maxInboundStreams: 64 })
+  }
+  if (mode === 'badmass') {
+    const openS = host.openSession.bind(host)
+    host.openSession = (): ModelSession => {
+      const s = openS()
+      const evaluateScored = s.evaluateScored.bind(s)
+      s.evaluateScored = async (...args: Parameters<ModelSession['evaluateScored']>) => {
+        const r = await evaluateScored(...args)
+        liar.corrupted += r.frames.length
+        return { ...r, frames: r.frames.map(f => ({ ...f, tailMass: 1 })) }
+      }
+      return s
+    }
   }
   if (mode === 'capacity') {
     ;(expert.advertiser as any).opts.tokensPerSecond = expert.tokensPerSecond * (opts.capacityFactor ?? 10)

@@ -147,6 +147,21 @@ describe('Byzantine experts (2 honest processes + 1 in-process liar)', function 
     assert.ok(screened <= 0.3 * asked, `meshtest-c screened out of ${screened} of ${asked} steps`)
   })
 
+  for (const [mode, expected] of [['malformed', /MalformedMessageError|InvalidFrameError/], ['oversized', /InvalidDataLengthError/], ['badmass', /InvalidFrameError/]] as const) {
+    it(`a liar breaking the wire format (${mode}): refused with a named error, dropped, never counted; the generation completes`, async () => {
+      const { liar, router } = await withLiar(mode)
+      const errors: string[] = []
+      router.observers.add({ onExpertRequest: ev => { if (!ev.ok && ev.expert === liar.id) errors.push(`${ev.errorName}: ${ev.error}`) } })
+      const r = await router.generate(PROMPT, { k: 2, temperature: 0, seed: 1, maxTokens: 20, ignoreEos: true, policy: 'random', experts: [...honest(), liar.id] })
+      console.log(`      ${mode}: ${errors.length} failed request(s): ${[...new Set(errors.map(e => e.slice(0, 90)))].join(' | ')}`)
+      assert.equal(r.tokens, 20)
+      assert.ok(r.steps.every(st => st.experts.length === 2 && !st.experts.includes(liar.id)), 'every step got K=2 honest frames; the liar never counted')
+      assert.ok(liar.corrupted > 0 && errors.length > 0, 'the liar was asked and failed')
+      for (const e of errors) assert.match(e, expected)
+      if (mode === 'badmass') assert.ok(router.reputation.get(liar.id).frames > 0, 'an invalid frame counts against its reputation')
+    })
+  }
+
   it('a stalling expert (slowloris) does not stall generation: it is hedged and dropped, never counted', async () => {
     const { liar, router } = await withLiar('stall', { stallMs: 4_000 })
     const r = await router.generate(PROMPT, { k: 2, temperature: 0, seed: 1, maxTokens: 20, ignoreEos: true, policy: 'random', experts: [...honest(), liar.id] })
