@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { GenerateEvent, GenerateRequest } from '../../src/router/pb/generate.js'
 import { parseGenerateRequest, MAX_STOP_LENGTH, MAX_STOP_STRINGS } from '../../src/router/generate-service.js'
-import { runs } from '../helpers/fuzz.js'
+import { mutated, runs } from '../helpers/fuzz.js'
 
 function checkOptions (req: GenerateRequest): void {
   let opts
@@ -75,14 +75,7 @@ describe('generate protocol: request checks and decoder fuzz', () => {
   })
 
   it('mutated valid requests and events', () => {
-    const mutate = (valid: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> =>
-      fc.tuple(valid, fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }), fc.option(fc.nat()))
-        .map(([b, edits, cut]) => {
-          const out = Uint8Array.from(b)
-          for (const [at, value] of edits) if (out.length > 0) out[at % out.length] = value
-          return cut == null ? out : out.subarray(0, cut % (out.length + 1))
-        })
-    fc.assert(fc.property(mutate(requestArb.map(r => GenerateRequest.encode(r))), b => {
+    fc.assert(fc.property(mutated(requestArb.map(r => GenerateRequest.encode(r))), b => {
       const req = decodeOrError(() => GenerateRequest.decode(b))
       if (req != null) checkOptions(req)
     }), { numRuns: runs(10000) })
@@ -90,6 +83,6 @@ describe('generate protocol: request checks and decoder fuzz', () => {
       fc.record({ token: fc.record({ id: fc.nat(), text: fc.string({ maxLength: 16 }), experts: fc.array(fc.string({ maxLength: 52 }), { maxLength: 4 }) }) }),
       fc.record({ error: fc.record({ name: fc.string({ maxLength: 24 }), message: fc.string({ maxLength: 64 }) }) })
     ) as fc.Arbitrary<GenerateEvent>
-    fc.assert(fc.property(mutate(eventArb.map(e => GenerateEvent.encode(e))), b => { decodeOrError(() => GenerateEvent.decode(b)) }), { numRuns: runs(10000) })
+    fc.assert(fc.property(mutated(eventArb.map(e => GenerateEvent.encode(e))), b => { decodeOrError(() => GenerateEvent.decode(b)) }), { numRuns: runs(10000) })
   })
 })

@@ -9,7 +9,7 @@ import {
   LOGPROB_SCALE, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS, MAX_RESPONSE_BYTES, Status, VOCAB_SIZE
 } from '../../src/wire/index.js'
 import type { Frame, InferRequest, OpenInfo } from '../../src/wire/index.js'
-import { runs } from '../helpers/fuzz.js'
+import { mutated, runs } from '../helpers/fuzz.js'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const unhex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'))
@@ -321,15 +321,6 @@ describe('wire: fuzz (only named errors, never a crash)', () => {
       fc.assert(fc.property(fc.uint8Array({ maxLength: 700 }), b => onlyNamedErrors(() => decode(b))), { numRuns: runs(10000) })
     })
   }
-
-  /** a valid encoding with a few bytes overwritten and maybe cut short */
-  const mutated = (valid: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> =>
-    fc.tuple(valid, fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }), fc.option(fc.nat()))
-      .map(([b, edits, cut]) => {
-        const out = Uint8Array.from(b)
-        for (const [at, value] of edits) if (out.length > 0) out[at % out.length] = value
-        return cut == null ? out : out.subarray(0, cut % (out.length + 1))
-      })
 
   it('mutated frames, requests and responses', () => {
     fc.assert(fc.property(mutated(frameArb.map(f => encodeFrame(f))), b => {
