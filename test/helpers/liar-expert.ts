@@ -11,7 +11,8 @@
  *   capacity — honest frames, the record claims `capacityFactor` × the measured speed
  *   honest   — no corruption (control)
  *   malformed — answers every request with a length-prefixed message of random bytes
- *   oversized — answers with a length prefix of 1 GiB (then a few bytes and silence): must be
+ *   oversized — answers with a length prefix of 16 KiB, 4× the response limit (then a few bytes
+ *               and silence): must be
  *               refused on the prefix, before anything is buffered
  *   badmass   — frames that encode and decode but are no distribution (tail mass 1 on top of
  *               the listed mass)
@@ -153,7 +154,7 @@ export async function startLiar (mode: LiarMode, opts: LiarOptions = {}): Promis
           await lpStream(stream).write(junk, { signal })
           await stream.close({ signal })
         } else {
-          await byteStream(stream).write(Uint8Array.from([0x80, 0x80, 0x80, 0x80, 0x04, 1, 2, 3]), { signal }) // varint 2^30, then 3 bytes
+          await byteStream(stream).write(Uint8Array.from([0xff, 0x7f, 1, 2, 3]), { signal }) // varint 16 383 (> the 4 KiB limit), then 3 bytes
           await new Promise(resolve => setTimeout(resolve, 5_000))
           stream.abort(new Error('oversized liar done'))
         }
