@@ -8,6 +8,8 @@ export interface DiscoveryResult {
   compatible: ExpertRecord[]
   /** experts found whose tokenizer fingerprint differs from ours: never used */
   incompatible: ExpertRecord[]
+  /** providers whose record lookup was tried and failed (not those the time ran out before) */
+  missing?: string[]
 }
 
 /** concurrent record lookups of one discovery */
@@ -31,7 +33,20 @@ async function fetchRecord (node: MeshNode, peerId: PeerId, signal: AbortSignal)
  * record, and splits them by tokenizer fingerprint. `want`: stop early once this many
  * compatible experts are known.
  */
-export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, opts: { timeoutMs?: number, signal?: AbortSignal } = {}): Promise<DiscoveryResult> {
+export interface DiscoveryOptions {
+  timeoutMs?: number
+  signal?: AbortSignal
+  /**
+   * fetch order hint: providers for which this returns a lower number are fetched first
+   * (a router puts unknown providers first, known ones next, and providers whose records
+   * failed recently last,
+   * so that dead providers, whose provider records outlive them in the DHT, cannot use up a
+   * discovery's time before a new expert is seen)
+   */
+  priority?: (peerId: string) => number
+}
+
+export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, opts: DiscoveryOptions = {}): Promise<DiscoveryResult> {
   const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 5_000), ...(opts.signal != null ? [opts.signal] : [])])
   const peers = new Map<string, PeerId>()
   const key = await expertProvidersCid()
@@ -52,20 +67,28 @@ export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, 
   // share our few connections, and DHT servers bound their inbound streams per connection
   // (more at once are reset and the lookups fail fast)
   const ids = [...peers.values()]
+  if (opts.priority != null) {
+    const rank = new Map(ids.map(id => [id.toString(), opts.priority?.(id.toString()) ?? 0]))
+    ids.sort((a, b) => (rank.get(a.toString()) ?? 0) - (rank.get(b.toString()) ?? 0))
+  }
   const records: Array<ExpertRecord | undefined> = new Array(ids.length)
   let next = 0
+  const attempted = new Array<boolean>(ids.length).fill(false)
   await Promise.all(Array.from({ length: Math.min(FETCH_CONCURRENCY, ids.length) }, async () => {
     while (next < ids.length && !signal.aborted) {
       const i = next++
+      attempted[i] = true
       records[i] = await fetchRecord(node, ids[i], AbortSignal.any([signal, AbortSignal.timeout(3_000)])).catch(() => undefined)
     }
   }))
   const compatible: ExpertRecord[] = []
   const incompatible: ExpertRecord[] = []
-  for (const r of records) {
-    if (r == null) continue
+  const missing: string[] = []
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]
+    if (r == null) { if (attempted[i]) missing.push(ids[i].toString()); continue }
     if (r.addrs.length > 0) await node.peerStore.merge(r.peerId, { multiaddrs: r.addrs }).catch(() => {})
     ;(equals(r.tokenizerFingerprint, fingerprint) ? compatible : incompatible).push(r)
   }
-  return { compatible, incompatible }
+  return { compatible, incompatible, missing }
 }

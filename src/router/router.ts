@@ -202,6 +202,8 @@ export class Router {
   private known: ExpertRecord[] = []
   private knownAt = 0
   private incompatible: ExpertRecord[] = []
+  /** provider peer id → until when its record is fetched last (it could not be fetched) */
+  private readonly recordFailures = new Map<string, number>()
   readonly stats = { generations: 0, tokens: 0, bytes: 0, expertSteps: 0, lastTokensPerSecond: 0 }
   private readonly live = new Set<AbortController>()
   /** observers of every generation (additive hook for metrics; see RouterObserver) */
@@ -222,10 +224,21 @@ export class Router {
     const ttl = this.opts.discoveryTtlMs ?? 10_000
     const now = Date.now()
     if (force || now - this.knownAt > ttl || this.known.length === 0) {
-      const r = await discoverExperts(this.node, this.tokenizer.fingerprint, { timeoutMs: this.opts.discoveryTimeoutMs ?? 4_000, signal })
-      this.known = r.compatible.filter(x => x.expiresAtMs > now)
+      // unknown providers first (a new expert is seen at once), known ones next (refresh; kept
+      // anyway until their records expire), recently failed ones last
+      const knownIds = new Set(this.known.map(x => x.peerId.toString()))
+      const priority = (id: string): number => (this.recordFailures.get(id) ?? 0) > now ? 2 : knownIds.has(id) ? 1 : 0
+      const r = await discoverExperts(this.node, this.tokenizer.fingerprint, { timeoutMs: this.opts.discoveryTimeoutMs ?? 4_000, signal, priority })
+      const after = Date.now()
+      for (const id of r.missing ?? []) this.recordFailures.set(id, after + RECORD_RETRY_MS)
+      for (const x of r.compatible) this.recordFailures.delete(x.peerId.toString())
+      // a signed record stays valid until it expires: one that this round did not get to (or
+      // could not fetch) is kept until then; the circuit breaker handles a dead expert
+      const fresh = new Map(r.compatible.map(x => [x.peerId.toString(), x]))
+      for (const x of this.known) if (!fresh.has(x.peerId.toString())) fresh.set(x.peerId.toString(), x)
+      this.known = [...fresh.values()].filter(x => x.expiresAtMs > after)
       this.incompatible = r.incompatible
-      this.knownAt = Date.now()
+      this.knownAt = after
     }
     return { compatible: this.known, incompatible: this.incompatible }
   }
@@ -689,6 +702,9 @@ function sessionTraffic (candidates: Candidate[]): Array<{ expert: string, bytes
   }
   return out
 }
+
+/** how long a provider whose record could not be fetched goes to the end of the fetch order */
+const RECORD_RETRY_MS = 60_000
 
 function priorLatency (r: ExpertRecord): number {
   return r.tokensPerSecond > 0 ? 1000 / r.tokensPerSecond + 5 : 100
