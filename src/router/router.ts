@@ -180,7 +180,8 @@ export interface RouterObserver {
 
 interface Selection {
   select: (pool: Candidate[], n: number) => Candidate[]
-  healthOf: (c: Candidate) => ExpertHealth
+  /** health as selection sees it now (the measured-median floor computed once per call) */
+  health: () => (c: Candidate) => ExpertHealth
   /** colocation multiplier per expert id */
   colocation: Map<string, number>
 }
@@ -454,7 +455,8 @@ export class Router {
       // adaptive draft length: maximise expected tokens per unit time
       const pool = candidates.filter(c => c.failed !== true && this.available(c.id))
       if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
-      const rtt = Math.min(...pool.map(c => sel.healthOf(c).latencyMs))
+      const healthNow = sel.health()
+      const rtt = Math.min(...pool.map(c => healthNow(c).latencyMs))
       const room = Math.min(budget - emittedCount - 1, maxContext - 2 - context.length, 16)
       let n = 0
       if (room > 0) {
@@ -570,7 +572,7 @@ export class Router {
     }
     return {
       colocation: factors,
-      healthOf: (c) => healthOf(c, measuredMedian()),
+      health: () => { const floor = measuredMedian(); return (c) => healthOf(c, floor) },
       select: (pool, n) => {
         const floor = measuredMedian()
         return selectExperts(pool, n, c => healthOf(c, floor), c => c.record, { policy, colocation: c => factors.get(c.id) ?? 1 }, Math.random)
@@ -583,7 +585,8 @@ export class Router {
    * slower half, a stalling expert included, cannot hold the step: it is hedged and dropped)
    */
   private deadlineFor (chosen: Candidate[], sel: Selection): number {
-    const lats = chosen.map(c => sel.healthOf(c).latencyMs).sort((a, b) => a - b)
+    const healthNow = sel.health()
+    const lats = chosen.map(c => healthNow(c).latencyMs).sort((a, b) => a - b)
     const lat = lats[(lats.length - 1) >> 1]
     return Math.max(this.opts.minStepDeadlineMs ?? 1_500, 4 * lat + 100)
   }
