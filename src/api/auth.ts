@@ -1,14 +1,112 @@
 /**
- * Bind addresses and the bearer token. Both servers bind 127.0.0.1 by default; binding any
- * other address requires a token (refused at start without one), and with a token every
- * request must carry `authorization: Bearer <token>` (gRPC metadata or HTTP header).
+ * Bind addresses, the bearer token and TLS. Both servers bind 127.0.0.1 by default; binding
+ * any other address requires a token AND either TLS (`--tls-cert`/`--tls-key`) or the explicit
+ * `--insecure-behind-proxy` opt-in (refused at start otherwise). With a token every request
+ * must carry `authorization: Bearer <token>` (gRPC metadata or HTTP header).
+ *
+ * The token comes from a file (`--api-token-file`, first line; refused when group/others may
+ * read or write it) or MESHLLM_API_TOKEN, never from argv: a command line is visible to every
+ * user of the machine in `ps`, so `--api-token <token>` is refused (ApiTokenError).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
+import { readFileSync, statSync } from 'node:fs'
+import { createSecureContext } from 'node:tls'
 
 export class ApiConfigError extends Error {
   static override name = 'ApiConfigError'
   override name = 'ApiConfigError'
+}
+
+/** the API token cannot be read: argv form, missing or empty file, file open to group/others */
+export class ApiTokenError extends ApiConfigError {
+  static override name = 'ApiTokenError'
+  override name = 'ApiTokenError'
+}
+
+/** `--tls-cert`/`--tls-key`: one without the other, unreadable, not PEM, key not matching */
+export class ApiTlsError extends ApiConfigError {
+  static override name = 'ApiTlsError'
+  override name = 'ApiTlsError'
+}
+
+/** a non-loopback bind without TLS and without the explicit reverse-proxy opt-in */
+export class InsecureBindError extends ApiConfigError {
+  static override name = 'InsecureBindError'
+  override name = 'InsecureBindError'
+}
+
+/** PEM certificate chain and private key for the gRPC and HTTP servers */
+export interface TlsOptions {
+  cert: string | Buffer
+  key: string | Buffer
+}
+
+/** where join takes its token from */
+export interface ApiTokenSources {
+  /** `--api-token <token>`: refused (visible in `ps`) */
+  flag?: string
+  /** `--api-token-file <path>` */
+  file?: string
+  env?: NodeJS.ProcessEnv
+}
+
+const MAX_SECRET_FILE = 64 * 1024
+
+function readSecretFile (path: string, what: string, Err: typeof ApiConfigError, checkMode: boolean): Buffer {
+  let st
+  try {
+    st = statSync(path)
+  } catch (err: any) {
+    throw new Err(`${what} ${path}: ${err.code === 'ENOENT' ? 'no such file' : String(err.code ?? err.message)}`)
+  }
+  if (!st.isFile()) throw new Err(`${what} ${path}: not a regular file`)
+  if (st.size > MAX_SECRET_FILE) throw new Err(`${what} ${path}: larger than ${MAX_SECRET_FILE} bytes`)
+  // like ssh with private keys: a secret that other users can read is not a secret, and one they can write is not ours
+  if (checkMode && process.platform !== 'win32' && (st.mode & 0o066) !== 0) {
+    throw new Err(`${what} ${path} can be read or written by group/others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): run chmod 600 ${path}`)
+  }
+  try {
+    return readFileSync(path)
+  } catch (err: any) {
+    throw new Err(`${what} ${path}: ${String(err.code ?? err.message)}`)
+  }
+}
+
+/** The token of a token file: its first line, trimmed (ApiTokenError when missing, empty or open to group/others). */
+export function readApiTokenFile (path: string): string {
+  const token = readSecretFile(path, '--api-token-file', ApiTokenError, true).toString('utf8').split(/\r?\n/, 1)[0].trim()
+  if (token === '') throw new ApiTokenError(`--api-token-file ${path}: the first line is empty`)
+  return token
+}
+
+/**
+ * The API token: `--api-token-file` if given, else MESHLLM_API_TOKEN (empty counts as none).
+ * `--api-token <token>` is refused with ApiTokenError: argv is world-readable through `ps`.
+ */
+export function resolveApiToken (src: ApiTokenSources): string | undefined {
+  if (src.flag != null) throw new ApiTokenError('--api-token is refused: a command line is visible to every user in `ps`; put the token in a file only you can read (--api-token-file <path>, chmod 600) or in MESHLLM_API_TOKEN')
+  if (src.file != null) return readApiTokenFile(src.file)
+  const t = (src.env ?? process.env).MESHLLM_API_TOKEN
+  return t != null && t !== '' ? t : undefined
+}
+
+/** Reads and checks `--tls-cert`/`--tls-key` (PEM files); undefined when neither is given. */
+export function readTlsFiles (certPath: string | undefined, keyPath: string | undefined): TlsOptions | undefined {
+  if (certPath == null && keyPath == null) return undefined
+  if (certPath == null || keyPath == null) throw new ApiTlsError('--tls-cert <pem> and --tls-key <pem> go together')
+  const tls = { cert: readSecretFile(certPath, '--tls-cert', ApiTlsError, false), key: readSecretFile(keyPath, '--tls-key', ApiTlsError, false) }
+  checkTls(tls)
+  return tls
+}
+
+/** Throws ApiTlsError unless cert and key parse as PEM and belong together. */
+export function checkTls (tls: TlsOptions): void {
+  try {
+    createSecureContext({ cert: tls.cert, key: tls.key })
+  } catch (err: any) {
+    throw new ApiTlsError(`--tls-cert/--tls-key: ${String(err?.message ?? err).split('\n')[0]}`)
+  }
 }
 
 export const DEFAULT_HOST = '127.0.0.1'
@@ -43,14 +141,18 @@ export function isLoopback (host: string): boolean {
   return false
 }
 
-/** Throws unless the token is acceptable and a non-loopback bind has one. */
-export function checkBind (host: string, token: string | undefined, what: string): void {
-  if (token != null) {
-    if (token.length < 8 || /\s/.test(token)) throw new ApiConfigError('the API token must be at least 8 characters without whitespace (e.g. `openssl rand -hex 32`)')
-    return
+/**
+ * Throws unless the token is acceptable and a non-loopback bind has one (ApiConfigError) and
+ * is either TLS or explicitly behind a TLS-terminating reverse proxy (InsecureBindError).
+ */
+export function checkBind (host: string, token: string | undefined, what: string, transport: { tls?: boolean, insecureBehindProxy?: boolean } = {}): void {
+  if (token != null && (token.length < 8 || /\s/.test(token))) throw new ApiConfigError('the API token must be at least 8 characters without whitespace (e.g. `openssl rand -hex 32`)')
+  if (isLoopback(host)) return
+  if (token == null) {
+    throw new ApiConfigError(`refusing to serve the ${what} API on ${host}, which is not a loopback address, without a token: use --api-token-file <path> or set MESHLLM_API_TOKEN (clients then send "authorization: Bearer <token>")`)
   }
-  if (!isLoopback(host)) {
-    throw new ApiConfigError(`refusing to serve the ${what} API on ${host}, which is not a loopback address, without a token: pass --api-token <token> or set MESHLLM_API_TOKEN (clients then send "authorization: Bearer <token>")`)
+  if (transport.tls !== true && transport.insecureBehindProxy !== true) {
+    throw new InsecureBindError(`refusing to serve the ${what} API on ${host}, which is not a loopback address, in clear text (the token would cross the network readable): pass --tls-cert <pem> --tls-key <pem>, or --insecure-behind-proxy when a TLS-terminating reverse proxy is the only way in (docs/api.md)`)
   }
 }
 

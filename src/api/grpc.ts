@@ -4,7 +4,8 @@
  * (@grpc/reflection, v1 and v1alpha) so grpcurl and generic clients work.
  *
  * Auth: with a token, every call but the health service needs metadata
- * `authorization: Bearer <token>` (else UNAUTHENTICATED). Reference: docs/api.md.
+ * `authorization: Bearer <token>` (else UNAUTHENTICATED). With `tls` (PEM cert + key) the
+ * server speaks TLS only. Reference: docs/api.md.
  */
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
@@ -16,7 +17,7 @@ import { ApiError, GRPC_CODE, invalid, toApiError } from './errors.js'
 import type { MeshApi } from './service.js'
 import type { TaskRecord } from './tasks.js'
 import { resultSummary, type GenerateResult } from '../router/router.js'
-import { tokenMatches } from './auth.js'
+import { tokenMatches, type TlsOptions } from './auth.js'
 
 export const GRPC_SERVICE = 'meshllm.v1.MeshLLM'
 
@@ -42,6 +43,8 @@ export interface GrpcServerOptions {
   host: string
   port: number
   token?: string
+  /** PEM cert + key: gRPC over TLS */
+  tls?: TlsOptions
 }
 
 export interface GrpcApiServer {
@@ -179,7 +182,10 @@ export async function startGrpcServer (api: MeshApi, o: GrpcServerOptions): Prom
 
   const bindHost = o.host.includes(':') ? `[${o.host}]` : o.host
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${bindHost}:${o.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => { if (err != null) reject(err); else resolve(p) })
+    const creds = o.tls != null
+      ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(o.tls.cert), private_key: Buffer.from(o.tls.key) }], false)
+      : grpc.ServerCredentials.createInsecure()
+    server.bindAsync(`${bindHost}:${o.port}`, creds, (err, p) => { if (err != null) reject(err); else resolve(p) })
   })
   return {
     port,

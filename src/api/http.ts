@@ -5,10 +5,11 @@
  * Reference: docs/api.md.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { ApiError, HTTP_ERROR, invalid, openAiErrorBody, toApiError } from './errors.js'
-import { bearer, tokenMatches } from './auth.js'
+import { bearer, tokenMatches, type TlsOptions } from './auth.js'
 import type { MeshApi, PreparedGeneration } from './service.js'
 import type { ChatMessage } from './chat.js'
 import type { GenerateResult } from '../router/router.js'
@@ -18,6 +19,8 @@ export interface HttpServerOptions {
   host: string
   port: number
   token?: string
+  /** PEM cert + key: serve HTTPS */
+  tls?: TlsOptions
   /** request body limit (default 1 MiB) */
   maxBodyBytes?: number
 }
@@ -32,13 +35,14 @@ const OPEN_PATHS = new Set(['/', '/dashboard', '/healthz', '/favicon.ico'])
 export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Promise<HttpApiServer> {
   const maxBody = o.maxBodyBytes ?? 1024 * 1024
   const sse = new Set<ServerResponse>()
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     handle(req, res).catch((err) => {
       const e = toApiError(err)
       if (!res.headersSent) sendError(res, e)
       else res.destroy()
     })
-  })
+  }
+  const server = o.tls != null ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key }, onRequest) : createServer(onRequest)
   server.headersTimeout = 30_000
   server.requestTimeout = 0 // generations stream for a long time; the API has its own limit
   server.keepAliveTimeout = 5_000

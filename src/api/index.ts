@@ -2,7 +2,7 @@
  * The client APIs of a node: gRPC (meshllm.v1.MeshLLM + health + reflection), the
  * OpenAI-compatible HTTP API, Prometheus /metrics and the dashboard. Reference: docs/api.md.
  *
- *   const api = await startApi({ node, router, governance, expert, grpc: '127.0.0.1:50051', http: '127.0.0.1:8080', token })
+ *   const api = await startApi({ node, router, governance, expert, grpc: '127.0.0.1:50051', http: '127.0.0.1:8080', token, tls? })
  *   … api.grpcPort, api.httpPort …
  *   await api.close()
  */
@@ -12,14 +12,14 @@ import type { GovernanceService } from '../governance/service.js'
 import { MeshApi, type LocalExpert } from './service.js'
 import { startGrpcServer, type GrpcApiServer } from './grpc.js'
 import { startHttpServer, type HttpApiServer } from './http.js'
-import { ApiConfigError, checkBind, parseHostPort } from './auth.js'
+import { ApiConfigError, checkBind, checkTls, parseHostPort, type TlsOptions } from './auth.js'
 import { TaskStore } from './tasks.js'
 import type { AttachExpertOptions } from '../expert/attach.js'
 
 export { MeshApi, type LocalExpert, type MeshApiOptions, type GenerateParams } from './service.js'
 export { TaskStore, assessTask, type TaskRecord, type TaskStatus, type NewTask, type TaskUpdate, type Approval } from './tasks.js'
 export { ApiError, toApiError, type ApiErrorKind } from './errors.js'
-export { ApiConfigError, parseHostPort, isLoopback } from './auth.js'
+export { ApiConfigError, ApiTokenError, ApiTlsError, InsecureBindError, parseHostPort, isLoopback, resolveApiToken, readApiTokenFile, readTlsFiles, type TlsOptions, type ApiTokenSources } from './auth.js'
 export { ChatFormatter, type ChatMessage } from './chat.js'
 export { protoPath, loadMeshProto, LOADER_OPTIONS, GRPC_SERVICE } from './grpc.js'
 
@@ -37,6 +37,13 @@ export interface StartApiOptions {
   http?: string
   /** bearer token; required to bind a non-loopback address */
   token?: string
+  /** PEM certificate chain and key: both servers speak TLS (HTTPS, gRPC over TLS) */
+  tls?: TlsOptions
+  /**
+   * Allows a non-loopback bind without `tls`, for a TLS-terminating reverse proxy on another
+   * host (docs/api.md). Without either, a non-loopback bind is refused (InsecureBindError).
+   */
+  insecureBehindProxy?: boolean
   defaultK?: number
   maxTokensLimit?: number
   generateTimeoutMs?: number
@@ -57,22 +64,19 @@ export interface ApiHandle {
   close: () => Promise<void>
 }
 
-/** The token from `--api-token` or, when absent, MESHLLM_API_TOKEN (empty counts as none). */
-export function apiTokenFrom (flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const t = flag ?? env.MESHLLM_API_TOKEN
-  return t != null && t !== '' ? t : undefined
-}
-
 /**
- * Checks `--grpc` / `--http` / the token without binding anything (throws ApiConfigError):
- * lets `join` fail before it loads a model.
+ * Checks `--grpc` / `--http` / the token / TLS without binding anything (throws
+ * ApiConfigError or a subclass: ApiTlsError, InsecureBindError): lets `join` fail before it
+ * loads a model. Non-loopback binds need a token and TLS or `insecureBehindProxy`.
  */
-export function validateApiOptions (opts: Pick<StartApiOptions, 'grpc' | 'http' | 'token'>): { grpc?: { host: string, port: number }, http?: { host: string, port: number } } {
+export function validateApiOptions (opts: Pick<StartApiOptions, 'grpc' | 'http' | 'token' | 'tls' | 'insecureBehindProxy'>): { grpc?: { host: string, port: number }, http?: { host: string, port: number } } {
   if (opts.grpc == null && opts.http == null) throw new ApiConfigError('startApi needs grpc and/or http ("host:port")')
   const grpc = opts.grpc != null ? parseHostPort(opts.grpc, '--grpc') : undefined
   const http = opts.http != null ? parseHostPort(opts.http, '--http') : undefined
-  if (grpc != null) checkBind(grpc.host, opts.token, 'gRPC')
-  if (http != null) checkBind(http.host, opts.token, 'HTTP')
+  if (opts.tls != null) checkTls(opts.tls)
+  const transport = { tls: opts.tls != null, insecureBehindProxy: opts.insecureBehindProxy }
+  if (grpc != null) checkBind(grpc.host, opts.token, 'gRPC', transport)
+  if (http != null) checkBind(http.host, opts.token, 'HTTP', transport)
   return { grpc, http }
 }
 
@@ -99,8 +103,8 @@ export async function startApi (opts: StartApiOptions): Promise<ApiHandle> {
     if (typeof opts.tasks === 'string') tasks?.close()
   }
   try {
-    if (grpcAddr != null) grpcServer = await startGrpcServer(api, { ...grpcAddr, token: opts.token })
-    if (httpAddr != null) httpServer = await startHttpServer(api, { ...httpAddr, token: opts.token, maxBodyBytes: opts.maxBodyBytes })
+    if (grpcAddr != null) grpcServer = await startGrpcServer(api, { ...grpcAddr, token: opts.token, tls: opts.tls })
+    if (httpAddr != null) httpServer = await startHttpServer(api, { ...httpAddr, token: opts.token, tls: opts.tls, maxBodyBytes: opts.maxBodyBytes })
   } catch (err) {
     await closeAll()
     throw err

@@ -20,6 +20,7 @@ import { GovernanceService } from '../governance/service.js'
 import { configDigest } from '../governance/config.js'
 import { ChangeLog, revertOnHalt } from '../governance/changelog.js'
 import { join as joinPath } from 'node:path'
+import { isLoopback, readTlsFiles, resolveApiToken } from '../api/auth.js'
 
 export const EXIT = {
   OK: 0,
@@ -40,7 +41,8 @@ export class UsageError extends Error {
 
 const USAGE = `usage:
   meshllm join --model <path|uri|meshtest-a|b|c> [--listen <multiaddr>] [--announce <multiaddr>]… [--bootstrap <multiaddr>]… [--data-dir <dir>] [--threads <n>] [--max-sessions <n>]
-               [--governance <file>] [--grpc <host:port>] [--http <host:port>] [--api-token <token>]
+               [--governance <file>] [--grpc <host:port>] [--http <host:port>] [--api-token-file <file>] [--tls-cert <pem> --tls-key <pem> | --insecure-behind-proxy]
+               (API token: --api-token-file, mode 600, or MESHLLM_API_TOKEN; non-loopback binds need a token and TLS: docs/api.md)
   meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product|median|trimmed] [--json]
       [--weighting uniform|perplexity] [--tail uniform|unigram|bounded|context]   expert weights and tail model (docs/quality.md)
   meshllm generate "<prompt>" --via <multiaddr> [same options but --weighting/--tail: the routing peer's defaults apply]
@@ -120,13 +122,23 @@ async function join (args: string[]): Promise<void> {
     governance: { type: 'string' },
     grpc: { type: 'string' },
     http: { type: 'string' },
-    'api-token': { type: 'string' }
+    'api-token': { type: 'string' },
+    'api-token-file': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'insecure-behind-proxy': { type: 'boolean' }
   })
   if (values.model == null) throw new UsageError('join needs --model <path|uri>')
   const apiModule = values.grpc != null || values.http != null ? await import('../api/index.js') : undefined
-  const apiToken = apiModule?.apiTokenFrom(values['api-token'])
-  // bind rules (non-loopback needs a token) are checked before the model loads
-  apiModule?.validateApiOptions({ grpc: values.grpc, http: values.http, token: apiToken })
+  // token and TLS files are read, and the bind rules (non-loopback needs a token and TLS or
+  // --insecure-behind-proxy) checked, before the model loads; --api-token is refused (ps shows argv)
+  const apiToken = resolveApiToken({ flag: values['api-token'], file: values['api-token-file'] })
+  const apiTls = readTlsFiles(values['tls-cert'], values['tls-key'])
+  const insecureBehindProxy = values['insecure-behind-proxy'] === true
+  apiModule?.validateApiOptions({ grpc: values.grpc, http: values.http, token: apiToken, tls: apiTls, insecureBehindProxy })
+  for (const [flag, bind] of [['--grpc', values.grpc], ['--http', values.http]] as const) {
+    if (bind != null && apiTls == null && insecureBehindProxy && !isLoopback(apiModule!.parseHostPort(bind, flag).host)) process.stderr.write(`warning: ${flag} ${bind} serves clear text (--insecure-behind-proxy): only a TLS-terminating reverse proxy may reach it\n`)
+  }
   for (const a of [...(values.listen ?? []), ...(values.announce ?? []), ...(values.bootstrap ?? [])]) parseMultiaddr(a)
   // an unknown model is reported before anything else is printed
   await resolveModel(values.model, { progress: process.stderr.isTTY })
@@ -180,11 +192,13 @@ async function join (args: string[]): Promise<void> {
       tasks: values['data-dir'] != null ? joinPath(values['data-dir'], 'tasks.sqlite') : undefined,
       grpc: values.grpc,
       http: values.http,
-      token: apiToken
+      token: apiToken,
+      tls: apiTls,
+      insecureBehindProxy
     })
     : undefined
   if (api?.grpcPort != null) process.stdout.write(`grpc ${apiModule?.parseHostPort(values.grpc, '--grpc').host}:${api.grpcPort}\n`)
-  if (api?.httpPort != null) process.stdout.write(`http http://${apiModule?.parseHostPort(values.http, '--http').host}:${api.httpPort}/\n`)
+  if (api?.httpPort != null) process.stdout.write(`http ${apiTls != null ? 'https' : 'http'}://${apiModule?.parseHostPort(values.http, '--http').host}:${api.httpPort}/\n`)
   process.stderr.write(`expert ${expert.host.summary.name}: ${expert.tokensPerSecond.toFixed(1)} tokens/s, ${expert.host.threads} thread(s), ${expert.host.maxSessions} sessions, tokenizer ${fingerprintHex(expert.host.summary.fingerprint).slice(0, 16)}\n`)
   for (const ma of expert.node.getMultiaddrs()) process.stdout.write(`listening ${ma.toString()}\n`)
   await new Promise<void>((resolve) => {
@@ -290,7 +304,7 @@ async function loadDrafter (spec: string | undefined): Promise<Drafter> {
 function exitCodeFor (err: any): number {
   const name = err instanceof RemoteGenerateError ? err.remoteName : err?.name
   switch (name) {
-    case 'UsageError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': case 'ApiConfigError': return EXIT.USAGE
+    case 'UsageError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': case 'ApiConfigError': case 'ApiTokenError': case 'ApiTlsError': case 'InsecureBindError': return EXIT.USAGE
     case 'NoExpertsError': return EXIT.NO_EXPERTS
     case 'IncompatibleTokenizerError': return EXIT.INCOMPATIBLE
     case 'ContextOverflowError': return EXIT.CONTEXT
