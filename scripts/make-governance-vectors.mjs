@@ -55,7 +55,7 @@ async function verdictOf (bytes, now) {
   const v = await verifyEnvelope(bytes, config, now)
   return v.ok
     ? { ok: true, kind: Kind[v.envelope.message.kind], version: v.envelope.message.version, signers: v.signers.map(hex).sort() }
-    : { ok: false, reason: v.reason }
+    : { ok: false, code: v.code, reason: v.reason }
 }
 
 const cases = []
@@ -94,8 +94,9 @@ await encoded('keyholders: valid, k3 replaced by k5, signed by 3 old and 3 new',
 // ---- invalid, by the encoder
 await encoded('invalid: another mesh id', { ...halt, meshId: 'other-mesh' }, ['k1'], false)
 await encoded('invalid: signed by a key that is not a keyholder', halt, ['outsider'], false)
-await encoded('invalid: expired at now', { ...halt, issuedAtMs: NOW - 2 * HOUR, expiresAtMs: NOW - 1 }, ['k1'], false)
-await encoded('invalid: issued more than 5 minutes in the future', { ...halt, issuedAtMs: NOW + 6 * 60_000, expiresAtMs: NOW + HOUR }, ['k1'], false)
+await encoded('invalid: expired 60 minutes ago (the clock-skew grace)', { ...halt, issuedAtMs: NOW - 3 * HOUR, expiresAtMs: NOW - HOUR }, ['k1'], false)
+await encoded('invalid: issued more than 60 minutes in the future', { ...halt, issuedAtMs: NOW + 61 * 60_000, expiresAtMs: NOW + 2 * HOUR }, ['k1'], false)
+await encoded('invalid: version more than 60 minutes beyond the clock', { ...halt, version: NOW + 61 * 60_000 }, ['k1'], false)
 await encoded('invalid: lifetime above 30 days', { ...halt, issuedAtMs: NOW - HOUR, expiresAtMs: NOW - HOUR + 31 * 24 * HOUR }, ['k1'], false)
 await encoded('invalid: resume with 1 signature, 2 needed', resume, ['k1'], false)
 await encoded('invalid: keyholders change without the new set\'s threshold', keyholders, ['k1', 'k2', 'k3'], false)
@@ -111,6 +112,9 @@ await handMade('invalid: the same keyholder signature twice', encodeEnvelope(res
 
 const haltSig = decodeEnvelope(haltBytes).signatures
 await handMade('invalid: a halt signature spliced onto a resume payload', encodeEnvelope(resumePayload, haltSig), 'the payload of the resume case with the signature entry of the halt case')
+
+const junk = { publicKey: pub('k1'), signature: new Uint8Array(64).fill(7) }
+await handMade('invalid: a keyholder entry with a junk signature', encodeEnvelope(encodePayload(halt), [junk]), 'the halt payload with k1 listed and 64 bytes of 0x07 as its signature')
 
 await handMade('invalid: truncated', haltBytes.subarray(0, haltBytes.length - 1), 'the halt case without its last byte')
 

@@ -4,6 +4,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../node/node.js'
+import { NoPeersError } from '../util/errors.js'
 import { generateKeyholderKey, loadKeyholderKey, formatPublicKey, canonicalPublicKey } from '../governance/keys.js'
 import { configToJson, configDigest, defaultConfig, defaultThresholds, loadConfig, validateConfig, type GovernanceConfig } from '../governance/config.js'
 import { Kind, addSignatures, createEnvelope, decodeEnvelope, type Message } from '../governance/envelope.js'
@@ -22,15 +23,19 @@ export async function governanceConfigFrom (path: string | undefined, quiet = fa
   return defaultConfig()
 }
 
-/** A short-lived client node joined to the mesh's governance topic, caught up from its peers. */
-export async function governanceClient (config: GovernanceConfig, bootstrap: string[]): Promise<{ node: MeshNode, gov: GovernanceService, close: () => Promise<void> }> {
+/** A short-lived client node joined to the mesh's governance, caught up from its bootstrap peers. */
+export async function governanceClient (config: GovernanceConfig, bootstrap: string[], timings?: Timings): Promise<{ node: MeshNode, gov: GovernanceService, close: () => Promise<void> }> {
   const node = await createMeshNode({ listen: [], dhtServer: false })
   await node.start()
   const gov = new GovernanceService(node, new GovernanceState(config))
   await gov.start()
+  timings?.mark('node')
   try {
-    await connectBootstrap(node, bootstrap)
+    // a keyholder tool needs connections, not the DHT: no wait for a routing table
+    await connectBootstrap(node, bootstrap, 10_000, { waitForDht: false })
+    timings?.mark('connect')
     await gov.syncAll()
+    timings?.mark('catch-up')
   } catch (err) {
     await gov.stop(); await node.stop()
     throw err
@@ -38,31 +43,64 @@ export async function governanceClient (config: GovernanceConfig, bootstrap: str
   return { node, gov, close: async () => { await gov.stop(); await node.stop() } }
 }
 
-/** Waits until some peer subscribes to the governance topic (so the publish reaches the mesh). */
-async function waitForTopicPeers (gov: GovernanceService, timeoutMs = 5_000): Promise<number> {
-  const pubsub = gov.node.services.pubsub as any
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const n = pubsub.getSubscribers(gov.topic).length
-    if (n > 0) return n
-    await new Promise(resolve => setTimeout(resolve, 50))
+/** Where the time of a keyholder command went (ms per phase, from process start). */
+export class Timings {
+  private last: number
+  readonly phases: Array<[string, number]> = []
+  constructor () {
+    // performance.now() counts from the process's start: the first phase is Node + imports
+    this.last = 0
+    this.mark('start')
   }
-  return 0
+
+  mark (phase: string): void {
+    const now = performance.now()
+    this.phases.push([phase, Math.round(now - this.last)])
+    this.last = now
+  }
+
+  get total (): number { return Math.round(this.last) }
+  toString (): string { return `${this.total} ms (${this.phases.map(([p, ms]) => `${p} ${ms}`).join(', ')})` }
 }
 
-async function publishEnvelope (bytes: Uint8Array, config: GovernanceConfig, bootstrap: string[]): Promise<void> {
-  const { gov, close } = await governanceClient(config, bootstrap)
+/** The mesh did not take a keyholder's message: refused here or by every peer that answered. */
+export class GovernanceRefusedError extends Error {
+  static override name = 'GovernanceRefusedError'
+  override name = 'GovernanceRefusedError'
+  constructor (readonly code: string, message: string) { super(message) }
+}
+
+/**
+ * Submits a signed envelope and tells the truth: applied (by how many peers that answered)
+ * or refused and why. Throws GovernanceRefusedError when this client's own check refuses it
+ * (stale, expired, issued in the future, below threshold, …) or when every mesh peer that
+ * answered refused it, NoPeersError when no peer answered at all.
+ */
+async function publishEnvelope (bytes: Uint8Array, config: GovernanceConfig, bootstrap: string[], json: boolean, timings = new Timings()): Promise<void> {
+  const { gov, close } = await governanceClient(config, bootstrap, timings)
   try {
-    const peers = await waitForTopicPeers(gov)
-    if (peers === 0) throw new Error('no mesh peer subscribed to the governance topic: nothing published')
-    const r = await gov.publish(bytes)
-    if (!r.accepted) throw new Error(`refused: ${r.reason}`)
-    const m = decodeEnvelope(bytes).message
-    // give gossipsub a moment to flush before the client node stops
-    await new Promise(resolve => setTimeout(resolve, 300))
-    process.stdout.write(`${Kind[m.kind]} version ${m.version} published to ${r.recipients} peer(s) on mesh "${m.meshId}"\n`)
+    await submitAndReport(gov, bytes, json, timings)
   } finally {
     await close()
+  }
+}
+
+async function submitAndReport (gov: GovernanceService, bytes: Uint8Array, json: boolean, timings: Timings): Promise<void> {
+  {
+    const m = decodeEnvelope(bytes).message
+    const r = await gov.submit(bytes)
+    timings.mark('push')
+    const applied = r.peers.applied ?? 0
+    const answered = Object.entries(r.peers).filter(([a]) => a !== 'no-answer').reduce((n, [, c]) => n + (c ?? 0), 0)
+    const refusedBy = Object.entries(r.peers).filter(([a]) => a !== 'applied' && a !== 'no-answer').map(([a, c]) => `${c} ${a}`)
+    if (json) process.stdout.write(JSON.stringify({ kind: Kind[m.kind], version: m.version, applied: r.applied, code: r.code, reason: r.reason, peers: r.peers, gossipRecipients: r.gossipRecipients, ms: timings.total, phases: Object.fromEntries(timings.phases) }) + '\n')
+    if (!r.applied) throw new GovernanceRefusedError(r.code ?? 'refused', `${Kind[m.kind]} version ${m.version} refused: ${r.code}: ${r.reason}`)
+    if (answered === 0 && r.gossipRecipients === 0) throw new NoPeersError(`${Kind[m.kind]} version ${m.version}: no mesh peer answered; nothing was applied`)
+    if (answered > 0 && applied === 0) throw new GovernanceRefusedError(Object.keys(r.peers).find(a => a !== 'no-answer') ?? 'refused', `${Kind[m.kind]} version ${m.version} refused by every peer that answered (${refusedBy.join(', ')})`)
+    if (!json) {
+      process.stdout.write(`${Kind[m.kind]} version ${m.version} applied by ${applied} of ${answered} peer(s) that answered${refusedBy.length > 0 ? ` (refused by ${refusedBy.join(', ')})` : ''}${(r.peers['no-answer'] ?? 0) > 0 ? `, ${r.peers['no-answer']} did not answer` : ''}; gossiped to ${r.gossipRecipients} peer(s) on mesh "${m.meshId}"\n`)
+      process.stderr.write(`took ${timings.toString()}\n`)
+    }
   }
 }
 
@@ -135,20 +173,22 @@ export async function governanceCommand (args: string[], parse: Parse): Promise<
 /** meshllm halt | resume | vote | phase: build, sign with the given keys, publish */
 export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase', args: string[], parse: Parse): Promise<void> {
   const { values, positionals } = parse(args, { ...COMMON, approve: { type: 'boolean' }, reject: { type: 'boolean' }, lifts: { type: 'string' } })
+  const timings = new Timings()
   const config = await governanceConfigFrom(values.governance)
   const keys = await keysFrom(values.key)
   const bootstrap = needBootstrap(values)
-  // learn the current version and halt from the mesh first
-  const { gov, close } = await governanceClient(config, bootstrap)
-  let bytes: Uint8Array
+  // learn the current version and halt from the mesh first, then sign and submit over the
+  // same connections
+  const { gov, close } = await governanceClient(config, bootstrap, timings)
   try {
     const st = gov.state
     const base = baseMessage(st.config, st.version + 1)
+    let bytes: Uint8Array
     if (cmd === 'halt') {
       bytes = await createEnvelope({ ...base, kind: Kind.HALT, reason: values.reason ?? 'halted by keyholder' }, keys)
     } else if (cmd === 'resume') {
       const lifts = values.lifts != null ? Number(values.lifts) : st.halted?.version
-      if (lifts == null) throw new Error('the mesh is not halted: nothing to resume')
+      if (lifts == null) throw new GovernanceRefusedError('not-halted', 'the mesh is not halted: nothing to resume')
       bytes = await createEnvelope({ ...base, kind: Kind.RESUME, liftsVersion: lifts, reason: values.reason ?? 'resumed by keyholders' }, keys)
     } else if (cmd === 'vote') {
       const id = positionals[0]
@@ -160,10 +200,11 @@ export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase
       if (!Number.isInteger(phase) || phase < 0 || phase > 4) throw Object.assign(new Error('phase needs a phase number 0–4'), { name: 'UsageError' })
       bytes = await createEnvelope({ ...base, kind: Kind.PHASE, phase }, keys)
     }
+    timings.mark('sign')
+    await submitAndReport(gov, bytes, values.json === true, timings)
   } finally {
     await close()
   }
-  await publishEnvelope(bytes, config, bootstrap)
 }
 
 /**
@@ -201,5 +242,5 @@ export async function submitCommand (args: string[], parse: Parse): Promise<void
   const { values, positionals } = parse(args, COMMON)
   if (positionals[0] == null) throw Object.assign(new Error('submit needs a signed message file'), { name: 'UsageError' })
   const config = await governanceConfigFrom(values.governance)
-  await publishEnvelope(Uint8Array.from(await readFile(positionals[0])), config, needBootstrap(values))
+  await publishEnvelope(Uint8Array.from(await readFile(positionals[0])), config, needBootstrap(values), values.json === true)
 }

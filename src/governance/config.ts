@@ -64,6 +64,9 @@ export function validateConfig (c: GovernanceConfig): GovernanceConfig {
     if (!Number.isInteger(t) || t < 1) throw new GovernanceConfigError(`threshold ${kind} must be an integer ≥ 1, got ${t}`)
     if (t > n) throw new GovernanceConfigError(`threshold ${kind} is ${t} but there are only ${n} keyholder(s): the mesh could never reach it${kind === 'resume' ? ' (a HALT could never be lifted)' : ''}`)
   }
+  // fewer keyholders than a RESUME quorum must never be able to replace the keyholders
+  // (they could then lock the RESUME quorum out): docs/security.md
+  if (c.thresholds.keyholders < c.thresholds.resume) throw new GovernanceConfigError(`threshold keyholders (${c.thresholds.keyholders}) must be at least threshold resume (${c.thresholds.resume}): otherwise fewer keyholders than a RESUME quorum could replace the keyholders`)
   if (!Number.isFinite(c.reviewPeriodMs) || c.reviewPeriodMs < 0) throw new GovernanceConfigError('reviewPeriodHours must be ≥ 0')
   if (!Number.isInteger(c.revertOnHalt) || c.revertOnHalt < 0) throw new GovernanceConfigError('revertOnHalt must be an integer ≥ 0')
   return c
@@ -88,6 +91,8 @@ export function parseConfig (text: string, source = 'governance file'): Governan
     }
   })
   const n = keyholders.length
+  const known = Object.keys(defaultThresholds(n))
+  for (const k of Object.keys(j.thresholds ?? {})) if (!known.includes(k)) throw new GovernanceConfigError(`${source}: unknown threshold "${k}" (known: ${known.join(', ')})`)
   const t = { ...defaultThresholds(n), ...(j.thresholds ?? {}) }
   return validateConfig({
     meshId: j.meshId,

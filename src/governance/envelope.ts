@@ -35,7 +35,12 @@ export const MAX_ENVELOPE_BYTES = 16 * 1024
 export const MAX_REASON_BYTES = 1024
 /** longest allowed lifetime of a message */
 export const MAX_LIFETIME_MS = 30 * 24 * 3_600_000
-export const MAX_CLOCK_SKEW_MS = 5 * 60_000
+/**
+ * How far ahead of this node's clock a message's issue time or version may be (and how long
+ * past its expiry it is still taken): clocks off by minutes must not drop a real HALT, and a
+ * version can never be pushed beyond real time plus this much.
+ */
+export const MAX_CLOCK_SKEW_MS = 60 * 60_000
 
 export type Body =
   | { kind: Kind.HALT, reason: string }
@@ -222,7 +227,12 @@ export function decodeEnvelope (bytes: Uint8Array): Envelope {
   const n = r.u8()
   if (n > 64) throw new EnvelopeError('too many signatures')
   const signatures: Signature[] = []
-  for (let i = 0; i < n; i++) signatures.push({ publicKey: Uint8Array.from(r.bytes(32)), signature: Uint8Array.from(r.bytes(64)) })
+  for (let i = 0; i < n; i++) {
+    const publicKey = Uint8Array.from(r.bytes(32))
+    // canonical: strictly ascending keys, so no key appears twice
+    if (i > 0 && compareBytes(signatures[i - 1].publicKey, publicKey) >= 0) throw new EnvelopeError('signature entries are not in ascending key order (or a key is repeated)')
+    signatures.push({ publicKey, signature: Uint8Array.from(r.bytes(64)) })
+  }
   r.end()
   const message = decodePayload(payload)
   return { payload, message, signatures }
@@ -253,9 +263,29 @@ function dedupe (sigs: Signature[]): Signature[] {
   return [...m.values()]
 }
 
+/** Why an envelope was refused: a stable code for programs, `reason` for people. */
+export type RefusalCode =
+  | 'malformed' // does not decode, or not in canonical form (unsorted or repeated signature entries)
+  | 'mesh' // for another mesh
+  | 'future' // issued, or versioned, beyond this node's clock plus MAX_CLOCK_SKEW_MS
+  | 'expired'
+  | 'lifetime' // expiry not after issue, or a lifetime above MAX_LIFETIME_MS
+  | 'not-keyholder' // a signature entry by a key that is not a keyholder
+  | 'threshold' // fewer keyholder signatures than the kind needs
+  | 'bad-signature' // a keyholder entry whose signature does not verify
+  | 'unsafe-thresholds' // a KEYHOLDERS change to thresholds that are unreachable or let fewer than a RESUME quorum replace the keyholders
+  | 'stale' // version not above the accepted version (replay or superseded)
+  | 'replayed-vote'
+  | 'not-halted' // RESUME while nothing is halted
+  | 'lifts-older' // RESUME lifting an older halt than the one in force
+  | 'persist' // could not be written to disk before being applied
+
 export type Verdict =
   | { ok: true, envelope: Envelope, signers: Uint8Array[] }
-  | { ok: false, reason: string }
+  | { ok: false, code: RefusalCode, reason: string }
+
+/** counts of Ed25519 verifications made (for metrics and the cost-of-refusal tests) */
+export const verificationStats = { count: 0 }
 
 export function thresholdFor (kind: Kind, t: Thresholds): number {
   switch (kind) {
@@ -267,51 +297,90 @@ export function thresholdFor (kind: Kind, t: Thresholds): number {
   }
 }
 
+const refuse = (code: RefusalCode, reason: string): { ok: false, code: RefusalCode, reason: string } => ({ ok: false, code, reason })
+
 /**
- * Full check of an envelope against a governance config at time `now`. Never throws.
+ * Every check of an envelope that costs no signature verification: structure and canonical
+ * form (signature entries strictly ascending by key, so no key twice), mesh id, time window
+ * (a version is a millisecond timestamp: none may lie beyond this node's clock plus
+ * MAX_CLOCK_SKEW_MS, so nobody can exhaust the version space), lifetime, every signature
+ * entry by a keyholder (for KEYHOLDERS: of the old or the new set), enough entries for the
+ * threshold, and for KEYHOLDERS safe new thresholds. Never throws.
  * `allowExpired` is for catch-up only: a node that joins after a HALT's expiry must still
  * learn the halt in force (fail closed); versions, not expiry, protect it from replays.
- * Counts only valid signatures by distinct keyholders of `config`; KEYHOLDERS changes must
- * also meet the new set's threshold with signatures of the new keyholders.
  */
-export async function verifyEnvelope (bytes: Uint8Array, config: GovernanceConfig, now: number, opts: { allowExpired?: boolean } = {}): Promise<Verdict> {
+export function inspectEnvelope (bytes: Uint8Array, config: GovernanceConfig, now: number, opts: { allowExpired?: boolean } = {}): Verdict {
   let env: Envelope
   try {
     env = decodeEnvelope(bytes)
   } catch (err: any) {
-    return { ok: false, reason: `malformed: ${err.message}` }
+    return refuse('malformed', `malformed: ${err.message}`)
   }
   const m = env.message
-  if (m.meshId !== config.meshId) return { ok: false, reason: `for mesh "${m.meshId}", this is "${config.meshId}"` }
-  if (m.issuedAtMs > now + MAX_CLOCK_SKEW_MS) return { ok: false, reason: 'issued in the future' }
-  if (m.expiresAtMs <= now && opts.allowExpired !== true) return { ok: false, reason: 'expired' }
-  if (m.expiresAtMs <= m.issuedAtMs || m.expiresAtMs - m.issuedAtMs > MAX_LIFETIME_MS) return { ok: false, reason: 'bad lifetime' }
+  if (m.meshId !== config.meshId) return refuse('mesh', `for mesh "${m.meshId}", this is "${config.meshId}"`)
+  if (m.issuedAtMs > now + MAX_CLOCK_SKEW_MS) return refuse('future', 'issued in the future')
+  if (m.version > now + MAX_CLOCK_SKEW_MS) return refuse('future', `version ${m.version} is beyond this node's clock (${now}) plus ${MAX_CLOCK_SKEW_MS / 60_000} min`)
+  if (m.expiresAtMs <= m.issuedAtMs || m.expiresAtMs - m.issuedAtMs > MAX_LIFETIME_MS) return refuse('lifetime', 'bad lifetime')
+  if (m.expiresAtMs + MAX_CLOCK_SKEW_MS <= now && opts.allowExpired !== true) return refuse('expired', 'expired')
+  if (m.kind === Kind.RESUME && m.liftsVersion >= m.version) return refuse('malformed', `malformed: RESUME version ${m.version} lifts a later version ${m.liftsVersion}`)
   const holders = new Set(config.keyholders.map(k => keyHex(k.publicKey)))
-  const valid = await validSigners(env, holders)
-  const need = thresholdFor(m.kind, config.thresholds)
-  if (valid.length < need) return { ok: false, reason: `${valid.length} valid keyholder signature(s), ${need} needed for ${Kind[m.kind]}` }
-  if (m.kind === Kind.KEYHOLDERS) {
-    const newHolders = new Set(m.keyholders.map(k => keyHex(k)))
-    const validNew = await validSigners(env, newHolders)
-    if (validNew.length < m.thresholds.keyholders) return { ok: false, reason: `new keyholder set: ${validNew.length} signature(s), ${m.thresholds.keyholders} needed` }
-    for (const t of THRESHOLD_ORDER) if (m.thresholds[t] < 1 || m.thresholds[t] > m.keyholders.length) return { ok: false, reason: `new threshold ${t} unreachable` }
-  }
-  return { ok: true, envelope: env, signers: valid }
-}
-
-async function validSigners (env: Envelope, holders: Set<string>): Promise<Uint8Array[]> {
-  const data = signingBytes(env.payload)
-  const seen = new Set<string>()
-  const out: Uint8Array[] = []
+  const newHolders = m.kind === Kind.KEYHOLDERS ? new Set(m.keyholders.map(k => keyHex(k))) : new Set<string>()
+  let eligible = 0
+  let eligibleNew = 0
   for (const s of env.signatures) {
     const h = keyHex(s.publicKey)
-    if (seen.has(h) || !holders.has(h)) continue
-    if (await verifySignature(s.publicKey, data, s.signature)) {
-      seen.add(h)
-      out.push(s.publicKey)
-    }
+    if (!holders.has(h) && !newHolders.has(h)) return refuse('not-keyholder', `signed by ${h.slice(0, 16)}…, which is not a keyholder`)
+    if (holders.has(h)) eligible++
+    if (newHolders.has(h)) eligibleNew++
   }
-  return out
+  const need = thresholdFor(m.kind, config.thresholds)
+  if (eligible < need) return refuse('threshold', `${eligible} keyholder signature(s), ${need} needed for ${Kind[m.kind]}`)
+  if (m.kind === Kind.KEYHOLDERS) {
+    for (const t of THRESHOLD_ORDER) if (m.thresholds[t] < 1 || m.thresholds[t] > m.keyholders.length) return refuse('unsafe-thresholds', `new threshold ${t} unreachable`)
+    if (m.thresholds.keyholders < m.thresholds.resume) return refuse('unsafe-thresholds', `new keyholders threshold ${m.thresholds.keyholders} is below the RESUME threshold ${m.thresholds.resume}`)
+    if (eligibleNew < m.thresholds.keyholders) return refuse('threshold', `new keyholder set: ${eligibleNew} signature(s), ${m.thresholds.keyholders} needed`)
+  }
+  return { ok: true, envelope: env, signers: [] }
+}
+
+/**
+ * Verifies the signatures of an inspected envelope, cheapest refusal first: entries in
+ * order, the first that fails refuses the whole envelope (an honest envelope holds no bad
+ * signature, so a forgery costs at most one verification), and verification stops once
+ * the threshold is met (VOTE: every entry is verified, each signer's vote counts).
+ */
+export async function verifySigners (env: Envelope, config: GovernanceConfig): Promise<Verdict> {
+  const m = env.message
+  const holders = new Set(config.keyholders.map(k => keyHex(k.publicKey)))
+  const newHolders = m.kind === Kind.KEYHOLDERS ? new Set(m.keyholders.map(k => keyHex(k))) : new Set<string>()
+  const need = thresholdFor(m.kind, config.thresholds)
+  const needNew = m.kind === Kind.KEYHOLDERS ? m.thresholds.keyholders : 0
+  const data = signingBytes(env.payload)
+  const signers: Uint8Array[] = []
+  let newCount = 0
+  for (const s of env.signatures) {
+    if (m.kind !== Kind.VOTE && signers.length >= need && newCount >= needNew) break
+    verificationStats.count++
+    if (!await verifySignature(s.publicKey, data, s.signature)) return refuse('bad-signature', `the signature of ${keyHex(s.publicKey).slice(0, 16)}… does not verify`)
+    const h = keyHex(s.publicKey)
+    if (holders.has(h)) signers.push(s.publicKey)
+    if (newHolders.has(h)) newCount++
+  }
+  if (signers.length < need) return refuse('threshold', `${signers.length} valid keyholder signature(s), ${need} needed for ${Kind[m.kind]}`)
+  if (newCount < needNew) return refuse('threshold', `new keyholder set: ${newCount} signature(s), ${needNew} needed`)
+  return { ok: true, envelope: env, signers }
+}
+
+/**
+ * Full check of an envelope against a governance config at time `now` (inspectEnvelope,
+ * then verifySigners). Never throws. Counts only signatures by distinct keyholders of
+ * `config`; KEYHOLDERS changes must also meet the new set's threshold with signatures of the
+ * new keyholders.
+ */
+export async function verifyEnvelope (bytes: Uint8Array, config: GovernanceConfig, now: number, opts: { allowExpired?: boolean } = {}): Promise<Verdict> {
+  const v = inspectEnvelope(bytes, config, now, opts)
+  if (!v.ok) return v
+  return await verifySigners(v.envelope, config)
 }
 
 function compareBytes (a: Uint8Array, b: Uint8Array): number {

@@ -12,11 +12,65 @@ import { TopicValidatorResult, type Message as PubsubMessage } from '@libp2p/gos
 import { lpStream } from '@libp2p/utils'
 import { defaultLogger } from '@libp2p/logger'
 import type { MeshNode } from '../node/node.js'
-import { Kind, MAX_ENVELOPE_BYTES, decodeEnvelope } from './envelope.js'
-import { GovernanceState, type GovernanceSnapshot } from './state.js'
+import { Kind, MAX_ENVELOPE_BYTES, decodeEnvelope, type RefusalCode } from './envelope.js'
+import { GovernanceState, type ApplyResult, type GovernanceSnapshot } from './state.js'
+import { streamLifetime } from '../util/stream-lifetime.js'
 
 export const GOV_SYNC_PROTOCOL = '/meshllm/gov-sync/1.0.0'
+/** a keyholder tool (or any node) hands one signed envelope to a peer and learns its verdict */
+export const GOV_PUSH_PROTOCOL = '/meshllm/gov-push/1.0.0'
 export const govTopic = (meshId: string): string => `/meshllm/gov/${meshId}/1`
+
+/**
+ * gossipsub topic score parameters of the governance topic: a delivery the validator
+ * Rejects (a forgery) costs the sender -100 × (invalid deliveries)², so one forgery puts it
+ * below the graylist threshold (-80: everything it sends is ignored) for ≈ 11 s, ten for
+ * ≈ 4 min (decay 0.99 per second). The topic is nearly silent by design, so the delivery
+ * rate terms (P2, P3, P3b) are off: honest quiet peers are never penalised.
+ */
+export const GOVERNANCE_TOPIC_SCORE = {
+  topicWeight: 1,
+  timeInMeshWeight: 0,
+  timeInMeshQuantum: 1000,
+  timeInMeshCap: 1,
+  firstMessageDeliveriesWeight: 0,
+  firstMessageDeliveriesDecay: 0.5,
+  firstMessageDeliveriesCap: 1,
+  meshMessageDeliveriesWeight: 0,
+  meshMessageDeliveriesDecay: 0.5,
+  meshMessageDeliveriesCap: 1,
+  meshMessageDeliveriesThreshold: 1,
+  meshMessageDeliveriesWindow: 10,
+  meshMessageDeliveriesActivation: 5000,
+  meshFailurePenaltyWeight: 0,
+  meshFailurePenaltyDecay: 0.5,
+  invalidMessageDeliveriesWeight: -100,
+  invalidMessageDeliveriesDecay: 0.99
+}
+
+/**
+ * Gives a topic its score parameters on a running gossipsub. @libp2p/gossipsub takes topic
+ * score parameters only at construction and reads them lazily from its PeerScore's params,
+ * so the governance topic (known only once the governance file is read) is added there.
+ * The one place that touches gossipsub's internals; test/adversarial/governance-flood.spec.ts
+ * fails if it stops working (a forger's score must drop below the graylist threshold).
+ */
+export function scoreTopic (pubsub: any, topic: string, params: typeof GOVERNANCE_TOPIC_SCORE): void {
+  const topics = pubsub?.score?.params?.topics
+  if (topics == null) throw new Error('gossipsub has no peer-score parameters to extend (dependency changed?)')
+  topics[topic] ??= { ...params }
+}
+
+/** refusals that prove the sender forged or mangled something (gossipsub Reject: penalised) */
+export const FORGERY_CODES: ReadonlySet<RefusalCode> = new Set<RefusalCode>(['malformed', 'mesh', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds'])
+/** a catch-up from one peer ends after this many forgeries in its answer */
+const MAX_SYNC_FORGERIES = 4
+/** per remote address: at most this many catch-ups served (and started) per window */
+const SYNC_RATE = { perWindow: 4, windowMs: 10_000 }
+/** per remote address: pushes served per window */
+const PUSH_RATE = { perWindow: 16, windowMs: 10_000 }
+/** most remote addresses tracked by the rate limiters */
+const MAX_TRACKED_ADDRESSES = 4096
 
 export interface GovernanceEvents {
   onHalt?: (reason: string, version: number) => void
@@ -24,25 +78,68 @@ export interface GovernanceEvents {
   onChange?: (snapshot: GovernanceSnapshot, kind: Kind) => void
 }
 
+/** what a peer answered to a push: 'applied', a refusal code, or no answer */
+export type PushAnswer = 'applied' | RefusalCode | 'no-answer'
+
+export interface SubmitResult {
+  /** applied here (this node verified it and changed its state) */
+  applied: boolean
+  code?: RefusalCode
+  reason?: string
+  /** peers it was pushed to, by answer */
+  peers: Partial<Record<PushAnswer, number>>
+  /** gossipsub peers it was published to */
+  gossipRecipients: number
+}
+
+/** Fixed-window counter per key, bounded in keys (oldest dropped). */
+class RateLimiter {
+  private readonly windows = new Map<string, { start: number, n: number }>()
+  constructor (private readonly perWindow: number, private readonly windowMs: number, private readonly maxKeys = MAX_TRACKED_ADDRESSES) {}
+  take (key: string, now = Date.now()): boolean {
+    let w = this.windows.get(key)
+    if (w == null || now - w.start >= this.windowMs) {
+      this.windows.delete(key)
+      w = { start: now, n: 0 }
+      this.windows.set(key, w)
+      if (this.windows.size > this.maxKeys) this.windows.delete(this.windows.keys().next().value as string)
+    }
+    if (w.n >= this.perWindow) return false
+    w.n++
+    return true
+  }
+  get size (): number { return this.windows.size }
+}
+
+/** the address a rate limit applies to: the connection's remote IP (not the peer id, which is free) */
+function addressKey (connection: Connection | undefined): string {
+  const c = connection?.remoteAddr?.getComponents().find(x => x.name === 'ip4' || x.name === 'ip6')
+  return c?.value ?? connection?.remoteAddr?.toString() ?? 'unknown'
+}
+
 export class GovernanceService {
   readonly topic: string
   private readonly log: Logger
-  private readonly listeners: GovernanceEvents[] = []
-  private readonly syncing = new Map<string, number>()
-  /** time each accepted message was applied here (ms since epoch), by version: for measurements */
+  private readonly listeners = new Set<GovernanceEvents>()
+  private readonly syncServed = new RateLimiter(SYNC_RATE.perWindow, SYNC_RATE.windowMs)
+  private readonly syncStarted = new RateLimiter(1, 5_000)
+  private readonly pushServed = new RateLimiter(PUSH_RATE.perWindow, PUSH_RATE.windowMs)
+  /** time each accepted message was applied here (ms since epoch), by version: for measurements (last 64) */
   readonly appliedAt = new Map<number, number>()
   private started = false
 
   constructor (readonly node: MeshNode, readonly state: GovernanceState) {
     this.topic = govTopic(state.config.meshId)
     this.log = defaultLogger().forComponent('meshllm:governance')
-    this.onMessage = this.onMessage.bind(this)
     this.onConnect = this.onConnect.bind(this)
     this.handleSync = this.handleSync.bind(this)
+    this.handlePush = this.handlePush.bind(this)
   }
 
-  on (events: GovernanceEvents): void {
-    this.listeners.push(events)
+  /** Adds listeners; returns the function that removes them. */
+  on (events: GovernanceEvents): () => void {
+    this.listeners.add(events)
+    return () => { this.listeners.delete(events) }
   }
 
   get haltReason (): string | undefined {
@@ -51,10 +148,11 @@ export class GovernanceService {
 
   async start (): Promise<void> {
     const pubsub = this.node.services.pubsub as any
-    pubsub.topicValidators.set(this.topic, async (_peer: PeerId, msg: PubsubMessage) => this.validate(msg.data))
-    pubsub.addEventListener('message', this.onMessage)
+    pubsub.topicValidators.set(this.topic, async (_peer: PeerId, msg: PubsubMessage) => await this.validate(msg.data))
+    scoreTopic(pubsub, this.topic, GOVERNANCE_TOPIC_SCORE)
     pubsub.subscribe(this.topic)
     await this.node.handle(GOV_SYNC_PROTOCOL, this.handleSync, { maxInboundStreams: 32, maxOutboundStreams: 32 })
+    await this.node.handle(GOV_PUSH_PROTOCOL, this.handlePush, { maxInboundStreams: 8, maxOutboundStreams: 64 })
     this.node.addEventListener('peer:identify', this.onConnect)
     this.started = true
   }
@@ -62,40 +160,47 @@ export class GovernanceService {
   async stop (): Promise<void> {
     if (!this.started) return
     const pubsub = this.node.services.pubsub as any
-    pubsub.removeEventListener('message', this.onMessage)
     pubsub.topicValidators.delete(this.topic)
     try { pubsub.unsubscribe(this.topic) } catch {}
     this.node.removeEventListener('peer:identify', this.onConnect)
     await this.node.unhandle(GOV_SYNC_PROTOCOL).catch(() => {})
+    await this.node.unhandle(GOV_PUSH_PROTOCOL).catch(() => {})
     this.started = false
   }
 
-  /** gossipsub topic validator: apply if valid, else Reject. Never throws. */
+  /**
+   * gossipsub topic validator: apply if valid. Forgeries are Rejected (the sender's score
+   * pays, GOVERNANCE_TOPIC_SCORE); honest duplicates (stale: the push got here first, or a
+   * clock difference) are Ignored, never penalised. Never throws.
+   */
   private async validate (data: Uint8Array): Promise<TopicValidatorResult> {
     try {
-      const r = await this.ingest(data, 'gossip')
-      return r ? TopicValidatorResult.Accept : TopicValidatorResult.Reject
+      const r = await this.apply(data, 'gossip')
+      if (r.accepted) return TopicValidatorResult.Accept
+      return FORGERY_CODES.has(r.code) ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
     } catch (err: any) {
       this.log.error('validator failure: %e', err)
       return TopicValidatorResult.Reject
     }
   }
 
-  private onMessage (): void {
-    // messages were applied in the validator (before forwarding); nothing to do here
-  }
-
   /** verifies, applies, persists and fires hooks; returns whether it was accepted */
   async ingest (bytes: Uint8Array, via: string, catchUp = false): Promise<boolean> {
+    return (await this.apply(bytes, via, catchUp)).accepted
+  }
+
+  /** verifies, applies, persists and fires hooks */
+  async apply (bytes: Uint8Array, via: string, catchUp = false): Promise<ApplyResult> {
     const r = await this.state.apply(bytes, { catchUp })
     if (!r.accepted) {
-      this.log('rejected governance message via %s: %s', via, r.reason)
-      return false
+      this.log('refused governance message via %s: %s (%s)', via, r.code, r.reason)
+      return r
     }
     const m = r.envelope.message
     this.appliedAt.set(m.version, Date.now())
+    if (this.appliedAt.size > 64) this.appliedAt.delete(this.appliedAt.keys().next().value as number)
     this.log('accepted %s version %d via %s', Kind[m.kind], m.version, via)
-    for (const l of this.listeners) {
+    for (const l of [...this.listeners]) {
       try {
         if (m.kind === Kind.HALT) l.onHalt?.(m.reason, m.version)
         if (m.kind === Kind.RESUME) l.onResume?.(m.version)
@@ -104,45 +209,115 @@ export class GovernanceService {
         this.log.error('governance listener failed: %e', err)
       }
     }
-    return true
+    return r
   }
 
-  /** Publishes an already-signed envelope (keyholder CLI, gRPC relay). Applies it locally first. */
-  async publish (bytes: Uint8Array): Promise<{ accepted: boolean, recipients: number, reason?: string }> {
-    const check = await this.state.apply(bytes)
-    if (!check.accepted && !/not above the accepted version|replayed vote/.test(check.reason)) {
-      return { accepted: false, recipients: 0, reason: check.reason }
+  /**
+   * Submits an already-signed envelope (keyholder CLI, gRPC relay): verified and applied
+   * here first; a refusal here is the answer (nothing is sent). Once applied, it is pushed
+   * to every connected peer that speaks GOV_PUSH_PROTOCOL (each answers with its own
+   * verdict) and published on the gossipsub topic at the same time.
+   */
+  async submit (bytes: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<SubmitResult> {
+    const r = await this.apply(bytes, 'submit')
+    if (!r.accepted) return { applied: false, code: r.code, reason: r.reason, peers: {}, gossipRecipients: 0 }
+    const [peers, gossipRecipients] = await Promise.all([
+      this.pushToPeers(bytes, options),
+      this.gossip(bytes)
+    ])
+    return { applied: true, peers, gossipRecipients }
+  }
+
+  /** @deprecated use submit(); kept for the shape callers had: accepted means applied here */
+  async publish (bytes: Uint8Array): Promise<{ accepted: boolean, recipients: number, reason?: string, code?: RefusalCode }> {
+    const r = await this.submit(bytes)
+    return { accepted: r.applied, recipients: r.gossipRecipients + (r.peers.applied ?? 0), reason: r.reason, code: r.code }
+  }
+
+  private async gossip (bytes: Uint8Array): Promise<number> {
+    try {
+      const res = await (this.node.services.pubsub as any).publish(this.topic, bytes)
+      return res.recipients.length
+    } catch (err: any) {
+      this.log('gossip publish failed: %s', err.message)
+      return 0
     }
-    if (check.accepted) {
-      const m = check.envelope.message
-      this.appliedAt.set(m.version, Date.now())
-      for (const l of this.listeners) {
-        if (m.kind === Kind.HALT) l.onHalt?.(m.reason, m.version)
-        if (m.kind === Kind.RESUME) l.onResume?.(m.version)
-        l.onChange?.(this.state.snapshot(), m.kind)
-      }
+  }
+
+  /** Pushes an envelope to every connected peer that speaks the push protocol; counts answers. */
+  async pushToPeers (bytes: Uint8Array, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<Partial<Record<PushAnswer, number>>> {
+    const answers: Partial<Record<PushAnswer, number>> = {}
+    const peers = await this.pushTargets()
+    await Promise.all(peers.map(async peer => {
+      const a = await this.pushTo(peer, bytes, options).catch(() => 'no-answer' as const)
+      answers[a] = (answers[a] ?? 0) + 1
+    }))
+    return answers
+  }
+
+  private async pushTargets (): Promise<PeerId[]> {
+    const out: PeerId[] = []
+    for (const peer of this.node.getPeers()) {
+      const p = await this.node.peerStore.get(peer).catch(() => undefined)
+      if (p?.protocols.includes(GOV_PUSH_PROTOCOL) === true) out.push(peer)
     }
-    const res = await (this.node.services.pubsub as any).publish(this.topic, bytes)
-    return { accepted: true, recipients: res.recipients.length }
+    return out
+  }
+
+  /** Pushes one envelope to one peer and reads its verdict. */
+  async pushTo (peer: PeerId, bytes: Uint8Array, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<PushAnswer> {
+    const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 5_000), ...(options.signal != null ? [options.signal] : [])])
+    const stream = await this.node.dialProtocol(peer, GOV_PUSH_PROTOCOL, { signal })
+    const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
+    try {
+      await lp.write(bytes, { signal })
+      const answer = new TextDecoder().decode((await lp.read({ signal })).subarray())
+      await stream.close({ signal }).catch(() => {})
+      return PUSH_ANSWERS.has(answer) ? answer as PushAnswer : 'no-answer'
+    } catch (err: any) {
+      stream.abort(err)
+      throw err
+    }
+  }
+
+  private async handlePush (stream: Stream, connection: Connection): Promise<void> {
+    const life = streamLifetime(stream)
+    const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
+    try {
+      if (!this.pushServed.take(addressKey(connection))) throw new RateLimitedError('too many governance pushes from this address')
+      const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
+      const bytes = (await lp.read({ signal })).subarray()
+      const r = await this.apply(bytes, `push ${connection.remotePeer.toString().slice(-6)}`)
+      await lp.write(new TextEncoder().encode(r.accepted ? 'applied' : r.code), { signal })
+      await stream.close({ signal })
+      // spread what this node applied: the pusher may have no gossip peers of its own yet
+      if (r.accepted) void this.gossip(bytes)
+    } catch (err: any) {
+      stream.abort(err)
+    } finally {
+      life.dispose()
+    }
   }
 
   private onConnect (evt: CustomEvent<any>): void {
     const peer: PeerId = evt.detail.peerId
     if (!(evt.detail.protocols ?? []).includes(GOV_SYNC_PROTOCOL)) return
-    const key = peer.toString()
-    const last = this.syncing.get(key) ?? 0
-    if (Date.now() - last < 5_000) return
-    this.syncing.set(key, Date.now())
+    // one catch-up per address per 5 s, whatever the number of peer ids behind it
+    if (!this.syncStarted.take(addressKey(evt.detail.connection))) return
     void this.syncFrom(peer).catch(err => this.log('sync from %p failed: %s', peer, err.message))
   }
 
-  /** Catches up from one peer: every envelope it holds is verified and applied here. */
+  /**
+   * Catches up from one peer: every envelope it holds is verified and applied here, in
+   * version order. Stale ones cost no signature check; the catch-up ends after
+   * MAX_SYNC_FORGERIES forgeries (a peer answering junk wastes at most that many checks).
+   */
   async syncFrom (peer: PeerId, signal = AbortSignal.timeout(5_000)): Promise<number> {
     const stream = await this.node.dialProtocol(peer, GOV_SYNC_PROTOCOL, { signal })
     const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
     const got: Uint8Array[] = []
     try {
-      for (let i = 0; i < 1024; i++) {
+      for (let i = 0; i < MAX_SYNC_ENVELOPES; i++) {
         let msg
         try {
           msg = await lp.read({ signal })
@@ -160,25 +335,49 @@ export class GovernanceService {
     // state messages in version order (votes are independent)
     const ordered = got.map(b => { try { return { b, v: decodeEnvelope(b).message.version } } catch { return { b, v: -1 } } }).filter(x => x.v >= 0).sort((a, b) => a.v - b.v)
     let accepted = 0
-    for (const { b } of ordered) if (await this.ingest(b, `sync ${peer.toString().slice(-6)}`, true)) accepted++
+    let forgeries = got.length - ordered.length
+    for (const { b } of ordered) {
+      if (forgeries >= MAX_SYNC_FORGERIES) {
+        this.log('sync from %p ended: %d forgeries', peer, forgeries)
+        break
+      }
+      const r = await this.apply(b, `sync ${peer.toString().slice(-6)}`, true)
+      if (r.accepted) accepted++
+      else if (FORGERY_CODES.has(r.code)) forgeries++
+    }
     return accepted
   }
 
   /** Catches up from every connected peer that speaks the sync protocol. */
-  async syncAll (): Promise<number> {
+  async syncAll (options: { signal?: AbortSignal } = {}): Promise<number> {
     let n = 0
-    await Promise.allSettled(this.node.getPeers().map(async p => { n += await this.syncFrom(p) }))
+    const signal = AbortSignal.any([AbortSignal.timeout(5_000), ...(options.signal != null ? [options.signal] : [])])
+    await Promise.allSettled(this.node.getPeers().map(async p => { n += await this.syncFrom(p, signal) }))
     return n
   }
 
-  private async handleSync (stream: Stream, _connection: Connection): Promise<void> {
-    const signal = AbortSignal.timeout(5_000)
+  private async handleSync (stream: Stream, connection: Connection): Promise<void> {
+    const life = streamLifetime(stream)
+    const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
     const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
     try {
+      if (!this.syncServed.take(addressKey(connection))) throw new RateLimitedError('too many governance catch-ups from this address')
       for (const env of this.state.catchUp()) await lp.write(env, { signal })
       await stream.close({ signal })
     } catch (err: any) {
       stream.abort(err)
+    } finally {
+      life.dispose()
     }
   }
+}
+
+const PUSH_ANSWERS = new Set<string>(['applied', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'not-halted', 'lifts-older', 'persist'])
+/** most envelopes read from one catch-up answer (state log, keyholder changes, votes) */
+const MAX_SYNC_ENVELOPES = 1024
+
+/** a peer asked for more governance work than its address is allowed */
+export class RateLimitedError extends Error {
+  static override name = 'RateLimitedError'
+  override name = 'RateLimitedError'
 }

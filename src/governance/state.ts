@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { configToJson, parseConfig, type GovernanceConfig } from './config.js'
-import { Kind, decodeEnvelope, verifyEnvelope, type Envelope } from './envelope.js'
+import { Kind, decodeEnvelope, inspectEnvelope, verifySigners, type Envelope, type RefusalCode, type Verdict } from './envelope.js'
 import { keyHex } from './keys.js'
 
 export interface HaltInfo {
@@ -36,7 +36,7 @@ export interface GovernanceSnapshot {
 
 export type ApplyResult =
   | { accepted: true, kind: Kind, envelope: Envelope }
-  | { accepted: false, reason: string }
+  | { accepted: false, code: RefusalCode, reason: string, envelope?: Envelope }
 
 const STATE_LOG_MAX = 32
 const VOTE_LOG_MAX = 512
@@ -58,7 +58,7 @@ export class GovernanceState {
   private voteLog: Uint8Array[] = []
   /** every accepted KEYHOLDERS change and the HALT in force: never dropped from catch-up */
   private keyholderLog: Uint8Array[] = []
-  private haltEnvelope?: Uint8Array
+  private haltEnvelopeBytes?: Uint8Array
   /** messages rejected, by reason class (for metrics and the agent's security audit) */
   readonly rejected = { forged: 0, replay: 0, malformed: 0, other: 0 }
 
@@ -77,59 +77,67 @@ export class GovernanceState {
 
   /** envelopes a catching-up peer needs: accepted state messages, then votes */
   catchUp (): Uint8Array[] {
-    const state = [...new Set<Uint8Array>([...this.keyholderLog, ...(this.haltEnvelope != null ? [this.haltEnvelope] : []), ...this.stateLog])]
+    const state = [...new Set<Uint8Array>([...this.keyholderLog, ...(this.haltEnvelopeBytes != null ? [this.haltEnvelopeBytes] : []), ...this.stateLog])]
     const version = (b: Uint8Array): number => { try { return decodeEnvelope(b).message.version } catch { return 0 } }
     state.sort((a, b) => version(a) - version(b))
     return [...state, ...this.voteLog]
   }
 
+  /** the signed HALT envelope in force (experts show it to routers that have not heard of it) */
+  get haltEnvelope (): Uint8Array | undefined {
+    return this.halted != null ? this.haltEnvelopeBytes : undefined
+  }
+
   /**
    * Verifies and applies one envelope. Never throws. Persisted before returning accepted.
+   * Order of checks, cheapest first: structure, mesh, time window, signer set and counts
+   * (inspectEnvelope), then staleness against this node's own state, then the signatures
+   * (at most one failed verification per envelope). Versions are millisecond timestamps;
+   * none beyond this node's clock plus MAX_CLOCK_SKEW_MS is taken, so however high a
+   * keyholder (or a stolen key) pushes the version, a RESUME quorum signing a moment later
+   * can always supersede it (docs/security.md; test/unit/governance-model.spec.ts).
    */
   async apply (bytes: Uint8Array, opts: { catchUp?: boolean } = {}): Promise<ApplyResult> {
     const now = this.now()
-    const v = await verifyEnvelope(bytes, this.config, now, { allowExpired: opts.catchUp === true })
-    if (!v.ok) {
-      if (v.reason.startsWith('malformed')) this.rejected.malformed++
-      else if (/signature|mesh/.test(v.reason)) this.rejected.forged++
-      else this.rejected.other++
-      return { accepted: false, reason: v.reason }
+    const inspected = inspectEnvelope(bytes, this.config, now, { allowExpired: opts.catchUp === true })
+    if (!inspected.ok) return this.refused(inspected)
+    const m = inspected.envelope.message
+    if (m.kind !== Kind.VOTE) {
+      if (m.version <= this.version) return this.refused({ ok: false, code: 'stale', reason: `version ${m.version} is not above the accepted version ${this.version} (replay or stale)` }, inspected.envelope)
+      if (m.kind === Kind.RESUME) {
+        if (this.halted == null) return this.refused({ ok: false, code: 'not-halted', reason: 'RESUME while not halted' }, inspected.envelope)
+        if (m.liftsVersion < this.halted.version) return this.refused({ ok: false, code: 'lifts-older', reason: `RESUME lifts version ${m.liftsVersion}, the halt in force is version ${this.halted.version}` }, inspected.envelope)
+      }
+    } else {
+      const rec = this.votes.get(keyHex(m.motionId))
+      const fresh = inspected.envelope.signatures.some(s => { const p = rec?.get(keyHex(s.publicKey)); return p == null || m.version > p.version })
+      if (!fresh) return this.refused({ ok: false, code: 'replayed-vote', reason: `replayed vote (version ${m.version})` }, inspected.envelope)
     }
-    const m = v.envelope.message
+    const v = await verifySigners(inspected.envelope, this.config)
+    if (!v.ok) return this.refused(v, inspected.envelope)
     if (m.kind === Kind.VOTE) {
       const id = keyHex(m.motionId)
       const rec = this.votes.get(id) ?? new Map<string, VoteRecord>()
-      let fresh = false
       for (const s of v.signers) {
         const h = keyHex(s)
         const prior = rec.get(h)
-        if (prior == null || m.version > prior.version) {
-          rec.set(h, { version: m.version, approve: m.approve, atMs: Math.min(m.issuedAtMs, now) })
-          fresh = true
-        }
+        if (prior == null || m.version > prior.version) rec.set(h, { version: m.version, approve: m.approve, atMs: Math.min(m.issuedAtMs, now) })
       }
-      if (!fresh) { this.rejected.replay++; return { accepted: false, reason: `replayed vote (version ${m.version})` } }
       this.votes.set(id, rec)
       this.voteLog.push(bytes)
       if (this.voteLog.length > VOTE_LOG_MAX) this.voteLog.shift()
       this.persistSafely()
       return { accepted: true, kind: m.kind, envelope: v.envelope }
     }
-    if (m.version <= this.version) {
-      this.rejected.replay++
-      return { accepted: false, reason: `version ${m.version} is not above the accepted version ${this.version} (replay or stale)` }
-    }
     switch (m.kind) {
       case Kind.HALT:
         this.halted = { version: m.version, reason: m.reason, atMs: now }
         this.lastHalt = this.halted
-        this.haltEnvelope = bytes
+        this.haltEnvelopeBytes = bytes
         break
       case Kind.RESUME:
-        if (this.halted == null) return { accepted: false, reason: 'RESUME while not halted' }
-        if (m.liftsVersion !== this.halted.version) return { accepted: false, reason: `RESUME lifts version ${m.liftsVersion}, the halt in force is ${this.halted.version}` }
         this.halted = undefined
-        this.haltEnvelope = undefined
+        this.haltEnvelopeBytes = undefined
         this.readOnly = true
         this.lastResumeAtMs = now
         break
@@ -154,6 +162,16 @@ export class GovernanceState {
     if (this.stateLog.length > STATE_LOG_MAX) this.stateLog.shift()
     this.persistSafely()
     return { accepted: true, kind: m.kind, envelope: v.envelope }
+  }
+
+  private refused (v: Verdict & { ok: false }, envelope?: Envelope): ApplyResult {
+    switch (v.code) {
+      case 'malformed': this.rejected.malformed++; break
+      case 'mesh': case 'not-keyholder': case 'threshold': case 'bad-signature': this.rejected.forged++; break
+      case 'stale': case 'replayed-vote': this.rejected.replay++; break
+      default: this.rejected.other++
+    }
+    return { accepted: false, code: v.code, reason: v.reason, ...(envelope != null ? { envelope } : {}) }
   }
 
   /** last error writing the state file (the in-memory state still applies: a HALT still stops this node) */
@@ -184,7 +202,7 @@ export class GovernanceState {
       stateLog: this.stateLog.map(b => Buffer.from(b).toString('base64')),
       voteLog: this.voteLog.map(b => Buffer.from(b).toString('base64')),
       keyholderLog: this.keyholderLog.map(b => Buffer.from(b).toString('base64')),
-      haltEnvelope: this.haltEnvelope != null ? Buffer.from(this.haltEnvelope).toString('base64') : undefined
+      haltEnvelope: this.haltEnvelopeBytes != null ? Buffer.from(this.haltEnvelopeBytes).toString('base64') : undefined
     })
     mkdirSync(dirname(this.file), { recursive: true })
     const tmp = `${this.file}.tmp`
@@ -211,6 +229,6 @@ export class GovernanceState {
     this.stateLog = (j.stateLog ?? []).map((s: string) => Uint8Array.from(Buffer.from(s, 'base64')))
     this.voteLog = (j.voteLog ?? []).map((s: string) => Uint8Array.from(Buffer.from(s, 'base64')))
     this.keyholderLog = (j.keyholderLog ?? []).map((s: string) => Uint8Array.from(Buffer.from(s, 'base64')))
-    if (typeof j.haltEnvelope === 'string') this.haltEnvelope = Uint8Array.from(Buffer.from(j.haltEnvelope, 'base64'))
+    if (typeof j.haltEnvelope === 'string') this.haltEnvelopeBytes = Uint8Array.from(Buffer.from(j.haltEnvelope, 'base64'))
   }
 }

@@ -161,7 +161,7 @@ export function nodePrivateKey (node: MeshNode): PrivateKey {
  * Dials the bootstrap peers; resolves once at least one is connected (or there are none).
  * Throws NoPeersError when none answers within `timeoutMs`.
  */
-export async function connectBootstrap (node: MeshNode, addrs: string[], timeoutMs = 10_000): Promise<number> {
+export async function connectBootstrap (node: MeshNode, addrs: string[], timeoutMs = 10_000, options: { waitForDht?: boolean } = {}): Promise<number> {
   if (addrs.length === 0) return 0
   const targets = addrs.map(a => parseMultiaddr(a))
   const deadline = Date.now() + timeoutMs
@@ -170,7 +170,7 @@ export async function connectBootstrap (node: MeshNode, addrs: string[], timeout
     const results = await Promise.allSettled(targets.map(async ma => node.dial(ma, { signal: AbortSignal.timeout(Math.max(500, deadline - Date.now())) })))
     const ok = results.filter(r => r.status === 'fulfilled').length
     if (ok > 0) {
-      await waitForDhtPeers(node, Math.max(1_000, deadline - Date.now()))
+      if (options.waitForDht !== false) await waitForDhtPeers(node, Math.max(1_000, deadline - Date.now()))
       return ok
     }
     lastErr = results.find(r => r.status === 'rejected')

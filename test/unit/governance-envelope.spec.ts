@@ -28,7 +28,7 @@ interface VectorCase {
   message?: any
   signedBy?: string[]
   note?: string
-  verdict: { ok: true, kind: string, version: number, signers: string[] } | { ok: false, reason: string }
+  verdict: { ok: true, kind: string, version: number, signers: string[] } | { ok: false, code: string, reason: string }
 }
 const vectors: { config: any, keys: Array<{ name: string, seed: string, publicKey: string, publicKeyHex: string }>, motion: { value: Motion, hex: string, motionId: string }, cases: VectorCase[] } =
   JSON.parse(readFileSync(new URL('../../../protocols/vectors/governance.json', import.meta.url), 'utf8'))
@@ -70,7 +70,7 @@ describe('governance envelope: test vectors (protocols/vectors/governance.json)'
         assert.equal(v.envelope.message.version, c.verdict.version)
         assert.deepEqual(v.signers.map(hex).sort(), c.verdict.signers)
       } else {
-        assert.deepEqual(v, { ok: false, reason: c.verdict.reason })
+        assert.deepEqual(v, { ok: false, code: c.verdict.code, reason: c.verdict.reason })
       }
     })
     if (c.message != null) {
@@ -305,15 +305,20 @@ describe('governance envelope: forgeries are rejected, never thrown', function (
     await fc.assert(fc.asyncProperty(arb, async b => { await mustReject(b, 'truncate/extend') }), { numRuns: runs(2000) })
   })
 
-  it('edge: time window (5 min skew, expiry, 30-day lifetime) and the state is unchanged', async () => {
+  it('edge: time window (60 min skew, expiry with the same grace, 30-day lifetime, version bound) and the state is unchanged', async () => {
     const m = messageOf(Kind.HALT, config.meshId)
     for (const t of [
-      { issuedAtMs: NOW + MAX_CLOCK_SKEW_MS + 1, expiresAtMs: NOW + HOUR },
-      { issuedAtMs: NOW - HOUR, expiresAtMs: NOW },
+      { issuedAtMs: NOW + MAX_CLOCK_SKEW_MS + 1, expiresAtMs: NOW + 2 * HOUR },
+      { issuedAtMs: NOW - 3 * HOUR, expiresAtMs: NOW - MAX_CLOCK_SKEW_MS },
+      { version: NOW + MAX_CLOCK_SKEW_MS + 1, issuedAtMs: NOW, expiresAtMs: NOW + HOUR },
+      { version: 2 ** 53 - 1, issuedAtMs: NOW, expiresAtMs: NOW + HOUR },
       { issuedAtMs: NOW - HOUR, expiresAtMs: NOW - HOUR + MAX_LIFETIME_MS + 1 },
       { issuedAtMs: NOW + 1, expiresAtMs: NOW + 1 }
     ]) await mustReject(await createEnvelope({ ...m, ...t }, holders), JSON.stringify(t))
-    assert.ok((await verifyEnvelope(await createEnvelope({ ...m, issuedAtMs: NOW + MAX_CLOCK_SKEW_MS, expiresAtMs: NOW + HOUR }, holders), config, NOW)).ok)
+    // at the bounds: issued and versioned exactly MAX_CLOCK_SKEW_MS ahead, expired less than MAX_CLOCK_SKEW_MS ago
+    assert.ok((await verifyEnvelope(await createEnvelope({ ...m, issuedAtMs: NOW + MAX_CLOCK_SKEW_MS, expiresAtMs: NOW + 2 * HOUR }, holders), config, NOW)).ok)
+    assert.ok((await verifyEnvelope(await createEnvelope({ ...m, version: NOW + MAX_CLOCK_SKEW_MS, issuedAtMs: NOW, expiresAtMs: NOW + HOUR }, holders), config, NOW)).ok)
+    assert.ok((await verifyEnvelope(await createEnvelope({ ...m, issuedAtMs: NOW - 3 * HOUR, expiresAtMs: NOW - MAX_CLOCK_SKEW_MS + 1 }, holders), config, NOW)).ok)
     assert.equal(state.version, 5)
     assert.equal(state.halted?.reason, 'setup')
   })
