@@ -27,6 +27,7 @@ function toJson (kind, v) {
   if (kind === 'request') return v.type === 'open' ? { ...v, tokenizerFingerprint: hex(v.tokenizerFingerprint), tokens: [...v.tokens] } : v.type === 'step' ? { ...v, tokens: [...v.tokens] } : v
   if ('frame' in v) return { status: v.status, frame: frameJson(v.frame) }
   if ('open' in v) return { status: v.status, open: { ...v.open, frame: frameJson(v.open.frame) } }
+  if (v.haltEnvelope != null) return { ...v, haltEnvelope: hex(v.haltEnvelope) }
   return v
 }
 
@@ -127,6 +128,12 @@ withAnswers(step, () => valid('response/step-ok-target', 'response', { ...threeE
 withAnswers(step, () => valid('response/busy', 'response', 'busy: 4/4 sessions', m => wire.encodeErrorResponse(wire.Status.BUSY, m), S[1]))
 withAnswers(open, () => valid('response/incompatible', 'response', 'tokenizer fingerprint mismatch', m => wire.encodeErrorResponse(wire.Status.INCOMPATIBLE, m), O))
 withAnswers(step, () => valid('response/halted-empty-message', 'response', '', m => wire.encodeErrorResponse(wire.Status.HALTED, m), S[1]))
+// HALTED with the signed HALT envelope the expert holds (bytes the codec does not check: only
+// the router's governance verifies them); here a stand-in starting like a real one
+const haltEnvelope = unhex('4d4553484c4c4d2d474f5601' + '00'.repeat(8) + 'c0ffee')
+withAnswers(step, () => valid('response/halted-with-envelope', 'response', { message: 'halted by governance: drill', haltEnvelope }, m => wire.encodeHaltedResponse(m.message, m.haltEnvelope), S[1]))
+invalid('response/halted-empty-envelope', 'response', '05' + hex(Buffer.from('halted')) + 'ff', S[1], MAL, step)
+invalid('response/busy-with-envelope-mark', 'response', '03' + hex(Buffer.from('busy')) + 'ff01', S[1], MAL, step)
 invalid('response/empty', 'response', '', S[1], MAL, step)
 invalid('response/unknown-status', 'response', '08', S[1], MAL, step)
 invalid('response/message-not-utf8', 'response', '03c328', S[1], MAL, step)

@@ -9,7 +9,7 @@
  */
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { Router } from '../router/router.js'
+import { Router, verifyHaltWith } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import { governanceClient, governanceConfigFrom } from '../cli/governance-cli.js'
 import { parseMultiaddr } from '../node/node.js'
@@ -90,7 +90,7 @@ export async function agentCommand (args: string[], parse: Parse): Promise<void>
   const store = new AgentStore(values.db ?? defaultAgentDb())
   const log = (line: string): void => { process.stderr.write(`agent: ${line}\n`) }
   try {
-    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason })
+    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason, verifyHalt: verifyHaltWith(gov) })
     gov.on({ onHalt: (reason) => router.abortAll(reason) })
     if (once) {
       const r = await runAgentOnce({ node, router, governance: gov, store, config, log })

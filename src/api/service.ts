@@ -478,7 +478,8 @@ export class MeshApi {
         maxSessions: o.maxSessions != null && o.maxSessions > 0 ? o.maxSessions : this.opts.attachDefaults?.maxSessions,
         contextSize: o.contextSize != null && o.contextSize > 0 ? o.contextSize : this.opts.attachDefaults?.contextSize,
         gpu,
-        haltReason: () => this.governance?.haltReason
+        haltReason: () => this.governance?.haltReason,
+        haltEnvelope: () => this.governance?.state.haltEnvelope
       })
       if (this.closed) { await a.detach(); throw new ApiError('unavailable', 'the API is shutting down') }
       this.attached = a

@@ -5,7 +5,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { startExpert } from '../expert/expert.js'
 import { createMeshNode, parseMultiaddr } from '../node/node.js'
-import { Router, type GenerateResult } from '../router/router.js'
+import { Router, verifyHaltWith, type GenerateResult } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import { ModelDrafter, NgramDrafter, type Drafter } from '../router/drafter.js'
 import { generateService, generateVia, RemoteGenerateError } from '../router/generate-service.js'
@@ -161,6 +161,7 @@ async function join (args: string[]): Promise<void> {
     progress: process.stderr.isTTY,
     onLoadProgress: bar != null ? (f: number) => bar.update(f) : undefined,
     haltReason: () => govState.haltReason,
+    haltEnvelope: () => govState.haltEnvelope,
     extraServices: { generate: generateService({ router: () => router }) }
   })
   bar?.done()
@@ -170,7 +171,7 @@ async function join (args: string[]): Promise<void> {
   const changes = new ChangeLog(values['data-dir'] != null ? joinPath(values['data-dir'], 'changes.json') : undefined)
   // this peer also routes for callers that use --via; the router is its own component and
   // uses the expert's vocabulary (vocab-only load), never the expert's sessions
-  router = new Router(expert.node, await RouterTokenizer.load(expert.host.modelPath), { haltReason: () => govState.haltReason })
+  router = new Router(expert.node, await RouterTokenizer.load(expert.host.modelPath), { haltReason: () => govState.haltReason, verifyHalt: verifyHaltWith(gov) })
   gov.on({
     onHalt: (reason) => {
       process.stderr.write(`HALTED by governance: ${reason} (at ${Date.now()})\n`)
@@ -285,7 +286,7 @@ async function generate (args: string[]): Promise<void> {
   const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
   const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
   try {
-    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason, drafter })
+    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason, verifyHalt: verifyHaltWith(gov), drafter })
     gov.on({ onHalt: (reason) => router.abortAll(reason) })
     printResult(await router.generate(prompt, opts), json)
   } finally {

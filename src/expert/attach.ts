@@ -26,6 +26,8 @@ export interface AttachExpertOptions extends Omit<ModelHostOptions, 'modelPath'>
   recordTtlMs?: number
   recordRefreshMs?: number
   haltReason?: () => string | undefined
+  /** the signed HALT envelope in force, sent with HALTED answers (InferServiceInit.haltEnvelope) */
+  haltEnvelope?: () => Uint8Array | undefined
 }
 
 export interface AttachedExpert {
@@ -70,7 +72,7 @@ export async function attachExpert (node: MeshNode, opts: AttachExpertOptions): 
       handle: async (protocol: string, handler: any, options: any) => { await node.handle(protocol, handler, options) },
       unhandle: async (protocol: string) => { await node.unhandle(protocol) }
     }
-    service = new InferService({ registrar: registrar as any, logger: defaultLogger() }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason })
+    service = new InferService({ registrar: registrar as any, logger: defaultLogger() }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope })
     await service.start()
     const advertiser = new ExpertAdvertiser(node, host, { tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
     await advertiser.publish()

@@ -18,6 +18,8 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   recordTtlMs?: number
   recordRefreshMs?: number
   haltReason?: () => string | undefined
+  /** the signed HALT envelope in force, sent with HALTED answers (InferServiceInit.haltEnvelope) */
+  haltEnvelope?: () => Uint8Array | undefined
   /** further libp2p services for the node (e.g. the generate service of a routing peer) */
   extraServices?: Record<string, (components: any) => unknown>
 }
@@ -44,7 +46,7 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
       announce: opts.announce,
       bootstrap: opts.bootstrap,
       dataDir: opts.dataDir,
-      services: { ...(opts.extraServices ?? {}), infer: inferService({ host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason }) }
+      services: { ...(opts.extraServices ?? {}), infer: inferService({ host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope }) }
     })
     await node.start()
     if ((opts.bootstrap ?? []).length > 0) await connectBootstrap(node, opts.bootstrap ?? [])

@@ -9,7 +9,7 @@ import type { Registrar } from '@libp2p/interface-internal'
 import { lpStream } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
-import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeOpenResponse } from '../wire/infer-codec.js'
+import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeHaltedResponse, encodeOpenResponse } from '../wire/infer-codec.js'
 import type { EvaluateOptions, EvaluateResult, ModelHost, ModelSession } from './model-host.js'
 
 export interface InferServiceComponents {
@@ -27,6 +27,8 @@ export interface InferServiceInit {
   evalTimeoutMs?: number
   /** governance hook: returns the halt reason while the mesh is halted */
   haltReason?: () => string | undefined
+  /** governance hook: the signed HALT envelope in force, sent with every HALTED answer (protocols/infer.md §3) */
+  haltEnvelope?: () => Uint8Array | undefined
 }
 
 export interface InferServiceStats {
@@ -57,7 +59,7 @@ export class InferService implements Startable {
   private started = false
   readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsEvicted: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
 
-  constructor (components: InferServiceComponents, init: InferServiceInit) {
+  constructor (components: InferServiceComponents, private readonly init: InferServiceInit) {
     this.components = components
     this.host = init.host
     this.log = components.logger.forComponent('meshllm:expert:infer')
@@ -182,7 +184,7 @@ export class InferService implements Startable {
       if (err instanceof RequestError) {
         log('session ends: %s', err.message)
         try {
-          await write(encodeErrorResponse(err.status, err.message))
+          await write(err.status === Status.HALTED ? encodeHaltedResponse(err.message, this.init.haltEnvelope?.()) : encodeErrorResponse(err.status, err.message))
           await stream.close({ signal: AbortSignal.timeout(this.writeTimeoutMs) })
         } catch (e: any) {
           stream.abort(e)

@@ -4,7 +4,18 @@ import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { MeshNode } from '../node/node.js'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, type Frame, type OpenInfo } from '../wire/types.js'
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../wire/infer-codec.js'
-import { ExpertError, HaltedError } from '../util/errors.js'
+import { ExpertError } from '../util/errors.js'
+
+/**
+ * An expert answered HALTED. Its word alone halts nothing (only the router's own verified
+ * governance state may say "halted", src/router/router.ts): `envelope` is the signed HALT it
+ * sent along, unverified, for the router's governance to check.
+ */
+export class ExpertHaltedError extends Error {
+  static override name = 'ExpertHaltedError'
+  override name = 'ExpertHaltedError'
+  constructor (message: string, readonly envelope?: Uint8Array) { super(message) }
+}
 
 function varintLength (n: number): number {
   return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4
@@ -64,7 +75,7 @@ export class ExpertSession {
       ...(opts.target !== undefined ? { target: opts.target } : {}),
       ...(opts.scorePrompt === true ? { scorePrompt: true } : {})
     }), signal))
-    if (res.status !== Status.OK) throw statusError(res.status, res.message)
+    if (res.status !== Status.OK) throw statusError(res)
     this.info = res.open
     this.synced = tokens.length
     this.kv = Array.from(tokens)
@@ -78,7 +89,7 @@ export class ExpertSession {
    */
   async step (tokens: Uint32Array, signal: AbortSignal, opts: { target?: number } = {}): Promise<Frame> {
     const res = decodeFrameResponse(await this.request(encodeRequest({ type: 'step', tokens, ...(opts.target !== undefined ? { target: opts.target } : {}) }), signal))
-    if (res.status !== Status.OK) throw statusError(res.status, res.message)
+    if (res.status !== Status.OK) throw statusError(res)
     this.synced += tokens.length
     this.kv.push(...tokens)
     this.frames++
@@ -89,7 +100,7 @@ export class ExpertSession {
     const raw = await this.lp.read({ signal })
     this.bytesReceived += raw.byteLength + varintLength(raw.byteLength)
     const res = decodeFrameResponse(raw.subarray())
-    if (res.status !== Status.OK) throw statusError(res.status, res.message)
+    if (res.status !== Status.OK) throw statusError(res)
     return res.frame
   }
 
@@ -104,7 +115,7 @@ export class ExpertSession {
     if (this.info == null) {
       const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft, ...(opts.scorePrompt === true ? { scorePrompt: true } : {}) })
       const res = decodeOpenResponse(await this.request(req, signal))
-      if (res.status !== Status.OK) throw statusError(res.status, res.message)
+      if (res.status !== Status.OK) throw statusError(res)
       this.info = res.open
       frames.push(res.open.frame)
     } else {
@@ -115,7 +126,7 @@ export class ExpertSession {
       const rollback = this.kv.length - common
       const req = encodeRequest({ type: 'step', tokens: context.subarray(common), draft, rollback })
       const res = decodeFrameResponse(await this.request(req, signal))
-      if (res.status !== Status.OK) throw statusError(res.status, res.message)
+      if (res.status !== Status.OK) throw statusError(res)
       frames.push(res.frame)
     }
     for (let i = 0; i < draft.length; i++) frames.push(await this.readFrame(signal))
@@ -142,7 +153,7 @@ export class ExpertSession {
   }
 }
 
-function statusError (status: Status, message: string): Error {
-  if (status === Status.HALTED) return new HaltedError(message)
-  return new ExpertError(`${Status[status] ?? status}: ${message}`, status)
+function statusError (res: { status: Status, message: string, haltEnvelope?: Uint8Array }): Error {
+  if (res.status === Status.HALTED) return new ExpertHaltedError(res.message, res.haltEnvelope)
+  return new ExpertError(`${Status[res.status] ?? res.status}: ${res.message}`, res.status)
 }

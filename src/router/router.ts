@@ -21,7 +21,7 @@ import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggre
 import type { Drafter } from './drafter.js'
 import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpertsError } from '../util/errors.js'
 import { discoverExperts } from './discovery.js'
-import { ExpertSession } from './expert-client.js'
+import { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { HealthTable } from './health.js'
 import { invalidFrame, ReputationTable, screenOutliers, type ReputationOptions } from './reputation.js'
 import type { RouterTokenizer } from './tokenizer.js'
@@ -152,7 +152,15 @@ export interface RouterOptions {
   /** how long discovery results are reused (ms) */
   discoveryTtlMs?: number
   discoveryTimeoutMs?: number
+  /** this router's own (verified) governance state: the halt reason while halted */
   haltReason?: () => string | undefined
+  /**
+   * Verifies and applies a signed HALT envelope an expert sent with its HALTED answer, through
+   * this router's own governance (`verifyHaltWith(governanceService)`); true when this router
+   * is halted afterwards. Without it, or when it says false, an expert's HALTED is that
+   * expert's failure (UnverifiedHaltError): only the router's own governance may halt it.
+   */
+  verifyHalt?: (envelope: Uint8Array) => Promise<boolean>
   /** drafter for speculative decoding (GenerateOptions.speculative) */
   drafter?: Drafter
   /** reputation and ban parameters (src/router/reputation.ts) */
@@ -258,6 +266,22 @@ export class Router {
   private checkHalt (): void {
     const reason = this.opts.haltReason?.()
     if (reason != null) throw new HaltedError(`halted by governance: ${reason}`)
+  }
+
+  /**
+   * An expert answered HALTED. Only this router's own governance may say "halted": the HALT
+   * envelope the expert sent along is verified and applied by it (opts.verifyHalt), and only
+   * then does the generation end halted (HaltedError). Otherwise (no envelope, a forged or
+   * stale one, no governance here) it is a failure of that expert (UnverifiedHaltError): it is
+   * replaced and the failure counted, like any other expert error.
+   */
+  private async expertHalted (err: ExpertHaltedError): Promise<Error> {
+    let verified = false
+    if (err.envelope != null && this.opts.verifyHalt != null) {
+      try { verified = await this.opts.verifyHalt(err.envelope) } catch {}
+    }
+    if (verified) return new HaltedError(`halted by governance: ${this.opts.haltReason?.() ?? 'a HALT relayed by an expert, verified by this router'}`)
+    return new UnverifiedHaltError(`answered HALTED ${err.envelope == null ? 'without a signed HALT' : 'with a HALT this router does not accept'}${err.message.length > 0 ? ` (${err.message.slice(0, 120)})` : ''}`)
   }
 
   async generate (prompt: string | number[], opts: GenerateOptions = {}): Promise<GenerateResult> {
@@ -496,7 +520,8 @@ export class Router {
           this.health.success(c.id, performance.now() - s0)
           if (this.observers.size > 0) this.notify('onExpertRequest', { expert: c.id, ms: performance.now() - s0, ok: true })
           return { id: c.id, frames }
-        } catch (err: any) {
+        } catch (e: any) {
+          const err = e instanceof ExpertHaltedError ? await this.expertHalted(e) : e
           if (err instanceof HaltedError) throw err
           if (signal.aborted) throw signal.reason
           this.log('expert %s failed: %s', c.id, err.message)
@@ -637,11 +662,15 @@ export class Router {
         const reqSignal = AbortSignal.any([signal, AbortSignal.timeout(hardTimeout)])
         const run = (async (): Promise<Frame> => {
           let frame: Frame
-          if (c.session == null) {
-            c.session = await ExpertSession.connect(this.node, c.record.peerId, reqSignal)
-            frame = await c.session.open(contextNow, this.tokenizer.fingerprint, reqSignal, { scorePrompt })
-          } else {
-            frame = await c.session.step(contextNow.subarray(c.session.synced), reqSignal)
+          try {
+            if (c.session == null) {
+              c.session = await ExpertSession.connect(this.node, c.record.peerId, reqSignal)
+              frame = await c.session.open(contextNow, this.tokenizer.fingerprint, reqSignal, { scorePrompt })
+            } else {
+              frame = await c.session.step(contextNow.subarray(c.session.synced), reqSignal)
+            }
+          } catch (err) {
+            throw err instanceof ExpertHaltedError ? await this.expertHalted(err) : err
           }
           if (frame.position !== contextNow.length) throw new Error(`frame for position ${frame.position}, expected ${contextNow.length}`)
           const bad = invalidFrame(frame, this.tokenizer.vocabSize)
@@ -689,6 +718,27 @@ export class Router {
       }, deadline)
       for (const c of chosen) launch(c)
     })
+  }
+}
+
+/**
+ * An expert answered HALTED without a HALT this router's governance verified and applied: a
+ * failure of that expert, never a halt (docs/quality.md "Byzantine experts").
+ */
+export class UnverifiedHaltError extends Error {
+  static override name = 'UnverifiedHaltError'
+  override name = 'UnverifiedHaltError'
+}
+
+/**
+ * `RouterOptions.verifyHalt` through a node's governance: the envelope is verified and applied
+ * like a caught-up message (`GovernanceService.ingest(bytes, 'expert', true)`: the HALT in
+ * force may be older than its lifetime), then the router's own state decides.
+ */
+export function verifyHaltWith (gov: { ingest: (bytes: Uint8Array, via: string, catchUp?: boolean) => Promise<boolean>, readonly haltReason: string | undefined }): (envelope: Uint8Array) => Promise<boolean> {
+  return async (envelope) => {
+    await gov.ingest(envelope, 'expert', true)
+    return gov.haltReason != null
   }
 }
 

@@ -6,7 +6,7 @@ export {
 } from './errors.js'
 export { encodeFrame, decodeFrame, quantizeLogprob, dequantizeLogprob } from './frame.js'
 export {
-  encodeRequest, decodeRequest, encodeFrameResponse, encodeOpenResponse, encodeErrorResponse,
+  encodeRequest, decodeRequest, encodeFrameResponse, encodeOpenResponse, encodeErrorResponse, encodeHaltedResponse,
   decodeFrameResponse, decodeOpenResponse
 } from './infer-codec.js'
 export {

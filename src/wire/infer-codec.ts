@@ -250,6 +250,26 @@ export function encodeErrorResponse (status: Exclude<Status, Status.OK>, message
   return withStatus(status, text)
 }
 
+/** separates a HALTED response's message from the HALT envelope: never a byte of UTF-8 */
+const HALT_ENVELOPE_MARK = 0xff
+
+/**
+ * HALTED + message + the signed HALT envelope the expert holds (protocols/infer.md §3): the
+ * message, then the byte 0xFF (which never occurs in UTF-8), then the envelope bytes. The
+ * envelope is omitted (a plain HALTED response) when there is none or when it does not fit the
+ * 4 096-byte response limit. The envelope is not checked here: only the receiver's governance
+ * can verify it.
+ */
+export function encodeHaltedResponse (message: string, envelope?: Uint8Array): Uint8Array {
+  const plain = encodeErrorResponse(Status.HALTED, message)
+  if (envelope == null || envelope.byteLength === 0 || plain.byteLength + 1 + envelope.byteLength > MAX_RESPONSE_BYTES) return plain
+  const out = new Uint8Array(plain.byteLength + 1 + envelope.byteLength)
+  out.set(plain, 0)
+  out[plain.byteLength] = HALT_ENVELOPE_MARK
+  out.set(envelope, plain.byteLength + 1)
+  return out
+}
+
 /** size check + status byte; returns the status and the payload, or the decoded error response */
 function splitResponse (bytes: Uint8Array | Uint8ArrayList): { payload: Uint8Array } | ErrorResponse {
   const buf = bytes.subarray()
@@ -257,11 +277,20 @@ function splitResponse (bytes: Uint8Array | Uint8ArrayList): { payload: Uint8Arr
   if (buf.byteLength === 0) throw new MalformedMessageError('empty response')
   const status = buf[0]
   if (status > MAX_STATUS) throw new MalformedMessageError(`unknown status ${status}`)
-  const payload = buf.subarray(1)
+  let payload = buf.subarray(1)
   if (status === Status.OK) return { payload }
+  let haltEnvelope: Uint8Array | undefined
+  if (status === Status.HALTED) {
+    const mark = payload.indexOf(HALT_ENVELOPE_MARK)
+    if (mark >= 0) {
+      haltEnvelope = payload.slice(mark + 1)
+      if (haltEnvelope.byteLength === 0) throw new MalformedMessageError('HALTED: empty halt envelope after the 0xff mark')
+      payload = payload.subarray(0, mark)
+    }
+  }
   if (payload.byteLength > MAX_ERROR_MESSAGE_BYTES) throw new MalformedMessageError(`error message of ${payload.byteLength} bytes > ${MAX_ERROR_MESSAGE_BYTES}`)
   const message = rethrowAs(() => new MalformedMessageError('error message is not UTF-8'), () => utf8Decoder.decode(payload))
-  return { status: status as ErrorResponse['status'], message }
+  return haltEnvelope != null ? { status: status as ErrorResponse['status'], message, haltEnvelope } : { status: status as ErrorResponse['status'], message }
 }
 
 /** response to a Step → OK + Frame, or the error status and message */

@@ -86,8 +86,12 @@ export const MAX_RECORD_BYTES = 4096
 /** largest quantised logprob (uint16): logprobs below -65535/1024 ≈ -64 nats clamp to it */
 export const MAX_LOGPROB_Q = 0xffff
 
-/** a response carrying an error status and its (≤ 256-byte UTF-8) message */
-export interface ErrorResponse { status: Exclude<Status, Status.OK>, message: string }
+/**
+ * a response carrying an error status and its (≤ 256-byte UTF-8) message; a HALTED response
+ * may also carry the signed governance HALT envelope the expert holds (protocols/infer.md §3):
+ * unverified bytes, which only the receiver's governance may verify and apply
+ */
+export interface ErrorResponse { status: Exclude<Status, Status.OK>, message: string, haltEnvelope?: Uint8Array }
 /** decoded response to a Step */
 export type FrameResponse = { status: Status.OK, frame: Frame } | ErrorResponse
 /** decoded response to an Open */

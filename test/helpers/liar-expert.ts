@@ -16,6 +16,9 @@
  *               refused on the prefix, before anything is buffered
  *   badmass   — frames that encode and decode but are no distribution (tail mass 1 on top of
  *               the listed mass)
+ *   fakehalt  — answers every request with status HALTED (the real expert code path, its
+ *               governance hooks saying "halted"), with `haltEnvelope` as the signed HALT it
+ *               claims to hold (none, forged or real)
  */
 import { lpStream, byteStream } from '@libp2p/utils'
 import { startExpert, type Expert } from '../../src/expert/expert.js'
@@ -23,7 +26,7 @@ import { INFER_PROTOCOL } from '../../src/wire/types.js'
 import type { ModelSession } from '../../src/expert/model-host.js'
 import type { Frame } from '../../src/wire/types.js'
 
-export type LiarMode = 'random' | 'invert' | 'promote' | 'replay' | 'stall' | 'capacity' | 'honest' | 'malformed' | 'oversized' | 'badmass'
+export type LiarMode = 'random' | 'invert' | 'promote' | 'replay' | 'stall' | 'capacity' | 'honest' | 'malformed' | 'oversized' | 'badmass' | 'fakehalt'
 
 export interface LiarOptions {
   model?: string
@@ -37,6 +40,8 @@ export interface LiarOptions {
   capacityFactor?: number
   /** added delay for every mode (ms, default 0) */
   delayMs?: number
+  /** 'fakehalt': the HALT envelope sent with every HALTED answer (default none) */
+  haltEnvelope?: Uint8Array
 }
 
 export interface LiarExpert {
@@ -108,7 +113,8 @@ export async function startLiar (mode: LiarMode, opts: LiarOptions = {}): Promis
     bootstrap: opts.bootstrap,
     threads: 1,
     maxSessions: 6,
-    recordRefreshMs: 3_600_000
+    recordRefreshMs: 3_600_000,
+    ...(mode === 'fakehalt' ? { haltReason: () => 'fake halt (no keyholder signed this)', haltEnvelope: () => opts.haltEnvelope } : {})
   })
   const rng = mulberry32(opts.seed ?? 7)
   const vocab = expert.host.summary.vocabSize

@@ -12,7 +12,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
-import { Router } from '../../src/router/router.js'
+import { Router, verifyHaltWith } from '../../src/router/router.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'
 import { configToJson, defaultThresholds, type GovernanceConfig } from '../../src/governance/config.js'
 import { createEnvelope, Kind } from '../../src/governance/envelope.js'
@@ -108,14 +108,20 @@ describe('governance on a 21-node mesh', function () {
     await assert.rejects(routers[0].generate('x', { maxTokens: 2 }), (e: any) => e.name === 'HaltedError')
   })
 
-  it('an expert refuses sessions from a router that has not heard of the HALT (status HALTED)', async () => {
+  it('an expert refuses sessions from a router that has not heard of the HALT (status HALTED + the signed HALT): the router verifies it and halts itself', async () => {
     const node = await createMeshNode({ listen: [], dhtServer: false })
     await node.start()
     try {
       await connectBootstrap(node, [experts[0].addr])
-      const r = new Router(node, tokenizer) // no governance service: only the experts can stop it
-      await waitFor(async () => (await r.experts(true)).compatible.length >= 1, 20_000, 'experts')
-      await assert.rejects(r.generate('The kernel', { k: 1, maxTokens: 4 }), (e: any) => e.name === 'HaltedError' && /halted by governance/.test(e.message))
+      // no governance here: an expert's HALTED is that expert's failure (only a router's own governance halts it)
+      const bare = new Router(node, tokenizer)
+      await waitFor(async () => (await bare.experts(true)).compatible.length >= 1, 20_000, 'experts')
+      await assert.rejects(bare.generate('The kernel', { k: 1, maxTokens: 4 }), { name: 'NoExpertsError' })
+      // a fresh governance state (not started: it hears nothing): the HALT comes with the expert's answer
+      const gov = new GovernanceService(node, new GovernanceState(config))
+      const r = new Router(node, tokenizer, { haltReason: () => gov.haltReason, verifyHalt: verifyHaltWith(gov) })
+      await assert.rejects(r.generate('The kernel', { k: 1, maxTokens: 4 }), { name: 'HaltedError' })
+      assert.equal(gov.haltReason, 'integration test')
     } finally {
       await node.stop()
     }

@@ -5,7 +5,7 @@ import fc from 'fast-check'
 import { Uint8ArrayList } from 'uint8arraylist'
 import {
   decodeFrame, decodeFrameResponse, decodeOpenResponse, decodeRequest, dequantizeLogprob, encodeErrorResponse,
-  encodeFrame, encodeFrameResponse, encodeOpenResponse, encodeRequest, isWireError, quantizeLogprob,
+  encodeFrame, encodeFrameResponse, encodeHaltedResponse, encodeOpenResponse, encodeRequest, isWireError, quantizeLogprob,
   LOGPROB_SCALE, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS, MAX_RESPONSE_BYTES, Status, VOCAB_SIZE
 } from '../../src/wire/index.js'
 import type { Frame, InferRequest, OpenInfo } from '../../src/wire/index.js'
@@ -231,6 +231,23 @@ describe('wire: responses', () => {
     assert.ok('message' in cut && cut.message === '€'.repeat(85))
   })
 
+  it('HALTED carries the signed HALT envelope after a 0xff mark; one too large for a response is left out', () => {
+    fc.assert(fc.property(fc.string({ maxLength: 300 }), fc.uint8Array({ minLength: 1, maxLength: 5000 }), (message, envelope) => {
+      const bytes = encodeHaltedResponse(message, envelope)
+      assert.ok(bytes.byteLength <= MAX_RESPONSE_BYTES)
+      const back = decodeFrameResponse(bytes)
+      assert.equal(back.status, Status.HALTED)
+      assert.deepStrictEqual(back, decodeOpenResponse(bytes))
+      const plain = encodeErrorResponse(Status.HALTED, message)
+      const fits = plain.byteLength + 1 + envelope.byteLength <= MAX_RESPONSE_BYTES
+      assert.deepStrictEqual(back, fits ? { ...decodeFrameResponse(plain), haltEnvelope: envelope } : decodeFrameResponse(plain))
+    }), { numRuns: runs(500) })
+    assert.deepStrictEqual(decodeFrameResponse(encodeHaltedResponse('x')), decodeFrameResponse(encodeErrorResponse(Status.HALTED, 'x')))
+    // the mark is HALTED's only: any other status with it is not UTF-8
+    throwsNamed(() => decodeFrameResponse(Uint8Array.of(Status.BUSY, 0x61, 0xff, 1)), 'MalformedMessageError')
+    throwsNamed(() => decodeFrameResponse(Uint8Array.of(Status.HALTED, 0x61, 0xff)), 'MalformedMessageError')
+  })
+
   it('rejects invalid responses by name', () => {
     throwsNamed(() => decodeFrameResponse(new Uint8Array(MAX_RESPONSE_BYTES + 1)), 'OversizedMessageError')
     throwsNamed(() => decodeOpenResponse(new Uint8Array(MAX_RESPONSE_BYTES + 1)), 'OversizedMessageError')
@@ -257,6 +274,7 @@ function toJson (v: Vector, decoded: any): any {
   }
   if ('frame' in decoded) return { status: decoded.status, frame: frameJson(decoded.frame) }
   if ('open' in decoded) return { status: decoded.status, open: { ...decoded.open, frame: frameJson(decoded.open.frame) } }
+  if (decoded.haltEnvelope != null) return { ...decoded, haltEnvelope: hex(decoded.haltEnvelope) }
   return decoded
 }
 /** JSON value → in-memory message, for re-encoding */
@@ -270,6 +288,7 @@ function fromJson (v: Vector): Uint8Array {
   }
   if ('frame' in val) return encodeFrameResponse(frame(val.frame))
   if ('open' in val) return encodeOpenResponse({ ...val.open, frame: frame(val.open.frame) })
+  if (val.haltEnvelope != null) return encodeHaltedResponse(val.message, unhex(val.haltEnvelope))
   return encodeErrorResponse(val.status, val.message)
 }
 function decodeVector (v: Vector): unknown {
