@@ -8,9 +8,15 @@ import type { ComponentLogger, Logger, Startable, Stream, Connection } from '@li
 import type { Registrar } from '@libp2p/interface-internal'
 import { lpStream } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
-import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
+import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_DRAFT_TOKENS, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
 import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeHaltedResponse, encodeOpenResponse } from '../wire/infer-codec.js'
 import type { EvaluateOptions, EvaluateResult, ModelHost, ModelSession } from './model-host.js'
+import { streamLifetime } from '../util/stream-lifetime.js'
+
+/** sessions one remote peer may hold on this expert at once, unless configured otherwise */
+export const DEFAULT_MAX_SESSIONS_PER_PEER = 2
+/** a session ends (BUSY) once it is this old, unless configured otherwise (ms) */
+export const DEFAULT_MAX_SESSION_MS = 30 * 60_000
 
 export interface InferServiceComponents {
   registrar: Registrar
@@ -29,12 +35,26 @@ export interface InferServiceInit {
   haltReason?: () => string | undefined
   /** governance hook: the signed HALT envelope in force, sent with every HALTED answer (protocols/infer.md §3) */
   haltEnvelope?: () => Uint8Array | undefined
+  /** sessions one remote peer may hold at once; more are refused with BUSY (default 2) */
+  maxSessionsPerPeer?: number
+  /**
+   * tokens one session may evaluate in all, rolled-back ones included; more is refused with
+   * CONTEXT_FULL (default (MAX_DRAFT_TOKENS + 1) × context size: more than any honest
+   * session, speculative ones included, can use)
+   */
+  maxSessionTokens?: number
+  /** a session older than this is ended with BUSY at its next request (ms, default 30 min) */
+  maxSessionMs?: number
 }
 
 export interface InferServiceStats {
   sessionsOpened: number
   sessionsRefused: number
+  /** of sessionsRefused: the peer already held maxSessionsPerPeer sessions */
+  sessionsRefusedPerPeer: number
   sessionsEvicted: number
+  /** sessions that ended because the router went away (stream closed or reset) */
+  sessionsGone: number
   frames: number
   bytesOut: number
   bytesIn: number
@@ -53,11 +73,16 @@ export class InferService implements Startable {
   private readonly writeTimeoutMs: number
   private readonly evalTimeoutMs: number
   private readonly haltReason: () => string | undefined
+  private readonly maxSessionsPerPeer: number
+  private readonly maxSessionTokens: number
+  private readonly maxSessionMs: number
   private readonly live = new Set<Stream>()
+  /** open sessions per remote peer (entries only while > 0: bounded by maxSessions) */
+  private readonly sessionsByPeer = new Map<string, number>()
   /** evaluations still running per session (awaited before the session is freed) */
   private readonly inflight = new Map<ModelSession, Promise<void>>()
   private started = false
-  readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsEvicted: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
+  readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsRefusedPerPeer: 0, sessionsEvicted: 0, sessionsGone: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
 
   constructor (components: InferServiceComponents, private readonly init: InferServiceInit) {
     this.components = components
@@ -67,6 +92,9 @@ export class InferService implements Startable {
     this.writeTimeoutMs = init.writeTimeoutMs ?? 10_000
     this.evalTimeoutMs = init.evalTimeoutMs ?? 30_000
     this.haltReason = init.haltReason ?? (() => undefined)
+    this.maxSessionsPerPeer = Math.max(1, init.maxSessionsPerPeer ?? DEFAULT_MAX_SESSIONS_PER_PEER)
+    this.maxSessionTokens = init.maxSessionTokens ?? (MAX_DRAFT_TOKENS + 1) * this.host.contextSize
+    this.maxSessionMs = init.maxSessionMs ?? DEFAULT_MAX_SESSION_MS
     this.handle = this.handle.bind(this)
   }
 
@@ -101,30 +129,52 @@ export class InferService implements Startable {
     }
   }
 
+  /**
+   * One stream, at most one session. Its work is tied to the stream's lifetime: a router
+   * that closes, resets or loses its connection ends the wait for its next request and the
+   * evaluation in flight (the KV sequence is freed once the decode returns); every write is
+   * awaited, and a failed one aborts the stream.
+   */
   private async handle (stream: Stream, connection: Connection): Promise<void> {
-    const log = this.log.newScope?.(connection.remotePeer.toString().slice(-6)) ?? this.log
+    const peer = connection.remotePeer.toString()
+    const log = this.log.newScope?.(peer.slice(-6)) ?? this.log
     const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
     let session: ModelSession | undefined
+    /** tokens this session evaluated so far, rolled-back ones included */
+    let evaluated = 0
+    let openedAt = 0
     this.live.add(stream)
+    const lifetime = streamLifetime(stream)
     const halted = new AbortController()
     ;(stream as any).meshllmHalt = (reason: string) => halted.abort(new RequestError(Status.HALTED, `halted by governance: ${reason}`))
+    /** a HALT or the router going away ends whatever the session is doing */
+    const stop = AbortSignal.any([halted.signal, lifetime.signal])
     const write = async (bytes: Uint8Array): Promise<void> => {
       this.stats.bytesOut += bytes.byteLength + 2
-      await lp.write(bytes, { signal: AbortSignal.timeout(this.writeTimeoutMs) })
+      await lp.write(bytes, { signal: AbortSignal.any([AbortSignal.timeout(this.writeTimeoutMs), lifetime.signal]) })
+    }
+    /** refuses `n` more tokens past the session's budget (rollback cannot make a session immortal) */
+    const charge = (n: number): void => {
+      if (evaluated + n > this.maxSessionTokens) throw new RequestError(Status.CONTEXT_FULL, `session budget: ${evaluated} + ${n} tokens evaluated exceed ${this.maxSessionTokens}`)
+      evaluated += n
     }
     try {
       while (true) {
         let msg
         try {
-          msg = await lp.read({ signal: AbortSignal.any([AbortSignal.timeout(this.idleTimeoutMs), halted.signal]) })
+          msg = await lp.read({ signal: AbortSignal.any([AbortSignal.timeout(this.idleTimeoutMs), stop]) })
         } catch (err: any) {
           if (halted.signal.aborted) throw halted.signal.reason
+          if (lifetime.signal.aborted) throw lifetime.signal.reason
           if (err.name === 'AbortError' || err.name === 'TimeoutError') {
             this.stats.sessionsEvicted++
             throw new RequestError(Status.INVALID_REQUEST, `session idle for ${this.idleTimeoutMs} ms: evicted`)
           }
-          // remote closed its side: the session ends
-          if (err.name === 'UnexpectedEOFError' || stream.readStatus !== 'readable') return
+          // remote closed its side (possibly mid-request): the session ends, and so does our side
+          if (err.name === 'UnexpectedEOFError' || stream.readStatus !== 'readable') {
+            await stream.close({ signal: AbortSignal.timeout(this.writeTimeoutMs) }).catch((e: Error) => { stream.abort(e) })
+            return
+          }
           throw err
         }
         this.stats.bytesIn += msg.byteLength + 2
@@ -150,14 +200,23 @@ export class InferService implements Startable {
           if (req.tokens.length >= this.host.contextSize - 1) {
             throw new RequestError(Status.CONTEXT_FULL, `prompt of ${req.tokens.length} tokens does not fit the context of ${this.host.contextSize}`)
           }
+          const held = this.sessionsByPeer.get(peer) ?? 0
+          if (held >= this.maxSessionsPerPeer) {
+            this.stats.sessionsRefused++
+            this.stats.sessionsRefusedPerPeer++
+            throw new RequestError(Status.BUSY, `this peer already holds ${held} session(s) here (at most ${this.maxSessionsPerPeer} per peer)`)
+          }
           try {
             session = this.host.openSession()
           } catch (err: any) {
             this.stats.sessionsRefused++
             throw new RequestError(Status.BUSY, err.message)
           }
+          this.sessionsByPeer.set(peer, held + 1)
+          openedAt = Date.now()
           this.stats.sessionsOpened++
-          const { frames, promptLogprob, promptScored } = await this.evaluate(session, req.tokens, req.draft, req.topK, halted.signal, { target: req.target, scorePrompt: req.scorePrompt })
+          charge(req.tokens.length + (req.draft?.length ?? 0))
+          const { frames, promptLogprob, promptScored } = await this.evaluate(session, req.tokens, req.draft, req.topK, stop, { target: req.target, scorePrompt: req.scorePrompt })
           await write(encodeOpenResponse({
             frame: frames[0],
             modelName: this.host.summary.name,
@@ -171,17 +230,26 @@ export class InferService implements Startable {
         }
         // step
         if (session == null) throw new RequestError(Status.INVALID_REQUEST, 'step before open')
+        if (Date.now() - openedAt > this.maxSessionMs) throw new RequestError(Status.BUSY, `session lifetime of ${this.maxSessionMs} ms reached: open a new session`)
+        charge(req.tokens.length + (req.draft?.length ?? 0))
         if (req.rollback != null && req.rollback > 0) {
           // erase rejected draft tokens; the context before the session's first token is not ours to erase
           if (req.rollback >= session.position) throw new RequestError(Status.INVALID_REQUEST, `rollback of ${req.rollback} tokens exceeds the session context (${session.position})`)
           await session.rollback(req.rollback)
+          // a HALT (or the router leaving) during the rollback: no further frame
+          if (stop.aborted) throw stop.reason
         }
-        const { frames } = await this.evaluate(session, req.tokens, req.draft, 256, halted.signal, { target: req.target })
+        const { frames } = await this.evaluate(session, req.tokens, req.draft, 256, stop, { target: req.target })
         for (const f of frames) await write(encodeFrameResponse(f))
         this.stats.frames += frames.length
       }
     } catch (err: any) {
-      if (err instanceof RequestError) {
+      if (lifetime.signal.aborted && !halted.signal.aborted) {
+        // the router went away: nobody to answer
+        this.stats.sessionsGone++
+        log('session ends: the router went away')
+        stream.abort(err)
+      } else if (err instanceof RequestError) {
         log('session ends: %s', err.message)
         try {
           await write(err.status === Status.HALTED ? encodeHaltedResponse(err.message, this.init.haltEnvelope?.()) : encodeErrorResponse(err.status, err.message))
@@ -199,8 +267,12 @@ export class InferService implements Startable {
         }
       }
     } finally {
+      lifetime.dispose()
       this.live.delete(stream)
       if (session != null) {
+        const n = (this.sessionsByPeer.get(peer) ?? 1) - 1
+        if (n <= 0) this.sessionsByPeer.delete(peer)
+        else this.sessionsByPeer.set(peer, n)
         await this.inflight.get(session)
         this.inflight.delete(session)
         await session.close()
@@ -208,26 +280,40 @@ export class InferService implements Startable {
     }
   }
 
-  private async evaluate (session: ModelSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, halted: AbortSignal, opts: EvaluateOptions = {}): Promise<EvaluateResult> {
+  /** sessions `peer` (a peer id string) holds here now */
+  sessionsOf (peer: string): number {
+    return this.sessionsByPeer.get(peer) ?? 0
+  }
+
+  /** evaluates one request; `stop` (a HALT, the router leaving) ends the wait with its reason */
+  private async evaluate (session: ModelSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, stop: AbortSignal, opts: EvaluateOptions = {}): Promise<EvaluateResult> {
     const n = tokens.length + (draft?.length ?? 0)
     if (session.position + n > this.host.contextSize - 1) {
       throw new RequestError(Status.CONTEXT_FULL, `context full: ${session.position} + ${n} tokens exceed ${this.host.contextSize}`)
     }
+    // an 'abort' listener added after the abort would never fire
+    if (stop.aborted) throw stop.reason
     let timer: NodeJS.Timeout | undefined
+    let onStop: (() => void) | undefined
     // the evaluation itself is awaited before the session is closed (a HALT or timeout wins
     // the race, but the KV sequence and samplers must not be freed under a running decode)
     const running = session.evaluateScored(tokens, draft ?? [], topK, opts)
     this.inflight.set(session, running.then(() => {}, () => {}))
     try {
-      return await Promise.race([
+      const result = await Promise.race([
         running,
         new Promise<never>((_resolve, reject) => {
           timer = setTimeout(() => reject(new RequestError(Status.INTERNAL, `evaluation exceeded ${this.evalTimeoutMs} ms`)), this.evalTimeoutMs)
-          halted.addEventListener('abort', () => reject(halted.reason), { once: true })
+          onStop = () => reject(stop.reason)
+          stop.addEventListener('abort', onStop, { once: true })
         })
       ])
+      if (stop.aborted) throw stop.reason
+      return result
     } finally {
       clearTimeout(timer)
+      // one listener per request on a signal that lives as long as the stream: remove it
+      if (onStop != null) stop.removeEventListener('abort', onStop)
     }
   }
 }

@@ -11,10 +11,19 @@ import { GenerateEvent, GenerateRequest } from './pb/generate.js'
 import { resultSummary, type GenerateOptions, type GenerateResult, type Router, type TokenEvent } from './router.js'
 import type { MeshNode } from '../node/node.js'
 import type { AggregationRule } from '../aggregate/types.js'
+import { streamLifetime } from '../util/stream-lifetime.js'
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 
 export const GENERATE_PROTOCOL = '/meshllm/generate/1.0.0'
 const MAX_REQUEST = 64 * 1024
 const MAX_EVENT = 64 * 1024
+/** largest K a remote caller may ask for, unless the service is configured otherwise */
+export const DEFAULT_MAX_REMOTE_K = 8
+/** concurrent generations one remote peer may run on this node, unless configured otherwise */
+export const DEFAULT_MAX_STREAMS_PER_PEER = 2
+/** token events queued for a client that does not read them fast enough, before it is dropped */
+export const MAX_QUEUED_EVENTS = 256
 
 export interface GenerateServiceComponents {
   registrar: Registrar
@@ -23,17 +32,73 @@ export interface GenerateServiceComponents {
 
 export interface GenerateServiceInit {
   router: () => Router | undefined
-  /** longest generation a remote caller may run (ms) */
+  /** longest generation a remote caller may run (ms, default 300 000) */
   timeoutMs?: number
+  /** a caller must send its request within this time after opening the stream (ms, default 10 000) */
+  requestTimeoutMs?: number
+  /** writing one event may take at most this long (a client that stops reading is dropped; ms, default 30 000) */
+  writeTimeoutMs?: number
+  /** libp2p's per-connection limit (default 16) */
   maxInboundStreams?: number
+  /** max_tokens is clamped to this (default 2048) */
   maxTokens?: number
+  /** a remote caller's k above this is refused (default 8, at most 64) */
+  maxK?: number
+  /** concurrent generations per remote peer; more are answered TooManyGenerationsError (default 2) */
+  maxStreamsPerPeer?: number
+  /** when set, a request must carry this token (GenerateRequest.token), else GenerateUnauthorizedError */
+  token?: string
+}
+
+export interface GenerateServiceStats {
+  /** generations admitted */
+  admitted: number
+  /** streams refused: the peer already runs maxStreamsPerPeer generations */
+  refusedBusy: number
+  /** requests refused for a missing or wrong token */
+  refusedToken: number
+  /** handlers that ended because the client went away (closed, reset, stopped reading) */
+  clientGone: number
+}
+
+/** the peer already runs as many generations on this node as it may */
+export class TooManyGenerationsError extends Error {
+  static override name = 'TooManyGenerationsError'
+  override name = 'TooManyGenerationsError'
+}
+
+/** this node requires a routed-generation token and the request carried none or another */
+export class GenerateUnauthorizedError extends Error {
+  static override name = 'GenerateUnauthorizedError'
+  override name = 'GenerateUnauthorizedError'
+}
+
+/** the client left MAX_QUEUED_EVENTS token events unread */
+export class SlowClientError extends Error {
+  static override name = 'SlowClientError'
+  override name = 'SlowClientError'
+}
+
+/** a --generate-token file that cannot be used (missing, empty) */
+export class GenerateTokenFileError extends Error {
+  static override name = 'GenerateTokenFileError'
+  override name = 'GenerateTokenFileError'
 }
 
 export class GenerateService implements Startable {
   private readonly log: Logger
   private started = false
+  /** generations running per remote peer (entries only while > 0: bounded by live streams) */
+  private readonly perPeer = new Map<string, number>()
+  private readonly tokenDigest?: Buffer
+  readonly stats: GenerateServiceStats = { admitted: 0, refusedBusy: 0, refusedToken: 0, clientGone: 0 }
+
   constructor (private readonly components: GenerateServiceComponents, private readonly init: GenerateServiceInit) {
     this.log = components.logger.forComponent('meshllm:generate')
+    if (init.token != null) {
+      if (init.token.length === 0) throw new GenerateTokenFileError('the routed-generation token is empty')
+      this.tokenDigest = digest(init.token)
+    }
     this.handle = this.handle.bind(this)
   }
 
@@ -51,36 +116,132 @@ export class GenerateService implements Startable {
 
   isStarted (): boolean { return this.started }
 
-  private async handle (stream: Stream, _connection: Connection): Promise<void> {
-    const signal = AbortSignal.timeout(this.init.timeoutMs ?? 300_000)
+  /** generations running now, all peers together */
+  get active (): number {
+    let n = 0
+    for (const v of this.perPeer.values()) n += v
+    return n
+  }
+
+  /**
+   * One stream. Everything it starts is tied to the stream's lifetime (streamLifetime: a
+   * client that closes, resets or loses its connection aborts the generation) and to the
+   * deadline; token events are written one at a time, in order, each awaited (a failed write
+   * ends the generation); any failure aborts the stream. Nothing a client does can reject a
+   * promise nobody awaits.
+   */
+  private async handle (stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    const lifetime = streamLifetime(stream)
+    const signal = AbortSignal.any([AbortSignal.timeout(this.init.timeoutMs ?? 300_000), lifetime.signal])
+    const writeTimeoutMs = this.init.writeTimeoutMs ?? 30_000
     const pb = pbStream(stream, { maxDataLength: MAX_REQUEST })
+    const send = async (ev: Partial<GenerateEvent>): Promise<void> => {
+      await pb.write(ev as GenerateEvent, GenerateEvent, { signal: AbortSignal.any([signal, AbortSignal.timeout(writeTimeoutMs)]) })
+    }
+    const running = this.perPeer.get(peer) ?? 0
+    const admitted = running < (this.init.maxStreamsPerPeer ?? DEFAULT_MAX_STREAMS_PER_PEER)
+    if (admitted) {
+      this.perPeer.set(peer, running + 1)
+      this.stats.admitted++
+    }
     try {
-      const req = await pb.read(GenerateRequest, { signal })
-      const router = this.init.router()
-      const send = async (ev: Partial<GenerateEvent>): Promise<void> => { await pb.write(ev as GenerateEvent, GenerateEvent, { signal }) }
-      if (router == null) {
-        await send({ error: { name: 'NoExpertsError', message: 'this peer does not route' } })
+      if (!admitted) {
+        this.stats.refusedBusy++
+        await send({ error: { name: TooManyGenerationsError.name, message: `this peer already runs ${running} generation(s) here (at most ${this.init.maxStreamsPerPeer ?? DEFAULT_MAX_STREAMS_PER_PEER})` } })
       } else {
-        try {
-          const opts = parseGenerateRequest(req, this.init.maxTokens)
-          const pending: Array<Promise<void>> = []
-          const result = await router.generate(req.prompt, {
-            ...opts,
-            signal,
-            onToken: (t: TokenEvent) => { pending.push(send({ token: { id: t.token, text: t.text, experts: t.experts } })) }
-          })
-          await Promise.all(pending)
-          await send({ done: resultToDone(result) })
-        } catch (err: any) {
-          await send({ error: { name: err.name ?? 'Error', message: String(err.message ?? err) } })
-        }
+        const req = await pb.read(GenerateRequest, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.init.requestTimeoutMs ?? 10_000)]) })
+        await this.answer(req, send, signal, lifetime.signal)
       }
-      await stream.close({ signal })
+      await stream.close({ signal: AbortSignal.any([signal, AbortSignal.timeout(writeTimeoutMs)]) })
     } catch (err: any) {
-      this.log.error('generate stream failed: %e', err)
+      if (lifetime.signal.aborted || err?.name === SlowClientError.name) {
+        this.stats.clientGone++
+        this.log('generate client went away: %s', err?.message ?? err)
+      } else {
+        this.log.error('generate stream failed: %e', err)
+      }
       stream.abort(err)
+    } finally {
+      lifetime.dispose()
+      if (admitted) {
+        const n = (this.perPeer.get(peer) ?? 1) - 1
+        if (n <= 0) this.perPeer.delete(peer)
+        else this.perPeer.set(peer, n)
+      }
     }
   }
+
+  /** runs one request and writes its events; throws when the client cannot be told anything more */
+  private async answer (req: GenerateRequest, send: (ev: Partial<GenerateEvent>) => Promise<void>, signal: AbortSignal, gone: AbortSignal): Promise<void> {
+    if (this.tokenDigest != null && !timingSafeEqual(digest(req.token ?? ''), this.tokenDigest)) {
+      this.stats.refusedToken++
+      await send({ error: { name: GenerateUnauthorizedError.name, message: 'this peer requires a routed-generation token (--generate-token): missing or wrong' } })
+      return
+    }
+    const router = this.init.router()
+    if (router == null) {
+      await send({ error: { name: 'NoExpertsError', message: 'this peer does not route' } })
+      return
+    }
+    // token events go out one at a time, in order; the first write that fails (client gone,
+    // not reading) ends the generation through `stop`
+    const stop = new AbortController()
+    let chain: Promise<void> = Promise.resolve()
+    let queued = 0
+    let writeFailure: Error | undefined
+    const fail = (err: any): void => {
+      writeFailure ??= err instanceof Error ? err : new Error(String(err))
+      stop.abort(writeFailure)
+    }
+    try {
+      const opts = parseGenerateRequest(req, this.init.maxTokens, this.init.maxK)
+      const result = await router.generate(req.prompt, {
+        ...opts,
+        signal: AbortSignal.any([signal, stop.signal]),
+        onToken: (t: TokenEvent) => {
+          if (writeFailure != null) return
+          if (queued >= MAX_QUEUED_EVENTS) { fail(new SlowClientError(`${queued} token events unread`)); return }
+          queued++
+          const ev = { token: { id: t.token, text: t.text, experts: t.experts } }
+          chain = chain.then(async () => { if (writeFailure == null) await send(ev) }).then(() => { queued-- }, fail)
+        }
+      })
+      await chain
+      if (writeFailure != null) throw writeFailure
+      await send({ done: resultToDone(result) })
+    } catch (err: any) {
+      await chain // never rejects: failures went to `fail`
+      // the client is gone or stopped reading: there is no one to tell
+      if (writeFailure != null) throw writeFailure
+      if (gone.aborted) throw gone.reason
+      await send({ error: { name: err.name ?? 'Error', message: String(err.message ?? err) } })
+    }
+  }
+}
+
+function digest (token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest()
+}
+
+/**
+ * The routed-generation token of `join --generate-token <file>` / `generate --generate-token
+ * <file>`, else of $MESHLLM_GENERATE_TOKEN; undefined when neither is given. Never taken from
+ * argv itself (it would show in `ps`). Surrounding whitespace is ignored.
+ */
+export async function generateTokenFrom (file: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
+  let token: string | undefined
+  if (file != null) {
+    try {
+      token = (await readFile(file, 'utf8')).trim()
+    } catch (err: any) {
+      throw new GenerateTokenFileError(`cannot read the generate token file ${file}: ${err.code ?? err.message}`)
+    }
+    if (token.length === 0) throw new GenerateTokenFileError(`the generate token file ${file} is empty`)
+    return token
+  }
+  token = env.MESHLLM_GENERATE_TOKEN?.trim()
+  return token != null && token.length > 0 ? token : undefined
 }
 
 export function generateService (init: GenerateServiceInit): (c: GenerateServiceComponents) => GenerateService {
@@ -101,12 +262,13 @@ export const MAX_STOP_LENGTH = 256
  * Checks a decoded request and turns it into router options (protocols/generate.md):
  * every field a remote peer controls is range-checked here, before the router sees it.
  */
-export function parseGenerateRequest (req: GenerateRequest, maxTokensLimit = 2048): GenerateOptions {
+export function parseGenerateRequest (req: GenerateRequest, maxTokensLimit = 2048, maxK = DEFAULT_MAX_REMOTE_K): GenerateOptions {
   const bad = (m: string): never => { throw new InvalidGenerateRequestError(m) }
   const rule = req.rule === '' ? 'mixture' : req.rule
   if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) bad(`unknown aggregation rule "${req.rule.slice(0, 32)}"`)
   if (req.prompt.length === 0) bad('empty prompt')
-  if (!Number.isInteger(req.k) || req.k < 0 || req.k > 64) bad(`k ${req.k} outside [0, 64]`)
+  const kLimit = Math.min(maxK, 64)
+  if (!Number.isInteger(req.k) || req.k < 0 || req.k > kLimit) bad(`k ${req.k} outside [0, ${kLimit}]`)
   if (!Number.isInteger(req.maxTokens) || req.maxTokens < 0) bad(`max_tokens ${req.maxTokens} is not a count`)
   if (!Number.isFinite(req.temperature) || req.temperature < 0 || req.temperature > 10) bad(`temperature ${req.temperature} outside [0, 10]`)
   if (!Number.isInteger(req.topK) || req.topK < 0 || req.topK > 256) bad(`top_k ${req.topK} outside [0, 256]`)
@@ -154,6 +316,8 @@ export interface GenerateViaOptions extends GenerateOptions {
   pingIntervalMs?: number
   /** …and give up after this long without any ping reply or event (ms, default 10 000) */
   unresponsiveMs?: number
+  /** the routing peer's routed-generation token, when it requires one (generateTokenFrom) */
+  token?: string
 }
 
 /**
@@ -198,7 +362,8 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
       seed: BigInt(opts.seed ?? 0),
       hasSeed: opts.seed != null,
       stop: opts.stop ?? [],
-      rule: opts.rule ?? 'mixture'
+      rule: opts.rule ?? 'mixture',
+      ...(opts.token != null ? { token: opts.token } : {})
     }, GenerateRequest, { signal })
     let index = 0
     while (true) {

@@ -13,6 +13,7 @@ export interface GenerateRequest {
   hasSeed: boolean
   stop: string[]
   rule: string
+  token?: string
 }
 
 export namespace GenerateRequest {
@@ -75,6 +76,11 @@ export namespace GenerateRequest {
         if ((obj.rule != null && obj.rule !== '')) {
           w.uint32(74)
           w.string(obj.rule)
+        }
+
+        if (obj.token != null) {
+          w.uint32(90)
+          w.string(obj.token)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -142,6 +148,10 @@ export namespace GenerateRequest {
             }
             case 9: {
               obj.rule = reader.string()
+              break
+            }
+            case 11: {
+              obj.token = reader.string()
               break
             }
             default: {
@@ -241,6 +251,13 @@ export namespace GenerateRequest {
               }
               break
             }
+            case 11: {
+              yield {
+                field: `${prefix}.token`,
+                value: reader.string()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -304,6 +321,11 @@ export namespace GenerateRequest {
     value: string
   }
 
+  export interface GenerateRequestTokenFieldEvent {
+    field: '$.token'
+    value: string
+  }
+
   export function encode (obj: Partial<GenerateRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, GenerateRequest.codec())
   }
@@ -312,7 +334,7 @@ export namespace GenerateRequest {
     return decodeMessage(buf, GenerateRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GenerateRequest>): Generator<GenerateRequestPromptFieldEvent | GenerateRequestKFieldEvent | GenerateRequestMaxTokensFieldEvent | GenerateRequestTemperatureFieldEvent | GenerateRequestTopKFieldEvent | GenerateRequestTopPFieldEvent | GenerateRequestSeedFieldEvent | GenerateRequestHasSeedFieldEvent | GenerateRequestStopFieldEvent | GenerateRequestRuleFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GenerateRequest>): Generator<GenerateRequestPromptFieldEvent | GenerateRequestKFieldEvent | GenerateRequestMaxTokensFieldEvent | GenerateRequestTemperatureFieldEvent | GenerateRequestTopKFieldEvent | GenerateRequestTopPFieldEvent | GenerateRequestSeedFieldEvent | GenerateRequestHasSeedFieldEvent | GenerateRequestStopFieldEvent | GenerateRequestRuleFieldEvent | GenerateRequestTokenFieldEvent> {
     return streamMessage(buf, GenerateRequest.codec(), opts)
   }
 }
