@@ -5,14 +5,14 @@
  */
 import type { Logger } from '@libp2p/interface'
 import { nodePrivateKey, type MeshNode } from '../node/node.js'
-import { sealExpertRecord, expertRecordKey, expertProvidersCid, type ExpertRecord } from '../wire/record.js'
+import { sealExpertRecord, expertRecordKey, expertProvidersCid, MAX_RECORD_LIFETIME_MS, type ExpertRecord } from '../wire/record.js'
 import { INFER_PROTOCOL } from '../wire/types.js'
 import type { ModelHost } from './model-host.js'
 
 export interface AdvertiserOptions {
-  /** record lifetime (ms); default 120 s */
+  /** record lifetime (ms); default 120 s, at most MAX_RECORD_LIFETIME_MS (1 h: readers refuse longer) */
   ttlMs?: number
-  /** re-publication period (ms); default 30 s */
+  /** re-publication period (ms); default 30 s, at most half the lifetime (a record is refreshed before it expires) */
   refreshMs?: number
   tokensPerSecond: number
 }
@@ -20,14 +20,16 @@ export interface AdvertiserOptions {
 export class ExpertAdvertiser {
   private timer?: NodeJS.Timeout
   private seq = Date.now()
-  private readonly ttlMs: number
-  private readonly refreshMs: number
+  /** record lifetime actually used (ms, ≤ MAX_RECORD_LIFETIME_MS) */
+  readonly ttlMs: number
+  /** re-publication period actually used (ms, ≤ ttlMs / 2) */
+  readonly refreshMs: number
   lastRecord?: ExpertRecord
   lastPublishedAt = 0
 
   constructor (private readonly node: MeshNode, private readonly host: ModelHost, private readonly opts: AdvertiserOptions, private readonly log: Logger) {
-    this.ttlMs = opts.ttlMs ?? 120_000
-    this.refreshMs = opts.refreshMs ?? 30_000
+    this.ttlMs = Math.min(opts.ttlMs ?? 120_000, MAX_RECORD_LIFETIME_MS)
+    this.refreshMs = Math.min(opts.refreshMs ?? 30_000, Math.floor(this.ttlMs / 2))
   }
 
   buildRecord (): ExpertRecord {

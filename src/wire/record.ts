@@ -23,6 +23,12 @@ export const EXPERT_RECORD_CODEC = Uint8Array.from([0x03, 0x01])
 export const MAX_RECORD_ADDRS = 32
 /** issued_at_ms may be at most this far ahead of the reader's clock */
 export const MAX_CLOCK_SKEW_MS = 60_000
+/**
+ * longest record lifetime: a reader rejects a record that expires more than this (plus
+ * MAX_CLOCK_SKEW_MS) after its own clock, so no record is kept longer; publishers re-publish
+ * well before expiry (protocols/record.md §3)
+ */
+export const MAX_RECORD_LIFETIME_MS = 3_600_000
 /** DHT key prefix: the record lives under `/meshllm/` + peer id multihash bytes */
 export const EXPERT_RECORD_KEY_PREFIX = '/meshllm/'
 
@@ -148,8 +154,9 @@ export class ExpertRecordPayload implements Record {
  * Signs `record` with `privateKey` (whose peer id must be record.peerId) and returns the
  * marshaled envelope. Throws InvalidRecordError / OversizedMessageError for what readers would reject.
  */
-export async function sealExpertRecord (record: ExpertRecord, privateKey: PrivateKey): Promise<Uint8Array> {
+export async function sealExpertRecord (record: ExpertRecord, privateKey: PrivateKey, { now = Date.now() }: { now?: number } = {}): Promise<Uint8Array> {
   checkExpertRecord(record)
+  checkLifetime(record, now)
   if (!peerIdFromPublicKey(privateKey.publicKey).equals(record.peerId)) throw invalid('key does not belong to record.peerId')
   const bytes = (await RecordEnvelope.seal(new ExpertRecordPayload(record), privateKey)).marshal()
   if (bytes.byteLength > MAX_RECORD_BYTES) throw new OversizedMessageError(`envelope of ${bytes.byteLength} bytes > ${MAX_RECORD_BYTES}`)
@@ -159,7 +166,8 @@ export async function sealExpertRecord (record: ExpertRecord, privateKey: Privat
 /**
  * Verifies a marshaled envelope and returns the record it carries. Throws OversizedMessageError
  * (> 4096 bytes), InvalidRecordError (envelope, signature, payload type, peer id, ranges,
- * issued more than 60 s ahead of `now`) or ExpiredRecordError (expires_at_ms ≤ now).
+ * issued more than 60 s ahead of `now`, expiring more than 1 h + 60 s after `now`) or
+ * ExpiredRecordError (expires_at_ms ≤ now).
  */
 export async function openExpertRecord (bytes: Uint8Array | Uint8ArrayList, { now = Date.now() }: { now?: number } = {}): Promise<ExpertRecord> {
   const buf = bytes.subarray()
@@ -179,7 +187,15 @@ export async function openExpertRecord (bytes: Uint8Array | Uint8ArrayList, { no
   checkExpertRecord(record)
   if (record.expiresAtMs <= now) throw new ExpiredRecordError(`expired at ${record.expiresAtMs} (now ${now})`)
   if (record.issuedAtMs > now + MAX_CLOCK_SKEW_MS) throw invalid(`issued at ${record.issuedAtMs}, more than 60 s ahead of ${now}`)
+  checkLifetime(record, now)
   return record
+}
+
+/** a record may not claim to stay valid more than MAX_RECORD_LIFETIME_MS (+ skew) past `now` */
+function checkLifetime (record: ExpertRecord, now: number): void {
+  if (record.expiresAtMs > now + MAX_RECORD_LIFETIME_MS + MAX_CLOCK_SKEW_MS) {
+    throw invalid(`expires at ${record.expiresAtMs}, more than ${MAX_RECORD_LIFETIME_MS / 60_000} min (+ 60 s skew) after ${now}`)
+  }
 }
 
 /** DHT key of an expert's record: UTF-8 "/meshllm/" followed by the peer id's multihash bytes */
