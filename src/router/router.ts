@@ -365,7 +365,7 @@ export class Router {
           }
         }
         // emit only completed characters (a token may end inside a UTF-8 sequence)
-        const ready = stopHit ? text : text.replace(/\uFFFD+$/, '')
+        const ready = stopHit ? text : text.slice(0, ((end: number) => { while (end > 0 && text.charCodeAt(end - 1) === 0xfffd) end--; return end })(text.length)) // trailing U+FFFD trimmed by a loop from the end (a regex is quadratic on long U+FFFD runs)
         const piece = ready.startsWith(emitted) ? ready.slice(emitted.length) : ''
         if (piece.length > 0 || stopHit) emitted = ready
         const tokenEvent: TokenEvent = { token, text: piece, experts, index: generated.length - 1 }
