@@ -8,7 +8,7 @@ import { createMeshNode, parseMultiaddr } from '../node/node.js'
 import { Router, verifyHaltWith, type GenerateResult } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import { ModelDrafter, NgramDrafter, type Drafter } from '../router/drafter.js'
-import { generateService, generateVia, RemoteGenerateError } from '../router/generate-service.js'
+import { generateService, generateTokenFrom, generateVia, RemoteGenerateError } from '../router/generate-service.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { runDemo } from './demo.js'
 import { resolveModel } from '../expert/resolve.js'
@@ -43,9 +43,10 @@ const USAGE = `usage:
   meshllm join --model <path|uri|meshtest-a|b|c> [--listen <multiaddr>] [--announce <multiaddr>]… [--bootstrap <multiaddr>]… [--data-dir <dir>] [--threads <n>] [--max-sessions <n>]
                [--governance <file>] [--grpc <host:port>] [--http <host:port>] [--api-token-file <file>] [--tls-cert <pem> --tls-key <pem> | --insecure-behind-proxy]
                (API token: --api-token-file, mode 600, or MESHLLM_API_TOKEN; non-loopback binds need a token and TLS: docs/api.md)
+               [--max-sessions-per-peer <n>] [--no-route | --generate-token <file>] [--generate-max-k <n>]   quotas and routed generation (protocols/generate.md)
   meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product|median|trimmed] [--json]
       [--weighting uniform|perplexity] [--tail uniform|unigram|bounded|context]   expert weights and tail model (docs/quality.md)
-  meshllm generate "<prompt>" --via <multiaddr> [same options but --weighting/--tail: the routing peer's defaults apply]
+  meshllm generate "<prompt>" --via <multiaddr> [same options but --weighting/--tail: the routing peer's defaults apply] [--generate-token <file>]
       [--speculative [--drafter ngram|<model>]]   lossless speculative decoding (default drafter: meshtest-a)
   meshllm status --bootstrap <multiaddr>… [--json]
   meshllm demo [--max-tokens <n>] [-k <n>]
@@ -104,6 +105,7 @@ const GEN_OPTIONS = {
   governance: { type: 'string' },
   speculative: { type: 'boolean' },
   drafter: { type: 'string' },
+  'generate-token': { type: 'string' },
   json: { type: 'boolean' }
 } as const
 
@@ -116,6 +118,10 @@ async function join (args: string[]): Promise<void> {
     'data-dir': { type: 'string' },
     threads: { type: 'string' },
     'max-sessions': { type: 'string' },
+    'max-sessions-per-peer': { type: 'string' },
+    'no-route': { type: 'boolean' },
+    'generate-token': { type: 'string' },
+    'generate-max-k': { type: 'string' },
     'context-size': { type: 'string' },
     gpu: { type: 'string' },
     'idle-timeout': { type: 'string' },
@@ -129,6 +135,10 @@ async function join (args: string[]): Promise<void> {
     'insecure-behind-proxy': { type: 'boolean' }
   })
   if (values.model == null) throw new UsageError('join needs --model <path|uri>')
+  // routed generation (/meshllm/generate): off, open, or for holders of a token (file or $MESHLLM_GENERATE_TOKEN, never argv)
+  if (values['no-route'] === true && values['generate-token'] != null) throw new UsageError('--no-route and --generate-token exclude each other')
+  const generateToken = values['no-route'] === true ? undefined : await generateTokenFrom(values['generate-token'])
+  const generateMaxK = int(values['generate-max-k'], 'generate-max-k', 1)
   const apiModule = values.grpc != null || values.http != null ? await import('../api/index.js') : undefined
   // token and TLS files are read, and the bind rules (non-loopback needs a token and TLS or
   // --insecure-behind-proxy) checked, before the model loads; --api-token is refused (ps shows argv)
@@ -155,6 +165,7 @@ async function join (args: string[]): Promise<void> {
     dataDir: values['data-dir'],
     threads: int(values.threads, 'threads', 1),
     maxSessions: int(values['max-sessions'], 'max-sessions', 1),
+    maxSessionsPerPeer: int(values['max-sessions-per-peer'], 'max-sessions-per-peer', 1),
     contextSize: int(values['context-size'], 'context-size', 16),
     gpu: values.gpu === 'false' || values.gpu === 'off' ? false : 'auto',
     idleTimeoutMs: int(values['idle-timeout'], 'idle-timeout', 1),
@@ -162,7 +173,7 @@ async function join (args: string[]): Promise<void> {
     onLoadProgress: bar != null ? (f: number) => bar.update(f) : undefined,
     haltReason: () => govState.haltReason,
     haltEnvelope: () => govState.haltEnvelope,
-    extraServices: { generate: generateService({ router: () => router }) }
+    extraServices: values['no-route'] === true ? {} : { generate: generateService({ router: () => router, token: generateToken, maxK: generateMaxK }) }
   })
   bar?.done()
   const gov = new GovernanceService(expert.node, govState)
@@ -270,13 +281,15 @@ async function generate (args: string[]): Promise<void> {
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
   }
   const json = values.json === true
+  if (values['generate-token'] != null && values.via == null) throw new UsageError('--generate-token goes with --via')
+  const generateToken = values.via != null ? await generateTokenFrom(values['generate-token']) : undefined
   for (const a of bootstrap) parseMultiaddr(a)
   if (values.via != null) {
     const via = parseMultiaddr(values.via)
     const node = await createMeshNode({ listen: [], dhtServer: false })
     await node.start()
     try {
-      printResult(await generateVia(node, via, prompt, opts), json)
+      printResult(await generateVia(node, via, prompt, { ...opts, token: generateToken }), json)
     } finally {
       await node.stop()
     }
@@ -305,7 +318,7 @@ async function loadDrafter (spec: string | undefined): Promise<Drafter> {
 function exitCodeFor (err: any): number {
   const name = err instanceof RemoteGenerateError ? err.remoteName : err?.name
   switch (name) {
-    case 'UsageError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': case 'ApiConfigError': case 'ApiTokenError': case 'ApiTlsError': case 'InsecureBindError': return EXIT.USAGE
+    case 'UsageError': case 'GenerateTokenFileError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': case 'ApiConfigError': case 'ApiTokenError': case 'ApiTlsError': case 'InsecureBindError': return EXIT.USAGE
     case 'NoExpertsError': return EXIT.NO_EXPERTS
     case 'IncompatibleTokenizerError': return EXIT.INCOMPATIBLE
     case 'ContextOverflowError': return EXIT.CONTEXT

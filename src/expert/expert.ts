@@ -20,6 +20,12 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   haltReason?: () => string | undefined
   /** the signed HALT envelope in force, sent with HALTED answers (InferServiceInit.haltEnvelope) */
   haltEnvelope?: () => Uint8Array | undefined
+  /** sessions one remote peer may hold (InferServiceInit.maxSessionsPerPeer, default 2) */
+  maxSessionsPerPeer?: number
+  /** tokens one session may evaluate in all, rolled-back ones included (InferServiceInit.maxSessionTokens) */
+  maxSessionTokens?: number
+  /** longest session (ms, InferServiceInit.maxSessionMs, default 30 min) */
+  maxSessionMs?: number
   /** further libp2p services for the node (e.g. the generate service of a routing peer) */
   extraServices?: Record<string, (components: any) => unknown>
 }
@@ -46,7 +52,7 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
       announce: opts.announce,
       bootstrap: opts.bootstrap,
       dataDir: opts.dataDir,
-      services: { ...(opts.extraServices ?? {}), infer: inferService({ host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope }) }
+      services: { ...(opts.extraServices ?? {}), infer: inferService({ host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs }) }
     })
     await node.start()
     if ((opts.bootstrap ?? []).length > 0) await connectBootstrap(node, opts.bootstrap ?? [])
