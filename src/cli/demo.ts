@@ -3,6 +3,9 @@
  * at K=3 showing which experts served each token, then everything shuts down.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { createMeshNode, connectBootstrap } from '../node/node.js'
@@ -22,8 +25,19 @@ export interface SpawnedExpert {
 }
 
 /** Starts `meshllm join` in a child process and resolves with its first listen address. */
-export async function spawnExpert (model: string, args: string[] = [], timeoutMs = 120_000): Promise<SpawnedExpert> {
-  const child = spawn(process.execPath, [BIN, 'join', '--model', model, '--listen', '/ip4/127.0.0.1/tcp/0', '--threads', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+export interface SpawnOptions {
+  /** environment of the child (added to this process's) */
+  env?: NodeJS.ProcessEnv
+  /** run without --data-dir (the node then uses its default data directory) */
+  defaultDataDir?: boolean
+}
+
+export async function spawnExpert (model: string, args: string[] = [], timeoutMs = 120_000, opts: SpawnOptions = {}): Promise<SpawnedExpert> {
+  // a fresh data directory unless one is given: spawned experts never share (or leave) state
+  // in the user's default directory
+  const dataDir = args.includes('--data-dir') || opts.defaultDataDir === true ? [] : ['--data-dir', mkdtempSync(join(tmpdir(), 'meshllm-expert-'))]
+  const child = spawn(process.execPath, [BIN, 'join', '--model', model, '--listen', '/ip4/127.0.0.1/tcp/0', '--threads', '1', ...dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env ?? {}) } })
+  if (dataDir.length > 0) child.once('exit', () => { rmSync(dataDir[1], { recursive: true, force: true }) })
   let stderr = ''
   child.stderr?.on('data', (d) => { stderr += String(d); if (stderr.length > 8192) stderr = stderr.slice(-8192) })
   return await new Promise((resolve, reject) => {

@@ -3,14 +3,14 @@
  * submit. Keyholder private keys are read only here, never by `join`.
  */
 import { readFile, writeFile } from 'node:fs/promises'
-import { createMeshNode, connectBootstrap, type MeshNode } from '../node/node.js'
+import { createMeshNode, connectBootstrap, parseMultiaddr, type MeshNode } from '../node/node.js'
 import { NoPeersError } from '../util/errors.js'
 import { generateKeyholderKey, loadKeyholderKey, formatPublicKey, canonicalPublicKey } from '../governance/keys.js'
-import { configToJson, configDigest, defaultConfig, defaultThresholds, loadConfig, validateConfig, type GovernanceConfig } from '../governance/config.js'
+import { configToJson, configDigest, defaultConfig, isDevGovernance, defaultThresholds, loadConfig, validateConfig, type GovernanceConfig } from '../governance/config.js'
 import { Kind, addSignatures, createEnvelope, decodeEnvelope, type Message } from '../governance/envelope.js'
 import { GovernanceState } from '../governance/state.js'
 import { GovernanceService } from '../governance/service.js'
-import { GovernanceKeyError } from '../governance/errors.js'
+import { DevGovernanceError, GovernanceKeyError } from '../governance/errors.js'
 
 type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
 
@@ -23,8 +23,39 @@ export async function governanceConfigFrom (path: string | undefined, quiet = fa
   return defaultConfig()
 }
 
+/** environment variable that lets the development governance leave loopback (test networks only) */
+export const UNSAFE_DEV_GOVERNANCE_ENV = 'MESHLLM_UNSAFE_DEV_GOVERNANCE'
+
+/** a multiaddr that stays on this machine: /ip4/127.x, /ip6/::1, /dns(4,6)/localhost */
+export function isLoopbackMultiaddr (addr: string): boolean {
+  const c = parseMultiaddr(addr).getComponents()[0]
+  if (c == null) return false
+  if (c.name === 'ip4') return c.value?.startsWith('127.') === true
+  if (c.name === 'ip6') return c.value === '::1' || c.value === '0:0:0:0:0:0:0:1'
+  if (c.name === 'dns' || c.name === 'dns4' || c.name === 'dns6') return c.value === 'localhost'
+  return false
+}
+
+/**
+ * The built-in development governance's private keys are published (test/fixtures/keys):
+ * on any address other than loopback anyone could halt that mesh for good or hand it to
+ * their own keys. Every command refuses it there (DevGovernanceError, exit 2) unless
+ * MESHLLM_UNSAFE_DEV_GOVERNANCE=1 is set for a throwaway test network.
+ */
+export function refuseDevGovernanceOffLoopback (config: GovernanceConfig, addrs: string[]): void {
+  if (!isDevGovernance(config)) return
+  const outside = addrs.filter(a => !isLoopbackMultiaddr(a))
+  if (outside.length === 0) return
+  if (process.env[UNSAFE_DEV_GOVERNANCE_ENV] === '1') {
+    process.stderr.write(`warning: ${UNSAFE_DEV_GOVERNANCE_ENV}=1: the DEVELOPMENT governance on ${outside[0]}: anyone can halt this mesh or take it over\n`)
+    return
+  }
+  throw new DevGovernanceError(`the built-in development governance (public keys) cannot be used off loopback (${outside[0]}): pass --governance <file> (meshllm governance init)`)
+}
+
 /** A short-lived client node joined to the mesh's governance, caught up from its bootstrap peers. */
 export async function governanceClient (config: GovernanceConfig, bootstrap: string[], timings?: Timings): Promise<{ node: MeshNode, gov: GovernanceService, close: () => Promise<void> }> {
+  refuseDevGovernanceOffLoopback(config, bootstrap)
   const node = await createMeshNode({ listen: [], dhtServer: false })
   await node.start()
   const gov = new GovernanceService(node, new GovernanceState(config))
@@ -90,9 +121,10 @@ async function submitAndReport (gov: GovernanceService, bytes: Uint8Array, json:
     const m = decodeEnvelope(bytes).message
     const r = await gov.submit(bytes)
     timings.mark('push')
-    const applied = r.peers.applied ?? 0
+    // 'known': the peer had it already (gossip got there first): applied there all the same
+    const applied = (r.peers.applied ?? 0) + (r.peers.known ?? 0)
     const answered = Object.entries(r.peers).filter(([a]) => a !== 'no-answer').reduce((n, [, c]) => n + (c ?? 0), 0)
-    const refusedBy = Object.entries(r.peers).filter(([a]) => a !== 'applied' && a !== 'no-answer').map(([a, c]) => `${c} ${a}`)
+    const refusedBy = Object.entries(r.peers).filter(([a]) => a !== 'applied' && a !== 'known' && a !== 'no-answer').map(([a, c]) => `${c} ${a}`)
     if (json) process.stdout.write(JSON.stringify({ kind: Kind[m.kind], version: m.version, applied: r.applied, code: r.code, reason: r.reason, peers: r.peers, gossipRecipients: r.gossipRecipients, ms: timings.total, phases: Object.fromEntries(timings.phases) }) + '\n')
     if (!r.applied) throw new GovernanceRefusedError(r.code ?? 'refused', `${Kind[m.kind]} version ${m.version} refused: ${r.code}: ${r.reason}`)
     if (answered === 0 && r.gossipRecipients === 0) throw new NoPeersError(`${Kind[m.kind]} version ${m.version}: no mesh peer answered; nothing was applied`)

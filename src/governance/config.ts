@@ -148,3 +148,8 @@ export const DEV_GOVERNANCE_JSON = {
 export function defaultConfig (): GovernanceConfig {
   return parseConfig(JSON.stringify(DEV_GOVERNANCE_JSON), 'built-in development governance')
 }
+
+/** whether a config is the built-in development governance (whose private keys are public) */
+export function isDevGovernance (c: GovernanceConfig): boolean {
+  return configDigest(c) === configDigest(defaultConfig())
+}

@@ -274,6 +274,7 @@ export type RefusalCode =
   | 'threshold' // fewer keyholder signatures than the kind needs
   | 'bad-signature' // a keyholder entry whose signature does not verify
   | 'unsafe-thresholds' // a KEYHOLDERS change to thresholds that are unreachable or let fewer than a RESUME quorum replace the keyholders
+  | 'known' // this very message is already applied here (not an error for whoever sent it)
   | 'stale' // version not above the accepted version (replay or superseded)
   | 'replayed-vote'
   | 'not-halted' // RESUME while nothing is halted

@@ -65,8 +65,10 @@ export function scoreTopic (pubsub: any, topic: string, params: typeof GOVERNANC
 export const FORGERY_CODES: ReadonlySet<RefusalCode> = new Set<RefusalCode>(['malformed', 'mesh', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds'])
 /** a catch-up from one peer ends after this many forgeries in its answer */
 const MAX_SYNC_FORGERIES = 4
-/** per remote address: at most this many catch-ups served (and started) per window */
-const SYNC_RATE = { perWindow: 4, windowMs: 10_000 }
+/** per remote address: at most this many catch-ups served per window */
+const SYNC_RATE = { perWindow: 16, windowMs: 10_000 }
+/** catch-ups this node starts by itself on new connections, per window, whatever the peers */
+const SYNC_START_RATE = { perWindow: 8, windowMs: 10_000 }
 /** per remote address: pushes served per window */
 const PUSH_RATE = { perWindow: 16, windowMs: 10_000 }
 /** most remote addresses tracked by the rate limiters */
@@ -122,7 +124,8 @@ export class GovernanceService {
   private readonly log: Logger
   private readonly listeners = new Set<GovernanceEvents>()
   private readonly syncServed = new RateLimiter(SYNC_RATE.perWindow, SYNC_RATE.windowMs)
-  private readonly syncStarted = new RateLimiter(1, 5_000)
+  private readonly syncStarted = new RateLimiter(SYNC_START_RATE.perWindow, SYNC_START_RATE.windowMs)
+  private readonly lastSyncFrom = new RateLimiter(1, 5_000)
   private readonly pushServed = new RateLimiter(PUSH_RATE.perWindow, PUSH_RATE.windowMs)
   /** time each accepted message was applied here (ms since epoch), by version: for measurements (last 64) */
   readonly appliedAt = new Map<number, number>()
@@ -200,6 +203,9 @@ export class GovernanceService {
     this.appliedAt.set(m.version, Date.now())
     if (this.appliedAt.size > 64) this.appliedAt.delete(this.appliedAt.keys().next().value as number)
     this.log('accepted %s version %d via %s', Kind[m.kind], m.version, via)
+    // learnt other than by gossip (a push, a catch-up): spread it, so a message that reached
+    // one node by any path reaches the rest (each node does this at most once per message)
+    if (via !== 'gossip' && via !== 'submit') void this.gossip(bytes)
     for (const l of [...this.listeners]) {
       try {
         if (m.kind === Kind.HALT) l.onHalt?.(m.reason, m.version)
@@ -290,8 +296,6 @@ export class GovernanceService {
       const r = await this.apply(bytes, `push ${connection.remotePeer.toString().slice(-6)}`)
       await lp.write(new TextEncoder().encode(r.accepted ? 'applied' : r.code), { signal })
       await stream.close({ signal })
-      // spread what this node applied: the pusher may have no gossip peers of its own yet
-      if (r.accepted) void this.gossip(bytes)
     } catch (err: any) {
       stream.abort(err)
     } finally {
@@ -302,8 +306,9 @@ export class GovernanceService {
   private onConnect (evt: CustomEvent<any>): void {
     const peer: PeerId = evt.detail.peerId
     if (!(evt.detail.protocols ?? []).includes(GOV_SYNC_PROTOCOL)) return
-    // one catch-up per address per 5 s, whatever the number of peer ids behind it
-    if (!this.syncStarted.take(addressKey(evt.detail.connection))) return
+    // one catch-up per peer per 5 s, and at most SYNC_START_RATE in all (new peer ids are free)
+    if (!this.lastSyncFrom.take(peer.toString())) return
+    if (!this.syncStarted.take('all')) return
     void this.syncFrom(peer).catch(err => this.log('sync from %p failed: %s', peer, err.message))
   }
 
@@ -348,12 +353,17 @@ export class GovernanceService {
     return accepted
   }
 
-  /** Catches up from every connected peer that speaks the sync protocol. */
-  async syncAll (options: { signal?: AbortSignal } = {}): Promise<number> {
-    let n = 0
-    const signal = AbortSignal.any([AbortSignal.timeout(5_000), ...(options.signal != null ? [options.signal] : [])])
-    await Promise.allSettled(this.node.getPeers().map(async p => { n += await this.syncFrom(p, signal) }))
-    return n
+  /**
+   * Catches up from every connected peer (bounded by `timeoutMs`, default 5 s): how many
+   * peers answered, and how many envelopes were applied.
+   */
+  async syncAll (options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<{ peers: number, answered: number, applied: number }> {
+    let applied = 0
+    let answered = 0
+    const peers = this.node.getPeers()
+    const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 5_000), ...(options.signal != null ? [options.signal] : [])])
+    await Promise.allSettled(peers.map(async p => { applied += await this.syncFrom(p, signal); answered++ }))
+    return { peers: peers.length, answered, applied }
   }
 
   private async handleSync (stream: Stream, connection: Connection): Promise<void> {
@@ -372,7 +382,7 @@ export class GovernanceService {
   }
 }
 
-const PUSH_ANSWERS = new Set<string>(['applied', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'not-halted', 'lifts-older', 'persist'])
+const PUSH_ANSWERS = new Set<string>(['applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'not-halted', 'lifts-older', 'persist'])
 /** most envelopes read from one catch-up answer (state log, keyholder changes, votes) */
 const MAX_SYNC_ENVELOPES = 1024
 

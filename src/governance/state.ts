@@ -39,6 +39,7 @@ export type ApplyResult =
   | { accepted: false, code: RefusalCode, reason: string, envelope?: Envelope }
 
 const STATE_LOG_MAX = 32
+
 const VOTE_LOG_MAX = 512
 
 export class GovernanceState {
@@ -102,6 +103,8 @@ export class GovernanceState {
     const inspected = inspectEnvelope(bytes, this.config, now, { allowExpired: opts.catchUp === true })
     if (!inspected.ok) return this.refused(inspected)
     const m = inspected.envelope.message
+    // the very message in force: 'known' (a second copy, not an attack); an older one is 'stale'
+    if (m.kind !== Kind.VOTE && m.version === this.version && this.isLatest(inspected.envelope.payload)) return this.refused({ ok: false, code: 'known', reason: `${Kind[m.kind]} version ${m.version} is already applied here` }, inspected.envelope)
     if (m.kind !== Kind.VOTE) {
       if (m.version <= this.version) return this.refused({ ok: false, code: 'stale', reason: `version ${m.version} is not above the accepted version ${this.version} (replay or stale)` }, inspected.envelope)
       if (m.kind === Kind.RESUME) {
@@ -164,11 +167,23 @@ export class GovernanceState {
     return { accepted: true, kind: m.kind, envelope: v.envelope }
   }
 
+  /** whether `payload` is the payload of the state message in force (the last one accepted) */
+  private isLatest (payload: Uint8Array): boolean {
+    const last = this.stateLog[this.stateLog.length - 1]
+    if (last == null) return false
+    try {
+      const p = decodeEnvelope(last).payload
+      return p.length === payload.length && p.every((x, i) => x === payload[i])
+    } catch {
+      return false
+    }
+  }
+
   private refused (v: Verdict & { ok: false }, envelope?: Envelope): ApplyResult {
     switch (v.code) {
       case 'malformed': this.rejected.malformed++; break
       case 'mesh': case 'not-keyholder': case 'threshold': case 'bad-signature': this.rejected.forged++; break
-      case 'stale': case 'replayed-vote': this.rejected.replay++; break
+      case 'stale': case 'replayed-vote': case 'known': this.rejected.replay++; break
       default: this.rejected.other++
     }
     return { accepted: false, code: v.code, reason: v.reason, ...(envelope != null ? { envelope } : {}) }

@@ -61,7 +61,7 @@ describe('governance state', function () {
       const st = new GovernanceState(config, undefined, clock)
       const h = await halt(1)
       await accepted(st, h)
-      await rejected(st, h, 'stale')
+      await rejected(st, h, 'known') // the message in force, again: known, not applied twice
       assert.equal(st.rejected.replay, 1)
     })
 
@@ -73,7 +73,7 @@ describe('governance state', function () {
       await accepted(st, r)
       now += SEEN_TTL_MS + 1
       await rejected(st, h, 'stale')
-      await rejected(st, r, 'stale')
+      await rejected(st, r, 'known')
       now += 3 * DAY
       await rejected(st, h, 'stale')
       assert.equal(st.halted, undefined)
@@ -90,7 +90,7 @@ describe('governance state', function () {
       const st2 = new GovernanceState(config, file, clock)
       assert.equal(st2.halted?.reason, 'stop now')
       assert.equal(st2.version, 7)
-      await rejected(st2, h, 'stale')
+      await rejected(st2, h, 'known') // the HALT in force, again
       await rejected(st2, v, 'replayed-vote')
       await rejected(st2, await phase(6, 1), 'stale') // older version, never seen
       assert.equal(st2.haltReason, 'stop now')
