@@ -185,13 +185,13 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
     rejectUnsupported(body)
     const maxName = chat && body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'
     const maxTokens = optInt(body[maxName], maxName)
-    const temperature = optNum(body.temperature, 'temperature', 0, 2)
-    const topP = optNum(body.top_p, 'top_p', 0, 1)
-    if (topP === 0) throw invalid('top_p must be greater than 0', 'top_p')
+    // JSON types here; ranges and rules in the validation every interface shares (MeshApi.prepare)
+    const temperature = optNum(body.temperature, 'temperature', -Infinity, Infinity)
+    const topP = optNum(body.top_p, 'top_p', -Infinity, Infinity)
     const seed = optInt(body.seed, 'seed')
     const k = optInt(body.k, 'k')
     const topK = optInt(body.top_k, 'top_k')
-    if (body.rule != null && typeof body.rule !== 'string') throw invalid('rule must be "mixture" or "product"', 'rule')
+    if (body.rule != null && typeof body.rule !== 'string') throw invalid('rule must be a string: mixture, product, median or trimmed', 'rule')
     let stop: string[] = []
     if (typeof body.stop === 'string') stop = [body.stop]
     else if (Array.isArray(body.stop)) {

@@ -18,6 +18,7 @@ import type { ExpertAdvertiser } from '../expert/advertise.js'
 import { attachExpert, type AttachedExpert, type AttachExpertOptions } from '../expert/attach.js'
 import { expertRecordKey, openExpertRecord, type ExpertRecord } from '../wire/record.js'
 import { HaltedError, NoExpertsError, IncompatibleTokenizerError } from '../util/errors.js'
+import { GENERATE_DEFAULTS, InvalidGenerateOptionError, validateGenerateOptions, type ValidGenerateOptions } from '../router/options.js'
 import { ApiError, invalid, toApiError } from './errors.js'
 import { ApiMetrics } from './metrics.js'
 import { ChatFormatter, type ChatMessage } from './chat.js'
@@ -348,19 +349,18 @@ export class MeshApi {
       if (!Number.isSafeInteger(v) || v < min || v > max) throw invalid(`${name} must be an integer in [${min}, ${max}], got ${String(v)}`, name)
       return v
     }
-    const num = (v: number | undefined, name: string, min: number, max: number, openMin = false): number | undefined => {
-      if (v == null) return undefined
-      if (typeof v !== 'number' || !Number.isFinite(v) || v > max || (openMin ? v <= min : v < min)) throw invalid(`${name} must be a number in ${openMin ? '(' : '['}${min}, ${max}], got ${String(v)}`, name)
-      return v
-    }
-    const k = int(p.k, 'k', 1, 64) ?? this.defaultK
     const maxTokens = int(p.maxTokens, nMax, 1, this.maxTokensLimit)
-    const temperature = num(p.temperature, 'temperature', 0, 10)
-    const topK = int(p.topK, 'top_k', 0, 256)
-    const topP = num(p.topP, 'top_p', 0, 1, true)
-    const seed = int(p.seed, 'seed', 0, Number.MAX_SAFE_INTEGER)
-    const rule = p.rule == null || p.rule === '' ? 'mixture' : p.rule
-    if (rule !== 'mixture' && rule !== 'product') throw invalid(`unknown aggregation rule "${String(rule).slice(0, 64)}": use "mixture" or "product"`, 'rule', 'unknown_rule')
+    // the one validation of every interface (src/router/options.ts): every rule, the same ranges and messages
+    let v: ValidGenerateOptions
+    try {
+      v = validateGenerateOptions({ k: p.k, temperature: p.temperature, topK: p.topK, topP: p.topP, seed: p.seed, rule: p.rule === '' ? undefined : p.rule })
+    } catch (err) {
+      if (err instanceof InvalidGenerateOptionError) throw invalid(err.message, err.option, err.option === 'rule' ? 'unknown_rule' : null)
+      throw err
+    }
+    const { temperature, topK, topP, seed } = v
+    const k = v.k ?? this.defaultK
+    const rule = v.rule ?? GENERATE_DEFAULTS.rule
     const stop = p.stop ?? []
     if (stop.length > MAX_STOP) throw invalid(`at most ${MAX_STOP} stop sequences`, 'stop')
     for (const s of stop) if (typeof s !== 'string' || s.length === 0 || s.length > MAX_STOP_CHARS) throw invalid(`each stop sequence must be a string of 1–${MAX_STOP_CHARS} characters`, 'stop')

@@ -7,6 +7,7 @@ import { startExpert } from '../expert/expert.js'
 import { createMeshNode, parseMultiaddr } from '../node/node.js'
 import { Router, verifyHaltWith, type GenerateResult } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
+import { GENERATE_DEFAULTS, validateGenerateOptions } from '../router/options.js'
 import { ModelDrafter, NgramDrafter, type Drafter } from '../router/drafter.js'
 import { generateService, generateTokenFrom, generateVia, RemoteGenerateError } from '../router/generate-service.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
@@ -78,13 +79,6 @@ function int (v: string | undefined, name: string, min = 0): number | undefined 
   if (v == null) return undefined
   const n = Number(v)
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got "${v}"`)
-  return n
-}
-
-function num (v: string | undefined, name: string, min = 0, max = Infinity): number | undefined {
-  if (v == null) return undefined
-  const n = Number(v)
-  if (!Number.isFinite(n) || n < min || n > max) throw new UsageError(`--${name} must be a number in [${min}, ${max}], got "${v}"`)
   return n
 }
 
@@ -258,25 +252,22 @@ async function generate (args: string[]): Promise<void> {
   if (prompt.length === 0) throw new UsageError('generate needs a prompt')
   const bootstrap: string[] = values.bootstrap ?? []
   if (bootstrap.length === 0 && values.via == null) throw new UsageError('generate needs --bootstrap <multiaddr> or --via <multiaddr>')
-  const rule = values.rule ?? 'mixture'
-  if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) throw new UsageError(`--rule must be mixture, product, median or trimmed, got "${rule}"`)
-  const seed = int(values.seed, 'seed', 0)
-  const tail = values.tail ?? 'uniform'
-  if (!['uniform', 'unigram', 'bounded', 'context'].includes(tail)) throw new UsageError(`--tail must be uniform, unigram, bounded or context, got "${tail}"`)
-  const weighting = values.weighting ?? 'uniform'
-  if (!['uniform', 'perplexity'].includes(weighting)) throw new UsageError(`--weighting must be uniform or perplexity, got "${weighting}"`)
   if (values.via != null && (values.tail != null || values.weighting != null)) throw new UsageError('--tail and --weighting are not carried by --via (the routing peer aggregates)')
+  // the one validation of every interface (src/router/options.ts): InvalidGenerateOptionError, exit 2
+  const n = (v: string | undefined): number | undefined => v == null ? undefined : Number(v)
+  const v = validateGenerateOptions({ k: n(values.k), maxTokens: n(values['max-tokens']), temperature: n(values.temperature), topK: n(values['top-k']), topP: n(values['top-p']), seed: n(values.seed), rule: values.rule, tail: values.tail, weighting: values.weighting })
+  const D = GENERATE_DEFAULTS
   const opts = {
-    k: int(values.k, 'k', 1) ?? 3,
-    maxTokens: int(values['max-tokens'], 'max-tokens', 1) ?? 64,
-    temperature: num(values.temperature, 'temperature', 0, 10) ?? 0.8,
-    topK: int(values['top-k'], 'top-k', 0) ?? 0,
-    topP: num(values['top-p'], 'top-p', 0, 1) ?? 0.95,
-    seed,
+    k: v.k ?? D.k,
+    maxTokens: v.maxTokens ?? D.maxTokens,
+    temperature: v.temperature ?? D.temperature,
+    topK: v.topK ?? D.topK,
+    topP: v.topP ?? D.topP,
+    seed: v.seed,
     stop: values.stop,
-    rule: rule as 'mixture' | 'product' | 'median' | 'trimmed',
-    tail: tail as 'uniform' | 'unigram' | 'bounded' | 'context',
-    weighting: weighting as 'uniform' | 'perplexity',
+    rule: v.rule ?? D.rule,
+    tail: v.tail ?? D.tail,
+    weighting: v.weighting ?? D.weighting,
     speculative: values.speculative === true,
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
   }
@@ -319,6 +310,7 @@ function exitCodeFor (err: any): number {
   const name = err instanceof RemoteGenerateError ? err.remoteName : err?.name
   switch (name) {
     case 'UsageError': case 'GenerateTokenFileError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': case 'ApiConfigError': case 'ApiTokenError': case 'ApiTlsError': case 'InsecureBindError': return EXIT.USAGE
+    case 'InvalidGenerateOptionError': return EXIT.USAGE
     case 'NoExpertsError': return EXIT.NO_EXPERTS
     case 'IncompatibleTokenizerError': return EXIT.INCOMPATIBLE
     case 'ContextOverflowError': return EXIT.CONTEXT

@@ -5,12 +5,13 @@
  *   meshllm eval --heldout <file> --bootstrap <multiaddr>… [-k <n>] [--experts <peer id>[,…]]…
  *                [--max-tokens <n>] [--window <n>] [--prompt <n>] [--rules mixture,product,median]
  *                [--weighting uniform,fixed,perplexity] [--tails uniform,unigram,bounded,context]
- *                [--weights <peer id or model>=<w>,…] [--beta <β>] [--subsets] [--json]
+ *                [--weights <peer id or model>=<w>,…] [--beta <β>] [--subsets] [--robust off,on] [--json]
  */
 import { createMeshNode, connectBootstrap, parseMultiaddr } from '../node/node.js'
 import { Router } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import type { AggregationRule } from '../aggregate/types.js'
+import { RULES as ALL_RULES } from '../router/options.js'
 import type { TailModel } from '../aggregate/general.js'
 import { evaluateMesh, readHeldout, DEFAULT_RULES, DEFAULT_TAILS, DEFAULT_WEIGHTINGS, type EvalResult, type Weighting } from './eval.js'
 
@@ -30,11 +31,12 @@ export const EVAL_OPTIONS = {
   weights: { type: 'string' },
   beta: { type: 'string' },
   subsets: { type: 'boolean' },
+  robust: { type: 'string' },
   tokenizer: { type: 'string' },
   json: { type: 'boolean' }
 } as const
 
-const RULES: AggregationRule[] = ['mixture', 'product', 'median', 'trimmed']
+const RULES: AggregationRule[] = [...ALL_RULES]
 const WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity']
 const TAILS: TailModel[] = ['uniform', 'unigram', 'bounded', 'context']
 
@@ -96,7 +98,8 @@ export async function runEvalCommand (values: Record<string, any>): Promise<Eval
     tails: await list(values.tails, 'tails', TAILS, DEFAULT_TAILS),
     fixedWeights,
     beta,
-    subsets: values.subsets === true
+    subsets: values.subsets === true,
+    robust: (await list(values.robust, 'robust', ['off', 'on'], ['off', 'on'])).map(x => x === 'on')
   }
   const heldout = readHeldout(values.heldout)
   const node = await createMeshNode({ listen: [], dhtServer: false })
@@ -135,9 +138,18 @@ export function formatEvalResult (r: EvalResult): string {
     lines.push(`${id.padEnd(55)} ${x.model.padEnd(14)} ${f(x.exactPerplexity).padStart(6)}   ${f(x.perplexityByTail.uniform).padStart(15)}  ${f(x.perplexityByTail.unigram).padStart(7)}  ${f(x.perplexityByTail.bounded).padStart(7)}  ${(100 * x.listedRate).toFixed(1)}%`)
   }
   lines.push('')
-  lines.push('ensemble                 rule      weighting   tail      perplexity')
+  lines.push('ensemble                 rule      weighting   tail      robust  perplexity')
   for (const v of [...r.variants].sort((a, b) => a.perplexity - b.perplexity)) {
-    lines.push(`${v.models.map(m => m.replace(/^meshtest-/, '')).join('+').padEnd(24)} ${v.rule.padEnd(9)} ${v.weighting.padEnd(11)} ${v.tail.padEnd(9)} ${f(v.perplexity).padStart(10)}`)
+    lines.push(`${v.models.map(m => m.replace(/^meshtest-/, '')).join('+').padEnd(24)} ${v.rule.padEnd(9)} ${v.weighting.padEnd(11)} ${v.tail.padEnd(9)} ${(v.robust ? 'on' : 'off').padEnd(7)} ${f(v.perplexity).padStart(10)}${v.robust ? `  (${v.screened ?? 0} frames screened${(v.banned ?? []).length > 0 ? `, banned ${(v.banned ?? []).length}` : ''})` : ''}`)
+  }
+  // what robust-by-default costs an honest mesh: each robust variant against the same one without
+  const costs = r.variants.filter(v => v.robust).map(v => {
+    const off = r.variants.find(w => !w.robust && w.rule === v.rule && w.weighting === v.weighting && w.tail === v.tail && w.experts.join() === v.experts.join())
+    return off != null ? v.perplexity / off.perplexity - 1 : undefined
+  }).filter((x): x is number => x !== undefined)
+  if (costs.length > 0) {
+    lines.push('')
+    lines.push(`robust (screening + reputation) vs off, same variant: ${(100 * Math.min(...costs)).toFixed(2)} % to ${(100 * Math.max(...costs)).toFixed(2)} % perplexity (${costs.length} variants)`)
   }
   lines.push('')
   lines.push(`best: ${r.ensemble.models.join('+')} ${r.ensemble.rule} / ${r.ensemble.weighting} / ${r.ensemble.tail}: ${f(r.ensemble.perplexity)} (perplexity weighting β = ${r.weightingParams.beta}, n₀ = ${r.weightingParams.priorTokens}; fixed = ${r.weightingParams.fixed})`)

@@ -28,6 +28,8 @@ import type { TailModel } from '../aggregate/general.js'
 import { defaultTailPrior, type TailPrior } from '../aggregate/prior.js'
 import { perplexityWeights, DEFAULT_PERPLEXITY_BETA, DEFAULT_PERPLEXITY_PRIOR_TOKENS } from '../aggregate/weighting.js'
 import { NoExpertsError } from '../util/errors.js'
+import { ReputationTable, robustAggregate } from '../router/reputation.js'
+import { ROBUST_MIN_K } from '../router/options.js'
 
 export type Weighting = 'uniform' | 'fixed' | 'perplexity'
 
@@ -58,6 +60,13 @@ export interface ScoreOptions {
   prior?: TailPrior
   /** 'trimmed' rule: fraction trimmed from each end */
   trim?: number
+  /**
+   * with and/or without the router's robust aggregation (screening, reputation weights and
+   * bans, src/router/reputation.ts `robustAggregate`), replayed position by position with a
+   * fresh reputation table per variant; robust variants only for sets of ≥ ROBUST_MIN_K
+   * experts, where it is the router's default (default: [false, true])
+   */
+  robust?: boolean[]
 }
 
 export interface EvalOptions extends ScoreOptions {
@@ -127,7 +136,12 @@ export interface Variant {
   rule: AggregationRule
   weighting: Weighting
   tail: TailModel
+  /** the router's robust aggregation (screening, reputation) was on */
+  robust: boolean
   perplexity: number
+  /** robust only: frames screened out of their step, and experts banned during the run */
+  screened?: number
+  banned?: string[]
 }
 
 export interface EvalResult {
@@ -345,19 +359,36 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
   const subsets = opts.subsets === true ? subsetsOf(K, 2) : [c.experts.map((_, e) => e)]
   const variants: Variant[] = []
   for (const sub of subsets) {
-    for (const rule of rules) {
-      for (const weighting of weightings) {
-        for (const tail of tails) {
-          let nll = 0
-          for (let i = 0; i < N; i++) {
-            let ws: number[]
-            if (weighting === 'uniform') ws = sub.map(() => 1)
-            else if (weighting === 'fixed') ws = sub.map(e => fixed[e])
-            else ws = perplexityWeights(sub.map(e => ({ logprob: prefixLp[e][i], count: prefixN[e][i] })), { beta, priorTokens: n0 })
-            const agg = aggregate(sub.map((e, j) => ({ dist: c.frames[e][i], weight: ws[j] })), { rule, vocabSize: V, tail, prior, trim: opts.trim, context: contextOf(tail, i) })
-            nll -= Math.log(Math.max(probabilityOf(agg, c.targets[i]), MIN_P))
+    for (const robust of (opts.robust ?? [false, true]).filter(r => !r || sub.length >= ROBUST_MIN_K)) {
+      for (const rule of rules) {
+        for (const weighting of weightings) {
+          for (const tail of tails) {
+            let nll = 0
+            // robust: the router's own step (robustAggregate) with a reputation table that lives
+            // through the positions in order; a banned expert is left out, as the router would
+            const table = robust ? new ReputationTable() : undefined
+            for (let i = 0; i < N; i++) {
+              let ws: number[]
+              if (weighting === 'uniform') ws = sub.map(() => 1)
+              else if (weighting === 'fixed') ws = sub.map(e => fixed[e])
+              else ws = perplexityWeights(sub.map(e => ({ logprob: prefixLp[e][i], count: prefixN[e][i] })), { beta, priorTokens: n0 })
+              const run = (members: number[], keep: (j: number) => boolean = () => true, rw?: number[]): ReturnType<typeof aggregate> =>
+                aggregate(members.flatMap((m, j) => keep(j) ? [{ dist: c.frames[sub[m]][i], weight: ws[m] * (rw?.[j] ?? 1) }] : []), { rule, vocabSize: V, tail, prior, trim: opts.trim, context: contextOf(tail, i) })
+              let agg
+              if (table == null) agg = run(sub.map((_, m) => m))
+              else {
+                const members = sub.map((_, m) => m).filter(m => !table.banned(c.experts[sub[m]].id))
+                agg = robustAggregate(members.map(m => ({ id: c.experts[sub[m]].id, frame: c.frames[sub[m]][i] })), table, V, (keep, rw) => run(members, keep, rw))
+              }
+              nll -= Math.log(Math.max(probabilityOf(agg, c.targets[i]), MIN_P))
+            }
+            const v: Variant = { experts: sub.map(e => c.experts[e].id), models: sub.map(e => c.experts[e].model), rule, weighting, tail, robust, perplexity: ppl(nll, N) }
+            if (table != null) {
+              v.screened = table.entries().reduce((n, [, r]) => n + r.screened, 0)
+              v.banned = table.entries().filter(([, r]) => r.bans > 0).map(([id]) => id)
+            }
+            variants.push(v)
           }
-          variants.push({ experts: sub.map(e => c.experts[e].id), models: sub.map(e => c.experts[e].model), rule, weighting, tail, perplexity: ppl(nll, N) })
         }
       }
     }

@@ -3,6 +3,7 @@ import type { PeerId } from '@libp2p/interface'
 import { equals } from 'uint8arrays/equals'
 import type { MeshNode } from '../node/node.js'
 import { openExpertRecord, expertRecordKey, expertProvidersCid, type ExpertRecord } from '../wire/record.js'
+import { MAX_TRACKED_EXPERTS } from './health.js'
 
 export interface DiscoveryResult {
   compatible: ExpertRecord[]
@@ -55,6 +56,8 @@ export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, 
       if (ev.name === 'PROVIDER') {
         for (const p of ev.providers) {
           if (p.id.equals(node.peerId)) continue
+          // identities are free: at most MAX_TRACKED_EXPERTS providers per discovery
+          if (peers.size >= MAX_TRACKED_EXPERTS && !peers.has(p.id.toString())) continue
           peers.set(p.id.toString(), p.id)
           if (p.multiaddrs?.length > 0) await node.peerStore.merge(p.id, { multiaddrs: p.multiaddrs }).catch(() => {})
         }

@@ -10,7 +10,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { GenerateEvent, GenerateRequest } from './pb/generate.js'
 import { resultSummary, type GenerateOptions, type GenerateResult, type Router, type TokenEvent } from './router.js'
 import type { MeshNode } from '../node/node.js'
-import type { AggregationRule } from '../aggregate/types.js'
+import { GENERATE_DEFAULTS, validateGenerateOptions } from './options.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
@@ -264,15 +264,13 @@ export const MAX_STOP_LENGTH = 256
  */
 export function parseGenerateRequest (req: GenerateRequest, maxTokensLimit = 2048, maxK = DEFAULT_MAX_REMOTE_K): GenerateOptions {
   const bad = (m: string): never => { throw new InvalidGenerateRequestError(m) }
-  const rule = req.rule === '' ? 'mixture' : req.rule
-  if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) bad(`unknown aggregation rule "${req.rule.slice(0, 32)}"`)
+  // option ranges and rules: the one validation every interface shares (src/router/options.ts, InvalidGenerateOptionError)
+  const v = validateGenerateOptions({ k: req.k === 0 ? undefined : req.k, temperature: req.temperature, topK: req.topK, topP: req.topP === 0 ? undefined : req.topP, rule: req.rule === '' ? undefined : req.rule })
+  const rule = v.rule ?? GENERATE_DEFAULTS.rule
   if (req.prompt.length === 0) bad('empty prompt')
   const kLimit = Math.min(maxK, 64)
   if (!Number.isInteger(req.k) || req.k < 0 || req.k > kLimit) bad(`k ${req.k} outside [0, ${kLimit}]`)
   if (!Number.isInteger(req.maxTokens) || req.maxTokens < 0) bad(`max_tokens ${req.maxTokens} is not a count`)
-  if (!Number.isFinite(req.temperature) || req.temperature < 0 || req.temperature > 10) bad(`temperature ${req.temperature} outside [0, 10]`)
-  if (!Number.isInteger(req.topK) || req.topK < 0 || req.topK > 256) bad(`top_k ${req.topK} outside [0, 256]`)
-  if (!Number.isFinite(req.topP) || req.topP < 0 || req.topP > 1) bad(`top_p ${req.topP} outside [0, 1]`)
   if (req.stop.length > MAX_STOP_STRINGS) bad(`${req.stop.length} stop strings (at most ${MAX_STOP_STRINGS})`)
   if (req.stop.some(x => x.length > MAX_STOP_LENGTH)) bad(`a stop string longer than ${MAX_STOP_LENGTH} characters`)
   return {
@@ -283,7 +281,7 @@ export function parseGenerateRequest (req: GenerateRequest, maxTokensLimit = 204
     topP: req.topP > 0 ? req.topP : 1,
     seed: req.hasSeed ? Number(req.seed & 0xffffffffn) : undefined,
     stop: req.stop,
-    rule: rule as AggregationRule
+    rule
   }
 }
 

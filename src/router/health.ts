@@ -14,9 +14,61 @@ export interface ExpertHealth {
   lastError?: string
 }
 
+/**
+ * Most experts (peer ids) one router keeps per-expert state for (health, reputation, record
+ * fetch failures, known records): identities are free, so every table keyed by peer id is
+ * bounded; past the bound the least recently used entry goes.
+ */
+export const MAX_TRACKED_EXPERTS = 4096
+
+/**
+ * A Map of at most `limit` entries: `get` and `set` make an entry the most recently used, and
+ * inserting past the limit drops the least recently used one for which `evictable` holds (the
+ * least recently used of all when none does). `peek` reads without refreshing.
+ */
+export class LruMap<K, V> {
+  private readonly map = new Map<K, V>()
+  constructor (readonly limit: number, private readonly evictable: (key: K, value: V) => boolean = () => true) {
+    if (!(limit >= 1)) throw new RangeError(`limit must be ≥ 1, got ${limit}`)
+  }
+
+  get size (): number { return this.map.size }
+
+  get (key: K): V | undefined {
+    const v = this.map.get(key)
+    if (v !== undefined) { this.map.delete(key); this.map.set(key, v) }
+    return v
+  }
+
+  peek (key: K): V | undefined { return this.map.get(key) }
+
+  has (key: K): boolean { return this.map.has(key) }
+
+  set (key: K, value: V): this {
+    this.map.delete(key)
+    this.map.set(key, value)
+    if (this.map.size > this.limit) {
+      let victim: K | undefined
+      for (const [k, v] of this.map) if (k !== key && this.evictable(k, v)) { victim = k; break }
+      this.map.delete(victim ?? this.map.keys().next().value as K)
+    }
+    return this
+  }
+
+  delete (key: K): boolean { return this.map.delete(key) }
+
+  entries (): IterableIterator<[K, V]> { return this.map.entries() }
+
+  [Symbol.iterator] (): IterableIterator<[K, V]> { return this.map.entries() }
+}
+
 export class HealthTable {
-  private readonly table = new Map<string, ExpertHealth>()
-  constructor (private readonly opts: { alpha?: number, baseBackoffMs?: number, maxBackoffMs?: number, now?: () => number } = {}) {}
+  private readonly table: LruMap<string, ExpertHealth>
+  constructor (private readonly opts: { alpha?: number, baseBackoffMs?: number, maxBackoffMs?: number, now?: () => number, maxEntries?: number } = {}) {
+    this.table = new LruMap(opts.maxEntries ?? MAX_TRACKED_EXPERTS)
+  }
+
+  get size (): number { return this.table.size }
 
   private now (): number { return (this.opts.now ?? Date.now)() }
 
@@ -29,9 +81,9 @@ export class HealthTable {
     return h
   }
 
-  /** the entry, without creating one */
+  /** the entry, without creating one (nor refreshing it) */
   peek (id: string): ExpertHealth | undefined {
-    return this.table.get(id)
+    return this.table.peek(id)
   }
 
   success (id: string, latencyMs: number): void {

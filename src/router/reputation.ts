@@ -20,6 +20,7 @@
  */
 import type { Aggregated } from '../aggregate/types.js'
 import type { Frame } from '../wire/types.js'
+import { LruMap, MAX_TRACKED_EXPERTS } from './health.js'
 
 export interface ReputationOptions {
   /** EWMA factor of D_e (default 0.1) */
@@ -28,7 +29,7 @@ export interface ReputationOptions {
   minSamples?: number
   /** D_e must exceed ratio × the others' median (default 2) */
   ratio?: number
-  /** … and the others' median by this much (default 0.35) */
+  /** … and the others' median by this much (default 0.4) */
   margin?: number
   /** strikes that ban (default 6) */
   banStrikes?: number
@@ -37,6 +38,8 @@ export interface ReputationOptions {
   /** longest ban (ms, default 1 h) */
   banMaxMs?: number
   now?: () => number
+  /** experts tracked at most (least recently used dropped first, banned ones last; default MAX_TRACKED_EXPERTS) */
+  maxEntries?: number
 }
 
 export interface ExpertReputation {
@@ -60,8 +63,13 @@ const MIN_SAMPLES = 4
 const BAN_STRIKES = 6
 
 export class ReputationTable {
-  private readonly table = new Map<string, ExpertReputation>()
-  constructor (private readonly opts: ReputationOptions = {}) {}
+  private readonly table: LruMap<string, ExpertReputation>
+  constructor (private readonly opts: ReputationOptions = {}) {
+    // identities are free: bounded, and a ban in force is the last thing forgotten
+    this.table = new LruMap(opts.maxEntries ?? MAX_TRACKED_EXPERTS, (_id, r) => !(r.bannedUntil > this.now()))
+  }
+
+  get size (): number { return this.table.size }
 
   private now (): number { return (this.opts.now ?? Date.now)() }
 
@@ -74,8 +82,19 @@ export class ReputationTable {
     return r
   }
 
+  /** the entry, without creating or refreshing one */
+  peek (id: string): ExpertReputation | undefined {
+    return this.table.peek(id)
+  }
+
+  /** no track record yet (fewer than minSamples frames judged) or judged an outlier recently (strikes > 0) */
+  suspect (id: string): boolean {
+    const r = this.table.peek(id)
+    return r == null || r.samples < (this.opts.minSamples ?? MIN_SAMPLES) || r.strikes > 0
+  }
+
   banned (id: string): boolean {
-    const r = this.table.get(id)
+    const r = this.table.peek(id)
     if (r == null || r.bannedUntil === 0) return false
     if (r.bannedUntil > this.now()) return true
     // ban over: start over with a clean EWMA (the ban count stays)
@@ -100,7 +119,7 @@ export class ReputationTable {
 
   /** aggregation weight multiplier in (0, 1] */
   weight (id: string): number {
-    const r = this.table.get(id)
+    const r = this.table.peek(id)
     if (r == null || r.samples < (this.opts.minSamples ?? MIN_SAMPLES)) return 1
     const m = this.othersMedian(id)
     if (m === undefined || r.disagreement <= 0) return 1
@@ -142,7 +161,7 @@ export class ReputationTable {
     if (r.samples < min) return
     const m = this.othersMedian(id)
     if (m === undefined) return
-    const outlier = r.disagreement > (this.opts.ratio ?? 2) * m && r.disagreement - m > (this.opts.margin ?? 0.35)
+    const outlier = r.disagreement > (this.opts.ratio ?? 2) * m && r.disagreement - m > (this.opts.margin ?? 0.4)
     r.strikes = outlier ? r.strikes + 1 : Math.max(0, r.strikes - 1)
     if (r.strikes >= (this.opts.banStrikes ?? BAN_STRIKES)) {
       r.bans++
@@ -213,7 +232,10 @@ export function invalidFrame (frame: Frame, vocabSize: number): string | undefin
 
 /** per-step screening: an expert this far from its nearest fellow expert is left out of the step */
 export const SCREEN_RATIO = 1.5
-export const SCREEN_MARGIN = 0.15
+/** margin for any expert: only gross outliers (a weak honest expert is often 0.15–0.4 further from the others) */
+export const SCREEN_MARGIN = 0.45
+/** margin for a suspect: an expert with no track record yet (fewer than minSamples frames) or judged an outlier recently (strikes > 0) */
+export const SCREEN_MARGIN_SUSPECT = 0.15
 
 /** total-variation distance of two frames (union of listed ids + one bucket for the rest) */
 export function frameTV (f: Frame, g: Frame, vocabSize: number): number {
@@ -244,7 +266,7 @@ export function frameTV (f: Frame, g: Frame, vocabSize: number): number {
  * frame; frame e is left out of this step's aggregate when n_e > SCREEN_RATIO × and
  * > SCREEN_MARGIN + the median of the other frames' n. Never screens half or more.
  */
-export function screenOutliers (frames: Frame[], vocabSize: number): number[] {
+export function screenOutliers (frames: Frame[], vocabSize: number, ratio = SCREEN_RATIO, margin: number | ((j: number) => number) = SCREEN_MARGIN): number[] {
   const k = frames.length
   if (k < 3) return []
   const d = frames.map(() => new Array<number>(k).fill(0))
@@ -255,7 +277,24 @@ export function screenOutliers (frames: Frame[], vocabSize: number): number[] {
     const others = nn.filter((_x, i) => i !== j).sort((x, y) => x - y)
     const h = others.length >> 1
     const m = others.length % 2 === 1 ? others[h] : (others[h - 1] + others[h]) / 2
-    if (nn[j] > SCREEN_RATIO * m && nn[j] - m > SCREEN_MARGIN) out.push(j)
+    if (nn[j] > ratio * m && nn[j] - m > (typeof margin === 'number' ? margin : margin(j))) out.push(j)
   }
   return 2 * out.length < k ? out : []
+}
+
+/**
+ * One step of the router's robust aggregation (docs/quality.md "Byzantine experts"), shared by
+ * `Router.generate` and the evaluation (src/eval/eval.ts) so that both measure the same thing:
+ * each frame's aggregation weight is multiplied by its reputation weight, gross outliers of
+ * this step are screened out (K ≥ 3), and every frame is then observed against the result.
+ * `run(keep, reputationWeights)` aggregates the frames `keep` selects.
+ */
+export function robustAggregate (frames: Array<{ id: string, frame: Frame }>, table: ReputationTable, vocabSize: number, run: (keep: (j: number) => boolean, reputationWeights: number[]) => Aggregated): Aggregated {
+  const rw = frames.map(f => table.weight(f.id))
+  // gross outliers always; an expert without a track record or with strikes already at a smaller distance
+  const out = screenOutliers(frames.map(f => f.frame), vocabSize, SCREEN_RATIO, j => table.suspect(frames[j].id) ? SCREEN_MARGIN_SUSPECT : SCREEN_MARGIN)
+  for (const j of out) table.noteScreened(frames[j].id)
+  const agg = run(j => !out.includes(j), rw)
+  table.observe(frames, agg, vocabSize)
+  return agg
 }

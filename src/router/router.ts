@@ -22,10 +22,11 @@ import type { Drafter } from './drafter.js'
 import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpertsError } from '../util/errors.js'
 import { discoverExperts } from './discovery.js'
 import { ExpertHaltedError, ExpertSession } from './expert-client.js'
-import { HealthTable } from './health.js'
-import { invalidFrame, ReputationTable, screenOutliers, type ReputationOptions } from './reputation.js'
+import { HealthTable, LruMap, MAX_TRACKED_EXPERTS } from './health.js'
+import { invalidFrame, ReputationTable, robustAggregate, type ReputationOptions } from './reputation.js'
 import type { RouterTokenizer } from './tokenizer.js'
-import { addressGroup, colocationFactors, selectExperts, type SelectionPolicy } from './selection.js'
+import { GENERATE_DEFAULTS, robustByDefault, validateGenerateOptions } from './options.js'
+import { colocationFactors, observedGroups, selectExperts, type SelectionPolicy } from './selection.js'
 import type { ExpertHealth } from './health.js'
 
 export interface GenerateOptions {
@@ -40,9 +41,10 @@ export interface GenerateOptions {
   stop?: string[]
   rule?: AggregationRule
   /**
-   * Byzantine robustness (docs/quality.md "Byzantine experts"): compare every expert's frame
-   * with the aggregate, scale its aggregation weight by its reputation and let persistent
-   * outliers be banned. Default: on for the robust rules ('median', 'trimmed'), off otherwise.
+   * Byzantine robustness (docs/quality.md "Byzantine experts"): per-step screening of outlier
+   * frames, every expert's frame compared with the aggregate, its aggregation weight scaled by
+   * its reputation, persistent outliers banned. Default: on for every rule whenever the
+   * generation has K ≥ 3 experts (ROBUST_MIN_K, src/router/options.ts), off below.
    * Bans are router-wide: a banned expert is never selected, whatever this option says.
    */
   reputation?: boolean
@@ -211,8 +213,8 @@ export class Router {
   private known: ExpertRecord[] = []
   private knownAt = 0
   private incompatible: ExpertRecord[] = []
-  /** provider peer id → until when its record is fetched last (it could not be fetched) */
-  private readonly recordFailures = new Map<string, number>()
+  /** provider peer id → until when its record is fetched last (it could not be fetched); bounded */
+  private readonly recordFailures = new LruMap<string, number>(MAX_TRACKED_EXPERTS)
   readonly stats = { generations: 0, tokens: 0, bytes: 0, expertSteps: 0, lastTokensPerSecond: 0 }
   private readonly live = new Set<AbortController>()
   /** observers of every generation (additive hook for metrics; see RouterObserver) */
@@ -236,7 +238,7 @@ export class Router {
       // unknown providers first (a new expert is seen at once), known ones next (refresh; kept
       // anyway until their records expire), recently failed ones last
       const knownIds = new Set(this.known.map(x => x.peerId.toString()))
-      const priority = (id: string): number => (this.recordFailures.get(id) ?? 0) > now ? 2 : knownIds.has(id) ? 1 : 0
+      const priority = (id: string): number => (this.recordFailures.peek(id) ?? 0) > now ? 2 : knownIds.has(id) ? 1 : 0
       const r = await discoverExperts(this.node, this.tokenizer.fingerprint, { timeoutMs: this.opts.discoveryTimeoutMs ?? 4_000, signal, priority })
       const after = Date.now()
       for (const id of r.missing ?? []) this.recordFailures.set(id, after + RECORD_RETRY_MS)
@@ -245,7 +247,8 @@ export class Router {
       // could not fetch) is kept until then; the circuit breaker handles a dead expert
       const fresh = new Map(r.compatible.map(x => [x.peerId.toString(), x]))
       for (const x of this.known) if (!fresh.has(x.peerId.toString())) fresh.set(x.peerId.toString(), x)
-      this.known = [...fresh.values()].filter(x => x.expiresAtMs > after)
+      // bounded (identities are free): this round's records first, then the kept ones
+      this.known = [...fresh.values()].filter(x => x.expiresAtMs > after).slice(0, MAX_TRACKED_EXPERTS)
       this.incompatible = r.incompatible
       this.knownAt = after
     }
@@ -290,12 +293,11 @@ export class Router {
     const ctrl = new AbortController()
     this.live.add(ctrl)
     const signal = opts.signal != null ? AbortSignal.any([opts.signal, ctrl.signal]) : ctrl.signal
-    const k = Math.max(1, opts.k ?? 3)
-    const rule: AggregationRule = opts.rule ?? 'mixture'
-    if (!['mixture', 'product', 'median', 'trimmed'].includes(rule)) throw new RangeError(`unknown aggregation rule "${String(rule)}"`)
-    if (opts.policy != null && !['weighted', 'fastest', 'random'].includes(opts.policy)) throw new RangeError(`unknown selection policy "${String(opts.policy)}"`)
-    const byReputation = opts.reputation ?? (rule === 'median' || rule === 'trimmed')
-    const maxTokens = opts.maxTokens ?? 64
+    // the one validation every interface shares (src/router/options.ts)
+    validateGenerateOptions(opts)
+    const k = opts.k ?? GENERATE_DEFAULTS.k
+    const rule: AggregationRule = opts.rule ?? GENERATE_DEFAULTS.rule
+    const maxTokens = opts.maxTokens ?? GENERATE_DEFAULTS.maxTokens
     const rng: Rng = createRng(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
     const warnings: string[] = []
     const candidates: Candidate[] = []
@@ -319,6 +321,8 @@ export class Router {
       }
       if (compatible.length < k) warnings.push(`only ${compatible.length} compatible expert(s) for K=${k}: generating with K=${compatible.length}`)
       const effectiveK = Math.min(k, compatible.length)
+      // screening and reputation: on by default for every rule at K ≥ 3 (robust by default)
+      const byReputation = robustByDefault(effectiveK, opts.reputation)
       const sel = this.selection(candidates, opts.policy)
 
       const generated: number[] = []
@@ -327,7 +331,7 @@ export class Router {
       let emitted = ''
       let finishReason: GenerateResult['finishReason'] = 'length'
       let text = ''
-      const samplingOpts = { temperature: opts.temperature ?? 0.8, topK: opts.topK ?? 0, topP: opts.topP ?? 0.95 }
+      const samplingOpts = { temperature: opts.temperature ?? GENERATE_DEFAULTS.temperature, topK: opts.topK ?? GENERATE_DEFAULTS.topK, topP: opts.topP ?? GENERATE_DEFAULTS.topP }
       const byPerplexity = opts.weighting === 'perplexity'
       /** the prompt scores of the experts' sessions → weights (uniform ones when none scored) */
       const promptWeights = (ids: string[]): number[] => {
@@ -340,17 +344,10 @@ export class Router {
       /** `ahead`: tokens after `context` that the frames' position already includes (speculative draft) */
       const aggregateFrames = (frames: Array<{ id: string, frame: Frame }>, ahead: number[] = []): Aggregated => {
         const pw = promptWeights(frames.map(f => f.id))
-        const rw = frames.map(f => byReputation ? this.reputation.weight(f.id) : 1)
         const tokensSoFar = opts.tail === 'context' ? [...context.slice(-CONTEXT_WINDOW), ...ahead] : undefined
-        const run = (keep: (j: number) => boolean): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule, vocabSize: this.tokenizer.vocabSize, tail: opts.tail, context: tokensSoFar })
-        const out = byReputation ? screenOutliers(frames.map(f => f.frame), this.tokenizer.vocabSize) : []
-        for (const j of out) this.reputation.noteScreened(frames[j].id)
-        const agg = run(j => !out.includes(j))
-        if (byReputation) {
-          // gross outliers of this step (K ≥ 3) were screened out; every frame is observed
-          this.reputation.observe(frames, agg, this.tokenizer.vocabSize)
-        }
-        return agg
+        const run = (keep: (j: number) => boolean, rw: number[]): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule, vocabSize: this.tokenizer.vocabSize, tail: opts.tail, context: tokensSoFar })
+        // robust: reputation-scaled weights, gross outliers of this step (K ≥ 3) screened out, every frame observed
+        return byReputation ? robustAggregate(frames, this.reputation, this.tokenizer.vocabSize, run) : run(() => true, frames.map(() => 1))
       }
       /** appends a sampled token and streams it; true when the generation must end */
       const emit = (token: number, experts: string[]): boolean => {
@@ -574,16 +571,13 @@ export class Router {
   /**
    * How one generation chooses among its candidates (src/router/selection.ts): the policy,
    * the Sybil colocation penalty by address group (computed once per generation from the
-   * open connections' remote addresses, else the records' first address), and health where
-   * an unmeasured expert's latency prior (its advertised speed) is never better than the
-   * median measured latency of the others: a claim cannot outweigh a measurement.
+   * remote addresses of the open connections only, never from what a record claims; experts
+   * without a connection form one "unverified" group), and health where an unmeasured
+   * expert's latency prior (its advertised speed) is never better than the median measured
+   * latency of the others: a claim cannot outweigh a measurement.
    */
   private selection (candidates: Candidate[], policy?: SelectionPolicy): Selection {
-    const groups = new Map<string, string | undefined>()
-    for (const c of candidates) {
-      const conn = this.node.getConnections(c.record.peerId)[0]
-      groups.set(c.id, addressGroup(conn?.remoteAddr ?? c.record.addrs[0]))
-    }
+    const groups = observedGroups(candidates.map(c => ({ id: c.id, connections: this.node.getConnections(c.record.peerId) })))
     const factors = colocationFactors(groups, this.opts.colocationThreshold)
     const healthOf = (c: Candidate, floor = 0): ExpertHealth => {
       const h = this.health.get(c.id, priorLatency(c.record))

@@ -9,8 +9,10 @@
  * 'fastest': the K lowest-latency experts. 'random': uniform (× colocation).
  *
  * Sybil resistance (docs/quality.md "Sybil identities"): identities are free, machines and
- * addresses are not. Experts are grouped by network address (the remote IP of the open
- * connection, else the first address of the signed record; IPv6 by /64), and every member
+ * addresses are not. Experts are grouped by the network address the router OBSERVES: the
+ * remote address of an open connection (IPv4 by /24, IPv6 by /48), never an address a record
+ * claims (self-signed, so a Sybil lists any IP it likes first); every expert without a
+ * connection yet (or with a relayed one) is in one group, UNVERIFIED_GROUP. Every member
  * of a group of n > COLOCATION_THRESHOLD identities has its weight divided by
  * 1 + (n − threshold)², the IP-colocation factor of gossipsub v1.1's peer score, so that a
  * group's total weight *falls* as it adds identities: 100 identities on one address weigh
@@ -55,18 +57,38 @@ export function selectExperts<T> (pool: T[], n: number, healthOf: (c: T) => Expe
   return keyed.slice(0, n).map(x => x.c)
 }
 
+/** the group of every expert whose address the router has not observed (no connection, or a relayed one) */
+export const UNVERIFIED_GROUP = 'unverified'
+
 /**
- * The address group of an expert: IPv4 address, IPv6 /64, or DNS name of `addr`; undefined
- * when the address has none (the expert then forms a group of its own).
+ * The address group of an observed address: its IPv4 /24, IPv6 /48 or DNS name; undefined when
+ * it has none or is relayed (`/p2p-circuit`: the IP is the relay's, not the expert's).
  */
 export function addressGroup (addr: Multiaddr | undefined): string | undefined {
   if (addr == null) return undefined
-  for (const c of addr.getComponents()) {
-    if (c.name === 'ip4' && c.value != null) return `ip4/${c.value}`
-    if (c.name === 'ip6' && c.value != null) return `ip6/${expandIp6(c.value).slice(0, 4).join(':')}`
+  const components = addr.getComponents()
+  if (components.some(c => c.name === 'p2p-circuit')) return undefined
+  for (const c of components) {
+    if (c.name === 'ip4' && c.value != null) return `ip4/${c.value.split('.').slice(0, 3).join('.')}.0/24`
+    if (c.name === 'ip6' && c.value != null) return `ip6/${expandIp6(c.value).slice(0, 3).join(':')}::/48`
     if ((c.name === 'dns4' || c.name === 'dns6' || c.name === 'dns') && c.value != null) return `dns/${c.value.toLowerCase()}`
   }
   return undefined
+}
+
+/**
+ * Address group per expert from what the router observes: the remote address of its first
+ * open connection with an IP (addressGroup), else UNVERIFIED_GROUP. What a record claims never
+ * counts: a Sybil's fake first address would make it a group of its own.
+ */
+export function observedGroups (experts: Array<{ id: string, connections: Array<{ remoteAddr: Multiaddr }> }>): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const e of experts) {
+    let g: string | undefined
+    for (const conn of e.connections) { g = addressGroup(conn.remoteAddr); if (g != null) break }
+    out.set(e.id, g ?? UNVERIFIED_GROUP)
+  }
+  return out
 }
 
 function expandIp6 (ip: string): string[] {

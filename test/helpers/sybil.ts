@@ -12,7 +12,7 @@ import { resolveModel } from '../../src/expert/resolve.js'
 
 export interface SybilOptions {
   model?: string
-  /** the one address every identity listens on (default 127.0.0.9: Linux routes all of 127/8 to lo) */
+  /** the one address every identity listens on (default 127.0.9.9, another /24 than the honest experts' 127.0.0.1: Linux routes all of 127/8 to lo) */
   ip?: string
   bootstrap: string[]
   capacityFactor?: number
@@ -39,7 +39,7 @@ export async function startSybils (n: number, opts: SybilOptions): Promise<Sybil
   try {
     for (let i = 0; i < n; i += 20) {
       await Promise.all(Array.from({ length: Math.min(20, n - i) }, async () => {
-        const node = await createMeshNode({ listen: [`/ip4/${opts.ip ?? '127.0.0.9'}/tcp/0`], dhtServer: false, services: { infer: inferService({ host }) } })
+        const node = await createMeshNode({ listen: [`/ip4/${opts.ip ?? '127.0.9.9'}/tcp/0`], dhtServer: false, services: { infer: inferService({ host }) } })
         nodes.push(node)
         await node.start()
         await connectBootstrap(node, opts.bootstrap)

@@ -66,8 +66,10 @@ describe('teacher-forced evaluation (3 expert processes)', function () {
     // the sizes order the test models: a is the best, c the worst (exact perplexity)
     const byModel = Object.fromEntries(Object.values(r.experts).map(x => [x.model, x.exactPerplexity!]))
     assert.ok(byModel['meshtest-a'] < byModel['meshtest-c'], JSON.stringify(byModel))
-    // 4 subsets × 3 rules × 3 weightings × 4 tails
-    assert.equal(r.variants.length, 4 * 3 * 3 * 4)
+    // 4 subsets × 3 rules × 3 weightings × 4 tails, and again with the router's robust
+    // aggregation for the one set of ≥ 3 experts (where it is the router's default)
+    assert.equal(r.variants.length, 4 * 3 * 3 * 4 + 3 * 3 * 4)
+    assert.ok(r.variants.every(v => !v.robust || v.experts.length === 3))
     for (const v of r.variants) {
       assert.ok(Number.isFinite(v.perplexity) && v.perplexity > 1, JSON.stringify(v))
       assert.equal(v.experts.length, v.models.length)

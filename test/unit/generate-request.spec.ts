@@ -2,7 +2,8 @@
  * /meshllm/generate/1.0.0 decoding and request checks (protocols/generate.md): every byte
  * string a remote client can send either fails to decode with an Error or decodes to a request
  * that parseGenerateRequest accepts within the documented ranges or refuses with
- * InvalidGenerateRequestError. Never a crash, never an out-of-range option reaching a router.
+ * InvalidGenerateRequestError (or, for an option out of range, InvalidGenerateOptionError: the
+ * validation every interface shares, src/router/options.ts). Never a crash, never an out-of-range option reaching a router.
  */
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
@@ -15,7 +16,7 @@ function checkOptions (req: GenerateRequest): void {
   try {
     opts = parseGenerateRequest(req, 2048)
   } catch (err: any) {
-    assert.equal(err.name, 'InvalidGenerateRequestError', `unexpected ${err.name}: ${err.message}`)
+    assert.ok(['InvalidGenerateRequestError', 'InvalidGenerateOptionError'].includes(err.name), `unexpected ${err.name}: ${err.message}`)
     return
   }
   assert.ok(req.prompt.length > 0)
@@ -56,12 +57,14 @@ describe('generate protocol: request checks and decoder fuzz', () => {
     }), { numRuns: runs(10000) })
   })
 
-  it('refuses the documented out-of-range values with InvalidGenerateRequestError', () => {
+  it('refuses the documented out-of-range values: InvalidGenerateRequestError, options InvalidGenerateOptionError', () => {
     const ok: GenerateRequest = { prompt: 'x', k: 3, maxTokens: 8, temperature: 0.8, topK: 0, topP: 0.95, seed: 0n, hasSeed: false, stop: [], rule: 'mixture' }
     assert.doesNotThrow(() => parseGenerateRequest(ok))
-    for (const bad of [{ prompt: '' }, { k: 65 }, { temperature: Number.NaN }, { temperature: 11 }, { topK: 257 }, { topP: 2 }, { topP: Number.NaN },
-      { stop: new Array(17).fill('a') }, { stop: ['a'.repeat(257)] }, { rule: 'vote' }] as Array<Partial<GenerateRequest>>) {
+    for (const bad of [{ prompt: '' }, { stop: new Array(17).fill('a') }, { stop: ['a'.repeat(257)] }] as Array<Partial<GenerateRequest>>) {
       assert.throws(() => parseGenerateRequest({ ...ok, ...bad }), { name: 'InvalidGenerateRequestError' }, JSON.stringify(bad))
+    }
+    for (const bad of [{ k: 65 }, { temperature: Number.NaN }, { temperature: 11 }, { topK: 257 }, { topP: 2 }, { topP: Number.NaN }, { rule: 'vote' }] as Array<Partial<GenerateRequest>>) {
+      assert.throws(() => parseGenerateRequest({ ...ok, ...bad }), { name: 'InvalidGenerateOptionError' }, JSON.stringify(bad))
     }
     assert.equal(parseGenerateRequest({ ...ok, maxTokens: 1e6 }, 2048).maxTokens, 2048)
   })

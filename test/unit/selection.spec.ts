@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { multiaddr } from '@multiformats/multiaddr'
-import { addressGroup, colocationFactors, selectExperts, COLOCATION_THRESHOLD } from '../../src/router/selection.js'
+import { addressGroup, colocationFactors, observedGroups, selectExperts, COLOCATION_THRESHOLD, UNVERIFIED_GROUP } from '../../src/router/selection.js'
 import type { ExpertHealth } from '../../src/router/health.js'
 import type { ExpertRecord } from '../../src/wire/record.js'
 
@@ -18,12 +18,35 @@ function rng (seed: number): () => number {
 }
 
 describe('expert selection: Sybil colocation penalty', () => {
-  it('groups addresses by IPv4 address, IPv6 /64 and DNS name', () => {
-    assert.equal(addressGroup(multiaddr('/ip4/10.0.0.7/tcp/4001')), 'ip4/10.0.0.7')
-    assert.equal(addressGroup(multiaddr('/ip6/2001:db8:1:2::5/tcp/1')), addressGroup(multiaddr('/ip6/2001:db8:1:2:ffff::9/tcp/2')))
-    assert.notEqual(addressGroup(multiaddr('/ip6/2001:db8:1:2::5/tcp/1')), addressGroup(multiaddr('/ip6/2001:db8:1:3::5/tcp/1')))
+  it('groups addresses by IPv4 /24, IPv6 /48 and DNS name; a relayed address has no group of its own', () => {
+    assert.equal(addressGroup(multiaddr('/ip4/10.0.0.7/tcp/4001')), 'ip4/10.0.0.0/24')
+    assert.equal(addressGroup(multiaddr('/ip4/10.0.0.7/tcp/4001')), addressGroup(multiaddr('/ip4/10.0.0.250/tcp/1')))
+    assert.notEqual(addressGroup(multiaddr('/ip4/10.0.0.7/tcp/4001')), addressGroup(multiaddr('/ip4/10.0.1.7/tcp/4001')))
+    assert.equal(addressGroup(multiaddr('/ip6/2001:db8:1:2::5/tcp/1')), addressGroup(multiaddr('/ip6/2001:db8:1:ffff::9/tcp/2')))
+    assert.notEqual(addressGroup(multiaddr('/ip6/2001:db8:1:2::5/tcp/1')), addressGroup(multiaddr('/ip6/2001:db8:2:2::5/tcp/1')))
     assert.equal(addressGroup(multiaddr('/dns4/Node.Example.org/tcp/1')), 'dns/node.example.org')
+    assert.equal(addressGroup(multiaddr('/ip4/1.2.3.4/tcp/1/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp/p2p-circuit')), undefined)
     assert.equal(addressGroup(undefined), undefined)
+  })
+
+  it('groups only by observed connections: Sybils whose records list a different fake IP first, not yet connected, are one group', () => {
+    // what the records claim never reaches the grouping: only connections' remote addresses
+    const sybils = Array.from({ length: 20 }, (_x, i) => ({ id: `s${i}`, connections: [] }))
+    const honest = [
+      { id: 'h1', connections: [{ remoteAddr: multiaddr('/ip4/198.51.100.7/tcp/4001') }] },
+      { id: 'h2', connections: [{ remoteAddr: multiaddr('/ip4/203.0.113.9/tcp/4001') }] }
+    ]
+    const groups = observedGroups([...honest, ...sybils])
+    assert.ok(sybils.every(x => groups.get(x.id) === UNVERIFIED_GROUP))
+    assert.equal(groups.get('h1'), 'ip4/198.51.100.0/24')
+    const factors = colocationFactors(groups)
+    assert.equal(factors.get('h1'), 1)
+    assert.ok((factors.get('s0') ?? 1) < 0.01, `unverified identities share one group: factor ${factors.get('s0')}`)
+    // connected ones from one /24 (127.0.9.1 … 127.0.9.20) are one group too, whatever port or host byte
+    const connected = observedGroups(sybils.map((x, i) => ({ id: x.id, connections: [{ remoteAddr: multiaddr(`/ip4/127.0.9.${i + 1}/tcp/${40000 + i}`) }] })))
+    assert.equal(new Set(connected.values()).size, 1)
+    // a relayed connection is not an observation of the expert's own address
+    assert.equal(observedGroups([{ id: 'r', connections: [{ remoteAddr: multiaddr('/ip4/1.2.3.4/tcp/1/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp/p2p-circuit') }] }]).get('r'), UNVERIFIED_GROUP)
   })
 
   it('no penalty up to the threshold; beyond it 1 / (1 + (n − t)²) per member, so a group weighs less the more identities it adds', () => {
