@@ -10,6 +10,9 @@ import type { GovernanceService } from '../governance/service.js'
 import type { ModelHost } from '../expert/model-host.js'
 import type { ApiErrorKind } from './errors.js'
 
+/** most experts with their own per-expert series (least recently seen dropped first) */
+export const MAX_EXPERT_SERIES = 256
+
 export interface MetricsSource {
   router: Router
   governance?: GovernanceService
@@ -174,15 +177,31 @@ export class ApiMetrics {
       registers: [r]
     })
 
+    // per-expert series are bounded: peer ids are free, so without a bound a Sybil swarm could
+    // grow this registry without limit; the least recently seen expert's series go first
+    const perExpert = [stepLatency, expertFailures, expertBytes, expertFrames, expertBytesPerToken]
+    const seen = new Map<string, { expert: string, model: string }>()
+    const track = (expert: string): { expert: string, model: string } => {
+      let labels = seen.get(expert)
+      if (labels != null) seen.delete(expert)
+      else labels = { expert, model: src.modelOf(expert) }
+      seen.set(expert, labels)
+      while (seen.size > MAX_EXPERT_SERIES) {
+        const [oldest, old] = seen.entries().next().value as [string, { expert: string, model: string }]
+        seen.delete(oldest)
+        for (const m of perExpert) m.remove(old)
+      }
+      return labels
+    }
     this.observer = {
       onExpertRequest: (ev) => {
-        const labels = { expert: ev.expert, model: src.modelOf(ev.expert) }
+        const labels = track(ev.expert)
         if (ev.ok) stepLatency.observe(labels, ev.ms / 1000)
         else expertFailures.inc(labels)
       },
       onGeneration: (ev) => {
         for (const x of ev.perExpert) {
-          const labels = { expert: x.expert, model: src.modelOf(x.expert) }
+          const labels = track(x.expert)
           expertBytes.inc(labels, x.bytes)
           expertFrames.inc(labels, x.frames)
           if (x.frames > 0) expertBytesPerToken.set(labels, x.bytes / x.frames)
@@ -196,7 +215,9 @@ export class ApiMetrics {
   }
 
   request (api: 'grpc' | 'http', method: string): void {
-    this.requests.inc({ api, method })
+    // the caller picks HTTP methods: anything unusual is one series
+    const m = api === 'http' && !/^(GET|POST|HEAD|OPTIONS|PUT|DELETE|PATCH) /.test(method) ? `OTHER ${method.slice(method.indexOf(' ') + 1)}` : method
+    this.requests.inc({ api, method: m })
   }
 
   async text (): Promise<string> {

@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events'
 import type { MeshNode } from '../node/node.js'
 import type { GenerateOptions, GenerateResult, Router, RouterObserver, TokenEvent } from '../router/router.js'
-import type { GovernanceService } from '../governance/service.js'
+import { FORGERY_CODES as FORGERY, type GovernanceService } from '../governance/service.js'
 import { Kind, decodeEnvelope } from '../governance/envelope.js'
 import { configDigest } from '../governance/config.js'
 import { formatPublicKey } from '../governance/keys.js'
@@ -570,9 +570,11 @@ export class MeshApi {
   async relayGovernance (bytes: Uint8Array, via: string, haltOnly: boolean): Promise<Record<string, any>> {
     const g = this.governance
     if (g == null) throw new ApiError('failed_precondition', 'this node runs no governance service', null, 'no_governance')
-    const deny = (reason: string, kind = 'UNKNOWN', version = 0): ApiError => {
+    const deny = (reason: string, kind = 'UNKNOWN', version = 0, forged = true): ApiError => {
       this.logGovernance({ atMs: Date.now(), kind, version, accepted: false, detail: reason, via })
-      return new ApiError('permission_denied', `governance message rejected: ${reason}`, 'envelope', 'governance_rejected')
+      // a forgery is PERMISSION_DENIED; a genuine message that is stale, expired or early
+      // here is FAILED_PRECONDITION: either way the caller learns it was NOT applied
+      return new ApiError(forged ? 'permission_denied' : 'failed_precondition', `governance message rejected: ${reason}`, 'envelope', 'governance_rejected')
     }
     if (!(bytes instanceof Uint8Array) || bytes.length === 0) {
       if (haltOnly) throw deny('empty envelope: a HALT must be signed by a keyholder')
@@ -592,12 +594,13 @@ export class MeshApi {
     this.relayVia = via
     let r
     try {
-      r = await g.publish(bytes)
+      r = await g.submit(bytes)
     } finally {
       this.relayVia = undefined
     }
-    if (!r.accepted) throw deny(r.reason ?? 'not accepted', kind, version)
-    return { accepted: true, kind, version, recipients: r.recipients, state: this.governanceState() }
+    if (!r.applied) throw deny(`${r.code}: ${r.reason}`, kind, version, FORGERY.has(r.code ?? 'malformed'))
+    const refused = Object.entries(r.peers).filter(([a]) => a !== 'applied' && a !== 'known' && a !== 'no-answer').reduce((n, [, c]) => n + (c ?? 0), 0)
+    return { accepted: true, kind, version, recipients: r.gossipRecipients, peersApplied: (r.peers.applied ?? 0) + (r.peers.known ?? 0), peersRefused: refused, state: this.governanceState() }
   }
 
   // ---------------------------------------------------------------- lifecycle

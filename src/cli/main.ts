@@ -3,24 +3,15 @@
  * non-zero exit code (see EXIT in this file and README).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { startExpert } from '../expert/expert.js'
-import { createMeshNode, parseMultiaddr } from '../node/node.js'
-import { Router, verifyHaltWith, type GenerateResult } from '../router/router.js'
-import { RouterTokenizer } from '../router/tokenizer.js'
-import { GENERATE_DEFAULTS, validateGenerateOptions } from '../router/options.js'
-import { ModelDrafter, NgramDrafter, type Drafter } from '../router/drafter.js'
-import { generateService, generateTokenFrom, generateVia, RemoteGenerateError } from '../router/generate-service.js'
-import { fingerprintHex } from '../expert/tokenizer.js'
-import { runDemo } from './demo.js'
-import { resolveModel } from '../expert/resolve.js'
-import { statusCommand } from './status.js'
-import { ProgressBar } from './progress.js'
-import { governanceCommand, governanceConfigFrom, governanceClient, keyholderCommand, keysCommand, signCommand, submitCommand } from './governance-cli.js'
-import { GovernanceState } from '../governance/state.js'
-import { GovernanceService } from '../governance/service.js'
-import { configDigest } from '../governance/config.js'
-import { ChangeLog, revertOnHalt } from '../governance/changelog.js'
 import { join as joinPath } from 'node:path'
+// Everything else is imported by the command that needs it: libp2p costs ≈ 0.7 s to load and
+// node-llama-cpp as much again, so `meshllm halt` (the kill switch) and `meshllm help` pay
+// only for what they use.
+import type { GenerateResult } from '../router/router.js'
+import type { Drafter } from '../router/drafter.js'
+import type { GovernanceService } from '../governance/service.js'
+import type { Router } from '../router/router.js'
+import { GENERATE_DEFAULTS, validateGenerateOptions } from '../router/options.js'
 import { isLoopback, readTlsFiles, resolveApiToken } from '../api/auth.js'
 
 export const EXIT = {
@@ -32,7 +23,9 @@ export const EXIT = {
   CONTEXT: 5,
   MODEL_NOT_FOUND: 6,
   NO_PEERS: 7,
-  HALTED: 10
+  HALTED: 10,
+  /** a keyholder's message was refused (stale, expired, in the future, below threshold, …) */
+  REFUSED: 11
 } as const
 
 export class UsageError extends Error {
@@ -129,6 +122,11 @@ async function join (args: string[]): Promise<void> {
     'insecure-behind-proxy': { type: 'boolean' }
   })
   if (values.model == null) throw new UsageError('join needs --model <path|uri>')
+  const [{ startExpert }, { parseMultiaddr }, { defaultDataDir, lockDataDir }, { Router, verifyHaltWith }, { RouterTokenizer }, { generateService, generateTokenFrom }, { fingerprintHex }, { resolveModel }, { ProgressBar }, { governanceConfigFrom, refuseDevGovernanceOffLoopback }, { GovernanceState }, { GovernanceService }, { configDigest }, { ChangeLog, revertOnHalt }] = await Promise.all([
+    import('../expert/expert.js'), import('../node/node.js'), import('../node/data-dir.js'), import('../router/router.js'), import('../router/tokenizer.js'),
+    import('../router/generate-service.js'), import('../expert/tokenizer.js'), import('../expert/resolve.js'), import('./progress.js'), import('./governance-cli.js'),
+    import('../governance/state.js'), import('../governance/service.js'), import('../governance/config.js'), import('../governance/changelog.js')
+  ])
   // routed generation (/meshllm/generate): off, open, or for holders of a token (file or $MESHLLM_GENERATE_TOKEN, never argv)
   if (values['no-route'] === true && values['generate-token'] != null) throw new UsageError('--no-route and --generate-token exclude each other')
   const generateToken = values['no-route'] === true ? undefined : await generateTokenFrom(values['generate-token'])
@@ -147,16 +145,23 @@ async function join (args: string[]): Promise<void> {
   // an unknown model is reported before anything else is printed
   await resolveModel(values.model, { progress: process.stderr.isTTY })
   const govConfig = await governanceConfigFrom(values.governance)
-  const govState = new GovernanceState(govConfig, values['data-dir'] != null ? joinPath(values['data-dir'], 'governance-state.json') : undefined)
+  refuseDevGovernanceOffLoopback(govConfig, [...(values.listen ?? []), ...(values.announce ?? []), ...(values.bootstrap ?? [])])
+  // state always on disk: --data-dir, else the per-user default (one process per directory)
+  const dataDir: string = values['data-dir'] ?? defaultDataDir()
+  const releaseDataDir = lockDataDir(dataDir)
+  process.once('exit', releaseDataDir)
+  process.stderr.write(`data dir ${dataDir}${values['data-dir'] == null ? ' (default; --data-dir to choose)' : ''}\n`)
+  const govState = new GovernanceState(govConfig, joinPath(dataDir, 'governance-state.json'))
   process.stderr.write(`governance: mesh "${govState.config.meshId}", ${govState.config.keyholders.length} keyholder(s), digest ${configDigest(govState.config)}${govState.halted != null ? `, HALTED: ${govState.halted.reason}` : ''}\n`)
   const bar = process.stderr.isTTY ? new ProgressBar('loading model') : undefined
   let router: Router | undefined
+  let gov!: GovernanceService
   const expert = await startExpert({
     model: values.model,
     listen: values.listen,
     announce: values.announce,
     bootstrap: values.bootstrap,
-    dataDir: values['data-dir'],
+    dataDir,
     threads: int(values.threads, 'threads', 1),
     maxSessions: int(values['max-sessions'], 'max-sessions', 1),
     maxSessionsPerPeer: int(values['max-sessions-per-peer'], 'max-sessions-per-peer', 1),
@@ -167,13 +172,19 @@ async function join (args: string[]): Promise<void> {
     onLoadProgress: bar != null ? (f: number) => bar.update(f) : undefined,
     haltReason: () => govState.haltReason,
     haltEnvelope: () => govState.haltEnvelope,
+    // catch up with the mesh's governance before serving or advertising anything
+    beforeServe: async (node) => {
+      gov = new GovernanceService(node, govState)
+      await gov.start()
+      const sync = await gov.syncAll({ timeoutMs: 10_000 })
+      if ((values.bootstrap ?? []).length > 0 && sync.answered === 0) process.stderr.write(`warning: no peer answered the governance catch-up (${sync.peers} connected): serving with this node's own state${govState.halted != null ? ' (HALTED)' : ''}\n`)
+      else if (sync.answered > 0) process.stderr.write(`governance: caught up from ${sync.answered} peer(s): version ${govState.version}${govState.halted != null ? `, HALTED: ${govState.halted.reason}` : ''}\n`)
+    },
     extraServices: values['no-route'] === true ? {} : { generate: generateService({ router: () => router, token: generateToken, maxK: generateMaxK }) }
   })
   bar?.done()
-  const gov = new GovernanceService(expert.node, govState)
-  await gov.start()
   // every change the mesh applies to itself is recorded here with its undo; a HALT reverts the last N
-  const changes = new ChangeLog(values['data-dir'] != null ? joinPath(values['data-dir'], 'changes.json') : undefined)
+  const changes = new ChangeLog(joinPath(dataDir, 'changes.json'))
   // this peer also routes for callers that use --via; the router is its own component and
   // uses the expert's vocabulary (vocab-only load), never the expert's sessions
   router = new Router(expert.node, await RouterTokenizer.load(expert.host.modelPath), { haltReason: () => govState.haltReason, verifyHalt: verifyHaltWith(gov) })
@@ -188,14 +199,13 @@ async function join (args: string[]): Promise<void> {
     },
     onResume: () => { process.stderr.write('resumed by governance (read-only until a phase vote)\n') }
   })
-  void gov.syncAll().catch(() => {})
   const api = apiModule != null
     ? await apiModule.startApi({
       node: expert.node,
       router,
       governance: gov,
       expert,
-      tasks: values['data-dir'] != null ? joinPath(values['data-dir'], 'tasks.sqlite') : undefined,
+      tasks: joinPath(dataDir, 'tasks.sqlite'),
       grpc: values.grpc,
       http: values.http,
       token: apiToken,
@@ -272,6 +282,7 @@ async function generate (args: string[]): Promise<void> {
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
   }
   const json = values.json === true
+  const [{ createMeshNode, parseMultiaddr }, { generateTokenFrom, generateVia }] = await Promise.all([import('../node/node.js'), import('../router/generate-service.js')])
   if (values['generate-token'] != null && values.via == null) throw new UsageError('--generate-token goes with --via')
   const generateToken = values.via != null ? await generateTokenFrom(values['generate-token']) : undefined
   for (const a of bootstrap) parseMultiaddr(a)
@@ -286,12 +297,13 @@ async function generate (args: string[]): Promise<void> {
     }
     return
   }
+  const [{ governanceClient, governanceConfigFrom }, { RouterTokenizer }, { Router, verifyHaltWith }] = await Promise.all([import('./governance-cli.js'), import('../router/tokenizer.js'), import('../router/router.js')])
   const { node, gov, close } = await governanceClient(await governanceConfigFrom(values.governance, true), bootstrap)
   const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
   const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
   try {
     const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason, verifyHalt: verifyHaltWith(gov), drafter })
-    gov.on({ onHalt: (reason) => router.abortAll(reason) })
+    gov.on({ onHalt: (reason: string) => router.abortAll(reason) })
     printResult(await router.generate(prompt, opts), json)
   } finally {
     await drafter?.close()
@@ -302,14 +314,16 @@ async function generate (args: string[]): Promise<void> {
 
 /** `--drafter ngram` or a model (default: the bundled meshtest-a) */
 async function loadDrafter (spec: string | undefined): Promise<Drafter> {
+  const { ModelDrafter, NgramDrafter } = await import('../router/drafter.js')
   if (spec === 'ngram') return new NgramDrafter()
   return await ModelDrafter.load(spec ?? 'meshtest-a')
 }
 
 function exitCodeFor (err: any): number {
-  const name = err instanceof RemoteGenerateError ? err.remoteName : err?.name
+  // RemoteGenerateError (--via): the routing peer's error name decides
+  const name = err?.name === 'RemoteGenerateError' && typeof err.remoteName === 'string' ? err.remoteName : err?.name
   switch (name) {
-    case 'UsageError': case 'GenerateTokenFileError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': case 'ApiConfigError': case 'ApiTokenError': case 'ApiTlsError': case 'InsecureBindError': return EXIT.USAGE
+    case 'UsageError': case 'DevGovernanceError': case 'DataDirInUseError': case 'GenerateTokenFileError': case 'BadMultiaddrError': case 'GovernanceConfigError': case 'GovernanceKeyError': case 'ApiConfigError': case 'ApiTokenError': case 'ApiTlsError': case 'InsecureBindError': return EXIT.USAGE
     case 'InvalidGenerateOptionError': return EXIT.USAGE
     case 'NoExpertsError': return EXIT.NO_EXPERTS
     case 'IncompatibleTokenizerError': return EXIT.INCOMPATIBLE
@@ -317,6 +331,7 @@ function exitCodeFor (err: any): number {
     case 'ModelNotFoundError': return EXIT.MODEL_NOT_FOUND
     case 'NoPeersError': return EXIT.NO_PEERS
     case 'HaltedError': return EXIT.HALTED
+    case 'GovernanceRefusedError': return EXIT.REFUSED
     default: return EXIT.ERROR
   }
 }
@@ -333,17 +348,17 @@ export async function main (argv: string[]): Promise<void> {
     switch (cmd) {
       case 'join': await join(rest); break
       case 'generate': await generate(rest); break
-      case 'status': await statusCommand(rest, parse); break
-      case 'demo': await runDemo(rest, parse); break
+      case 'status': await (await import('./status.js')).statusCommand(rest, parse); break
+      case 'demo': await (await import('./demo.js')).runDemo(rest, parse); break
       // loaded on demand: node:sqlite prints an ExperimentalWarning when imported
       case 'agent': await (await import('../agent/cli.js')).agentCommand(rest, parse); break
       case 'tasks': await (await import('../agent/cli.js')).tasksCommand(rest, parse); break
       case 'eval': await (await import('../eval/cli.js')).evalCommand(rest, parse); break
-      case 'keys': await keysCommand(rest, parse); break
-      case 'governance': await governanceCommand(rest, parse); break
-      case 'halt': case 'resume': case 'vote': case 'phase': await keyholderCommand(cmd, rest, parse); break
-      case 'sign': await signCommand(rest, parse); break
-      case 'submit': await submitCommand(rest, parse); break
+      case 'keys': await (await import('./governance-cli.js')).keysCommand(rest, parse); break
+      case 'governance': await (await import('./governance-cli.js')).governanceCommand(rest, parse); break
+      case 'halt': case 'resume': case 'vote': case 'phase': await (await import('./governance-cli.js')).keyholderCommand(cmd, rest, parse); break
+      case 'sign': await (await import('./governance-cli.js')).signCommand(rest, parse); break
+      case 'submit': await (await import('./governance-cli.js')).submitCommand(rest, parse); break
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(USAGE + '\n')
         process.exit(cmd === undefined ? EXIT.USAGE : EXIT.OK)

@@ -2,7 +2,7 @@
 import { defaultLogger } from '@libp2p/logger'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../node/node.js'
 import { ModelHost, type ModelHostOptions } from './model-host.js'
-import { inferService, type InferService } from './infer-service.js'
+import { InferService } from './infer-service.js'
 import { ExpertAdvertiser } from './advertise.js'
 import { resolveModel } from './resolve.js'
 
@@ -26,6 +26,12 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   maxSessionTokens?: number
   /** longest session (ms, InferServiceInit.maxSessionMs, default 30 min) */
   maxSessionMs?: number
+  /**
+   * runs after the node started and reached its bootstrap peers, before /meshllm/infer is
+   * registered and the record advertised (join: governance catch-up, so a node never serves
+   * before it knows whether the mesh is halted)
+   */
+  beforeServe?: (node: MeshNode) => Promise<void>
   /** further libp2p services for the node (e.g. the generate service of a routing peer) */
   extraServices?: Record<string, (components: any) => unknown>
 }
@@ -52,10 +58,20 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
       announce: opts.announce,
       bootstrap: opts.bootstrap,
       dataDir: opts.dataDir,
-      services: { ...(opts.extraServices ?? {}), infer: inferService({ host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs }) }
+      services: { ...(opts.extraServices ?? {}) }
     })
     await node.start()
     if ((opts.bootstrap ?? []).length > 0) await connectBootstrap(node, opts.bootstrap ?? [])
+    // e.g. governance catch-up: nothing is served or advertised before it is done
+    await opts.beforeServe?.(node)
+    // /meshllm/infer is registered only now, with the node itself as the registrar
+    const n0 = node
+    const registrar = {
+      handle: async (protocol: string, handler: any, options: any) => { await n0.handle(protocol, handler, options) },
+      unhandle: async (protocol: string) => { await n0.unhandle(protocol) }
+    }
+    const service = new InferService({ registrar: registrar as any, logger: defaultLogger() }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs })
+    await service.start()
     const advertiser = new ExpertAdvertiser(node, host, { tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
     await advertiser.publish()
     advertiser.start()
@@ -63,11 +79,12 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
     return {
       node: n,
       host,
-      service: n.services.infer as InferService,
+      service,
       advertiser,
       tokensPerSecond,
       stop: async () => {
         advertiser.stop()
+        await service.stop().catch(() => {})
         await n.stop()
         await host.close()
       }

@@ -15,6 +15,7 @@ import type { MeshNode } from '../node/node.js'
 import { Kind, MAX_ENVELOPE_BYTES, decodeEnvelope, type RefusalCode } from './envelope.js'
 import { GovernanceState, type ApplyResult, type GovernanceSnapshot } from './state.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
+import { Strikes } from '../node/blocklist.js'
 
 export const GOV_SYNC_PROTOCOL = '/meshllm/gov-sync/1.0.0'
 /** a keyholder tool (or any node) hands one signed envelope to a peer and learns its verdict */
@@ -71,6 +72,8 @@ const SYNC_RATE = { perWindow: 16, windowMs: 10_000 }
 const SYNC_START_RATE = { perWindow: 8, windowMs: 10_000 }
 /** per remote address: pushes served per window */
 const PUSH_RATE = { perWindow: 16, windowMs: 10_000 }
+/** a peer refused this often within the window is hung up on and blocked for blockMs */
+export const ABUSE = { strikes: 8, windowMs: 10_000, blockMs: 60_000 }
 /** most remote addresses tracked by the rate limiters */
 const MAX_TRACKED_ADDRESSES = 4096
 
@@ -127,6 +130,8 @@ export class GovernanceService {
   private readonly syncStarted = new RateLimiter(SYNC_START_RATE.perWindow, SYNC_START_RATE.windowMs)
   private readonly lastSyncFrom = new RateLimiter(1, 5_000)
   private readonly pushServed = new RateLimiter(PUSH_RATE.perWindow, PUSH_RATE.windowMs)
+  /** refused pushes and catch-ups (rate limit or forgery) per peer: at ABUSE.strikes the peer is blocked */
+  private readonly abuse = new Strikes(ABUSE.strikes, ABUSE.windowMs)
   /** time each accepted message was applied here (ms since epoch), by version: for measurements (last 64) */
   readonly appliedAt = new Map<number, number>()
   private started = false
@@ -294,13 +299,24 @@ export class GovernanceService {
       const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
       const bytes = (await lp.read({ signal })).subarray()
       const r = await this.apply(bytes, `push ${connection.remotePeer.toString().slice(-6)}`)
+      if (!r.accepted && FORGERY_CODES.has(r.code)) this.offence(connection)
       await lp.write(new TextEncoder().encode(r.accepted ? 'applied' : r.code), { signal })
       await stream.close({ signal })
     } catch (err: any) {
+      if (err instanceof RateLimitedError) this.offence(connection)
       stream.abort(err)
     } finally {
       life.dispose()
     }
+  }
+
+  /** one refused request of a peer; the one that makes ABUSE.strikes blocks it and hangs up */
+  private offence (connection: Connection): void {
+    const peer = connection.remotePeer
+    if (!this.abuse.strike(peer.toString())) return
+    this.log('blocking %p for %d s: too many refused governance requests', peer, ABUSE.blockMs / 1000)
+    ;(this.node.services as any).blocklist?.block(peer.toString(), ABUSE.blockMs)
+    void this.node.hangUp(peer).catch(() => {})
   }
 
   private onConnect (evt: CustomEvent<any>): void {
@@ -375,6 +391,7 @@ export class GovernanceService {
       for (const env of this.state.catchUp()) await lp.write(env, { signal })
       await stream.close({ signal })
     } catch (err: any) {
+      if (err instanceof RateLimitedError) this.offence(connection)
       stream.abort(err)
     } finally {
       life.dispose()

@@ -16,6 +16,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { validateExpertRecordEntry, selectExpertRecord } from '../wire/record.js'
+import { PeerBlocklist } from './blocklist.js'
 
 /** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
 const DHT_NAMESPACE = 'meshllm'
@@ -39,6 +40,7 @@ export interface MeshNodeOptions {
 }
 
 export type MeshServices = {
+  blocklist: PeerBlocklist
   dht: KadDHT
   identify: unknown
   ping: unknown
@@ -84,7 +86,9 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   })
   const privateKey = opts.privateKey ?? (opts.dataDir != null ? await loadOrCreateIdentity(opts.dataDir) : await generateKeyPair('Ed25519'))
 
+  const blocklist = new PeerBlocklist()
   const services: Record<string, any> = {
+    blocklist: () => blocklist,
     identify: identify(),
     ping: ping(),
     dht: kadDHT({
@@ -116,6 +120,11 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionManager: { maxConnections: 512 },
+    // peers blocked for abuse (PeerBlocklist) are refused right after the handshake
+    connectionGater: {
+      denyInboundEncryptedConnection: (peer) => blocklist.isBlocked(peer.toString()),
+      denyOutboundEncryptedConnection: (peer) => blocklist.isBlocked(peer.toString())
+    },
     services
   })
   const mesh = node as unknown as MeshNode

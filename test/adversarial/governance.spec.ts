@@ -270,6 +270,11 @@ describe('adversarial: governance on real nodes', function () {
         const b = await spawnExpert('meshtest-c', ['--governance', govFile], 120_000, { env, defaultDataDir: true })
         assert.match(b.stderr(), /HALTED: restart test/)
         await stopExpert(b)
+        // a node with no state joining the halted mesh has caught up before it serves: by the
+        // time it prints its listen address (after /meshllm/infer is registered), it is halted
+        const c = await spawnExpert('meshtest-c', ['--governance', govFile, '--bootstrap', expert.addr])
+        assert.match(c.stderr(), /caught up from \d+ peer\(s\): version \d+, HALTED: restart test/)
+        await stopExpert(c)
         const res = await cli(['resume', '--governance', govFile, '--key', keyFiles[1], '--key', keyFiles[2], '--bootstrap', expert.addr])
         assert.equal(res.code, 0, res.stderr)
       } finally {
