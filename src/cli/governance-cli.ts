@@ -54,9 +54,9 @@ export function refuseDevGovernanceOffLoopback (config: GovernanceConfig, addrs:
 }
 
 /** A short-lived client node joined to the mesh's governance, caught up from its bootstrap peers. */
-export async function governanceClient (config: GovernanceConfig, bootstrap: string[], timings?: Timings): Promise<{ node: MeshNode, gov: GovernanceService, close: () => Promise<void> }> {
+export async function governanceClient (config: GovernanceConfig, bootstrap: string[], timings?: Timings, options: { minimal?: boolean } = {}): Promise<{ node: MeshNode, gov: GovernanceService, close: () => Promise<void> }> {
   refuseDevGovernanceOffLoopback(config, bootstrap)
-  const node = await createMeshNode({ listen: [], dhtServer: false })
+  const node = await createMeshNode({ listen: [], dhtServer: false, minimal: options.minimal })
   await node.start()
   const gov = new GovernanceService(node, new GovernanceState(config))
   await gov.start()
@@ -108,7 +108,7 @@ export class GovernanceRefusedError extends Error {
  * answered refused it, NoPeersError when no peer answered at all.
  */
 async function publishEnvelope (bytes: Uint8Array, config: GovernanceConfig, bootstrap: string[], json: boolean, timings = new Timings()): Promise<void> {
-  const { gov, close } = await governanceClient(config, bootstrap, timings)
+  const { gov, close } = await governanceClient(config, bootstrap, timings, { minimal: true })
   try {
     await submitAndReport(gov, bytes, json, timings)
   } finally {
@@ -211,7 +211,7 @@ export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase
   const bootstrap = needBootstrap(values)
   // learn the current version and halt from the mesh first, then sign and submit over the
   // same connections
-  const { gov, close } = await governanceClient(config, bootstrap, timings)
+  const { gov, close } = await governanceClient(config, bootstrap, timings, { minimal: true })
   try {
     const st = gov.state
     const base = baseMessage(st.config, st.version + 1)

@@ -8,7 +8,7 @@
  * signature only tells which peer published.
  */
 import type { Logger, PeerId, Stream, Connection } from '@libp2p/interface'
-import { TopicValidatorResult, type Message as PubsubMessage } from '@libp2p/gossipsub'
+import type { TopicValidatorResult, Message as PubsubMessage } from '@libp2p/gossipsub'
 import { lpStream } from '@libp2p/utils'
 import { defaultLogger } from '@libp2p/logger'
 import type { MeshNode } from '../node/node.js'
@@ -61,6 +61,11 @@ export function scoreTopic (pubsub: any, topic: string, params: typeof GOVERNANC
   if (topics == null) throw new Error('gossipsub has no peer-score parameters to extend (dependency changed?)')
   topics[topic] ??= { ...params }
 }
+
+// gossipsub's TopicValidatorResult values (a string enum), without loading gossipsub for them
+const ACCEPT = 'accept' as TopicValidatorResult
+const REJECT = 'reject' as TopicValidatorResult
+const IGNORE = 'ignore' as TopicValidatorResult
 
 /** refusals that prove the sender forged or mangled something (gossipsub Reject: penalised) */
 export const FORGERY_CODES: ReadonlySet<RefusalCode> = new Set<RefusalCode>(['malformed', 'mesh', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds'])
@@ -155,10 +160,13 @@ export class GovernanceService {
   }
 
   async start (): Promise<void> {
+    // a minimal node (keyholder tool) has no gossipsub: it catches up and pushes only
     const pubsub = this.node.services.pubsub as any
-    pubsub.topicValidators.set(this.topic, async (_peer: PeerId, msg: PubsubMessage) => await this.validate(msg.data))
-    scoreTopic(pubsub, this.topic, GOVERNANCE_TOPIC_SCORE)
-    pubsub.subscribe(this.topic)
+    if (pubsub != null) {
+      pubsub.topicValidators.set(this.topic, async (_peer: PeerId, msg: PubsubMessage) => await this.validate(msg.data))
+      scoreTopic(pubsub, this.topic, GOVERNANCE_TOPIC_SCORE)
+      pubsub.subscribe(this.topic)
+    }
     await this.node.handle(GOV_SYNC_PROTOCOL, this.handleSync, { maxInboundStreams: 32, maxOutboundStreams: 32 })
     await this.node.handle(GOV_PUSH_PROTOCOL, this.handlePush, { maxInboundStreams: 8, maxOutboundStreams: 64 })
     this.node.addEventListener('peer:identify', this.onConnect)
@@ -168,8 +176,8 @@ export class GovernanceService {
   async stop (): Promise<void> {
     if (!this.started) return
     const pubsub = this.node.services.pubsub as any
-    pubsub.topicValidators.delete(this.topic)
-    try { pubsub.unsubscribe(this.topic) } catch {}
+    pubsub?.topicValidators.delete(this.topic)
+    try { pubsub?.unsubscribe(this.topic) } catch {}
     this.node.removeEventListener('peer:identify', this.onConnect)
     await this.node.unhandle(GOV_SYNC_PROTOCOL).catch(() => {})
     await this.node.unhandle(GOV_PUSH_PROTOCOL).catch(() => {})
@@ -184,11 +192,11 @@ export class GovernanceService {
   private async validate (data: Uint8Array): Promise<TopicValidatorResult> {
     try {
       const r = await this.apply(data, 'gossip')
-      if (r.accepted) return TopicValidatorResult.Accept
-      return FORGERY_CODES.has(r.code) ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
+      if (r.accepted) return ACCEPT
+      return FORGERY_CODES.has(r.code) ? REJECT : IGNORE
     } catch (err: any) {
       this.log.error('validator failure: %e', err)
-      return TopicValidatorResult.Reject
+      return REJECT
     }
   }
 
@@ -246,6 +254,7 @@ export class GovernanceService {
   }
 
   private async gossip (bytes: Uint8Array): Promise<number> {
+    if (this.node.services.pubsub == null) return 0
     try {
       const res = await (this.node.services.pubsub as any).publish(this.topic, bytes)
       return res.recipients.length
@@ -267,12 +276,10 @@ export class GovernanceService {
   }
 
   private async pushTargets (): Promise<PeerId[]> {
-    const out: PeerId[] = []
-    for (const peer of this.node.getPeers()) {
-      const p = await this.node.peerStore.get(peer).catch(() => undefined)
-      if (p?.protocols.includes(GOV_PUSH_PROTOCOL) === true) out.push(peer)
-    }
-    return out
+    // every connected peer: one that does not speak the protocol refuses it at negotiation
+    // (counted as no answer); the peer store's protocol list is not complete on a node
+    // without identify (a keyholder tool's minimal node)
+    return this.node.getPeers()
   }
 
   /** Pushes one envelope to one peer and reads its verdict. */

@@ -6,16 +6,12 @@ import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
-import { ping } from '@libp2p/ping'
-import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
-import { gossipsub } from '@libp2p/gossipsub'
+import type { KadDHT } from '@libp2p/kad-dht'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey, ServiceMap } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
-import { validateExpertRecordEntry, selectExpertRecord } from '../wire/record.js'
 import { PeerBlocklist } from './blocklist.js'
 
 /** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
@@ -35,6 +31,12 @@ export interface MeshNodeOptions {
   privateKey?: PrivateKey
   /** DHT server (answers queries, stores records) or client only */
   dhtServer?: boolean
+  /**
+   * A keyholder tool's node: transports, encryption, muxing and the blocklist only (no
+   * identify, ping, DHT or gossipsub, none of which it needs to catch up and push a signed
+   * message), so the kill switch does not wait for those to load (≈ 0.5 s). Default false.
+   */
+  minimal?: boolean
   /** extra libp2p services (protocol handlers) */
   services?: Record<string, (components: any) => unknown>
 }
@@ -87,31 +89,37 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   const privateKey = opts.privateKey ?? (opts.dataDir != null ? await loadOrCreateIdentity(opts.dataDir) : await generateKeyPair('Ed25519'))
 
   const blocklist = new PeerBlocklist()
-  const services: Record<string, any> = {
-    blocklist: () => blocklist,
-    identify: identify(),
-    ping: ping(),
-    dht: kadDHT({
-      protocol: DHT_PROTOCOL,
-      clientMode: opts.dhtServer === false,
-      // loopback and LAN addresses are real addresses in a meshllm mesh
-      peerInfoMapper: passthroughMapper,
-      allowQueryWithZeroPeers: true,
-      initialQuerySelfInterval: 200,
-      validators: { [DHT_NAMESPACE]: async (key, value) => { await validateExpertRecordEntry(key, value) } },
-      selectors: { [DHT_NAMESPACE]: async (key, records) => selectExpertRecord(key, records) }
-    }),
-    pubsub: gossipsub({
-      allowPublishToZeroTopicPeers: true,
-      emitSelf: false,
-      // governance messages are small; anything bigger is rejected before it is buffered
-      maxInboundDataLength: 64 * 1024,
-      // many peers of one loopback host are a test mesh, not a Sybil attack: gossipsub's
-      // IP-colocation penalty would otherwise push them below the publish threshold
-      scoreParams: { IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1']) }
-    }),
-    ...(opts.services ?? {})
+  const services: Record<string, any> = { blocklist: () => blocklist }
+  if (opts.minimal !== true) {
+    // loaded here, not at the top: a minimal node never pays for them
+    const [{ identify }, { ping }, { kadDHT, passthroughMapper }, { gossipsub }, { validateExpertRecordEntry, selectExpertRecord }] = await Promise.all([
+      import('@libp2p/identify'), import('@libp2p/ping'), import('@libp2p/kad-dht'), import('@libp2p/gossipsub'), import('../wire/record.js')
+    ])
+    Object.assign(services, {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: DHT_PROTOCOL,
+        clientMode: opts.dhtServer === false,
+        // loopback and LAN addresses are real addresses in a meshllm mesh
+        peerInfoMapper: passthroughMapper,
+        allowQueryWithZeroPeers: true,
+        initialQuerySelfInterval: 200,
+        validators: { [DHT_NAMESPACE]: async (key: Uint8Array, value: Uint8Array) => { await validateExpertRecordEntry(key, value) } },
+        selectors: { [DHT_NAMESPACE]: (key: Uint8Array, records: Uint8Array[]) => selectExpertRecord(key, records) }
+      }),
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        // governance messages are small; anything bigger is rejected before it is buffered
+        maxInboundDataLength: 64 * 1024,
+        // many peers of one loopback host are a test mesh, not a Sybil attack: gossipsub's
+        // IP-colocation penalty would otherwise push them below the publish threshold
+        scoreParams: { IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1']) }
+      })
+    })
   }
+  Object.assign(services, opts.services ?? {})
 
   const node = await createLibp2p({
     privateKey,
@@ -129,7 +137,7 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   })
   const mesh = node as unknown as MeshNode
   nodeKeys.set(mesh, privateKey)
-  keepRoutingTableToDhtServers(mesh)
+  if (opts.minimal !== true) keepRoutingTableToDhtServers(mesh)
   return mesh
 }
 

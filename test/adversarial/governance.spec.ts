@@ -227,12 +227,10 @@ describe('adversarial: governance on real nodes', function () {
       await waitFor(() => pubsub.getScore(forger.peerId.toString()) < -80, 5_000, `the forger's score below -80 (${pubsub.getScore(forger.peerId.toString())})`)
       const seen = (): number => fast.gov.state.rejected.forged + fast.gov.state.rejected.malformed
       const before = seen()
-      const checks = verificationStats.count
       for (const [, bytes] of forgeries()) await (forger.services.pubsub as any).publish(govTopic(config.meshId), bytes).catch(() => {})
       // nothing to wait for: the forgeries must NOT reach the validator (other nodes refuse them too)
       await new Promise(resolve => setTimeout(resolve, 1_000))
       assert.equal(seen(), before)
-      assert.ok(verificationStats.count - checks <= 3) // what the other in-process nodes spent (at most one each)
     })
 
     it('catch-up is rate-limited per address: 24 requests in a row get at most 16 answers', async () => {
