@@ -26,7 +26,7 @@ import { HealthTable, LruMap, MAX_TRACKED_EXPERTS } from './health.js'
 import { invalidFrame, ReputationTable, robustAggregate, type ReputationOptions } from './reputation.js'
 import type { RouterTokenizer } from './tokenizer.js'
 import { GENERATE_DEFAULTS, robustByDefault, validateGenerateOptions } from './options.js'
-import { colocationFactors, observedGroups, selectExperts, type SelectionPolicy } from './selection.js'
+import { addressGroup, colocationFactors, observedGroups, selectExperts, type SelectionPolicy } from './selection.js'
 import type { ExpertHealth } from './health.js'
 
 export interface GenerateOptions {
@@ -223,6 +223,7 @@ export class Router {
   constructor (readonly node: MeshNode, readonly tokenizer: RouterTokenizer, private readonly opts: RouterOptions = {}) {
     this.log = defaultLogger().forComponent('meshllm:router')
     this.reputation = new ReputationTable(opts.reputation)
+    observedAddressGroups(node)
   }
 
   /** selectable: circuit closed or half-open, and not banned */
@@ -577,7 +578,8 @@ export class Router {
    * latency of the others: a claim cannot outweigh a measurement.
    */
   private selection (candidates: Candidate[], policy?: SelectionPolicy): Selection {
-    const groups = observedGroups(candidates.map(c => ({ id: c.id, connections: this.node.getConnections(c.record.peerId) })))
+    const seen = observedAddressGroups(this.node)
+    const groups = observedGroups(candidates.map(c => ({ id: c.id, connections: this.node.getConnections(c.record.peerId), lastObserved: seen.peek(c.id) })))
     const factors = colocationFactors(groups, this.opts.colocationThreshold)
     const healthOf = (c: Candidate, floor = 0): ExpertHealth => {
       const h = this.health.get(c.id, priorLatency(c.record))
@@ -748,6 +750,28 @@ function sessionTraffic (candidates: Candidate[]): Array<{ expert: string, bytes
     out.push({ expert: c.id, bytes: c.session.bytesSent + c.session.bytesReceived, frames: c.session.frames })
   }
   return out
+}
+
+/**
+ * Per node (shared by its routers): peer id → address group of the last connection this node
+ * had with it, open or since closed (a connection's remote address is an observation; a
+ * record's is a claim). Bounded; filled from every connection the node opens or accepts.
+ */
+const observedByNode = new WeakMap<MeshNode, LruMap<string, string>>()
+function observedAddressGroups (node: MeshNode): LruMap<string, string> {
+  let m = observedByNode.get(node)
+  if (m == null) {
+    const map = new LruMap<string, string>(MAX_TRACKED_EXPERTS)
+    const note = (conn: { remotePeer: { toString: () => string }, remoteAddr: Parameters<typeof addressGroup>[0] }): void => {
+      const g = addressGroup(conn.remoteAddr)
+      if (g != null) map.set(conn.remotePeer.toString(), g)
+    }
+    for (const conn of node.getConnections()) note(conn)
+    node.addEventListener('connection:open', (e: CustomEvent<any>) => { note(e.detail) })
+    observedByNode.set(node, map)
+    m = map
+  }
+  return m
 }
 
 /** how long a provider whose record could not be fetched goes to the end of the fetch order */

@@ -78,15 +78,16 @@ export function addressGroup (addr: Multiaddr | undefined): string | undefined {
 
 /**
  * Address group per expert from what the router observes: the remote address of its first
- * open connection with an IP (addressGroup), else UNVERIFIED_GROUP. What a record claims never
+ * open connection with an IP (addressGroup), else the group of the last connection the node
+ * had with it (`lastObserved`), else UNVERIFIED_GROUP. What a record claims never
  * counts: a Sybil's fake first address would make it a group of its own.
  */
-export function observedGroups (experts: Array<{ id: string, connections: Array<{ remoteAddr: Multiaddr }> }>): Map<string, string> {
+export function observedGroups (experts: Array<{ id: string, connections: Array<{ remoteAddr: Multiaddr }>, lastObserved?: string }>): Map<string, string> {
   const out = new Map<string, string>()
   for (const e of experts) {
     let g: string | undefined
     for (const conn of e.connections) { g = addressGroup(conn.remoteAddr); if (g != null) break }
-    out.set(e.id, g ?? UNVERIFIED_GROUP)
+    out.set(e.id, g ?? e.lastObserved ?? UNVERIFIED_GROUP)
   }
   return out
 }

@@ -45,6 +45,8 @@ describe('expert selection: Sybil colocation penalty', () => {
     // connected ones from one /24 (127.0.9.1 … 127.0.9.20) are one group too, whatever port or host byte
     const connected = observedGroups(sybils.map((x, i) => ({ id: x.id, connections: [{ remoteAddr: multiaddr(`/ip4/127.0.9.${i + 1}/tcp/${40000 + i}`) }] })))
     assert.equal(new Set(connected.values()).size, 1)
+    // a connection since closed is still an observation: the last observed group counts, never the record
+    assert.equal(observedGroups([{ id: 'gone', connections: [], lastObserved: 'ip4/127.0.9.0/24' }]).get('gone'), 'ip4/127.0.9.0/24')
     // a relayed connection is not an observation of the expert's own address
     assert.equal(observedGroups([{ id: 'r', connections: [{ remoteAddr: multiaddr('/ip4/1.2.3.4/tcp/1/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp/p2p-circuit') }] }]).get('r'), UNVERIFIED_GROUP)
   })
