@@ -350,7 +350,7 @@ export function inspectEnvelope (bytes: Uint8Array, config: GovernanceConfig, no
  * signature, so a forgery costs at most one verification), and verification stops once
  * the threshold is met (VOTE: every entry is verified, each signer's vote counts).
  */
-export async function verifySigners (env: Envelope, config: GovernanceConfig): Promise<Verdict> {
+export async function verifySigners (env: Envelope, config: GovernanceConfig, counter?: { count: number }): Promise<Verdict> {
   const m = env.message
   const holders = new Set(config.keyholders.map(k => keyHex(k.publicKey)))
   const newHolders = m.kind === Kind.KEYHOLDERS ? new Set(m.keyholders.map(k => keyHex(k))) : new Set<string>()
@@ -362,6 +362,7 @@ export async function verifySigners (env: Envelope, config: GovernanceConfig): P
   for (const s of env.signatures) {
     if (m.kind !== Kind.VOTE && signers.length >= need && newCount >= needNew) break
     verificationStats.count++
+    if (counter != null) counter.count++
     if (!await verifySignature(s.publicKey, data, s.signature)) return refuse('bad-signature', `the signature of ${keyHex(s.publicKey).slice(0, 16)}… does not verify`)
     const h = keyHex(s.publicKey)
     if (holders.has(h)) signers.push(s.publicKey)

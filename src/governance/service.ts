@@ -299,15 +299,25 @@ export class GovernanceService {
   }
 
   private async handlePush (stream: Stream, connection: Connection): Promise<void> {
-    const life = streamLifetime(stream)
-    const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
-    try {
-      if (!this.pushServed.take(addressKey(connection))) throw new RateLimitedError('too many governance pushes from this address')
-      const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
+    await this.serve(stream, connection, this.pushServed, async (lp, signal) => {
       const bytes = (await lp.read({ signal })).subarray()
       const r = await this.apply(bytes, `push ${connection.remotePeer.toString().slice(-6)}`)
       if (!r.accepted && FORGERY_CODES.has(r.code)) this.offence(connection)
       await lp.write(new TextEncoder().encode(r.accepted ? 'applied' : r.code), { signal })
+    })
+  }
+
+  /**
+   * Runs one inbound governance stream: the address's rate limit first (a refusal is an
+   * offence), then `work` under a 5 s deadline tied to the stream's life; closes the stream,
+   * or aborts it on any failure.
+   */
+  private async serve (stream: Stream, connection: Connection, limiter: RateLimiter, work: (lp: ReturnType<typeof lpStream>, signal: AbortSignal) => Promise<void>): Promise<void> {
+    const life = streamLifetime(stream)
+    const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
+    try {
+      if (!limiter.take(addressKey(connection))) throw new RateLimitedError(`too many governance requests from ${addressKey(connection)}`)
+      await work(lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES }), signal)
       await stream.close({ signal })
     } catch (err: any) {
       if (err instanceof RateLimitedError) this.offence(connection)
@@ -390,19 +400,9 @@ export class GovernanceService {
   }
 
   private async handleSync (stream: Stream, connection: Connection): Promise<void> {
-    const life = streamLifetime(stream)
-    const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
-    const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
-    try {
-      if (!this.syncServed.take(addressKey(connection))) throw new RateLimitedError('too many governance catch-ups from this address')
+    await this.serve(stream, connection, this.syncServed, async (lp, signal) => {
       for (const env of this.state.catchUp()) await lp.write(env, { signal })
-      await stream.close({ signal })
-    } catch (err: any) {
-      if (err instanceof RateLimitedError) this.offence(connection)
-      stream.abort(err)
-    } finally {
-      life.dispose()
-    }
+    })
   }
 }
 

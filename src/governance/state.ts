@@ -62,6 +62,8 @@ export class GovernanceState {
   private haltEnvelopeBytes?: Uint8Array
   /** messages rejected, by reason class (for metrics and the agent's security audit) */
   readonly rejected = { forged: 0, replay: 0, malformed: 0, other: 0 }
+  /** Ed25519 verifications this state made */
+  readonly verifications = { count: 0 }
 
   constructor (config: GovernanceConfig, private readonly file?: string, private readonly now: () => number = Date.now) {
     this.config = config
@@ -116,7 +118,7 @@ export class GovernanceState {
       const fresh = inspected.envelope.signatures.some(s => { const p = rec?.get(keyHex(s.publicKey)); return p == null || m.version > p.version })
       if (!fresh) return this.refused({ ok: false, code: 'replayed-vote', reason: `replayed vote (version ${m.version})` }, inspected.envelope)
     }
-    const v = await verifySigners(inspected.envelope, this.config)
+    const v = await verifySigners(inspected.envelope, this.config, this.verifications)
     if (!v.ok) return this.refused(v, inspected.envelope)
     if (m.kind === Kind.VOTE) {
       const id = keyHex(m.motionId)

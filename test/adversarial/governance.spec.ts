@@ -22,7 +22,7 @@ import { lpStream } from '@libp2p/utils'
 import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
 import { configToJson, defaultThresholds, type GovernanceConfig } from '../../src/governance/config.js'
-import { Kind, createEnvelope, encodeEnvelope, encodePayload, verificationStats, type Message } from '../../src/governance/envelope.js'
+import { Kind, createEnvelope, encodeEnvelope, encodePayload, type Message } from '../../src/governance/envelope.js'
 import { generateKeyholderKey } from '../../src/governance/keys.js'
 import { GovernanceState } from '../../src/governance/state.js'
 import { GOV_PUSH_PROTOCOL, GOV_SYNC_PROTOCOL, GovernanceService, govTopic } from '../../src/governance/service.js'
@@ -177,21 +177,21 @@ describe('adversarial: governance on real nodes', function () {
       const target = fast
       for (const [name, bytes] of forgeries()) {
         assert.ok(bytes.length <= 16 * 1024, `${name}: ${bytes.length} bytes`)
-        const before = verificationStats.count
+        const before = target.gov.state.verifications.count
         assert.notEqual(await forgerPush(bytes), 'applied', name)
-        assert.ok(verificationStats.count - before <= 1, `${name} over push: ${verificationStats.count - before} verifications`)
+        assert.ok(target.gov.state.verifications.count - before <= 1, `${name} over push: ${target.gov.state.verifications.count - before} verifications`)
       }
       // gossip: the same forgeries published by the forger
-      const before = verificationStats.count
+      const before = target.gov.state.verifications.count
       const rejectedBefore = target.gov.state.rejected.forged + target.gov.state.rejected.malformed
       for (const [, bytes] of forgeries()) await (forger.services.pubsub as any).publish(govTopic(config.meshId), bytes).catch(() => {})
       await waitFor(() => target.gov.state.rejected.forged + target.gov.state.rejected.malformed >= rejectedBefore + 3, 10_000, 'the gossiped forgeries refused')
-      assert.ok(verificationStats.count - before <= 3, `${verificationStats.count - before} verifications for 3 gossiped forgeries`)
+      assert.ok(target.gov.state.verifications.count - before <= 3, `${target.gov.state.verifications.count - before} verifications for 3 gossiped forgeries`)
       // a genuine but stale envelope: refused before any signature check
       const stale = await createEnvelope({ ...haltMsg(), version: target.gov.state.version }, [keys[0]])
-      const b2 = verificationStats.count
+      const b2 = target.gov.state.verifications.count
       assert.equal(await forgerPush(stale), 'stale')
-      assert.equal(verificationStats.count, b2)
+      assert.equal(target.gov.state.verifications.count, b2)
 
       async function forgerPush (bytes: Uint8Array): Promise<string> {
         const stream: Stream = await forger.dialProtocol(target.node.peerId, GOV_PUSH_PROTOCOL)
@@ -212,12 +212,12 @@ describe('adversarial: governance on real nodes', function () {
           await stream.close()
         } catch (err: any) { stream.abort(err) }
       })
-      const before = verificationStats.count
+      const before = slow.gov.state.verifications.count
       const refusedBefore = slow.gov.state.rejected.forged
       const applied = await slow.gov.syncFrom(forger.peerId)
       assert.equal(applied, 0)
       assert.ok(slow.gov.state.rejected.forged - refusedBefore <= 4, `${slow.gov.state.rejected.forged - refusedBefore} refusals`)
-      assert.ok(verificationStats.count - before <= 4)
+      assert.ok(slow.gov.state.verifications.count - before <= 4)
       await forger.unhandle(GOV_SYNC_PROTOCOL)
     })
 

@@ -532,7 +532,7 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
       assert.equal(metricValue(text, 'meshllm_governance_halted'), 1)
       assert.equal(metricValue(text, 'meshllm_governance_version'), now)
       // the kill switch never reports success falsely: the same HALT again is stale, not "accepted"
-      await assert.rejects(unary(client, 'HaltMesh', { envelope: halt }), (e: any) => grpcCode(grpc.status.FAILED_PRECONDITION)(e) && /stale/.test(e.details))
+      await assert.rejects(unary(client, 'HaltMesh', { envelope: halt }), (e: any) => grpcCode(grpc.status.FAILED_PRECONDITION)(e) && /known/.test(e.details))
       await assert.rejects(unary(client, 'RelayGovernanceMessage', { envelope: halt }), grpcCode(grpc.status.FAILED_PRECONDITION))
     })
   })
