@@ -10,7 +10,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
-import { readFileSync, statSync } from 'node:fs'
+import { readSecretFile } from '../util/secret-file.js'
 import { createSecureContext } from 'node:tls'
 
 export class ApiConfigError extends Error {
@@ -49,28 +49,6 @@ export interface ApiTokenSources {
   /** `--api-token-file <path>` */
   file?: string
   env?: NodeJS.ProcessEnv
-}
-
-const MAX_SECRET_FILE = 64 * 1024
-
-function readSecretFile (path: string, what: string, Err: typeof ApiConfigError, checkMode: boolean): Buffer {
-  let st
-  try {
-    st = statSync(path)
-  } catch (err: any) {
-    throw new Err(`${what} ${path}: ${err.code === 'ENOENT' ? 'no such file' : String(err.code ?? err.message)}`)
-  }
-  if (!st.isFile()) throw new Err(`${what} ${path}: not a regular file`)
-  if (st.size > MAX_SECRET_FILE) throw new Err(`${what} ${path}: larger than ${MAX_SECRET_FILE} bytes`)
-  // like ssh with private keys: a secret that other users can read is not a secret, and one they can write is not ours
-  if (checkMode && process.platform !== 'win32' && (st.mode & 0o066) !== 0) {
-    throw new Err(`${what} ${path} can be read or written by group/others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): run chmod 600 ${path}`)
-  }
-  try {
-    return readFileSync(path)
-  } catch (err: any) {
-    throw new Err(`${what} ${path}: ${String(err.code ?? err.message)}`)
-  }
 }
 
 /** The token of a token file: its first line, trimmed (ApiTokenError when missing, empty or open to group/others). */

@@ -136,7 +136,8 @@ export class GovernanceState {
     }
     switch (m.kind) {
       case Kind.HALT:
-        this.halted = { version: m.version, reason: m.reason, atMs: now }
+        // when it was issued (a node that learns it later, by catch-up, reports the halt's time, not its own)
+        this.halted = { version: m.version, reason: m.reason, atMs: Math.min(m.issuedAtMs, now) }
         this.lastHalt = this.halted
         this.haltEnvelopeBytes = bytes
         break
@@ -144,7 +145,7 @@ export class GovernanceState {
         this.halted = undefined
         this.haltEnvelopeBytes = undefined
         this.readOnly = true
-        this.lastResumeAtMs = now
+        this.lastResumeAtMs = Math.min(m.issuedAtMs, now)
         break
       case Kind.PHASE:
         this.phase = m.phase

@@ -6,6 +6,7 @@
 import type { ComponentLogger, Connection, Logger, Startable, Stream } from '@libp2p/interface'
 import type { Registrar } from '@libp2p/interface-internal'
 import { pbStream } from '@libp2p/utils'
+import { readSecretFile } from '../util/secret-file.js'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { GenerateEvent, GenerateRequest } from './pb/generate.js'
 import { resultSummary, type GenerateOptions, type GenerateResult, type Router, type TokenEvent } from './router.js'
@@ -13,7 +14,6 @@ import type { MeshNode } from '../node/node.js'
 import { GENERATE_DEFAULTS, validateGenerateOptions } from './options.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 
 export const GENERATE_PROTOCOL = '/meshllm/generate/1.0.0'
 const MAX_REQUEST = 64 * 1024
@@ -232,12 +232,9 @@ function digest (token: string): Buffer {
 export async function generateTokenFrom (file: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
   let token: string | undefined
   if (file != null) {
-    try {
-      token = (await readFile(file, 'utf8')).trim()
-    } catch (err: any) {
-      throw new GenerateTokenFileError(`cannot read the generate token file ${file}: ${err.code ?? err.message}`)
-    }
-    if (token.length === 0) throw new GenerateTokenFileError(`the generate token file ${file} is empty`)
+    // the same rules as --api-token-file: a regular file only its owner can read (chmod 600)
+    token = readSecretFile(file, '--generate-token', GenerateTokenFileError, true).toString('utf8').split(/\r?\n/, 1)[0].trim()
+    if (token.length === 0) throw new GenerateTokenFileError(`--generate-token ${file}: the first line is empty`)
     return token
   }
   token = env.MESHLLM_GENERATE_TOKEN?.trim()

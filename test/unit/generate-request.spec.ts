@@ -89,3 +89,27 @@ describe('generate protocol: request checks and decoder fuzz', () => {
     fc.assert(fc.property(mutated(eventArb.map(e => GenerateEvent.encode(e))), b => { decodeOrError(() => GenerateEvent.decode(b)) }), { numRuns: runs(10000) })
   })
 })
+
+describe('--generate-token file: the same rules as --api-token-file', () => {
+  it('reads the first line of a mode-600 file; refuses one group/others can read, an empty one and a missing one (GenerateTokenFileError)', async () => {
+    const { mkdtempSync, writeFileSync, chmodSync, rmSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const { generateTokenFrom } = await import('../../src/router/generate-service.js')
+    const dir = mkdtempSync(join(tmpdir(), 'meshllm-gtoken-'))
+    try {
+      const f = join(dir, 'token')
+      writeFileSync(f, 's3cret\nsecond line\n', { mode: 0o600 })
+      assert.equal(await generateTokenFrom(f, {}), 's3cret')
+      chmodSync(f, 0o644)
+      await assert.rejects(generateTokenFrom(f, {}), { name: 'GenerateTokenFileError' })
+      const empty = join(dir, 'empty')
+      writeFileSync(empty, '\n', { mode: 0o600 })
+      await assert.rejects(generateTokenFrom(empty, {}), { name: 'GenerateTokenFileError' })
+      await assert.rejects(generateTokenFrom(join(dir, 'missing'), {}), { name: 'GenerateTokenFileError' })
+      assert.equal(await generateTokenFrom(undefined, { MESHLLM_GENERATE_TOKEN: 'env' }), 'env')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
