@@ -12,6 +12,7 @@
 import type { AggregationRule } from '../aggregate/types.js'
 import type { TailModel } from '../aggregate/general.js'
 import type { SelectionPolicy } from './selection.js'
+import type { GenerateOptions } from './router.js'
 
 export const RULES: readonly AggregationRule[] = ['mixture', 'product', 'median', 'trimmed']
 export const WEIGHTINGS = ['uniform', 'perplexity'] as const
@@ -60,30 +61,12 @@ export class InvalidGenerateOptionError extends Error {
   constructor (readonly option: string, message: string) { super(message) }
 }
 
-export interface GenerateOptionValues {
-  k?: number
-  maxTokens?: number
-  temperature?: number
-  topK?: number
-  topP?: number
-  seed?: number
-  rule?: string
-  weighting?: string
-  tail?: string
-  policy?: string
-}
+/** the generation options every interface shares, as the router takes them (GenerateOptions) */
+export type ValidGenerateOptions = Pick<GenerateOptions, 'k' | 'maxTokens' | 'temperature' | 'topK' | 'topP' | 'seed' | 'rule' | 'weighting' | 'tail' | 'policy'>
 
-export interface ValidGenerateOptions {
-  k?: number
-  maxTokens?: number
-  temperature?: number
-  topK?: number
-  topP?: number
-  seed?: number
-  rule?: AggregationRule
-  weighting?: 'uniform' | 'perplexity'
-  tail?: TailModel
-  policy?: SelectionPolicy
+/** the same options as an interface receives them: names as strings, numbers unchecked */
+export type GenerateOptionValues = {
+  [K in keyof ValidGenerateOptions]?: NonNullable<ValidGenerateOptions[K]> extends string ? string : number
 }
 
 const show = (v: unknown): string => typeof v === 'string' ? `"${v.slice(0, 32)}"` : String(v)
