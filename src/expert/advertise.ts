@@ -4,6 +4,7 @@
  * "all experts" key. Refreshed periodically (new seq, new expiry, current free slots).
  */
 import type { Logger } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { nodePrivateKey, type MeshNode } from '../node/node.js'
 import { sealExpertRecord, expertRecordKey, expertProvidersCid, MAX_RECORD_LIFETIME_MS, type ExpertRecord } from '../wire/record.js'
 import { INFER_PROTOCOL } from '../wire/types.js'
@@ -15,6 +16,13 @@ export interface AdvertiserOptions {
   /** re-publication period (ms); default 30 s, at most half the lifetime (a record is refreshed before it expires) */
   refreshMs?: number
   tokensPerSecond: number
+  /**
+   * the addresses the record lists, in order (default: the node's own, `node.getMultiaddrs()`).
+   * For tests only: a Sybil attacker (test/helpers/sybil.ts) lists a fake address first. A
+   * record's addresses are a self-signed claim either way; routers group experts only by the
+   * addresses they observe (src/router/selection.ts).
+   */
+  addrs?: Multiaddr[]
 }
 
 export class ExpertAdvertiser {
@@ -48,7 +56,7 @@ export class ExpertAdvertiser {
       seq: this.seq++,
       issuedAtMs: now,
       expiresAtMs: now + this.ttlMs,
-      addrs: this.node.getMultiaddrs().map(a => a.decapsulateCode(421))
+      addrs: (this.opts.addrs ?? this.node.getMultiaddrs()).map(a => a.decapsulateCode(421))
     }
   }
 
