@@ -156,6 +156,9 @@ async function join (args: string[]): Promise<void> {
   const bar = process.stderr.isTTY ? new ProgressBar('loading model') : undefined
   let router: Router | undefined
   let gov!: GovernanceService
+  let inferService: { haltAll: (reason: string) => void } | undefined
+  // every change the mesh applies to itself is recorded here with its undo; a HALT reverts the last N
+  const changes = new ChangeLog(joinPath(dataDir, 'changes.json'))
   const expert = await startExpert({
     model: values.model,
     listen: values.listen,
@@ -172,33 +175,40 @@ async function join (args: string[]): Promise<void> {
     onLoadProgress: bar != null ? (f: number) => bar.update(f) : undefined,
     haltReason: () => govState.haltReason,
     haltEnvelope: () => govState.haltEnvelope,
-    // catch up with the mesh's governance before serving or advertising anything
+    // catch up with the mesh's governance before serving or advertising anything; the HALT
+    // hooks are in place before the first catch-up (a HALT learnt then reverts changes too)
     beforeServe: async (node) => {
       gov = new GovernanceService(node, govState)
+      gov.on({
+        onHalt: (reason) => {
+          process.stderr.write(`HALTED by governance: ${reason} (at ${Date.now()})\n`)
+          inferService?.haltAll(reason)
+          router?.abortAll(reason)
+          revertOnHalt(changes, govState.config).then(r => {
+            if (r.reverted.length + r.failed.length > 0) process.stderr.write(`reverted ${r.reverted.length} change(s) on HALT${r.failed.length > 0 ? `, ${r.failed.length} could not be undone` : ''}\n`)
+          }, (err: any) => { process.stderr.write(`warning: reverting changes on HALT failed: ${err?.message ?? err}\n`) })
+        },
+        onResume: () => { process.stderr.write('resumed by governance (read-only until a phase vote)\n') }
+      })
       await gov.start()
-      const sync = await gov.syncAll({ timeoutMs: 10_000 })
+      // bounded wait for an answer (a peer may refuse while it serves others): then serve
+      // with this node's own state, and say so
+      const deadline = Date.now() + 10_000
+      let sync = await gov.syncAll({ timeoutMs: 5_000 })
+      while (sync.answered === 0 && sync.peers > 0 && Date.now() < deadline) {
+        await new Promise(resolve => setTimeout(resolve, 500))
+        sync = await gov.syncAll({ timeoutMs: Math.max(500, deadline - Date.now()) })
+      }
       if ((values.bootstrap ?? []).length > 0 && sync.answered === 0) process.stderr.write(`warning: no peer answered the governance catch-up (${sync.peers} connected): serving with this node's own state${govState.halted != null ? ' (HALTED)' : ''}\n`)
       else if (sync.answered > 0) process.stderr.write(`governance: caught up from ${sync.answered} peer(s): version ${govState.version}${govState.halted != null ? `, HALTED: ${govState.halted.reason}` : ''}\n`)
     },
     extraServices: values['no-route'] === true ? {} : { generate: generateService({ router: () => router, token: generateToken, maxK: generateMaxK }) }
   })
   bar?.done()
-  // every change the mesh applies to itself is recorded here with its undo; a HALT reverts the last N
-  const changes = new ChangeLog(joinPath(dataDir, 'changes.json'))
   // this peer also routes for callers that use --via; the router is its own component and
   // uses the expert's vocabulary (vocab-only load), never the expert's sessions
   router = new Router(expert.node, await RouterTokenizer.load(expert.host.modelPath), { haltReason: () => govState.haltReason, verifyHalt: verifyHaltWith(gov) })
-  gov.on({
-    onHalt: (reason) => {
-      process.stderr.write(`HALTED by governance: ${reason} (at ${Date.now()})\n`)
-      expert.service.haltAll(reason)
-      router?.abortAll(reason)
-      void revertOnHalt(changes, govState.config).then(r => {
-        if (r.reverted.length + r.failed.length > 0) process.stderr.write(`reverted ${r.reverted.length} change(s) on HALT${r.failed.length > 0 ? `, ${r.failed.length} could not be undone` : ''}\n`)
-      })
-    },
-    onResume: () => { process.stderr.write('resumed by governance (read-only until a phase vote)\n') }
-  })
+  inferService = expert.service
   const api = apiModule != null
     ? await apiModule.startApi({
       node: expert.node,

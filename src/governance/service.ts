@@ -53,7 +53,7 @@ export const GOVERNANCE_TOPIC_SCORE = {
  * Gives a topic its score parameters on a running gossipsub. @libp2p/gossipsub takes topic
  * score parameters only at construction and reads them lazily from its PeerScore's params,
  * so the governance topic (known only once the governance file is read) is added there.
- * The one place that touches gossipsub's internals; test/adversarial/governance-flood.spec.ts
+ * The one place that touches gossipsub's internals; test/adversarial/governance.spec.ts
  * fails if it stops working (a forger's score must drop below the graylist threshold).
  */
 export function scoreTopic (pubsub: any, topic: string, params: typeof GOVERNANCE_TOPIC_SCORE): void {
@@ -75,8 +75,10 @@ const MAX_SYNC_FORGERIES = 4
 const SYNC_RATE = { perWindow: 16, windowMs: 10_000 }
 /** catch-ups this node starts by itself on new connections, per window, whatever the peers */
 const SYNC_START_RATE = { perWindow: 8, windowMs: 10_000 }
-/** per remote address: pushes served per window */
+/** per remote address: refused (forged) pushes per window; past it, its pushes are not read */
 const PUSH_RATE = { perWindow: 16, windowMs: 10_000 }
+/** every node catches up from one random connected peer this often (ms) */
+const RESYNC_MS = 60_000
 /** a peer refused this often within the window is hung up on and blocked for blockMs */
 export const ABUSE = { strikes: 8, windowMs: 10_000, blockMs: 60_000 }
 /** most remote addresses tracked by the rate limiters */
@@ -118,13 +120,32 @@ class RateLimiter {
     w.n++
     return true
   }
+  /** whether `key` has used up its window (nothing is consumed) */
+  exhausted (key: string, now = Date.now()): boolean {
+    const w = this.windows.get(key)
+    return w != null && now - w.start < this.windowMs && w.n >= this.perWindow
+  }
   get size (): number { return this.windows.size }
 }
 
-/** the address a rate limit applies to: the connection's remote IP (not the peer id, which is free) */
-function addressKey (connection: Connection | undefined): string {
+/**
+ * The address a rate limit applies to: the connection's remote IPv4 address, or its IPv6
+ * /64 (one host commonly has a whole /64), never the peer id, which is free.
+ */
+export function addressKey (connection: Pick<Connection, 'remoteAddr'> | undefined): string {
   const c = connection?.remoteAddr?.getComponents().find(x => x.name === 'ip4' || x.name === 'ip6')
-  return c?.value ?? connection?.remoteAddr?.toString() ?? 'unknown'
+  if (c?.value == null) return connection?.remoteAddr?.toString() ?? 'unknown'
+  if (c.name === 'ip4') return c.value
+  return `${ipv6Prefix64(c.value)}::/64`
+}
+
+/** the first four groups of an IPv6 address ("2001:db8:1:2::5" → "2001:db8:1:2") */
+function ipv6Prefix64 (addr: string): string {
+  const [head, tail = ''] = addr.split('::')
+  const h = head === '' ? [] : head.split(':')
+  const t = tail === '' ? [] : tail.split(':')
+  const groups = addr.includes('::') ? [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t] : h
+  return groups.slice(0, 4).map(g => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')
 }
 
 export class GovernanceService {
@@ -134,7 +155,8 @@ export class GovernanceService {
   private readonly syncServed = new RateLimiter(SYNC_RATE.perWindow, SYNC_RATE.windowMs)
   private readonly syncStarted = new RateLimiter(SYNC_START_RATE.perWindow, SYNC_START_RATE.windowMs)
   private readonly lastSyncFrom = new RateLimiter(1, 5_000)
-  private readonly pushServed = new RateLimiter(PUSH_RATE.perWindow, PUSH_RATE.windowMs)
+  private readonly pushForgeries = new RateLimiter(PUSH_RATE.perWindow, PUSH_RATE.windowMs)
+  private resyncTimer?: NodeJS.Timeout
   /** refused pushes and catch-ups (rate limit or forgery) per peer: at ABUSE.strikes the peer is blocked */
   private readonly abuse = new Strikes(ABUSE.strikes, ABUSE.windowMs)
   /** time each accepted message was applied here (ms since epoch), by version: for measurements (last 64) */
@@ -170,6 +192,14 @@ export class GovernanceService {
     await this.node.handle(GOV_SYNC_PROTOCOL, this.handleSync, { maxInboundStreams: 32, maxOutboundStreams: 32 })
     await this.node.handle(GOV_PUSH_PROTOCOL, this.handlePush, { maxInboundStreams: 8, maxOutboundStreams: 64 })
     this.node.addEventListener('peer:identify', this.onConnect)
+    // anti-entropy: one catch-up from one random peer per RESYNC_MS, whatever else happened
+    this.resyncTimer = setInterval(() => {
+      const peers = this.node.getPeers()
+      if (peers.length === 0) return
+      const peer = peers[Math.floor(Math.random() * peers.length)]
+      void this.syncFrom(peer).catch(err => this.log('re-sync from %p failed: %s', peer, err.message))
+    }, RESYNC_MS)
+    this.resyncTimer.unref()
     this.started = true
   }
 
@@ -179,6 +209,7 @@ export class GovernanceService {
     pubsub?.topicValidators.delete(this.topic)
     try { pubsub?.unsubscribe(this.topic) } catch {}
     this.node.removeEventListener('peer:identify', this.onConnect)
+    clearInterval(this.resyncTimer)
     await this.node.unhandle(GOV_SYNC_PROTOCOL).catch(() => {})
     await this.node.unhandle(GOV_PUSH_PROTOCOL).catch(() => {})
     this.started = false
@@ -216,13 +247,13 @@ export class GovernanceService {
     this.appliedAt.set(m.version, Date.now())
     if (this.appliedAt.size > 64) this.appliedAt.delete(this.appliedAt.keys().next().value as number)
     this.log('accepted %s version %d via %s', Kind[m.kind], m.version, via)
-    // learnt other than by gossip (a push, a catch-up): spread it, so a message that reached
-    // one node by any path reaches the rest (each node does this at most once per message)
-    if (via !== 'gossip' && via !== 'submit') void this.gossip(bytes)
+    // learnt by a push or from an expert's HALTED answer: spread it, so a message that reached
+    // one node reaches the rest (a catch-up spreads only the state in force: syncFrom)
+    if (via.startsWith('push') || via === 'expert') void this.gossip(bytes)
     for (const l of [...this.listeners]) {
       try {
         if (m.kind === Kind.HALT) l.onHalt?.(m.reason, m.version)
-        if (m.kind === Kind.RESUME) l.onResume?.(m.version)
+        if (m.kind === Kind.RESUME && r.noop !== true) l.onResume?.(m.version)
         l.onChange?.(this.state.snapshot(), m.kind)
       } catch (err: any) {
         this.log.error('governance listener failed: %e', err)
@@ -299,10 +330,16 @@ export class GovernanceService {
   }
 
   private async handlePush (stream: Stream, connection: Connection): Promise<void> {
-    await this.serve(stream, connection, this.pushServed, async (lp, signal) => {
+    await this.serve(stream, connection, undefined, async (lp, signal) => {
+      // genuine messages never count against an address: only its forgeries do, so a
+      // keyholder sharing an address with a forger is refused only while that forger is busy
+      if (this.pushForgeries.exhausted(addressKey(connection))) throw new RateLimitedError(`too many forged governance pushes from ${addressKey(connection)}`)
       const bytes = (await lp.read({ signal })).subarray()
       const r = await this.apply(bytes, `push ${connection.remotePeer.toString().slice(-6)}`)
-      if (!r.accepted && FORGERY_CODES.has(r.code)) this.offence(connection)
+      if (!r.accepted && FORGERY_CODES.has(r.code)) {
+        this.pushForgeries.take(addressKey(connection))
+        this.offence(connection)
+      }
       await lp.write(new TextEncoder().encode(r.accepted ? 'applied' : r.code), { signal })
     })
   }
@@ -312,11 +349,11 @@ export class GovernanceService {
    * offence), then `work` under a 5 s deadline tied to the stream's life; closes the stream,
    * or aborts it on any failure.
    */
-  private async serve (stream: Stream, connection: Connection, limiter: RateLimiter, work: (lp: ReturnType<typeof lpStream>, signal: AbortSignal) => Promise<void>): Promise<void> {
+  private async serve (stream: Stream, connection: Connection, limiter: RateLimiter | undefined, work: (lp: ReturnType<typeof lpStream>, signal: AbortSignal) => Promise<void>): Promise<void> {
     const life = streamLifetime(stream)
     const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
     try {
-      if (!limiter.take(addressKey(connection))) throw new RateLimitedError(`too many governance requests from ${addressKey(connection)}`)
+      if (limiter != null && !limiter.take(addressKey(connection))) throw new RateLimitedError(`too many governance requests from ${addressKey(connection)}`)
       await work(lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES }), signal)
       await stream.close({ signal })
     } catch (err: any) {
@@ -339,9 +376,11 @@ export class GovernanceService {
   private onConnect (evt: CustomEvent<any>): void {
     const peer: PeerId = evt.detail.peerId
     if (!(evt.detail.protocols ?? []).includes(GOV_SYNC_PROTOCOL)) return
-    // one catch-up per peer per 5 s, and at most SYNC_START_RATE in all (new peer ids are free)
+    // at most SYNC_START_RATE in all (new peer ids are free), and one per peer per 5 s;
+    // the periodic re-sync (start()) catches up whatever these limits skip
+    if (this.syncStarted.exhausted('all')) return
     if (!this.lastSyncFrom.take(peer.toString())) return
-    if (!this.syncStarted.take('all')) return
+    this.syncStarted.take('all')
     void this.syncFrom(peer).catch(err => this.log('sync from %p failed: %s', peer, err.message))
   }
 
@@ -360,7 +399,8 @@ export class GovernanceService {
         try {
           msg = await lp.read({ signal })
         } catch (err: any) {
-          if (err.name === 'UnexpectedEOFError' || stream.readStatus !== 'readable') break
+          // a clean end of the answer; a reset (a refusal, a peer gone) is a failed catch-up
+          if (err.name === 'UnexpectedEOFError' && stream.status !== 'reset' && stream.status !== 'aborted') break
           throw err
         }
         got.push(msg.subarray())
@@ -374,15 +414,21 @@ export class GovernanceService {
     const ordered = got.map(b => { try { return { b, v: decodeEnvelope(b).message.version } } catch { return { b, v: -1 } } }).filter(x => x.v >= 0).sort((a, b) => a.v - b.v)
     let accepted = 0
     let forgeries = got.length - ordered.length
+    let latest: Uint8Array | undefined
     for (const { b } of ordered) {
       if (forgeries >= MAX_SYNC_FORGERIES) {
         this.log('sync from %p ended: %d forgeries', peer, forgeries)
         break
       }
       const r = await this.apply(b, `sync ${peer.toString().slice(-6)}`, true)
-      if (r.accepted) accepted++
-      else if (FORGERY_CODES.has(r.code)) forgeries++
+      if (r.accepted) {
+        accepted++
+        if (r.kind !== Kind.VOTE) latest = b
+      } else if (FORGERY_CODES.has(r.code)) forgeries++
     }
+    // this node learnt the state in force from a peer: spread that one message, so a peer that
+    // missed it by gossip gets it (its neighbours that have it just Ignore it)
+    if (latest != null && this.state.version === decodeEnvelope(latest).message.version) void this.gossip(latest)
     return accepted
   }
 
@@ -406,7 +452,7 @@ export class GovernanceService {
   }
 }
 
-const PUSH_ANSWERS = new Set<string>(['applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'not-halted', 'lifts-older', 'persist'])
+const PUSH_ANSWERS = new Set<string>(['applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'lifts-older'])
 /** most envelopes read from one catch-up answer (state log, keyholder changes, votes) */
 const MAX_SYNC_ENVELOPES = 1024
 

@@ -35,7 +35,8 @@ export interface GovernanceSnapshot {
 }
 
 export type ApplyResult =
-  | { accepted: true, kind: Kind, envelope: Envelope }
+  /** noop: a RESUME taken while nothing was halted here (a version step, nothing lifted) */
+  | { accepted: true, kind: Kind, envelope: Envelope, noop?: true }
   | { accepted: false, code: RefusalCode, reason: string, envelope?: Envelope }
 
 const STATE_LOG_MAX = 32
@@ -101,6 +102,16 @@ export class GovernanceState {
    * can always supersede it (docs/security.md; test/unit/governance-model.spec.ts).
    */
   async apply (bytes: Uint8Array, opts: { catchUp?: boolean } = {}): Promise<ApplyResult> {
+    // one at a time: every check and the state change it leads to see the same state (gossip
+    // validates the messages of one RPC concurrently, catch-ups from several peers overlap)
+    const run = this.queue.then(async () => await this.applyNow(bytes, opts))
+    this.queue = run.catch(() => {})
+    return await run
+  }
+
+  private queue: Promise<unknown> = Promise.resolve()
+
+  private async applyNow (bytes: Uint8Array, opts: { catchUp?: boolean }): Promise<ApplyResult> {
     const now = this.now()
     const inspected = inspectEnvelope(bytes, this.config, now, { allowExpired: opts.catchUp === true })
     if (!inspected.ok) return this.refused(inspected)
@@ -110,15 +121,20 @@ export class GovernanceState {
     if (m.kind !== Kind.VOTE) {
       if (m.version <= this.version) return this.refused({ ok: false, code: 'stale', reason: `version ${m.version} is not above the accepted version ${this.version} (replay or stale)` }, inspected.envelope)
       if (m.kind === Kind.RESUME) {
-        if (this.halted == null) return this.refused({ ok: false, code: 'not-halted', reason: 'RESUME while not halted' }, inspected.envelope)
-        if (m.liftsVersion < this.halted.version) return this.refused({ ok: false, code: 'lifts-older', reason: `RESUME lifts version ${m.liftsVersion}, the halt in force is version ${this.halted.version}` }, inspected.envelope)
+        // not halted here (this node never saw the halt it lifts, or saw the RESUME first):
+        // still taken, as a version step, once its signatures verify (noop), so the older
+        // HALT it answers can never be applied afterwards
+        if (this.halted != null && m.liftsVersion < this.halted.version) return this.refused({ ok: false, code: 'lifts-older', reason: `RESUME lifts version ${m.liftsVersion}, the halt in force is version ${this.halted.version}` }, inspected.envelope)
       }
     } else {
       const rec = this.votes.get(keyHex(m.motionId))
       const fresh = inspected.envelope.signatures.some(s => { const p = rec?.get(keyHex(s.publicKey)); return p == null || m.version > p.version })
       if (!fresh) return this.refused({ ok: false, code: 'replayed-vote', reason: `replayed vote (version ${m.version})` }, inspected.envelope)
     }
-    const v = await verifySigners(inspected.envelope, this.config, this.verifications)
+    // VOTE: only the entries of signers whose vote this would change are verified
+    const voteRec = m.kind === Kind.VOTE ? this.votes.get(keyHex(m.motionId)) : undefined
+    const staleVoter = m.kind === Kind.VOTE ? (pk: Uint8Array): boolean => { const p = voteRec?.get(keyHex(pk)); return p != null && m.version <= p.version } : undefined
+    const v = await verifySigners(inspected.envelope, this.config, this.verifications, staleVoter)
     if (!v.ok) return this.refused(v, inspected.envelope)
     if (m.kind === Kind.VOTE) {
       const id = keyHex(m.motionId)
@@ -134,6 +150,7 @@ export class GovernanceState {
       this.persistSafely()
       return { accepted: true, kind: m.kind, envelope: v.envelope }
     }
+    let noop = false
     switch (m.kind) {
       case Kind.HALT:
         // when it was issued (a node that learns it later, by catch-up, reports the halt's time, not its own)
@@ -142,6 +159,7 @@ export class GovernanceState {
         this.haltEnvelopeBytes = bytes
         break
       case Kind.RESUME:
+        if (this.halted == null) { noop = true; break }
         this.halted = undefined
         this.haltEnvelopeBytes = undefined
         this.readOnly = true
@@ -167,7 +185,7 @@ export class GovernanceState {
     this.stateLog.push(bytes)
     if (this.stateLog.length > STATE_LOG_MAX) this.stateLog.shift()
     this.persistSafely()
-    return { accepted: true, kind: m.kind, envelope: v.envelope }
+    return { accepted: true, kind: m.kind, envelope: v.envelope, ...(noop ? { noop: true as const } : {}) }
   }
 
   /** whether `payload` is the payload of the state message in force (the last one accepted) */

@@ -728,12 +728,13 @@ export class UnverifiedHaltError extends Error {
 
 /**
  * `RouterOptions.verifyHalt` through a node's governance: the envelope is verified and applied
- * like a caught-up message (`GovernanceService.ingest(bytes, 'expert', true)`: the HALT in
- * force may be older than its lifetime), then the router's own state decides.
+ * like a gossiped message (`GovernanceService.ingest(bytes, 'expert')`: an expired HALT relayed
+ * by an expert is refused, so an expert cannot replay an old halt onto a router that has not
+ * caught up), then the router's own state decides.
  */
 export function verifyHaltWith (gov: { ingest: (bytes: Uint8Array, via: string, catchUp?: boolean) => Promise<boolean>, readonly haltReason: string | undefined }): (envelope: Uint8Array) => Promise<boolean> {
   return async (envelope) => {
-    await gov.ingest(envelope, 'expert', true)
+    await gov.ingest(envelope, 'expert')
     return gov.haltReason != null
   }
 }

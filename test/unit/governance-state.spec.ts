@@ -111,17 +111,37 @@ describe('governance state', function () {
     })
   })
 
+  describe('concurrency', () => {
+    it('applies run one at a time: two HALTs validated together never move the version back', async () => {
+      const st = new GovernanceState(config, undefined, clock)
+      const [a, b] = await Promise.all([st.apply(await halt(12)), st.apply(await halt(10))])
+      assert.ok(a.accepted)
+      assert.equal(b.accepted ? 'applied' : b.code, 'stale')
+      assert.equal(st.version, 12)
+      assert.equal(st.halted?.version, 12)
+      // the same envelope twice at once: applied once, the second copy is known
+      const h = await halt(13)
+      const [c, d] = await Promise.all([st.apply(h), st.apply(h)])
+      assert.deepEqual([c.accepted, d.accepted ? 'applied' : d.code], [true, 'known'])
+    })
+  })
+
   describe('halt and resume', () => {
     it('RESUME must lift the halt in force and carry a higher version', async () => {
       const st = new GovernanceState(config, undefined, clock)
-      await rejected(st, await resume(1, 0), 'not-halted')
-      await accepted(st, await halt(1))
-      await accepted(st, await halt(2, [k[1]], 'second incident'))
-      await rejected(st, await resume(3, 1), 'lifts-older')
-      await rejected(st, await resume(2, 1), 'stale')
-      await rejected(st, await resume(3, 3), 'malformed') // a RESUME cannot lift a version at or above its own
-      assert.equal(st.halted?.version, 2)
-      await accepted(st, await resume(3, 2))
+      // a verified RESUME while nothing is halted here is a version step (noop): the HALT it
+      // answered, arriving later, is then stale
+      const r = await st.apply(await resume(2, 1))
+      assert.ok(r.accepted && r.noop === true, r.accepted ? 'not a noop' : `${r.code}: ${r.reason}`)
+      assert.equal(st.halted, undefined)
+      await rejected(st, await halt(1), 'stale')
+      await accepted(st, await halt(3))
+      await accepted(st, await halt(4, [k[1]], 'second incident'))
+      await rejected(st, await resume(5, 3), 'lifts-older')
+      await rejected(st, await resume(4, 3), 'stale')
+      await rejected(st, await resume(5, 5), 'malformed') // a RESUME cannot lift a version at or above its own
+      assert.equal((st.halted as { version: number } | undefined)?.version, 4)
+      await accepted(st, await resume(5, 4))
       assert.equal(st.halted, undefined)
       assert.equal(st.lastHalt?.reason, 'second incident')
     })
