@@ -11,32 +11,31 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
-import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
+import type { SpawnedExpert } from '../../src/cli/demo.js'
+import type { MeshNode } from '../../src/node/node.js'
 import { Router, verifyHaltWith } from '../../src/router/router.js'
-import { RouterTokenizer } from '../../src/router/tokenizer.js'
+import type { RouterTokenizer } from '../../src/router/tokenizer.js'
 import { defaultThresholds, type GovernanceConfig } from '../../src/governance/config.js'
 import { createEnvelope, encodeEnvelope, encodePayload, Kind, type Message } from '../../src/governance/envelope.js'
 import { GovernanceState } from '../../src/governance/state.js'
 import { GovernanceService } from '../../src/governance/service.js'
 import { startLiar, type LiarExpert } from '../helpers/liar-expert.js'
 import { waitFor } from '../helpers/wait.js'
+import { startRouterNode, startTwoExperts, type RouterNode, type TwoExperts } from '../helpers/mesh.js'
 
 const PROMPT = 'The kernel'
 
-function peerOf (addr: string): string {
-  return addr.split('/p2p/')[1]
-}
-
 describe('adversarial: an expert cannot fake a governance halt', function () {
   this.timeout(120_000)
-  let a: SpawnedExpert, b: SpawnedExpert
+  let a: SpawnedExpert
   let node: MeshNode
   let tokenizer: RouterTokenizer
   let keys: PrivateKey[]
   let config: GovernanceConfig
+  let experts: TwoExperts | undefined
+  let routerNode: RouterNode | undefined
   const liars: LiarExpert[] = []
-  const honest = (): string[] => [peerOf(a.addr), peerOf(b.addr)]
+  const honest = (): string[] => experts!.honest()
 
   before(async function () {
     this.timeout(120_000)
@@ -48,20 +47,17 @@ describe('adversarial: an expert cannot fake a governance halt', function () {
       reviewPeriodMs: 24 * 3_600_000,
       revertOnHalt: 3
     }
-    a = await spawnExpert('meshtest-a', ['--max-sessions', '8'])
-    b = await spawnExpert('meshtest-b', ['--bootstrap', a.addr, '--max-sessions', '8'])
-    node = await createMeshNode({ listen: [], dhtServer: false })
-    await node.start()
-    await connectBootstrap(node, [a.addr])
-    tokenizer = await RouterTokenizer.load('meshtest-c')
+    experts = await startTwoExperts()
+    a = experts.a
+    routerNode = await startRouterNode([a.addr])
+    ;({ node, tokenizer } = routerNode)
   })
 
   after(async function () {
     this.timeout(30_000)
     for (const l of liars) await l.stop().catch(() => {})
-    await tokenizer?.close()
-    await node?.stop()
-    await Promise.all([a, b].filter(e => e != null).map(stopExpert))
+    await routerNode?.stop()
+    await experts?.stop()
   })
 
   /** a HALT of this test's mesh, signed by the given keys */

@@ -15,14 +15,15 @@
  * Deterministic setup, statistical bound with margin; nothing asserts on timing.
  */
 import assert from 'node:assert/strict'
-import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
-import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
+import type { SpawnedExpert } from '../../src/cli/demo.js'
+import type { MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
 import { addressGroup } from '../../src/router/selection.js'
-import { RouterTokenizer } from '../../src/router/tokenizer.js'
+import type { RouterTokenizer } from '../../src/router/tokenizer.js'
 import type { ExpertRecord } from '../../src/wire/record.js'
 import { startSybils, type Sybils } from '../helpers/sybil.js'
 import { waitFor } from '../helpers/wait.js'
+import { startRouterNode, startTwoExperts, type RouterNode, type TwoExperts } from '../helpers/mesh.js'
 
 const PROMPT = 'The kernel'
 /** Sybil identities */
@@ -36,27 +37,23 @@ const TOKENS = 60
  */
 const MAX_SHARE = 0.10
 
-function peerOf (addr: string): string {
-  return addr.split('/p2p/')[1]
-}
-
 describe('adversarial: Sybils listing a fake address first in their signed records', function () {
   this.timeout(120_000)
-  let a: SpawnedExpert, b: SpawnedExpert
+  let a: SpawnedExpert
   let node: MeshNode
   let tokenizer: RouterTokenizer
   let sybils: Sybils
-  const honest = (): string[] => [peerOf(a.addr), peerOf(b.addr)]
+  let experts: TwoExperts | undefined
+  let routerNode: RouterNode | undefined
+  const honest = (): string[] => experts!.honest()
 
   before(async function () {
     this.timeout(120_000)
-    a = await spawnExpert('meshtest-c', ['--max-sessions', '8'])
-    b = await spawnExpert('meshtest-c', ['--bootstrap', a.addr, '--max-sessions', '8'])
-    node = await createMeshNode({ listen: [], dhtServer: false })
-    await node.start()
+    experts = await startTwoExperts(['meshtest-c', 'meshtest-c'])
+    a = experts.a
     // the honest experts are connected, so observed (127.0.0.0/24, a group of 2: no penalty)
-    await connectBootstrap(node, [a.addr, b.addr])
-    tokenizer = await RouterTokenizer.load('meshtest-c')
+    routerNode = await startRouterNode([a.addr, experts.b.addr])
+    ;({ node, tokenizer } = routerNode)
     // the Sybils run the honest experts' model: as fast as they are, not faster
     sybils = await startSybils(N, { model: 'meshtest-c', bootstrap: [a.addr], capacityFactor: 10, fakeFirstAddress: true })
   })
@@ -64,9 +61,8 @@ describe('adversarial: Sybils listing a fake address first in their signed recor
   after(async function () {
     this.timeout(30_000)
     await sybils?.stop()
-    await tokenizer?.close()
-    await node?.stop()
-    await Promise.all([a, b].filter(e => e != null).map(stopExpert))
+    await routerNode?.stop()
+    await experts?.stop()
   })
 
   it(`${N} Sybil identities whose records list a fake /24 first, claiming 10× capacity, get ≤ ${100 * MAX_SHARE} % of the steps (most of them without the colocation penalty)`, async () => {

@@ -4,46 +4,42 @@
  * Deterministic: temperature 0, fixed seeds; nothing asserts on timing.
  */
 import assert from 'node:assert/strict'
-import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
-import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
+import type { SpawnedExpert } from '../../src/cli/demo.js'
+import type { MeshNode } from '../../src/node/node.js'
 import { Router, type GenerateOptions } from '../../src/router/router.js'
-import { RouterTokenizer } from '../../src/router/tokenizer.js'
+import type { RouterTokenizer } from '../../src/router/tokenizer.js'
 import type { Aggregated } from '../../src/aggregate/types.js'
 import { startLiar, type LiarExpert, type LiarMode, type LiarOptions } from '../helpers/liar-expert.js'
 import { waitFor } from '../helpers/wait.js'
 import { startSybils } from '../helpers/sybil.js'
+import { startRouterNode, startTwoExperts, type RouterNode, type TwoExperts } from '../helpers/mesh.js'
 
 const PROMPT = 'The kernel'
 const POSITIONS = 100
 
-function peerOf (addr: string): string {
-  return addr.split('/p2p/')[1]
-}
-
 describe('Byzantine experts (2 honest processes + 1 in-process liar)', function () {
   this.timeout(90_000)
-  let a: SpawnedExpert, b: SpawnedExpert
+  let a: SpawnedExpert
   let node: MeshNode
   let tokenizer: RouterTokenizer
+  let experts: TwoExperts | undefined
+  let routerNode: RouterNode | undefined
   const liars: LiarExpert[] = []
-  const honest = (): string[] => [peerOf(a.addr), peerOf(b.addr)]
+  const honest = (): string[] => experts!.honest()
 
   before(async function () {
     this.timeout(120_000)
-    a = await spawnExpert('meshtest-a', ['--max-sessions', '8'])
-    b = await spawnExpert('meshtest-b', ['--bootstrap', a.addr, '--max-sessions', '8'])
-    node = await createMeshNode({ listen: [], dhtServer: false })
-    await node.start()
-    await connectBootstrap(node, [a.addr])
-    tokenizer = await RouterTokenizer.load('meshtest-c')
+    experts = await startTwoExperts()
+    a = experts.a
+    routerNode = await startRouterNode([a.addr])
+    ;({ node, tokenizer } = routerNode)
   })
 
   after(async function () {
     this.timeout(30_000)
     for (const l of liars) await l.stop().catch(() => {})
-    await tokenizer?.close()
-    await node?.stop()
-    await Promise.all([a, b].filter(e => e != null).map(stopExpert))
+    await routerNode?.stop()
+    await experts?.stop()
   })
 
   /** a liar on the mesh and a fresh router (fresh reputation) that sees all three */
