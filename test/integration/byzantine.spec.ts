@@ -168,14 +168,18 @@ describe('Byzantine experts (2 honest processes + 1 in-process liar)', function 
   })
 
   it('100 Sybil identities on one address (one machine, one model) claiming 10× capacity get ≤ 5 % of the steps', async function () {
-    this.timeout(240_000)
+    this.timeout(360_000)
     // the Sybils run meshtest-a, the larger honest model: as fast as honest expert a, not faster
     const sybils = await startSybils(100, { model: 'meshtest-a', bootstrap: [a.addr], capacityFactor: 10 })
     try {
       const want = [...honest(), ...sybils.ids]
       const seen = async (router: Router): Promise<number> => (await router.experts(true)).compatible.filter(r => want.includes(r.peerId.toString())).length
       const discoverer = new Router(node, tokenizer, { discoveryTimeoutMs: 15_000 })
-      await waitFor(async () => await seen(discoverer) >= want.length, 120_000, 'the DHT to list the 2 honest experts and the 100 Sybils')
+      // 102 records through the DHT, 8 at a time: 100–150 s on this 2-core machine when the
+      // suite runs (one CI run timed out at 120 s), so the wait is generous
+      const t0 = Date.now()
+      await waitFor(async () => await seen(discoverer) >= want.length, 240_000, 'the DHT to list the 2 honest experts and the 100 Sybils')
+      console.log(`      the DHT listed all 102 identities after ${((Date.now() - t0) / 1000).toFixed(0)} s`)
       const share = async (colocationThreshold?: number): Promise<{ share: number, servedBy: number }> => {
         const router = new Router(node, tokenizer, { requestTimeoutMs: 10_000, discoveryTimeoutMs: 15_000, colocationThreshold })
         await waitFor(async () => await seen(router) >= want.length, 60_000, 'the router to know every identity')
