@@ -9,11 +9,20 @@
  * D_e is the running mean of d_e over the first 1/alpha observations, then an EWMA. An expert is an *outlier* at a step when, with at least `minSamples`
  * observations of its own and at least two other experts with `minSamples` observations,
  *
- *   D_e > ratio · M_e  and  D_e − M_e > margin,      M_e = median of the other experts' D
+ *   D_e > ratio · R_e  and  D_e − M_e > margin,      M_e = median of the other experts' D,
+ *                                                    R_e = max(M_e, floor)
  *
  * Comparing with the median of the others (not an absolute threshold) keeps honest but weak
- * small models, which all disagree with the ensemble a fair amount, from being flagged.
- * Aggregation weight: min(1, ratio · M_e / D_e)² (1 while not enough is known). Every outlier
+ * small models, which all disagree with the ensemble a fair amount, from being flagged. The
+ * floor keeps an honest model that is merely *different* from being flagged when the others
+ * agree with each other perfectly: two copies of one model (common: donors run popular
+ * models) have D ≈ 0 and would make every other model an outlier of a "majority" of one
+ * model (measured: meshtest-a and -b, honest, D 0.45–0.54 next to two meshtest-c, D ≈ 0.00,
+ * were banned without it; the four liars of test/integration/byzantine.spec.ts measure D
+ * 0.81–0.98, honest experts 0.08–0.29 beside them). Aggregation weight, with T = ratio · R_e:
+ * 1 while D_e ≤ T (or while not enough is known), else ((1 − D_e) / (1 − T))², falling to 0
+ * as D_e reaches its maximum 1 (a liar at D 0.95 next to a floor-level T 0.7 keeps 3 % of its
+ * weight until it is banned). Every outlier
  * observation adds a strike, every normal one removes one; at `banStrikes` strikes the
  * expert is banned (not selectable) for banBaseMs · 2^(bans−1) (capped at banMaxMs), and its
  * EWMA and strikes start over when the ban ends.
@@ -31,6 +40,12 @@ export interface ReputationOptions {
   ratio?: number
   /** … and the others' median by this much (default 0.4) */
   margin?: number
+  /**
+   * the disagreement an honest expert of a different model may show however closely the
+   * others agree: R_e never goes below it (default REPUTATION_FLOOR = 0.35, so with ratio 2 an
+   * outlier has D_e > 0.7)
+   */
+  floor?: number
   /** strikes that ban (default 6) */
   banStrikes?: number
   /** first ban (ms), doubled with every further ban (default 30 s) */
@@ -61,6 +76,8 @@ export interface ExpertReputation {
 
 const MIN_SAMPLES = 4
 const BAN_STRIKES = 6
+/** ReputationOptions.floor's default */
+export const REPUTATION_FLOOR = 0.35
 
 export class ReputationTable {
   private readonly table: LruMap<string, ExpertReputation>
@@ -117,14 +134,19 @@ export class ReputationTable {
     return vals.length % 2 === 1 ? vals[m] : (vals[m - 1] + vals[m]) / 2
   }
 
+  /** R_e: the others' median, never below the floor */
+  private reference (m: number): number {
+    return Math.max(m, this.opts.floor ?? REPUTATION_FLOOR, 1e-3)
+  }
+
   /** aggregation weight multiplier in (0, 1] */
   weight (id: string): number {
     const r = this.table.peek(id)
     if (r == null || r.samples < (this.opts.minSamples ?? MIN_SAMPLES)) return 1
     const m = this.othersMedian(id)
     if (m === undefined || r.disagreement <= 0) return 1
-    const ratio = this.opts.ratio ?? 2
-    const w = Math.min(1, (ratio * Math.max(m, 1e-3)) / r.disagreement) ** 2
+    const t = (this.opts.ratio ?? 2) * this.reference(m)
+    const w = r.disagreement <= t || t >= 1 ? 1 : ((1 - Math.min(1, r.disagreement)) / (1 - t)) ** 2
     r.weight = Math.max(1e-3, w)
     return r.weight
   }
@@ -161,7 +183,7 @@ export class ReputationTable {
     if (r.samples < min) return
     const m = this.othersMedian(id)
     if (m === undefined) return
-    const outlier = r.disagreement > (this.opts.ratio ?? 2) * m && r.disagreement - m > (this.opts.margin ?? 0.4)
+    const outlier = r.disagreement > (this.opts.ratio ?? 2) * this.reference(m) && r.disagreement - m > (this.opts.margin ?? 0.4)
     r.strikes = outlier ? r.strikes + 1 : Math.max(0, r.strikes - 1)
     if (r.strikes >= (this.opts.banStrikes ?? BAN_STRIKES)) {
       r.bans++
@@ -236,6 +258,12 @@ export const SCREEN_RATIO = 1.5
 export const SCREEN_MARGIN = 0.45
 /** margin for a suspect: an expert with no track record yet (fewer than minSamples frames) or judged an outlier recently (strikes > 0) */
 export const SCREEN_MARGIN_SUSPECT = 0.15
+/**
+ * the median the ratio test compares with never goes below this: when the other frames come
+ * from copies of one model (nearest distance ≈ 0) an honest different model is not screened
+ * for being different (so with SCREEN_RATIO 1.5 a frame is screened only beyond TV 0.45)
+ */
+export const SCREEN_FLOOR = 0.3
 
 /** total-variation distance of two frames (union of listed ids + one bucket for the rest) */
 export function frameTV (f: Frame, g: Frame, vocabSize: number): number {
@@ -263,10 +291,11 @@ export function frameTV (f: Frame, g: Frame, vocabSize: number): number {
 
 /**
  * Per-step outlier screening (K ≥ 3): n_e = the TV distance from frame e to its nearest other
- * frame; frame e is left out of this step's aggregate when n_e > SCREEN_RATIO × and
- * > SCREEN_MARGIN + the median of the other frames' n. Never screens half or more.
+ * frame; frame e is left out of this step's aggregate when n_e > SCREEN_RATIO × max(m,
+ * SCREEN_FLOOR) and n_e > SCREEN_MARGIN + m, m the median of the other frames' n. Never
+ * screens half or more.
  */
-export function screenOutliers (frames: Frame[], vocabSize: number, ratio = SCREEN_RATIO, margin: number | ((j: number) => number) = SCREEN_MARGIN): number[] {
+export function screenOutliers (frames: Frame[], vocabSize: number, ratio = SCREEN_RATIO, margin: number | ((j: number) => number) = SCREEN_MARGIN, floor = SCREEN_FLOOR): number[] {
   const k = frames.length
   if (k < 3) return []
   const d = frames.map(() => new Array<number>(k).fill(0))
@@ -277,7 +306,7 @@ export function screenOutliers (frames: Frame[], vocabSize: number, ratio = SCRE
     const others = nn.filter((_x, i) => i !== j).sort((x, y) => x - y)
     const h = others.length >> 1
     const m = others.length % 2 === 1 ? others[h] : (others[h - 1] + others[h]) / 2
-    if (nn[j] > ratio * m && nn[j] - m > (typeof margin === 'number' ? margin : margin(j))) out.push(j)
+    if (nn[j] > ratio * Math.max(m, floor) && nn[j] - m > (typeof margin === 'number' ? margin : margin(j))) out.push(j)
   }
   return 2 * out.length < k ? out : []
 }
