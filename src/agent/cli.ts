@@ -16,11 +16,11 @@ import { parseMultiaddr } from '../node/node.js'
 import { HaltedError } from '../util/errors.js'
 import { Agent, listTasks, runAgentOnce, type AgentConfig, type CycleReport, type TaskView } from './agent.js'
 import { AgentStore, TASK_STATES, type TaskState } from './store.js'
+import { UsageError } from '../cli/errors.js'
 
 type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
 
 async function usage (message: string): Promise<never> {
-  const { UsageError } = await import('../cli/main.js')
   throw new UsageError(message)
 }
 

@@ -5,13 +5,11 @@
  */
 import type { AggregationRule, Aggregated, WeightedDist } from './types.js'
 import { aggregateGeneral, type TailModel } from './general.js'
+import { AggregationError, PRODUCT_EPSILON } from './common.js'
 import { defaultTailPrior, type TailPrior } from './prior.js'
 import { applyContextTail } from './context-tail.js'
 
-export class AggregationError extends Error {
-  static override name = 'AggregationError'
-  override name = 'AggregationError'
-}
+export { AggregationError, PRODUCT_EPSILON }
 
 export interface AggregateOptions {
   /** default 'mixture' */
@@ -32,8 +30,6 @@ export interface AggregateOptions {
   trim?: number
 }
 
-/** Probability floor of the product rule, relative to 1/V: p_e(t) >= PRODUCT_EPSILON / V. */
-export const PRODUCT_EPSILON = 1e-12
 
 // ---------------------------------------------------------------------------------------
 // Reusable scratch. `slotOf[id]` is the union slot of a token id or -1; only touched

@@ -14,7 +14,7 @@
  * means), normalised over the whole vocabulary.
  */
 import type { Aggregated, AggregationRule, WeightedDist } from './types.js'
-import { AggregationError, PRODUCT_EPSILON } from './aggregate.js'
+import { AggregationError, PRODUCT_EPSILON } from './common.js'
 import { priorOrder, type TailPrior } from './prior.js'
 
 /** how an expert's unlisted mass is shaped per expert (this file) */

@@ -2,7 +2,6 @@
  * meshllm CLI: join, generate, status, demo. Errors are one clear line on stderr and a
  * non-zero exit code (see EXIT in this file and README).
  */
-import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { join as joinPath } from 'node:path'
 // Everything else is imported by the command that needs it: libp2p costs ≈ 0.7 s to load and
 // node-llama-cpp as much again, so `meshllm halt` (the kill switch) and `meshllm help` pay
@@ -13,25 +12,10 @@ import type { GovernanceService } from '../governance/service.js'
 import type { Router } from '../router/router.js'
 import { GENERATE_DEFAULTS, validateGenerateOptions } from '../router/options.js'
 import { isLoopback, readTlsFiles, resolveApiToken } from '../api/auth.js'
+import { EXIT, UsageError } from './errors.js'
+import { intOption, parse } from './args.js'
 
-export const EXIT = {
-  OK: 0,
-  ERROR: 1,
-  USAGE: 2,
-  NO_EXPERTS: 3,
-  INCOMPATIBLE: 4,
-  CONTEXT: 5,
-  MODEL_NOT_FOUND: 6,
-  NO_PEERS: 7,
-  HALTED: 10,
-  /** a keyholder's message was refused (stale, expired, in the future, below threshold, …) */
-  REFUSED: 11
-} as const
-
-export class UsageError extends Error {
-  static override name = 'UsageError'
-  override name = 'UsageError'
-}
+export { EXIT, UsageError }
 
 const USAGE = `usage:
   meshllm join --model <path|uri|meshtest-a|b|c> [--listen <multiaddr>] [--announce <multiaddr>]… [--bootstrap <multiaddr>]… [--data-dir <dir>] [--threads <n>] [--max-sessions <n>]
@@ -40,8 +24,9 @@ const USAGE = `usage:
                [--max-sessions-per-peer <n>] [--no-route | --generate-token <file>] [--generate-max-k <n>]   quotas and routed generation (protocols/generate.md)
   meshllm generate "<prompt>" --bootstrap <multiaddr>… [-k <n>] [--max-tokens <n>] [--temperature <t>] [--top-k <n>] [--top-p <p>] [--seed <n>] [--stop <s>]… [--rule mixture|product|median|trimmed] [--json]
       [--weighting uniform|perplexity] [--tail uniform|unigram|bounded|context]   expert weights and tail model (docs/quality.md)
-  meshllm generate "<prompt>" --via <multiaddr> [same options but --weighting/--tail: the routing peer's defaults apply] [--generate-token <file>]
       [--speculative [--drafter ngram|<model>]]   lossless speculative decoding (default drafter: meshtest-a)
+      [--governance <file>] [--tokenizer <model>]
+  meshllm generate "<prompt>" --via <multiaddr> [same options but --weighting/--tail/--speculative: the routing peer's defaults apply] [--generate-token <file>]
   meshllm status --bootstrap <multiaddr>… [--json]
   meshllm demo [--max-tokens <n>] [-k <n>]
   meshllm agent --once --bootstrap <multiaddr>… [--json] [--db <file>] [--governance <file>] [-k <n>] [--min-experts <n>] [--max-tokens <n>]
@@ -59,21 +44,8 @@ keyholders:
   meshllm sign halt|resume|vote|phase [args] --key <file>… --out <file>   |   meshllm sign --in <file> --key <file> --out <file>
   meshllm submit <file> --bootstrap <multiaddr>…`
 
-function parse (args: string[], options: ParseArgsConfig['options']): { values: Record<string, any>, positionals: string[] } {
-  try {
-    const r = parseArgs({ args, options, allowPositionals: true, strict: true })
-    return { values: r.values as Record<string, any>, positionals: r.positionals }
-  } catch (err: any) {
-    throw new UsageError(err.message)
-  }
-}
 
-function int (v: string | undefined, name: string, min = 0): number | undefined {
-  if (v == null) return undefined
-  const n = Number(v)
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got "${v}"`)
-  return n
-}
+const int = intOption
 
 const GEN_OPTIONS = {
   bootstrap: { type: 'string', multiple: true },
@@ -273,6 +245,8 @@ async function generate (args: string[]): Promise<void> {
   const bootstrap: string[] = values.bootstrap ?? []
   if (bootstrap.length === 0 && values.via == null) throw new UsageError('generate needs --bootstrap <multiaddr> or --via <multiaddr>')
   if (values.via != null && (values.tail != null || values.weighting != null)) throw new UsageError('--tail and --weighting are not carried by --via (the routing peer aggregates)')
+  if (values.via != null && (values.speculative === true || values.drafter != null)) throw new UsageError('--speculative and --drafter need --bootstrap (this process routes): --via does not carry them')
+  if (values.drafter != null && values.speculative !== true) throw new UsageError('--drafter goes with --speculative')
   // the one validation of every interface (src/router/options.ts): InvalidGenerateOptionError, exit 2
   const n = (v: string | undefined): number | undefined => v == null ? undefined : Number(v)
   const v = validateGenerateOptions({ k: n(values.k), maxTokens: n(values['max-tokens']), temperature: n(values.temperature), topK: n(values['top-k']), topP: n(values['top-p']), seed: n(values.seed), rule: values.rule, tail: values.tail, weighting: values.weighting })

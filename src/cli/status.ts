@@ -3,6 +3,7 @@ import { createMeshNode, connectBootstrap } from '../node/node.js'
 import { discoverExperts } from '../router/discovery.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
+import { UsageError } from './errors.js'
 
 type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
 
@@ -14,7 +15,6 @@ export async function statusCommand (args: string[], parse: Parse): Promise<void
   })
   const bootstrap: string[] = values.bootstrap ?? []
   if (bootstrap.length === 0) {
-    const { UsageError } = await import('./main.js')
     throw new UsageError('status needs --bootstrap <multiaddr>')
   }
   const node = await createMeshNode({ listen: [], dhtServer: false })

@@ -14,6 +14,8 @@ import type { AggregationRule } from '../aggregate/types.js'
 import { RULES as ALL_RULES } from '../router/options.js'
 import type { TailModel } from '../aggregate/general.js'
 import { evaluateMesh, readHeldout, DEFAULT_RULES, DEFAULT_TAILS, DEFAULT_WEIGHTINGS, type EvalResult, type Weighting } from './eval.js'
+import { UsageError } from '../cli/errors.js'
+import { intOption } from '../cli/args.js'
 
 type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
 
@@ -41,7 +43,6 @@ const WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity']
 const TAILS: TailModel[] = ['uniform', 'unigram', 'bounded', 'context']
 
 async function usage (message: string): Promise<never> {
-  const { UsageError } = await import('../cli/main.js')
   throw new UsageError(message)
 }
 
@@ -54,10 +55,7 @@ async function list<T extends string> (v: string | undefined, name: string, allo
 }
 
 async function int (v: string | undefined, name: string, min: number, max = Number.MAX_SAFE_INTEGER): Promise<number | undefined> {
-  if (v == null) return undefined
-  const n = Number(v)
-  if (!Number.isInteger(n) || n < min || n > max) await usage(`--${name} must be an integer in [${min}, ${max}], got "${v}"`)
-  return n
+  return intOption(v, name, min, max)
 }
 
 /** `meshllm eval …` (args after the command name; `parse` as the other commands get it) */
