@@ -7,10 +7,12 @@ import { createMeshNode, connectBootstrap, parseMultiaddr, type MeshNode } from 
 import { NoPeersError } from '../util/errors.js'
 import { generateKeyholderKey, loadKeyholderKey, formatPublicKey, canonicalPublicKey } from '../governance/keys.js'
 import { configToJson, configDigest, defaultConfig, isDevGovernance, defaultThresholds, loadConfig, validateConfig, type GovernanceConfig } from '../governance/config.js'
-import { Kind, addSignatures, createEnvelope, decodeEnvelope, type Message } from '../governance/envelope.js'
+import { Kind, MAX_LIFETIME_MS, addSignatures, createEnvelope, decodeEnvelope, type Message } from '../governance/envelope.js'
 import { GovernanceState } from '../governance/state.js'
 import { GovernanceService } from '../governance/service.js'
 import { DevGovernanceError, GovernanceKeyError } from '../governance/errors.js'
+import { UsageError } from './errors.js'
+import { intOption } from './args.js'
 
 type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
 
@@ -138,7 +140,7 @@ async function submitAndReport (gov: GovernanceService, bytes: Uint8Array, json:
 
 function needBootstrap (v: Record<string, any>): string[] {
   const b: string[] = v.bootstrap ?? []
-  if (b.length === 0) throw Object.assign(new Error('needs --bootstrap <multiaddr>'), { name: 'UsageError' })
+  if (b.length === 0) throw new UsageError('needs --bootstrap <multiaddr>')
   return b
 }
 
@@ -163,9 +165,9 @@ const COMMON = {
 
 export async function keysCommand (args: string[], parse: Parse): Promise<void> {
   const [sub, ...rest] = args
-  if (sub !== 'generate') throw Object.assign(new Error('usage: meshllm keys generate --out <file>'), { name: 'UsageError' })
+  if (sub !== 'generate') throw new UsageError('usage: meshllm keys generate --out <file>')
   const { values } = parse(rest, { out: { type: 'string' } })
-  if (values.out == null) throw Object.assign(new Error('keys generate needs --out <file>'), { name: 'UsageError' })
+  if (values.out == null) throw new UsageError('keys generate needs --out <file>')
   const k = await generateKeyholderKey(values.out)
   process.stdout.write(formatPublicKey(k.publicKey) + '\n')
 }
@@ -175,12 +177,12 @@ export async function governanceCommand (args: string[], parse: Parse): Promise<
   if (sub === 'init') {
     const { values } = parse(rest, { keyholder: { type: 'string', multiple: true }, out: { type: 'string' }, 'mesh-id': { type: 'string' }, 'review-hours': { type: 'string' } })
     const keys: string[] = values.keyholder ?? []
-    if (keys.length === 0 || values.out == null) throw Object.assign(new Error('governance init needs --keyholder <public key>… and --out <file>'), { name: 'UsageError' })
+    if (keys.length === 0 || values.out == null) throw new UsageError('governance init needs --keyholder <public key>… and --out <file>')
     const config = validateConfig({
       meshId: values['mesh-id'] ?? `meshllm-${Date.now().toString(36)}`,
       keyholders: keys.map(k => ({ publicKey: canonicalPublicKey(k) })),
       thresholds: defaultThresholds(keys.length),
-      reviewPeriodMs: Number(values['review-hours'] ?? 24) * 3_600_000,
+      reviewPeriodMs: (intOption(values['review-hours'], 'review-hours', 0, 24 * 365) ?? 24) * 3_600_000,
       revertOnHalt: 3
     })
     await writeFile(values.out, JSON.stringify(configToJson(config), null, 2) + '\n', { flag: 'wx' })
@@ -199,7 +201,7 @@ export async function governanceCommand (args: string[], parse: Parse): Promise<
     process.stdout.write(JSON.stringify(out, null, values.json === true ? 0 : 2) + '\n')
     return
   }
-  throw Object.assign(new Error('usage: meshllm governance init|show …'), { name: 'UsageError' })
+  throw new UsageError('usage: meshllm governance init|show …')
 }
 
 /** meshllm halt | resume | vote | phase: build, sign with the given keys, publish */
@@ -219,17 +221,17 @@ export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase
     if (cmd === 'halt') {
       bytes = await createEnvelope({ ...base, kind: Kind.HALT, reason: values.reason ?? 'halted by keyholder' }, keys)
     } else if (cmd === 'resume') {
-      const lifts = values.lifts != null ? Number(values.lifts) : st.halted?.version
+      const lifts = intOption(values.lifts, 'lifts', 1) ?? st.halted?.version
       if (lifts == null) throw new GovernanceRefusedError('not-halted', 'the mesh is not halted: nothing to resume')
       bytes = await createEnvelope({ ...base, kind: Kind.RESUME, liftsVersion: lifts, reason: values.reason ?? 'resumed by keyholders' }, keys)
     } else if (cmd === 'vote') {
       const id = positionals[0]
-      if (id == null || !/^[0-9a-f]{64}$/.test(id)) throw Object.assign(new Error('vote needs a motion id (64 hex digits)'), { name: 'UsageError' })
-      if ((values.approve === true) === (values.reject === true)) throw Object.assign(new Error('vote needs exactly one of --approve / --reject'), { name: 'UsageError' })
+      if (id == null || !/^[0-9a-f]{64}$/.test(id)) throw new UsageError('vote needs a motion id (64 hex digits)')
+      if ((values.approve === true) === (values.reject === true)) throw new UsageError('vote needs exactly one of --approve / --reject')
       bytes = await createEnvelope({ ...baseMessage(st.config, Date.now()), kind: Kind.VOTE, motionId: Buffer.from(id, 'hex'), approve: values.approve === true }, keys)
     } else {
       const phase = Number(positionals[0])
-      if (!Number.isInteger(phase) || phase < 0 || phase > 4) throw Object.assign(new Error('phase needs a phase number 0–4'), { name: 'UsageError' })
+      if (!Number.isInteger(phase) || phase < 0 || phase > 4) throw new UsageError('phase needs a phase number 0–4')
       bytes = await createEnvelope({ ...base, kind: Kind.PHASE, phase }, keys)
     }
     timings.mark('sign')
@@ -247,22 +249,28 @@ export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase
 export async function signCommand (args: string[], parse: Parse): Promise<void> {
   const { values, positionals } = parse(args, { ...COMMON, in: { type: 'string' }, approve: { type: 'boolean' }, reject: { type: 'boolean' }, lifts: { type: 'string' }, version: { type: 'string' }, 'ttl-hours': { type: 'string' } })
   const keys = await keysFrom(values.key)
-  if (values.out == null) throw Object.assign(new Error('sign needs --out <file>'), { name: 'UsageError' })
+  if (values.out == null) throw new UsageError('sign needs --out <file>')
   let bytes: Uint8Array
   if (values.in != null) {
     bytes = await addSignatures(Uint8Array.from(await readFile(values.in)), keys)
   } else {
     const config = await governanceConfigFrom(values.governance, true)
     const [kind, arg] = positionals
-    const base = baseMessage(config, values.version != null ? Number(values.version) : Date.now(), values['ttl-hours'] != null ? Number(values['ttl-hours']) * 3_600_000 : DEFAULT_TTL_MS)
+    const ttlHours = intOption(values['ttl-hours'], 'ttl-hours', 1, MAX_LIFETIME_MS / 3_600_000)
+    const base = baseMessage(config, intOption(values.version, 'version', 1) ?? Date.now(), ttlHours != null ? ttlHours * 3_600_000 : DEFAULT_TTL_MS)
     let m: Message
     if (kind === 'halt') m = { ...base, kind: Kind.HALT, reason: values.reason ?? 'halted by keyholder' }
     else if (kind === 'resume') {
-      if (values.lifts == null) throw Object.assign(new Error('sign resume needs --lifts <halt version>'), { name: 'UsageError' })
-      m = { ...base, kind: Kind.RESUME, liftsVersion: Number(values.lifts), reason: values.reason ?? 'resumed by keyholders' }
-    } else if (kind === 'vote') m = { ...base, kind: Kind.VOTE, motionId: Buffer.from(arg ?? '', 'hex'), approve: values.approve === true }
-    else if (kind === 'phase') m = { ...base, kind: Kind.PHASE, phase: Number(arg) }
-    else throw Object.assign(new Error('sign needs a kind: halt | resume | vote | phase, or --in <file>'), { name: 'UsageError' })
+      if (values.lifts == null) throw new UsageError('sign resume needs --lifts <halt version>')
+      m = { ...base, kind: Kind.RESUME, liftsVersion: intOption(values.lifts, 'lifts', 1) as number, reason: values.reason ?? 'resumed by keyholders' }
+    } else if (kind === 'vote') {
+      if (arg == null || !/^[0-9a-f]{64}$/.test(arg)) throw new UsageError('sign vote needs a motion id (64 hex digits)')
+      if ((values.approve === true) === (values.reject === true)) throw new UsageError('sign vote needs exactly one of --approve / --reject')
+      m = { ...base, kind: Kind.VOTE, motionId: Buffer.from(arg, 'hex'), approve: values.approve === true }
+    } else if (kind === 'phase') {
+      if (arg == null || !/^[0-4]$/.test(arg)) throw new UsageError('sign phase needs a phase number 0–4')
+      m = { ...base, kind: Kind.PHASE, phase: Number(arg) }
+    } else throw new UsageError('sign needs a kind: halt | resume | vote | phase, or --in <file>')
     bytes = await createEnvelope(m, keys)
   }
   await writeFile(values.out, bytes)
@@ -272,7 +280,7 @@ export async function signCommand (args: string[], parse: Parse): Promise<void> 
 
 export async function submitCommand (args: string[], parse: Parse): Promise<void> {
   const { values, positionals } = parse(args, COMMON)
-  if (positionals[0] == null) throw Object.assign(new Error('submit needs a signed message file'), { name: 'UsageError' })
+  if (positionals[0] == null) throw new UsageError('submit needs a signed message file')
   const config = await governanceConfigFrom(values.governance)
   await publishEnvelope(Uint8Array.from(await readFile(positionals[0])), config, needBootstrap(values), values.json === true)
 }
