@@ -1,7 +1,8 @@
 /**
  * The task queue of the self-prompting agent, in an embedded SQLite database (Node 22's
- * built-in `node:sqlite`). The API queues tasks (gRPC SubmitSelfTask); the agent takes them
- * with `next()` / `claim()` and reports with `update()`. A file path persists across restarts;
+ * built-in `node:sqlite`). The API queues tasks (gRPC SubmitSelfTask). `next()` / `claim()` /
+ * `update()` are the consumer's side, but no part of the product consumes the queue today:
+ * `meshllm agent` keeps its own store (src/agent/store.ts). A file path persists across restarts;
  * ':memory:' (the default) does not.
  *
  * Every task carries its safety tier (src/governance/tiers.ts `classifyAction`: the closed
@@ -159,7 +160,7 @@ export class TaskStore {
     return { tasks: rows.map(fromRow), total: Number(total) }
   }
 
-  /** the queued task the agent should run next: approval 'auto', highest priority, oldest first */
+  /** the queued task a consumer should run next: approval 'auto', highest priority, oldest first (no consumer calls it yet) */
   next (): TaskRecord | undefined {
     const row = this.stmts.next.get() as Row | undefined
     return row != null ? fromRow(row) : undefined

@@ -216,6 +216,12 @@ describe('CLI errors without a mesh', function () {
     assert.match(r.stderr, /^meshllm: bad multiaddr/)
     assert.equal(r.stderr.trim().split('\n').length, 1)
   })
+  it('--speculative with --via is a usage error, not silently dropped (exit 2, one line)', async () => {
+    const r = await cli(['generate', 'x', '--via', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWHdvXGAZE54K4W6MuRY1fPZ29xKuMk7NBYwJTHRsg42fS', '--speculative'])
+    assert.equal(r.code, 2, r.stderr)
+    assert.match(r.stderr, /^meshllm: --speculative and --drafter need --bootstrap/)
+    assert.equal(r.stderr.trim().split('\n').length, 1)
+  })
   it('an unknown model path exits 6 with one line', async () => {
     const r = await cli(['join', '--model', '/nonexistent/model.gguf'])
     assert.equal(r.code, 6)
