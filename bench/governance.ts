@@ -124,7 +124,7 @@ async function flood (config: GovernanceConfig, keys: PrivateKey[], outsiders: P
   log(`target idle with ${ATTACKERS} peers connected: ${round(idlePct, 2)} % of a core`)
   const bad = forgeries(config, keys, outsiders, Date.now() + 30 * 60_000)
   const targetPeer = attackers[0].getPeers()[0]
-  let sent = { gossip: 0, push: 0, sync: 0 }
+  const sent = { gossip: 0, push: 0, sync: 0 }
   const deadline = Date.now() + FLOOD_S * 1000
   const f0 = await target.cpu()
   await Promise.all(attackers.map(async (a, i) => {
@@ -134,19 +134,23 @@ async function flood (config: GovernanceConfig, keys: PrivateKey[], outsiders: P
         await (a.services.pubsub as any).publish(govTopic(config.meshId), bytes).catch(() => {})
         sent.gossip++
       }
-      if (VECTORS.has('push')) try {
-        const s = await a.dialProtocol(targetPeer, GOV_PUSH_PROTOCOL, { signal: AbortSignal.timeout(1_000) })
-        const lp = lpStream(s)
-        await lp.write(bytes, { signal: AbortSignal.timeout(1_000) })
-        await lp.read({ signal: AbortSignal.timeout(1_000) })
-        await s.close()
-      } catch {}
+      if (VECTORS.has('push')) {
+        try {
+          const s = await a.dialProtocol(targetPeer, GOV_PUSH_PROTOCOL, { signal: AbortSignal.timeout(1_000) })
+          const lp = lpStream(s)
+          await lp.write(bytes, { signal: AbortSignal.timeout(1_000) })
+          await lp.read({ signal: AbortSignal.timeout(1_000) })
+          await s.close()
+        } catch {}
+      }
       if (VECTORS.has('push')) sent.push++
-      if (VECTORS.has('sync')) try {
-        const s = await a.dialProtocol(targetPeer, GOV_SYNC_PROTOCOL, { signal: AbortSignal.timeout(1_000) })
-        await lpStream(s).read({ signal: AbortSignal.timeout(1_000) }).catch(() => {})
-        s.abort(new Error('done'))
-      } catch {}
+      if (VECTORS.has('sync')) {
+        try {
+          const s = await a.dialProtocol(targetPeer, GOV_SYNC_PROTOCOL, { signal: AbortSignal.timeout(1_000) })
+          await lpStream(s).read({ signal: AbortSignal.timeout(1_000) }).catch(() => {})
+          s.abort(new Error('done'))
+        } catch {}
+      }
       if (VECTORS.has('sync')) sent.sync++
       await new Promise(resolve => setTimeout(resolve, 20))
     }

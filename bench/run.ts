@@ -112,7 +112,7 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     const tokenizer = await RouterTokenizer.load()
     const drafter = await ModelDrafter.load(drafterModel)
     const router = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter })
-    for (let i = 0; i < 80 && (await router.experts(true)).compatible.length < experts.length; i++) await new Promise(r => setTimeout(r, 250))
+    for (let i = 0; i < 80 && (await router.experts(true)).compatible.length < experts.length; i++) await new Promise(resolve => setTimeout(resolve, 250))
     log(`mesh    ${(await router.experts()).compatible.length} experts found through the DHT`)
     await router.generate('warm up', { k: Math.min(8, experts.length), maxTokens: 8, ignoreEos: true })
     // compute per token without latency (1 expert): the "compute" term of 1/(RTT + compute)
@@ -151,9 +151,18 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
             if (r.speculation != null) { accepted += r.speculation.accepted; drafted += r.speculation.drafted; rounds += r.speculation.rounds }
           }
           const run: MeshRun = {
-            latencyMs, k, speculative, temperature, tokens: tokens / reps,
-            medianTokensPerSecond: median(tps), minTokensPerSecond: Math.min(...tps), maxTokensPerSecond: Math.max(...tps),
-            bytesPerExpertToken: bytes / reps, wireBytesPerExpertToken: wire / reps, routerCpuMsPerToken: cpu / reps, pingRttMs,
+            latencyMs,
+            k,
+            speculative,
+            temperature,
+            tokens: tokens / reps,
+            medianTokensPerSecond: median(tps),
+            minTokensPerSecond: Math.min(...tps),
+            maxTokensPerSecond: Math.max(...tps),
+            bytesPerExpertToken: bytes / reps,
+            wireBytesPerExpertToken: wire / reps,
+            routerCpuMsPerToken: cpu / reps,
+            pingRttMs,
             ...(speculative ? { acceptanceRate: drafted > 0 ? accepted / drafted : 0, tokensPerRound: rounds > 0 ? tokens / rounds : 0 } : {})
           }
           runs.push(run)
@@ -182,5 +191,5 @@ const out = { date: new Date().toISOString(), machine, experts: nExperts, quick,
 const dir = new URL('../../bench/', import.meta.url)
 await writeFile(new URL('results.json', dir), JSON.stringify(out, null, 2) + '\n')
 await writeFile(new URL('chart.svg', dir), renderChart(meshResults.runs, meshResults.computeMsPerToken, machine))
-log(`written bench/results.json and bench/chart.svg`)
+log('written bench/results.json and bench/chart.svg')
 process.exit(0)

@@ -18,7 +18,6 @@ const varint = n => { const out = []; while (n >= 0x80) { out.push((n & 0x7f) | 
 const field = (no, payload) => [...varint(no << 3 | 2), ...varint(payload.length), ...payload]
 const vfield = (no, v) => [...varint(no << 3), ...varint(v)]
 const f32 = (no, v) => { const b = new Uint8Array(4); new DataView(b.buffer).setFloat32(0, v, true); return [...varint(no << 3 | 5), ...b] }
-const bytes = a => Uint8Array.from(a)
 
 /** decoded values → JSON */
 const frameJson = f => ({ position: f.position, ids: [...f.ids], logprobs: [...f.logprobs], tailMass: f.tailMass, ...(f.targetLogprob !== undefined ? { targetLogprob: f.targetLogprob } : {}) })

@@ -78,6 +78,7 @@ export function enumOf (values: readonly string[]): EnumNode {
 }
 export function pattern (...segs: Seg[]): StrNode {
   for (const s of segs) {
+    // eslint-disable-next-line no-control-regex -- a JSON literal may not hold raw control characters
     if ('lit' in s) { if (s.lit.length === 0 || /["\\\u0000-\u001f]/.test(s.lit)) throw new SchemaError(`bad literal segment "${s.lit}"`) } else if (!(s.min >= 0 && s.max >= s.min && s.max >= 1)) throw new SchemaError(`bad segment bounds ${s.min}…${s.max}`)
   }
   return { t: 'str', segs }

@@ -30,7 +30,6 @@ export interface AggregateOptions {
   trim?: number
 }
 
-
 // ---------------------------------------------------------------------------------------
 // Reusable scratch. `slotOf[id]` is the union slot of a token id or -1; only touched
 // entries are reset after each call, so a call costs O(sum n_e), never O(V).

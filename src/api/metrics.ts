@@ -4,6 +4,7 @@
  * (API, `--via` clients); governance and local-expert numbers are read at scrape time.
  * Metric names and labels: docs/api.md#metrics.
  */
+/* eslint-disable no-new -- prom-client metrics register themselves on the registry when constructed */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Router, RouterObserver } from '../router/router.js'
 import type { GovernanceService } from '../governance/service.js'

@@ -88,7 +88,7 @@ export async function runDemo (args: string[], parse: Parse): Promise<void> {
     let found = 0
     for (let i = 0; i < 20 && found < experts.length; i++) {
       found = (await router.experts(true)).compatible.length
-      if (found < experts.length) await new Promise(r => setTimeout(r, 300))
+      if (found < experts.length) await new Promise(resolve => setTimeout(resolve, 300))
     }
     out.write(`router found ${found} expert(s) on the DHT\n\nprompt: ${prompt}\n\n`)
     const names = new Map<string, string>()

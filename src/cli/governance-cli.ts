@@ -119,22 +119,20 @@ async function publishEnvelope (bytes: Uint8Array, config: GovernanceConfig, boo
 }
 
 async function submitAndReport (gov: GovernanceService, bytes: Uint8Array, json: boolean, timings: Timings): Promise<void> {
-  {
-    const m = decodeEnvelope(bytes).message
-    const r = await gov.submit(bytes)
-    timings.mark('push')
-    // 'known': the peer had it already (gossip got there first): applied there all the same
-    const applied = (r.peers.applied ?? 0) + (r.peers.known ?? 0)
-    const answered = Object.entries(r.peers).filter(([a]) => a !== 'no-answer').reduce((n, [, c]) => n + (c ?? 0), 0)
-    const refusedBy = Object.entries(r.peers).filter(([a]) => a !== 'applied' && a !== 'known' && a !== 'no-answer').map(([a, c]) => `${c} ${a}`)
-    if (json) process.stdout.write(JSON.stringify({ kind: Kind[m.kind], version: m.version, applied: r.applied, code: r.code, reason: r.reason, peers: r.peers, gossipRecipients: r.gossipRecipients, ms: timings.total, phases: Object.fromEntries(timings.phases) }) + '\n')
-    if (!r.applied) throw new GovernanceRefusedError(r.code ?? 'refused', `${Kind[m.kind]} version ${m.version} refused: ${r.code}: ${r.reason}`)
-    if (answered === 0 && r.gossipRecipients === 0) throw new NoPeersError(`${Kind[m.kind]} version ${m.version}: no mesh peer answered; nothing was applied`)
-    if (answered > 0 && applied === 0) throw new GovernanceRefusedError(Object.keys(r.peers).find(a => a !== 'no-answer') ?? 'refused', `${Kind[m.kind]} version ${m.version} refused by every peer that answered (${refusedBy.join(', ')})`)
-    if (!json) {
-      process.stdout.write(`${Kind[m.kind]} version ${m.version} applied by ${applied} of ${answered} peer(s) that answered${refusedBy.length > 0 ? ` (refused by ${refusedBy.join(', ')})` : ''}${(r.peers['no-answer'] ?? 0) > 0 ? `, ${r.peers['no-answer']} did not answer` : ''}; gossiped to ${r.gossipRecipients} peer(s) on mesh "${m.meshId}"\n`)
-      process.stderr.write(`took ${timings.toString()}\n`)
-    }
+  const m = decodeEnvelope(bytes).message
+  const r = await gov.submit(bytes)
+  timings.mark('push')
+  // 'known': the peer had it already (gossip got there first): applied there all the same
+  const applied = (r.peers.applied ?? 0) + (r.peers.known ?? 0)
+  const answered = Object.entries(r.peers).filter(([a]) => a !== 'no-answer').reduce((n, [, c]) => n + (c ?? 0), 0)
+  const refusedBy = Object.entries(r.peers).filter(([a]) => a !== 'applied' && a !== 'known' && a !== 'no-answer').map(([a, c]) => `${c} ${a}`)
+  if (json) process.stdout.write(JSON.stringify({ kind: Kind[m.kind], version: m.version, applied: r.applied, code: r.code, reason: r.reason, peers: r.peers, gossipRecipients: r.gossipRecipients, ms: timings.total, phases: Object.fromEntries(timings.phases) }) + '\n')
+  if (!r.applied) throw new GovernanceRefusedError(r.code ?? 'refused', `${Kind[m.kind]} version ${m.version} refused: ${r.code}: ${r.reason}`)
+  if (answered === 0 && r.gossipRecipients === 0) throw new NoPeersError(`${Kind[m.kind]} version ${m.version}: no mesh peer answered; nothing was applied`)
+  if (answered > 0 && applied === 0) throw new GovernanceRefusedError(Object.keys(r.peers).find(a => a !== 'no-answer') ?? 'refused', `${Kind[m.kind]} version ${m.version} refused by every peer that answered (${refusedBy.join(', ')})`)
+  if (!json) {
+    process.stdout.write(`${Kind[m.kind]} version ${m.version} applied by ${applied} of ${answered} peer(s) that answered${refusedBy.length > 0 ? ` (refused by ${refusedBy.join(', ')})` : ''}${(r.peers['no-answer'] ?? 0) > 0 ? `, ${r.peers['no-answer']} did not answer` : ''}; gossiped to ${r.gossipRecipients} peer(s) on mesh "${m.meshId}"\n`)
+    process.stderr.write(`took ${timings.toString()}\n`)
   }
 }
 

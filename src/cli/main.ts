@@ -44,7 +44,6 @@ keyholders:
   meshllm sign halt|resume|vote|phase [args] --key <file>… --out <file>   |   meshllm sign --in <file> --key <file> --out <file>
   meshllm submit <file> --bootstrap <multiaddr>…`
 
-
 const int = intOption
 
 const GEN_OPTIONS = {
@@ -206,7 +205,7 @@ async function join (args: string[]): Promise<void> {
       stopping = true
       Promise.race([
         (async () => { await api?.close(); await gov.stop(); await router?.tokenizer.close(); await expert.stop() })(),
-        new Promise(r => setTimeout(r, 5_000))
+        new Promise(resolve => setTimeout(resolve, 5_000))
       ]).finally(resolve)
     }
     process.once('SIGINT', stop)

@@ -74,6 +74,7 @@ class Writer {
   private range (n: number, max: number): void {
     if (!Number.isInteger(n) || n < 0 || n > max) throw new EnvelopeError(`value ${n} outside 0..${max}`)
   }
+
   u8 (n: number): void { this.range(n, 0xff); this.parts.push(n) }
   u16 (n: number): void { this.range(n, 0xffff); this.parts.push((n >>> 8) & 0xff, n & 0xff) }
   u32 (n: number): void { this.range(n, 0xffffffff); this.parts.push((n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff) }
@@ -81,12 +82,14 @@ class Writer {
     if (!Number.isSafeInteger(n) || n < 0) throw new EnvelopeError(`not a u64 safe integer: ${n}`)
     this.u32(Math.floor(n / 2 ** 32)); this.u32(n >>> 0)
   }
+
   bytes (b: Uint8Array): void { for (const x of b) this.parts.push(x) }
   str16 (s: string, max: number): void {
     const b = new TextEncoder().encode(s)
     if (b.length > max) throw new EnvelopeError(`text of ${b.length} bytes exceeds ${max}`)
     this.u16(b.length); this.bytes(b)
   }
+
   done (): Uint8Array { return Uint8Array.from(this.parts) }
 }
 
@@ -102,6 +105,7 @@ class Reader {
     if (hi >= 2 ** 21) throw new EnvelopeError('u64 beyond 2^53')
     return hi * 2 ** 32 + lo
   }
+
   bytes (n: number): Uint8Array { this.need(n); const v = this.b.subarray(this.pos, this.pos + n); this.pos += n; return v }
   str (n: number): string {
     const bytes = this.bytes(n)
@@ -111,6 +115,7 @@ class Reader {
       throw new EnvelopeError('text is not valid UTF-8')
     }
   }
+
   end (): void { if (this.pos !== this.b.length) throw new EnvelopeError('trailing bytes') }
 }
 

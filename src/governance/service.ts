@@ -120,11 +120,13 @@ class RateLimiter {
     w.n++
     return true
   }
+
   /** whether `key` has used up its window (nothing is consumed) */
   exhausted (key: string, now = Date.now()): boolean {
     const w = this.windows.get(key)
     return w != null && now - w.start < this.windowMs && w.n >= this.perWindow
   }
+
   get size (): number { return this.windows.size }
 }
 

@@ -35,8 +35,10 @@ export interface Classification {
 type Check = (v: unknown) => string | undefined
 
 const str = (min: number, max: number, re?: RegExp): Check => v =>
-  typeof v !== 'string' ? 'must be a string'
-    : v.length < min || v.length > max ? `must have ${min}–${max} characters`
+  typeof v !== 'string'
+    ? 'must be a string'
+    : v.length < min || v.length > max
+      ? `must have ${min}–${max} characters`
       : re != null && !re.test(v) ? `must match ${String(re)}` : undefined
 const int = (min: number, max: number): Check => v =>
   !Number.isSafeInteger(v) || (v as number) < min || (v as number) > max ? `must be an integer in ${min}…${max}` : undefined

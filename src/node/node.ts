@@ -79,13 +79,12 @@ export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey
 export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshNode> {
   const listen = (opts.listen ?? ['/ip4/127.0.0.1/tcp/0']).map(a => parseMultiaddr(a).toString())
   const announce = (opts.announce ?? []).map(a => parseMultiaddr(a).toString())
-  const bootstrapList = (opts.bootstrap ?? []).map(a => {
-    const ma = parseMultiaddr(a)
-    if (ma.getComponents().find(c => c.name === 'p2p') == null) {
+  // bootstrap addresses are checked before anything starts (connectBootstrap dials them later)
+  for (const a of opts.bootstrap ?? []) {
+    if (parseMultiaddr(a).getComponents().find(c => c.name === 'p2p') == null) {
       throw new BadMultiaddrError(`bootstrap multiaddr "${a}" has no /p2p/<peer id>`)
     }
-    return ma.toString()
-  })
+  }
   const privateKey = opts.privateKey ?? (opts.dataDir != null ? await loadOrCreateIdentity(opts.dataDir) : await generateKeyPair('Ed25519'))
 
   const blocklist = new PeerBlocklist()

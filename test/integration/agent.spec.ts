@@ -31,7 +31,6 @@ import { allowedActionTypes } from '../../src/agent/detectors.js'
 import { checkGovernancePeers, governancePeers } from '../../src/agent/audit.js'
 import { waitFor } from '../helpers/wait.js'
 
-
 const peerOf = (addr: string): string => addr.split('/p2p/')[1]
 
 describe('agent on a real mesh (3 expert processes)', function () {

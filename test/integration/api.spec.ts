@@ -66,7 +66,6 @@ function metricValue (text: string, name: string, labels: Record<string, string>
   return undefined
 }
 
-
 describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', function () {
   this.timeout(60_000)
   const experts: SpawnedExpert[] = []

@@ -22,7 +22,6 @@ import { waitFor } from '../helpers/wait.js'
 
 interface LightNode { node: MeshNode, gov: GovernanceService, haltedAt?: number }
 
-
 describe('governance on a 21-node mesh', function () {
   this.timeout(180_000)
   const experts: SpawnedExpert[] = []

@@ -30,6 +30,7 @@ describe('expert frames (meshtest-c, real model)', function () {
     // reference: node-llama-cpp's full probability map for the same context
     const ref = host.context.getSequence()
     let full: Map<number, number> | undefined
+    // eslint-disable-next-line no-unreachable-loop -- the first output is the one asked for
     for await (const out of ref.evaluateWithMetadata([host.summary.bosTokenId!, ...tokens] as any, { probabilities: true }, { temperature: 0 })) {
       full = out.probabilities as Map<number, number>
       break

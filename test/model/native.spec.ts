@@ -7,12 +7,11 @@
  */
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
-import { ModelHost, type ModelSession } from '../../src/expert/model-host.js'
+import { ModelHost } from '../../src/expert/model-host.js'
 import { resolveModel } from '../../src/expert/resolve.js'
 import { nativeAddonPath, nativeDisabled, nativeInfo, nativeStatus } from '../../src/expert/native.js'
 import type { Frame } from '../../src/wire/types.js'
 import { openFallbackSession } from '../helpers/fallback.js'
-
 
 function argmax (f: Frame): number {
   let best = 0
@@ -128,6 +127,7 @@ describe('native frame helper (meshtest-c, real model)', function () {
         await s.close()
         const ref = host.context.getSequence()
         let full: Map<number, number> | undefined
+        // eslint-disable-next-line no-unreachable-loop -- the first output is the one asked for
         for await (const out of ref.evaluateWithMetadata(tokens as any, { probabilities: true }, { temperature: 0 })) {
           full = out.probabilities as Map<number, number>
           break

@@ -5,11 +5,10 @@
  */
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
-import { ModelHost, type ModelSession } from '../../src/expert/model-host.js'
+import { ModelHost } from '../../src/expert/model-host.js'
 import { resolveModel } from '../../src/expert/resolve.js'
 import { nativeAddonPath, nativeDisabled } from '../../src/expert/native.js'
 import { openFallbackSession } from '../helpers/fallback.js'
-
 
 describe('teacher forcing (meshtest-c, real model)', function () {
   this.timeout(120_000)
@@ -38,6 +37,7 @@ describe('teacher forcing (meshtest-c, real model)', function () {
       while (listedSet.has(unlisted)) unlisted++
       const ref = host.context.getSequence()
       let full: Map<number, number> | undefined
+      // eslint-disable-next-line no-unreachable-loop -- the first output is the one asked for
       for await (const out of ref.evaluateWithMetadata(ctx as any, { probabilities: true }, { temperature: 0 })) { full = out.probabilities as Map<number, number>; break }
       ref.dispose()
       let mass = 0

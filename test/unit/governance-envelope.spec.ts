@@ -323,7 +323,7 @@ describe('governance envelope: forgeries are rejected, never thrown', function (
     assert.equal(state.halted?.reason, 'setup')
   })
 
-  it(`generated at least 10,000 forgery cases in total`, () => {
+  it('generated at least 10,000 forgery cases in total', () => {
     assert.ok(cases >= 10_000, `only ${cases}`)
     assert.ok(state.rejected.forged + state.rejected.malformed + state.rejected.other + state.rejected.replay >= cases)
   })

@@ -92,10 +92,14 @@ describe('governance model: a RESUME quorum can always bring the mesh back (fast
       for (const step of steps) {
         if (step.op === 'clock') { now += step.ms; continue }
         if (step.op === 'restart') { st = new GovernanceState(config, path, clock); continue }
-        const version = step.version === 'max' ? MAX_VERSION
-          : step.version === 'clock-edge' ? now + MAX_CLOCK_SKEW_MS
-            : step.version === 'next' ? st.version + 1
-              : step.version === 'past' ? Math.max(0, st.version - 1)
+        const version = step.version === 'max'
+          ? MAX_VERSION
+          : step.version === 'clock-edge'
+            ? now + MAX_CLOCK_SKEW_MS
+            : step.version === 'next'
+              ? st.version + 1
+              : step.version === 'past'
+                ? Math.max(0, st.version - 1)
                 : step.version
         maxVersionTried = Math.max(maxVersionTried, version)
         const base = { meshId: 'model', version, issuedAtMs: Math.max(0, now + step.issued), expiresAtMs: Math.max(0, now + step.issued) + step.life }

@@ -35,8 +35,17 @@ const approvedTally = (tier: Tier): MotionTally => ({ approvals: 3, rejections: 
 describe('governance tiers: the action catalogue', () => {
   it('classifies every catalogue action at its tier', () => {
     const expected: Record<string, Tier> = {
-      report: 0, flag_expert: 1, suggest_config: 1, adjust_k: 2, benchmark_expert: 2,
-      ban_expert: 3, set_selection_weights: 3, change_aggregation_rule: 3, update_protocol: 4, change_governance: 4, deploy_model: 4
+      report: 0,
+      flag_expert: 1,
+      suggest_config: 1,
+      adjust_k: 2,
+      benchmark_expert: 2,
+      ban_expert: 3,
+      set_selection_weights: 3,
+      change_aggregation_rule: 3,
+      update_protocol: 4,
+      change_governance: 4,
+      deploy_model: 4
     }
     assert.deepEqual(Object.fromEntries(Object.entries(ACTIONS).map(([t, s]) => [t, s.tier])), expected)
     const valid: Action[] = [
