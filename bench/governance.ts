@@ -30,7 +30,7 @@ import { Kind, createEnvelope, encodeEnvelope, encodePayload, verificationStats 
 import { generateKeyholderKey } from '../src/governance/keys.js'
 import { GovernanceState } from '../src/governance/state.js'
 import { GOV_PUSH_PROTOCOL, GOV_SYNC_PROTOCOL, govTopic } from '../src/governance/service.js'
-import { spawnExpert, stopExpert } from '../src/cli/demo.js'
+import { spawnExpert, stopExpert } from '../src/peer/spawn.js'
 import { Router } from '../src/router/router.js'
 import { RouterTokenizer } from '../src/router/tokenizer.js'
 

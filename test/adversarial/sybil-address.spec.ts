@@ -15,7 +15,7 @@
  * Deterministic setup, statistical bound with margin; nothing asserts on timing.
  */
 import assert from 'node:assert/strict'
-import type { SpawnedExpert } from '../../src/cli/demo.js'
+import type { SpawnedExpert } from '../../src/peer/spawn.js'
 import type { MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
 import { addressGroup } from '../../src/router/selection.js'

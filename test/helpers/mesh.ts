@@ -1,5 +1,5 @@
 /** The two-honest-experts mesh several integration and adversarial specs start from. */
-import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
+import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/peer/spawn.js'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'
 

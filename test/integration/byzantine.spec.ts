@@ -4,7 +4,7 @@
  * Deterministic: temperature 0, fixed seeds; nothing asserts on timing.
  */
 import assert from 'node:assert/strict'
-import type { SpawnedExpert } from '../../src/cli/demo.js'
+import type { SpawnedExpert } from '../../src/peer/spawn.js'
 import type { MeshNode } from '../../src/node/node.js'
 import { Router, type GenerateOptions } from '../../src/router/router.js'
 import type { RouterTokenizer } from '../../src/router/tokenizer.js'

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
-import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
+import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/peer/spawn.js'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'

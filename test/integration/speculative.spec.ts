@@ -4,7 +4,7 @@
  * batches (several tokens per round); rejected drafts are rolled back on the experts.
  */
 import assert from 'node:assert/strict'
-import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/cli/demo.js'
+import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/peer/spawn.js'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'
