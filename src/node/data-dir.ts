@@ -35,6 +35,9 @@ function alive (pid: number): boolean {
   }
 }
 
+/** the lock files this process holds */
+const heldHere = new Set<string>()
+
 /**
  * Takes the directory's lock (`<dir>/lock`, the owner's pid), creating the directory (mode
  * 700). A lock whose process is gone is taken over. Returns the release function.
@@ -43,15 +46,20 @@ function alive (pid: number): boolean {
 export function lockDataDir (dir: string): () => void {
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const file = join(dir, 'lock')
+  // two peers of one process (MeshPeer in tests, an embedding app) must not share a directory
+  // either: the pid in the file cannot tell them apart, this set can
+  if (heldHere.has(file)) throw new DataDirInUseError(`data directory ${dir} is in use by this process: give each peer its own data directory`)
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(file, 'wx', 0o600)
       writeSync(fd, String(process.pid))
       closeSync(fd)
+      heldHere.add(file)
       let released = false
       return () => {
         if (released) return
         released = true
+        heldHere.delete(file)
         try { if (readFileSync(file, 'utf8') === String(process.pid)) rmSync(file) } catch {}
       }
     } catch (err: any) {
