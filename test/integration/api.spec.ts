@@ -42,12 +42,12 @@ function unary (client: Client, method: string, req: object, md = new grpc.Metad
   })
 }
 
-function generateStream (client: Client, req: object, opts: { deadline?: number } = {}): Promise<{ tokens: any[], summary?: any, error?: grpc.ServiceError }> {
+function generateStream (client: Client, req: object, opts: { deadline?: number, onToken?: () => void } = {}): Promise<{ tokens: any[], summary?: any, error?: grpc.ServiceError }> {
   return new Promise((resolve) => {
     const tokens: any[] = []
     let summary: any
     const call = client.Generate(req, new grpc.Metadata(), opts.deadline != null ? { deadline: opts.deadline } : {})
-    call.on('data', (ev: any) => { if (ev.token != null) tokens.push(ev.token); if (ev.summary != null) summary = ev.summary })
+    call.on('data', (ev: any) => { if (ev.token != null) { tokens.push(ev.token); opts.onToken?.() } if (ev.summary != null) summary = ev.summary })
     call.on('error', (error: grpc.ServiceError) => { resolve({ tokens, summary, error }) })
     call.on('end', () => { resolve({ tokens, summary }) })
   })
@@ -507,8 +507,11 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
 
   describe('governance HALT through the API', () => {
     it('a keyholder-signed HALT via HaltMesh ends in-flight generations; then Generate is FAILED_PRECONDITION and HTTP 409', async () => {
-      const inflight = generateStream(client, { prompt: 'The kernel', k: 2, maxTokens: 400, ignoreEos: true })
-      await new Promise(resolve => setTimeout(resolve, 400))
+      // the HALT comes once the generation is under way: after its first token
+      let firstToken!: () => void
+      const started = new Promise<void>(resolve => { firstToken = resolve })
+      const inflight = generateStream(client, { prompt: 'The kernel', k: 2, maxTokens: 400, ignoreEos: true }, { onToken: () => firstToken() })
+      await started
       const now = Date.now()
       const halt = await createEnvelope({ kind: Kind.HALT, reason: 'api test', meshId: config.meshId, version: now, issuedAtMs: now, expiresAtMs: now + 3_600_000 }, [keys[2]])
       const r = await unary(client, 'HaltMesh', { envelope: halt })

@@ -82,8 +82,10 @@ describe('governance on a 21-node mesh', function () {
 
   it('a HALT from one keyholder reaches all 21 nodes, ends in-flight generations, and is reported with its propagation time', async () => {
     // in-flight generations on both routers
-    const inflight = routers.map(async r => r.generate('The kernel', { k: 2, maxTokens: 400, ignoreEos: true }).then(() => undefined, (err: any) => err))
-    await new Promise(resolve => setTimeout(resolve, 400))
+    // in flight: the HALT comes after each generation's first token
+    const started = routers.map(() => { let go!: () => void; const p = new Promise<void>(resolve => { go = resolve }); return { p, go } })
+    const inflight = routers.map(async (r, i) => r.generate('The kernel', { k: 2, maxTokens: 400, ignoreEos: true, onToken: () => started[i].go() }).then(() => undefined, (err: any) => err))
+    await Promise.all(started.map(s => s.p))
     const now = Date.now()
     const halt = await createEnvelope({ kind: Kind.HALT, reason: 'integration test', meshId: config.meshId, version: now, issuedAtMs: now, expiresAtMs: now + 3_600_000 }, [keys[2]])
     const publisher = light[light.length - 1]

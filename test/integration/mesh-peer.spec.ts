@@ -62,8 +62,10 @@ describe('MeshPeer: one composition root for expert and routing peers', function
     expert.on('halt', reason => halts.push(`expert:${reason}`))
     const reverted = new Promise(resolve => expert.on('revert', resolve))
     // a long generation in flight when the HALT comes
-    const inFlight = router.router.generate('The kernel', { k: 1, maxTokens: 4_000, temperature: 0, ignoreEos: true }).then(() => undefined, (err: unknown) => err)
-    await new Promise(resolve => setTimeout(resolve, 300))
+    let firstToken!: () => void
+    const started = new Promise<void>(resolve => { firstToken = resolve })
+    const inFlight = router.router.generate('The kernel', { k: 1, maxTokens: 4_000, temperature: 0, ignoreEos: true, onToken: () => firstToken() }).then(() => undefined, (err: unknown) => err)
+    await started
     const now = Date.now()
     const halt = await createEnvelope({ kind: Kind.HALT, reason: 'mesh-peer test', meshId: governance.meshId, version: now, issuedAtMs: now, expiresAtMs: now + 3_600_000 }, [keys[0]])
     const submitted = await router.governance.submit(halt)
