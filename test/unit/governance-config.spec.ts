@@ -28,7 +28,7 @@ describe('governance file: unknown keys are refused', () => {
     assert.equal(c.revertOnHalt, 1)
   })
 
-  it("a keyholder entry with an unknown key, or without a string publicKey, is GovernanceConfigError; its name is kept", () => {
+  it('a keyholder entry with an unknown key, or without a string publicKey, is GovernanceConfigError; its name is kept', () => {
     assert.throws(() => parse({ meshId: 'm', keyholders: [{ name: 'a', publickey: keys[0] }] }), { name: 'GovernanceConfigError' })
     assert.throws(() => parse({ meshId: 'm', keyholders: [{ publicKey: keys[0], role: 'admin' }] }), { name: 'GovernanceConfigError' })
     assert.throws(() => parse({ meshId: 'm', keyholders: [42] }), { name: 'GovernanceConfigError' })
