@@ -68,7 +68,27 @@ function authInterceptor (token: string): grpc.ServerInterceptor {
   }
 }
 
-function taskToProto (t: TaskRecord): Record<string, any> {
+/** proto Task (camelCase, as proto-loader takes it) */
+export interface TaskProto {
+  id: string
+  type: string
+  paramsJson: string
+  description: string
+  status: string
+  tier: TaskRecord['tier']
+  tierName: string
+  knownAction: boolean
+  approval: string
+  approvalReason: string
+  needs: TaskRecord['needs']
+  priority: number
+  source: string
+  createdAtMs: number
+  updatedAtMs: number
+  resultJson: string
+}
+
+function taskToProto (t: TaskRecord): TaskProto {
   return {
     id: t.id,
     type: t.type,
