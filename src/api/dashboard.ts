@@ -4,6 +4,9 @@
  * a bearer token can be sent), generation through POST /v1/completions with stream: true.
  * With an API token the page asks for it once (kept in localStorage, or `#token=…`).
  */
+import { GENERATE_DEFAULTS, GENERATE_LIMITS } from '../router/options.js'
+
+// the input bounds are the generation-options schema's (src/router/options.ts)
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en">
 <head>
@@ -103,9 +106,9 @@ export const DASHBOARD_HTML = `<!doctype html>
     <textarea id="prompt" placeholder="Prompt…">The kernel</textarea>
     <div class="row">
       <label>model <select id="model"><option value="meshllm">meshllm (whole mesh)</option></select></label>
-      <label>K <input id="k" class="small" type="number" min="1" max="64" value="2"></label>
+      <label>K <input id="k" class="small" type="number" min="${GENERATE_LIMITS.k[0]}" max="${GENERATE_LIMITS.k[1]}" value="2"></label>
       <label>max tokens <input id="max-tokens" class="small" type="number" min="1" value="48"></label>
-      <label>temperature <input id="temperature" class="small" type="number" min="0" max="2" step="0.1" value="0.8"></label>
+      <label>temperature <input id="temperature" class="small" type="number" min="${GENERATE_LIMITS.temperature[0]}" max="${GENERATE_LIMITS.temperature[1]}" step="0.1" value="${GENERATE_DEFAULTS.temperature}"></label>
       <button id="generate">Generate</button>
       <button id="stop" disabled>Stop</button>
       <span id="gen-error"></span>

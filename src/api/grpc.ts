@@ -68,7 +68,27 @@ function authInterceptor (token: string): grpc.ServerInterceptor {
   }
 }
 
-function taskToProto (t: TaskRecord): Record<string, any> {
+/** proto Task (camelCase, as proto-loader takes it) */
+export interface TaskProto {
+  id: string
+  type: string
+  paramsJson: string
+  description: string
+  status: string
+  tier: TaskRecord['tier']
+  tierName: string
+  knownAction: boolean
+  approval: string
+  approvalReason: string
+  needs: TaskRecord['needs']
+  priority: number
+  source: string
+  createdAtMs: number
+  updatedAtMs: number
+  resultJson: string
+}
+
+function taskToProto (t: TaskRecord): TaskProto {
   return {
     id: t.id,
     type: t.type,
@@ -116,20 +136,20 @@ export async function startGrpcServer (api: MeshApi, o: GrpcServerOptions): Prom
 
   const handlers: grpc.UntypedServiceImplementation = {
     RegisterExpert: unary<any, any>('RegisterExpert', async (req) => {
-      const r = await api.registerExpert({ model: req.model, threads: req.threads, maxSessions: req.maxSessions, contextSize: req.contextSize, gpu: req.gpu })
+      const r = await api.experts.register({ model: req.model, threads: req.threads, maxSessions: req.maxSessions, contextSize: req.contextSize, gpu: req.gpu })
       return { expert: r.info, measuredTokensPerSecond: r.tokensPerSecond, threads: r.threads }
     }),
-    GetRouterStatus: unary<any, any>('GetRouterStatus', async (req) => await api.status(req.refresh === true)),
-    ListExperts: unary<any, any>('ListExperts', async (req) => ({ experts: await api.listExperts(req.refresh === true, req.includeIncompatible === true) })),
-    SubmitSelfTask: unary<any, any>('SubmitSelfTask', (req) => taskToProto(api.submitTask({ type: req.type, paramsJson: req.paramsJson, description: req.description, priority: req.priority, source: req.source !== '' ? req.source : 'grpc' }))),
-    GetTask: unary<any, any>('GetTask', (req) => taskToProto(api.getTask(req.id))),
+    GetRouterStatus: unary<any, any>('GetRouterStatus', async (req) => await api.status.routerStatus(req.refresh === true)),
+    ListExperts: unary<any, any>('ListExperts', async (req) => ({ experts: await api.status.listExperts(req.refresh === true, req.includeIncompatible === true) })),
+    SubmitSelfTask: unary<any, any>('SubmitSelfTask', (req) => taskToProto(api.tasks.submit({ type: req.type, paramsJson: req.paramsJson, description: req.description, priority: req.priority, source: req.source !== '' ? req.source : 'grpc' }))),
+    GetTask: unary<any, any>('GetTask', (req) => taskToProto(api.tasks.get(req.id))),
     ListTasks: unary<any, any>('ListTasks', (req) => {
-      const r = api.listTasks({ status: req.status, limit: req.limit, offset: req.offset })
+      const r = api.tasks.list({ status: req.status, limit: req.limit, offset: req.offset })
       return { tasks: r.tasks.map(taskToProto), total: r.total }
     }),
-    HaltMesh: unary<any, any>('HaltMesh', async (req) => await api.relayGovernance(toBytes(req.envelope), 'grpc', true)),
-    RelayGovernanceMessage: unary<any, any>('RelayGovernanceMessage', async (req) => await api.relayGovernance(toBytes(req.envelope), 'grpc', false)),
-    GetGovernanceState: unary<any, any>('GetGovernanceState', () => api.governanceState()),
+    HaltMesh: unary<any, any>('HaltMesh', async (req) => await api.governance.relay(toBytes(req.envelope), 'grpc', true)),
+    RelayGovernanceMessage: unary<any, any>('RelayGovernanceMessage', async (req) => await api.governance.relay(toBytes(req.envelope), 'grpc', false)),
+    GetGovernanceState: unary<any, any>('GetGovernanceState', () => api.governance.state()),
     Generate: (call: grpc.ServerWritableStream<any, any>) => {
       api.metrics.request('grpc', 'Generate')
       const ctrl = new AbortController()
@@ -142,7 +162,7 @@ export async function startGrpcServer (api: MeshApi, o: GrpcServerOptions): Prom
         try {
           const req = call.request
           if (typeof req.prompt !== 'string' || req.prompt.length === 0) throw invalid('prompt is required', 'prompt')
-          const prep = await api.prepare({
+          const prep = await api.generation.prepare({
             prompt: req.prompt,
             k: req.k > 0 ? req.k : undefined,
             maxTokens: req.maxTokens > 0 ? req.maxTokens : undefined,
@@ -155,7 +175,7 @@ export async function startGrpcServer (api: MeshApi, o: GrpcServerOptions): Prom
             experts: req.experts,
             ignoreEos: req.ignoreEos === true
           }, ctrl.signal)
-          const result = await api.generate(prep, {
+          const result = await api.generation.generate(prep, {
             signal: ctrl.signal,
             onToken: (t) => { if (!call.cancelled) call.write({ token: { index: t.index, id: t.token, text: t.text, experts: t.experts } }) }
           })

@@ -10,7 +10,8 @@ import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { ApiError, HTTP_ERROR, invalid, openAiErrorBody, toApiError } from './errors.js'
 import { bearer, tokenMatches, type TlsOptions } from './auth.js'
-import type { MeshApi, PreparedGeneration } from './service.js'
+import type { MeshApi } from './service.js'
+import type { PreparedGeneration } from './types.js'
 import type { ChatMessage } from './chat.js'
 import type { GenerateResult } from '../router/router.js'
 import { DASHBOARD_HTML } from './dashboard.js'
@@ -95,7 +96,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
         res.writeHead(204).end()
         return
       case '/healthz':
-        sendJson(res, 200, { status: 'ok', halted: api.haltState().halted })
+        sendJson(res, 200, { status: 'ok', halted: api.governance.haltState().halted })
         return
       case '/metrics':
         if (!allow('GET')) return
@@ -104,19 +105,19 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
         return
       case '/api/status':
         if (!allow('GET')) return
-        sendJson(res, 200, await api.status(url.searchParams.get('refresh') === '1', url.searchParams.get('cached') === '1'))
+        sendJson(res, 200, await api.status.routerStatus(url.searchParams.get('refresh') === '1', url.searchParams.get('cached') === '1'))
         return
       case '/api/experts':
         if (!allow('GET')) return
-        sendJson(res, 200, { experts: await api.listExperts(url.searchParams.get('refresh') === '1', true) })
+        sendJson(res, 200, { experts: await api.status.listExperts(url.searchParams.get('refresh') === '1', true) })
         return
       case '/api/governance':
         if (!allow('GET')) return
-        sendJson(res, 200, api.governanceState())
+        sendJson(res, 200, api.governance.state())
         return
       case '/api/dashboard':
         if (!allow('GET')) return
-        sendJson(res, 200, await api.dashboardSnapshot())
+        sendJson(res, 200, await api.status.dashboard())
         return
       case '/api/events':
         if (!allow('GET')) return
@@ -124,7 +125,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
         return
       case '/v1/models':
         if (!allow('GET')) return
-        sendJson(res, 200, { object: 'list', data: (await api.modelIds()).map(id => modelObject(api, id)) })
+        sendJson(res, 200, { object: 'list', data: (await api.generation.modelIds()).map(id => modelObject(api, id)) })
         return
       case '/v1/completions':
       case '/v1/chat/completions': {
@@ -142,7 +143,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
         if (path.startsWith('/v1/models/')) {
           if (!allow('GET')) return
           const id = decodeURIComponent(path.slice('/v1/models/'.length))
-          if (!(await api.modelIds()).includes(id)) throw new ApiError('not_found', `The model \`${id.slice(0, 128)}\` does not exist on this mesh`, 'model', 'model_not_found')
+          if (!(await api.generation.modelIds()).includes(id)) throw new ApiError('not_found', `The model \`${id.slice(0, 128)}\` does not exist on this mesh`, 'model', 'model_not_found')
           sendJson(res, 200, modelObject(api, id))
           return
         }
@@ -156,7 +157,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
     res.flushHeaders()
     sse.add(res)
     const send = (event: string, data: unknown): void => { if (!res.writableEnded) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) }
-    const snapshot = (): void => { api.dashboardSnapshot().then(s => { send('snapshot', s) }, () => {}) }
+    const snapshot = (): void => { api.status.dashboard().then(s => { send('snapshot', s) }, () => {}) }
     const onToken = (t: unknown): void => { send('token', t) }
     const onGeneration = (g: unknown): void => { send('generation', g) }
     const onGovernance = (g: unknown): void => { send('governance', g); snapshot() }
@@ -184,42 +185,36 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
     if (body.n != null && body.n !== 1) throw invalid('only n = 1 is supported', 'n')
     rejectUnsupported(body)
     const maxName = chat && body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'
-    const maxTokens = optInt(body[maxName], maxName)
-    // JSON types here; ranges and rules in the validation every interface shares (MeshApi.prepare)
-    const temperature = optNum(body.temperature, 'temperature', -Infinity, Infinity)
-    const topP = optNum(body.top_p, 'top_p', -Infinity, Infinity)
-    const seed = optInt(body.seed, 'seed')
-    const k = optInt(body.k, 'k')
-    const topK = optInt(body.top_k, 'top_k')
-    if (body.rule != null && typeof body.rule !== 'string') throw invalid('rule must be a string: mixture, product, median or trimmed', 'rule')
-    let stop: string[] = []
+    // JSON's null is "absent"; types, ranges and rules are checked by the schema every
+    // interface shares (src/router/options.ts, through GenerationApi.prepare)
+    const opt = (v: unknown): unknown => v === null ? undefined : v
+    // stop: a string or an array of strings (OpenAI); the elements are the schema's to check
+    let stop: unknown[] = []
     if (typeof body.stop === 'string') stop = [body.stop]
-    else if (Array.isArray(body.stop)) {
-      if (!body.stop.every((s: unknown) => typeof s === 'string')) throw invalid('stop must be a string or an array of strings', 'stop')
-      stop = body.stop
-    } else if (body.stop != null) throw invalid('stop must be a string or an array of strings', 'stop')
-    const experts = await api.expertsForModel(model)
+    else if (Array.isArray(body.stop)) stop = body.stop
+    else if (body.stop != null) throw invalid('stop must be a string or an array of strings', 'stop')
+    const experts = await api.generation.expertsForModel(model)
 
     let prompt: string | number[]
     let trimLeading = false
     if (chat) {
-      const f = api.formatChat(parseMessages(body.messages))
+      const f = api.generation.formatChat(parseMessages(body.messages))
       prompt = f.tokens
       stop = [...stop, ...f.stop.filter(s => !stop.includes(s))]
       trimLeading = f.trimLeading
     } else {
       prompt = parsePrompt(body.prompt)
     }
-    const prep: PreparedGeneration = await api.prepare({
+    const prep: PreparedGeneration = await api.generation.prepare({
       prompt,
-      k,
-      maxTokens,
-      temperature,
-      topK,
-      topP,
-      seed,
+      k: opt(body.k),
+      maxTokens: opt(body[maxName]),
+      temperature: opt(body.temperature),
+      topK: opt(body.top_k),
+      topP: opt(body.top_p),
+      seed: opt(body.seed),
       stop,
-      rule: body.rule,
+      rule: opt(body.rule),
       experts,
       defaultMaxTokens: chat ? 256 : 16,
       names: { maxTokens: maxName, prompt: chat ? 'messages' : 'prompt' }
@@ -238,7 +233,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
     }
 
     if (!stream) {
-      const result = await api.generate(prep, { signal: ctrl.signal })
+      const result = await api.generation.generate(prep, { signal: ctrl.signal })
       const text = trimLeading ? result.text.replace(/^\s+/, '') : result.text
       const finish = finishReason(result)
       sendJson(res, 200, {
@@ -277,7 +272,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
       ...(includeUsage ? { usage: null } : {})
     })
     try {
-      const result = await api.generate(prep, {
+      const result = await api.generation.generate(prep, {
         signal: ctrl.signal,
         onToken: (t) => {
           if (chat && !started) write(chunk('', null, true))
@@ -378,18 +373,6 @@ function hostAllowed (host: string | undefined): boolean {
   return name === 'localhost' || name === '::1' || /^127\.\d+\.\d+\.\d+$/.test(name)
 }
 
-function optInt (v: unknown, name: string): number | undefined {
-  if (v == null) return undefined
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw invalid(`${name} must be an integer, got ${JSON.stringify(v)?.slice(0, 32)}`, name)
-  return v
-}
-
-function optNum (v: unknown, name: string, min: number, max: number): number | undefined {
-  if (v == null) return undefined
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) throw invalid(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(v)?.slice(0, 32)}`, name)
-  return v
-}
-
 function optBool (v: unknown, name: string): boolean | undefined {
   if (v == null) return undefined
   if (typeof v !== 'boolean') throw invalid(`${name} must be a boolean`, name)
@@ -446,7 +429,7 @@ function meshExtras (r: GenerateResult): Record<string, unknown> {
 }
 
 function modelObject (api: MeshApi, id: string): Record<string, unknown> {
-  const experts = api.cachedExperts().compatible.filter(r => id === 'meshllm' || r.modelName === id)
+  const experts = api.status.cachedExperts().compatible.filter(r => id === 'meshllm' || r.modelName === id)
   return {
     id,
     object: 'model',

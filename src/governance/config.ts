@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { canonicalPublicKey, formatPublicKey, keyHex } from './keys.js'
 import { GovernanceConfigError } from './errors.js'
+import { z } from 'zod'
 
 export interface Thresholds {
   /** HALT: any one keyholder may stop the mesh */
@@ -72,7 +73,39 @@ export function validateConfig (c: GovernanceConfig): GovernanceConfig {
   return c
 }
 
-/** Parses and validates a governance file's JSON text. */
+const THRESHOLD_KEYS = ['halt', 'resume', 'deployMinor', 'deployMajor', 'phase', 'keyholders', 'cancel'] as const
+
+/**
+ * The governance file's shape (protocols/governance.md): strict objects, so a misspelled key
+ * (`reviewPeriodHour`, a threshold `deploy_major`, a keyholder's `publickey`) is refused
+ * instead of silently meaning its default. Values are checked by `validateConfig` after the
+ * keys are canonicalised.
+ */
+export const GovernanceFileSchema = z.strictObject({
+  meshId: z.unknown(),
+  keyholders: z.array(z.unknown(), { error: 'must be a list of keyholders' }),
+  thresholds: z.strictObject(Object.fromEntries(THRESHOLD_KEYS.map(k => [k, z.number().optional()])) as Record<keyof Thresholds, z.ZodOptional<z.ZodNumber>>).optional(),
+  reviewPeriodHours: z.number().optional(),
+  revertOnHalt: z.number().optional()
+})
+
+/** a keyholder entry: its public key, or `{ name?, publicKey }` */
+const KeyholderSchema = z.strictObject({ name: z.string().optional(), publicKey: z.string() })
+
+/** the first issue, an unknown key before anything else (a misspelled key also leaves its right name missing) */
+function firstIssue (e: z.ZodError): z.core.$ZodIssue {
+  return e.issues.find(i => i.code === 'unrecognized_keys') ?? e.issues[0]
+}
+
+function fileError (source: string, issue: z.core.$ZodIssue, known: readonly string[], what: string): GovernanceConfigError {
+  if (issue.code === 'unrecognized_keys') {
+    return new GovernanceConfigError(`${source}: unknown ${what} "${issue.keys[0].slice(0, 64)}" (known: ${known.join(', ')})`)
+  }
+  const at = issue.path.length > 0 ? `"${issue.path.join('.')}": ` : ''
+  return new GovernanceConfigError(`${source}: ${at}${issue.message}`)
+}
+
+/** Parses and validates a governance file's JSON text. Unknown keys are refused (GovernanceConfigError). */
 export function parseConfig (text: string, source = 'governance file'): GovernanceConfig {
   let j: any
   try {
@@ -80,26 +113,37 @@ export function parseConfig (text: string, source = 'governance file'): Governan
   } catch (err: any) {
     throw new GovernanceConfigError(`${source}: not JSON: ${err.message}`)
   }
-  if (j == null || typeof j !== 'object') throw new GovernanceConfigError(`${source}: not an object`)
-  if (!Array.isArray(j.keyholders)) throw new GovernanceConfigError(`${source}: "keyholders" must be a list`)
-  const keyholders = j.keyholders.map((k: any) => {
-    const pk = typeof k === 'string' ? k : k?.publicKey
+  if (j == null || typeof j !== 'object' || Array.isArray(j)) throw new GovernanceConfigError(`${source}: not an object`)
+  const file = GovernanceFileSchema.safeParse(j)
+  if (!file.success) {
+    const issue = firstIssue(file.error)
+    const inThresholds = issue.path[0] === 'thresholds'
+    throw fileError(source, issue, inThresholds ? THRESHOLD_KEYS : Object.keys(GovernanceFileSchema.shape), inThresholds ? 'threshold' : 'key')
+  }
+  const f = file.data
+  const keyholders = f.keyholders.map((k, i) => {
+    let entry: { name?: string, publicKey: string }
+    if (typeof k === 'string') entry = { publicKey: k }
+    else {
+      const e = KeyholderSchema.safeParse(k)
+      if (!e.success) throw fileError(`${source}: keyholder ${i + 1}`, firstIssue(e.error), Object.keys(KeyholderSchema.shape), 'key')
+      entry = e.data
+    }
     try {
-      return { name: typeof k?.name === 'string' ? k.name : undefined, publicKey: canonicalPublicKey(pk) }
+      return { name: entry.name, publicKey: canonicalPublicKey(entry.publicKey) }
     } catch (err: any) {
       throw new GovernanceConfigError(`${source}: ${err.message}`)
     }
   })
   const n = keyholders.length
-  const known = Object.keys(defaultThresholds(n))
-  for (const k of Object.keys(j.thresholds ?? {})) if (!known.includes(k)) throw new GovernanceConfigError(`${source}: unknown threshold "${k}" (known: ${known.join(', ')})`)
-  const t = { ...defaultThresholds(n), ...(j.thresholds ?? {}) }
+  const t: Thresholds = { ...defaultThresholds(n) }
+  for (const k of THRESHOLD_KEYS) { const v = f.thresholds?.[k]; if (v !== undefined) t[k] = v }
   return validateConfig({
-    meshId: j.meshId,
+    meshId: f.meshId as string,
     keyholders,
     thresholds: t,
-    reviewPeriodMs: Number(j.reviewPeriodHours ?? 24) * 3_600_000,
-    revertOnHalt: j.revertOnHalt ?? 3
+    reviewPeriodMs: (f.reviewPeriodHours ?? 24) * 3_600_000,
+    revertOnHalt: f.revertOnHalt ?? 3
   })
 }
 

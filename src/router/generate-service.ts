@@ -11,7 +11,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { GenerateEvent, GenerateRequest } from './pb/generate.js'
 import { resultSummary, type GenerateOptions, type GenerateResult, type Router, type TokenEvent } from './router.js'
 import type { MeshNode } from '../node/node.js'
-import { GENERATE_DEFAULTS, validateGenerateOptions } from './options.js'
+import { GENERATE_DEFAULTS, GENERATE_LIMITS, STOP_LIMITS, validateGenerateOptions } from './options.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
 import { createHash, timingSafeEqual } from 'node:crypto'
 
@@ -40,7 +40,7 @@ export interface GenerateServiceInit {
   writeTimeoutMs?: number
   /** libp2p's per-connection limit (default 16) */
   maxInboundStreams?: number
-  /** max_tokens is clamped to this (default 2048) */
+  /** a larger max_tokens is refused, InvalidGenerateOptionError (default 2048) */
   maxTokens?: number
   /** a remote caller's k above this is refused (default 8, at most 64) */
   maxK?: number
@@ -251,35 +251,34 @@ export class InvalidGenerateRequestError extends Error {
   override name = 'InvalidGenerateRequestError'
 }
 
-/** most stop strings / characters per stop string a remote caller may give */
-export const MAX_STOP_STRINGS = 16
-export const MAX_STOP_LENGTH = 256
+/** most stop strings / characters per stop string a remote caller may give (the schema's: STOP_LIMITS) */
+export const MAX_STOP_STRINGS = STOP_LIMITS.count
+export const MAX_STOP_LENGTH = STOP_LIMITS.length
 
 /**
- * Checks a decoded request and turns it into router options (protocols/generate.md):
- * every field a remote peer controls is range-checked here, before the router sees it.
+ * Checks a decoded request and turns it into router options (protocols/generate.md): every
+ * field a remote peer controls is checked here, before the router sees it. The options go
+ * through the schema every interface shares (src/router/options.ts: InvalidGenerateOptionError,
+ * max_tokens bounded by this peer's limit); what only this protocol has (an empty prompt, the
+ * remote K limit) is InvalidGenerateRequestError.
  */
 export function parseGenerateRequest (req: GenerateRequest, maxTokensLimit = 2048, maxK = DEFAULT_MAX_REMOTE_K): GenerateOptions {
   const bad = (m: string): never => { throw new InvalidGenerateRequestError(m) }
-  // option ranges and rules: the one validation every interface shares (src/router/options.ts, InvalidGenerateOptionError)
-  const v = validateGenerateOptions({ k: req.k === 0 ? undefined : req.k, temperature: req.temperature, topK: req.topK, topP: req.topP === 0 ? undefined : req.topP, rule: req.rule === '' ? undefined : req.rule })
-  const rule = v.rule ?? GENERATE_DEFAULTS.rule
-  if (req.prompt.length === 0) bad('empty prompt')
-  const kLimit = Math.min(maxK, 64)
-  if (!Number.isInteger(req.k) || req.k < 0 || req.k > kLimit) bad(`k ${req.k} outside [0, ${kLimit}]`)
-  if (!Number.isInteger(req.maxTokens) || req.maxTokens < 0) bad(`max_tokens ${req.maxTokens} is not a count`)
-  if (req.stop.length > MAX_STOP_STRINGS) bad(`${req.stop.length} stop strings (at most ${MAX_STOP_STRINGS})`)
-  if (req.stop.some(x => x.length > MAX_STOP_LENGTH)) bad(`a stop string longer than ${MAX_STOP_LENGTH} characters`)
-  return {
-    k: req.k > 0 ? req.k : undefined,
-    maxTokens: Math.min(req.maxTokens > 0 ? req.maxTokens : 64, maxTokensLimit),
+  // proto3 encoding: k 0 and max_tokens 0 = the default, top_p 0 = 1 (off), seed only with has_seed
+  const v = validateGenerateOptions({
+    k: req.k === 0 ? undefined : req.k,
+    maxTokens: req.maxTokens === 0 ? undefined : req.maxTokens,
     temperature: req.temperature,
     topK: req.topK,
-    topP: req.topP > 0 ? req.topP : 1,
+    topP: req.topP === 0 ? 1 : req.topP,
     seed: req.hasSeed ? Number(req.seed & 0xffffffffn) : undefined,
     stop: req.stop,
-    rule
-  }
+    rule: req.rule === '' ? undefined : req.rule
+  }, { maxTokens: maxTokensLimit })
+  if (req.prompt.length === 0) bad('empty prompt')
+  const kLimit = Math.min(maxK, GENERATE_LIMITS.k[1])
+  if (v.k != null && v.k > kLimit) bad(`k ${v.k} outside [0, ${kLimit}]`)
+  return { ...v, maxTokens: v.maxTokens ?? Math.min(GENERATE_DEFAULTS.maxTokens, maxTokensLimit), rule: v.rule ?? GENERATE_DEFAULTS.rule }
 }
 
 function resultToDone (r: GenerateResult): GenerateEvent['done'] {

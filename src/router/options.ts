@@ -1,14 +1,16 @@
 /**
- * Generation options: the accepted values, their documented defaults and the ONE validation
- * every interface uses — `meshllm generate` (src/cli/main.ts), the HTTP and gRPC APIs
- * (src/api/service.ts `prepare`), `--via` (src/router/generate-service.ts
- * `parseGenerateRequest`), and `Router.generate` itself (eval, agent, tests). The same bad
- * value gives the same InvalidGenerateOptionError, with the same message, on every interface.
+ * Generation options: ONE zod schema (GenerateOptionsSchema) holding every accepted value, its
+ * documented default and its bound, and the ONE validation every interface derives from it —
+ * `meshllm generate` (src/cli), the HTTP and gRPC APIs (src/api/generation.ts `prepare`),
+ * `--via` (src/router/generate-service.ts `parseGenerateRequest`), and `Router.generate`
+ * itself (eval, agent, tests). The same bad value gives the same InvalidGenerateOptionError,
+ * with the same message, on every interface: the messages are part of the schema.
  *
  * Each interface maps its own encoding first ("absent", proto3's 0 meaning "default", CLI
- * strings) to `undefined` (= the default below) or a number; out-of-range and unknown values
- * are for this module to refuse.
+ * strings, JSON's string-or-array `stop`) to `undefined` (= the default below) or a value;
+ * out-of-range, mistyped and unknown values are for this module to refuse.
  */
+import { z } from 'zod'
 import type { AggregationRule } from '../aggregate/types.js'
 import type { TailModel } from '../aggregate/general.js'
 import type { SelectionPolicy } from './selection.js'
@@ -19,12 +21,17 @@ export const WEIGHTINGS = ['uniform', 'perplexity'] as const
 export const TAILS: readonly TailModel[] = ['uniform', 'unigram', 'bounded', 'context']
 export const POLICIES: readonly SelectionPolicy[] = ['weighted', 'fastest', 'random']
 
-/** documented defaults (README "Generation options", docs/api.md) */
+/** documented defaults (README "Generation options", docs/api.md): an option left undefined means this */
 export const GENERATE_DEFAULTS = Object.freeze({
+  /** experts per token */
   k: 3,
+  /** tokens to generate (the APIs default to what fits the context, at most 16 / 256 / 64) */
   maxTokens: 64,
+  /** 0 = greedy */
   temperature: 0.8,
+  /** 0 = off */
   topK: 0,
+  /** nucleus sampling; 1 = off */
   topP: 0.95,
   rule: 'mixture' as AggregationRule,
   weighting: 'uniform' as const,
@@ -41,6 +48,9 @@ export const GENERATE_LIMITS = Object.freeze({
   topP: [0, 1],
   seed: [0, Number.MAX_SAFE_INTEGER]
 } as const)
+
+/** stop strings: at most `count` of them, each of 1 to `length` characters */
+export const STOP_LIMITS = Object.freeze({ count: 16, length: 256 } as const)
 
 /**
  * Screening and reputation (docs/quality.md "Byzantine experts") are on by default for every
@@ -61,52 +71,102 @@ export class InvalidGenerateOptionError extends Error {
   constructor (readonly option: string, message: string) { super(message) }
 }
 
-/** the generation options every interface shares, as the router takes them (GenerateOptions) */
-export type ValidGenerateOptions = Pick<GenerateOptions, 'k' | 'maxTokens' | 'temperature' | 'topK' | 'topP' | 'seed' | 'rule' | 'weighting' | 'tail' | 'policy'>
+/** the options the schema checks, as the router takes them (GenerateOptions) */
+export type ValidGenerateOptions = Pick<GenerateOptions, 'k' | 'maxTokens' | 'temperature' | 'topK' | 'topP' | 'seed' | 'stop' | 'rule' | 'weighting' | 'tail' | 'policy' | 'reputation'>
 
-/** the same options as an interface receives them: names as strings, numbers unchecked */
-export type GenerateOptionValues = {
-  [K in keyof ValidGenerateOptions]?: NonNullable<ValidGenerateOptions[K]> extends string ? string : number
+/** the same options as an interface receives them: anything, for the schema to check */
+export type GenerateOptionValues = { [K in keyof ValidGenerateOptions]?: unknown }
+
+type OptionKey = keyof ValidGenerateOptions
+
+/** each option's name in errors: the protocols' (snake_case) names */
+export const OPTION_NAMES: Readonly<Record<OptionKey, string>> = Object.freeze({
+  k: 'k',
+  maxTokens: 'max_tokens',
+  temperature: 'temperature',
+  topK: 'top_k',
+  topP: 'top_p',
+  seed: 'seed',
+  stop: 'stop',
+  rule: 'rule',
+  weighting: 'weighting',
+  tail: 'tail',
+  policy: 'policy',
+  reputation: 'reputation'
+})
+
+const show = (v: unknown): string => typeof v === 'string' ? `"${v.slice(0, 32)}"` : Array.isArray(v) ? `a list of ${v.length}` : String(v)
+type Issue = { input?: unknown }
+const msg = (f: (input: unknown) => string): { error: (iss: Issue) => string } => ({ error: (iss) => f(iss.input) })
+
+function integer (name: string, [lo, hi]: readonly [number, number]): z.ZodOptional<z.ZodInt> {
+  const e = msg(v => `${name} must be an integer in [${lo}, ${hi}], got ${show(v)}`)
+  return z.int(e).min(lo, e).max(hi, e).optional()
 }
 
-const show = (v: unknown): string => typeof v === 'string' ? `"${v.slice(0, 32)}"` : String(v)
+function number (name: string, [lo, hi]: readonly [number, number], openMin: boolean): z.ZodOptional<z.ZodNumber> {
+  const e = msg(v => `${name} must be a number in ${openMin ? '(' : '['}${lo}, ${hi}], got ${show(v)}`)
+  return (openMin ? z.number(e).gt(lo, e) : z.number(e).min(lo, e)).max(hi, e).optional()
+}
+
+function oneOf<T extends string> (what: string, allowed: readonly T[]): z.ZodOptional<z.ZodEnum<{ [V in T]: V }>> {
+  const e = msg(v => `unknown ${what} ${show(v)}: use ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}`)
+  return z.enum(allowed as [T, ...T[]], e).optional()
+}
+
+function stopStrings (): z.ZodOptional<z.ZodArray<z.ZodString>> {
+  const each = msg(() => `each stop sequence must be a string of 1–${STOP_LIMITS.length} characters`)
+  return z.array(z.string(each).min(1, each).max(STOP_LIMITS.length, each), msg(v => `stop must be a list of strings, got ${show(v)}`))
+    .max(STOP_LIMITS.count, msg(() => `at most ${STOP_LIMITS.count} stop sequences`))
+    .optional()
+}
 
 /**
- * Checks every given option (undefined = the default) and returns them typed. Throws
- * InvalidGenerateOptionError for the first one out of range or unknown.
- * `limits.maxTokens`: a lower upper bound an interface imposes (the API's max_tokens limit).
+ * The schema. `maxTokens`: a lower upper bound an interface imposes (the API's and --via's
+ * max_tokens limit); `maxTokensName`: the name an interface gives max_tokens
+ * (max_completion_tokens). Unknown keys are ignored (GenerateOptions has more: signal, …).
  */
-export function validateGenerateOptions (o: GenerateOptionValues, limits: { maxTokens?: number } = {}): ValidGenerateOptions {
-  const out: ValidGenerateOptions = {}
-  const int = (key: 'k' | 'maxTokens' | 'topK' | 'seed', name: string, max?: number): void => {
-    const v = o[key]
-    if (v === undefined) return
-    const [lo, hi] = [GENERATE_LIMITS[key][0], Math.min(GENERATE_LIMITS[key][1], max ?? Infinity)]
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < lo || v > hi) throw new InvalidGenerateOptionError(name, `${name} must be an integer in [${lo}, ${hi}], got ${show(v)}`)
-    out[key] = v
+export function generateOptionsSchema (o: { maxTokens?: number, maxTokensName?: string } = {}) {
+  const L = GENERATE_LIMITS
+  return z.object({
+    k: integer(OPTION_NAMES.k, L.k),
+    maxTokens: integer(o.maxTokensName ?? OPTION_NAMES.maxTokens, [L.maxTokens[0], Math.min(L.maxTokens[1], o.maxTokens ?? Infinity)]),
+    temperature: number(OPTION_NAMES.temperature, L.temperature, false),
+    topK: integer(OPTION_NAMES.topK, L.topK),
+    topP: number(OPTION_NAMES.topP, L.topP, true),
+    seed: integer(OPTION_NAMES.seed, L.seed),
+    rule: oneOf('aggregation rule', RULES),
+    weighting: oneOf('weighting', WEIGHTINGS),
+    tail: oneOf('tail model', TAILS),
+    policy: oneOf('selection policy', POLICIES),
+    stop: stopStrings(),
+    reputation: z.boolean(msg(v => `reputation must be true or false, got ${show(v)}`)).optional()
+  })
+}
+
+/** the schema with the library's own bounds (no interface limit) */
+export const GenerateOptionsSchema = generateOptionsSchema()
+
+/** schemas per interface limit (a handful: they come from configuration, never from a request) */
+const schemas = new Map<string, typeof GenerateOptionsSchema>([['|', GenerateOptionsSchema]])
+
+/**
+ * Checks every given option (undefined = the default) against the schema and returns them
+ * typed. Throws InvalidGenerateOptionError for the first one (in the schema's order) out of
+ * range, mistyped or unknown.
+ * `limits.maxTokens`: a lower upper bound an interface imposes (the API's max_tokens limit);
+ * `limits.maxTokensName`: the interface's name for max_tokens in the error.
+ */
+export function validateGenerateOptions (o: GenerateOptionValues, limits: { maxTokens?: number, maxTokensName?: string } = {}): ValidGenerateOptions {
+  const key = `${limits.maxTokens ?? ''}|${limits.maxTokensName ?? ''}`
+  let schema = schemas.get(key)
+  if (schema == null) {
+    schema = generateOptionsSchema(limits)
+    if (schemas.size < 64) schemas.set(key, schema)
   }
-  const num = (key: 'temperature' | 'topP', name: string, openMin: boolean): void => {
-    const v = o[key]
-    if (v === undefined) return
-    const [lo, hi] = GENERATE_LIMITS[key]
-    if (typeof v !== 'number' || !Number.isFinite(v) || v > hi || (openMin ? v <= lo : v < lo)) throw new InvalidGenerateOptionError(name, `${name} must be a number in ${openMin ? '(' : '['}${lo}, ${hi}], got ${show(v)}`)
-    out[key] = v
-  }
-  const oneOf = <T extends string>(key: 'rule' | 'weighting' | 'tail' | 'policy', what: string, allowed: readonly T[]): void => {
-    const v = o[key]
-    if (v === undefined) return
-    if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) throw new InvalidGenerateOptionError(key, `unknown ${what} ${show(v)}: use ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}`)
-    ;(out as Record<string, unknown>)[key] = v
-  }
-  int('k', 'k')
-  int('maxTokens', 'max_tokens', limits.maxTokens)
-  num('temperature', 'temperature', false)
-  int('topK', 'top_k')
-  num('topP', 'top_p', true)
-  int('seed', 'seed')
-  oneOf('rule', 'aggregation rule', RULES)
-  oneOf('weighting', 'weighting', WEIGHTINGS)
-  oneOf('tail', 'tail model', TAILS)
-  oneOf('policy', 'selection policy', POLICIES)
-  return out
+  const r = schema.safeParse(o)
+  if (r.success) return r.data as ValidGenerateOptions
+  const issue = r.error.issues[0]
+  const option = issue.path[0] as OptionKey
+  throw new InvalidGenerateOptionError(option === 'maxTokens' ? (limits.maxTokensName ?? OPTION_NAMES.maxTokens) : OPTION_NAMES[option] ?? String(option), issue.message)
 }

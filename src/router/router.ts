@@ -29,16 +29,27 @@ import { GENERATE_DEFAULTS, robustByDefault, validateGenerateOptions } from './o
 import { addressGroup, colocationFactors, observedGroups, selectExperts, type SelectionPolicy } from './selection.js'
 import type { ExpertHealth } from './health.js'
 
+/**
+ * Generation options. Defaults and bounds are defined once, in the schema of
+ * src/router/options.ts (GENERATE_DEFAULTS, GENERATE_LIMITS, STOP_LIMITS); every interface and
+ * `Router.generate` itself check them there (InvalidGenerateOptionError).
+ */
 export interface GenerateOptions {
-  /** experts per token (default 3) */
+  /** experts per token: integer in [1, 64], default 3 */
   k?: number
+  /** tokens to generate: integer ≥ 1, default 64 (the APIs and --via bound it by their max_tokens limit, default 2048) */
   maxTokens?: number
-  /** 0 = greedy */
+  /** sampling temperature: number in [0, 10], default 0.8; 0 = greedy */
   temperature?: number
+  /** top-k sampling: integer in [0, 256], default 0 = off */
   topK?: number
+  /** nucleus sampling: number in (0, 1], default 0.95; 1 = off */
   topP?: number
+  /** sampling seed: integer in [0, 2^53 − 1], default random */
   seed?: number
+  /** stop strings: at most 16, each 1–256 characters; the text ends before the first one found (default none) */
   stop?: string[]
+  /** aggregation rule: mixture | product | median | trimmed, default mixture */
   rule?: AggregationRule
   /**
    * Byzantine robustness (docs/quality.md "Byzantine experts"): per-step screening of outlier
@@ -46,19 +57,20 @@ export interface GenerateOptions {
    * its reputation, persistent outliers banned. Default: on for every rule whenever the
    * generation has K ≥ 3 experts (ROBUST_MIN_K, src/router/options.ts), off below.
    * Bans are router-wide: a banned expert is never selected, whatever this option says.
+   * A boolean (checked by the schema).
    */
   reputation?: boolean
   /**
    * per-prompt expert weights (docs/quality.md): 'perplexity' asks every expert to score the
    * prompt when its session opens (Open.score_prompt) and weighs it by
-   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; default 'uniform'
+   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; 'uniform' | 'perplexity', default 'uniform'
    */
   weighting?: 'uniform' | 'perplexity'
   /** β of the perplexity weighting (default DEFAULT_PERPLEXITY_BETA) */
   perplexityBeta?: number
-  /** how each expert's tail mass is spread (aggregate's `tail`, default 'uniform') */
+  /** how each expert's tail mass is spread (aggregate's `tail`): uniform | unigram | bounded | context, default 'uniform' */
   tail?: TailModel
-  /** how the K experts of each step are chosen (src/router/selection.ts, default 'weighted') */
+  /** how the K experts of each step are chosen (src/router/selection.ts): weighted | fastest | random, default 'weighted' */
   policy?: SelectionPolicy
   /** aggregation weight per expert peer id (default 1) */
   weights?: Record<string, number>

@@ -60,13 +60,16 @@ describe('generate protocol: request checks and decoder fuzz', () => {
   it('refuses the documented out-of-range values: InvalidGenerateRequestError, options InvalidGenerateOptionError', () => {
     const ok: GenerateRequest = { prompt: 'x', k: 3, maxTokens: 8, temperature: 0.8, topK: 0, topP: 0.95, seed: 0n, hasSeed: false, stop: [], rule: 'mixture' }
     assert.doesNotThrow(() => parseGenerateRequest(ok))
-    for (const bad of [{ prompt: '' }, { stop: new Array(17).fill('a') }, { stop: ['a'.repeat(257)] }] as Array<Partial<GenerateRequest>>) {
+    for (const bad of [{ prompt: '' }, { k: 9 }] as Array<Partial<GenerateRequest>>) {
       assert.throws(() => parseGenerateRequest({ ...ok, ...bad }), { name: 'InvalidGenerateRequestError' }, JSON.stringify(bad))
     }
-    for (const bad of [{ k: 65 }, { temperature: Number.NaN }, { temperature: 11 }, { topK: 257 }, { topP: 2 }, { topP: Number.NaN }, { rule: 'vote' }] as Array<Partial<GenerateRequest>>) {
-      assert.throws(() => parseGenerateRequest({ ...ok, ...bad }), { name: 'InvalidGenerateOptionError' }, JSON.stringify(bad))
+    // the options: the schema every interface shares (stop strings and max_tokens included)
+    for (const bad of [{ k: 65 }, { temperature: Number.NaN }, { temperature: 11 }, { topK: 257 }, { topP: 2 }, { topP: Number.NaN }, { rule: 'vote' }, { stop: new Array(17).fill('a') }, { stop: ['a'.repeat(257)] }, { stop: [''] }, { maxTokens: 2049 }] as Array<Partial<GenerateRequest>>) {
+      assert.throws(() => parseGenerateRequest({ ...ok, ...bad }, 2048), { name: 'InvalidGenerateOptionError' }, JSON.stringify(bad))
     }
-    assert.equal(parseGenerateRequest({ ...ok, maxTokens: 1e6 }, 2048).maxTokens, 2048)
+    assert.equal(parseGenerateRequest({ ...ok, maxTokens: 2048 }, 2048).maxTokens, 2048)
+    assert.equal(parseGenerateRequest({ ...ok, maxTokens: 0 }, 2048).maxTokens, 64)
+    assert.equal(parseGenerateRequest({ ...ok, stop: new Array(16).fill('a'.repeat(256)) }).stop?.length, 16)
   })
 
   it('random bytes: GenerateRequest and GenerateEvent decode or throw an Error', () => {
