@@ -7,6 +7,7 @@ import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { KadDHT } from '@libp2p/kad-dht'
+import type { GossipSub } from '@libp2p/gossipsub'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey, ServiceMap } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
@@ -46,7 +47,8 @@ export type MeshServices = {
   dht: KadDHT
   identify: unknown
   ping: unknown
-  pubsub: unknown
+  /** absent on a minimal node */
+  pubsub?: GossipSub
 } & ServiceMap
 
 export type MeshNode = Libp2p<MeshServices & Record<string, any>>
