@@ -1,5 +1,6 @@
 /** Starts an expert peer: model host + libp2p node serving /meshllm/infer + DHT advertisement. */
 import { defaultLogger } from '@libp2p/logger'
+import type { Registry } from 'prom-client'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createMeshNode, connectBootstrap, loadOrCreateIdentity, type MeshNode } from '../node/node.js'
 import { ModelHost, type ModelHostOptions } from './model-host.js'
@@ -35,6 +36,8 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   beforeServe?: (node: MeshNode) => Promise<void>
   /** further libp2p services for the node (e.g. the generate service of a routing peer) */
   extraServices?: Record<string, (components: any) => unknown>
+  /** prom-client registry for libp2p's own metrics (MeshNodeOptions.metrics) */
+  metrics?: Registry
 }
 
 export interface Expert {
@@ -61,6 +64,7 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
       announce: opts.announce,
       bootstrap: opts.bootstrap,
       dataDir: opts.dataDir,
+      metrics: opts.metrics,
       services: { ...(opts.extraServices ?? {}) }
     })
     await node.start()

@@ -13,6 +13,7 @@ import type { PeerId, PrivateKey, ServiceMap } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { Registry } from 'prom-client'
 import { PeerBlocklist } from './blocklist.js'
 import { assertDhtInternals, onRoutingTableAdd, removeFromRoutingTable, routingTableSize } from './dht-internals.js'
 
@@ -41,6 +42,14 @@ export interface MeshNodeOptions {
   minimal?: boolean
   /** extra libp2p services (protocol handlers) */
   services?: Record<string, (components: any) => unknown>
+  /**
+   * a prom-client registry for libp2p's own metrics (@libp2p/prometheus-metrics: connections,
+   * streams per protocol, kad-dht, gossipsub, … as libp2p_* series), the one src/api/metrics.ts
+   * (ApiMetrics `registry`) serves at /metrics. Default: none (libp2p collects no metrics).
+   * One node per registry, and one such node per process: @libp2p/prometheus-metrics keeps
+   * its metrics in a process-wide table (and clears prom-client's global registry).
+   */
+  metrics?: Registry
 }
 
 export type MeshServices = {
@@ -123,9 +132,12 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
     })
   }
   Object.assign(services, opts.services ?? {})
+  // loaded only when asked for
+  const metrics = opts.metrics != null ? (await import('@libp2p/prometheus-metrics')).prometheusMetrics({ registry: opts.metrics, collectDefaultMetrics: false }) : undefined
 
   const node = await createLibp2p({
     privateKey,
+    metrics,
     addresses: { listen, announce },
     transports: [tcp()],
     connectionEncrypters: [noise()],
