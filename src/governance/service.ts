@@ -56,10 +56,16 @@ export const GOVERNANCE_TOPIC_SCORE = {
  * The one place that touches gossipsub's internals; test/adversarial/governance.spec.ts
  * fails if it stops working (a forger's score must drop below the graylist threshold).
  */
-export function scoreTopic (pubsub: any, topic: string, params: typeof GOVERNANCE_TOPIC_SCORE): void {
-  const topics = pubsub?.score?.params?.topics
-  if (topics == null) throw new Error('gossipsub has no peer-score parameters to extend (dependency changed?)')
+export function scoreTopic (pubsub: GossipSub, topic: string, params: typeof GOVERNANCE_TOPIC_SCORE): void {
+  const topics = (pubsub as unknown as { score?: { params?: { topics?: Record<string, unknown> } } }).score?.params?.topics
+  if (topics == null || typeof topics !== 'object') throw new GossipsubInternalsChangedError('gossipsub has no peer-score parameters to extend (dependency changed?)')
   topics[topic] ??= { ...params }
+}
+
+/** @libp2p/gossipsub no longer has the peer-score internals scoreTopic extends */
+export class GossipsubInternalsChangedError extends Error {
+  static override name = 'GossipsubInternalsChangedError'
+  override name = 'GossipsubInternalsChangedError'
 }
 
 // gossipsub's TopicValidatorResult values (a string enum), without loading gossipsub for them

@@ -11,7 +11,7 @@ import { createMeshNode, type MeshNode } from '../../src/node/node.js'
 import { defaultThresholds, type GovernanceConfig } from '../../src/governance/config.js'
 import { createEnvelope, Kind } from '../../src/governance/envelope.js'
 import { GovernanceState } from '../../src/governance/state.js'
-import { GOV_PUSH_PROTOCOL, GOV_SYNC_PROTOCOL, GovernanceService, governance } from '../../src/governance/service.js'
+import { GOV_PUSH_PROTOCOL, GOV_SYNC_PROTOCOL, GOVERNANCE_TOPIC_SCORE, GovernanceService, governance, scoreTopic } from '../../src/governance/service.js'
 
 describe('GovernanceService as a libp2p service', function () {
   this.timeout(60_000)
@@ -51,6 +51,16 @@ describe('GovernanceService as a libp2p service', function () {
     await node.start()
     assert.equal(gov.isStarted(), true)
     assert.ok(node.services.pubsub?.topicValidators.has(gov.topic), 'the topic is joined again on a restart')
+  })
+
+  it('scoreTopic extends a real gossipsub\'s peer-score parameters; one without them is refused by name', async () => {
+    const node = await createMeshNode()
+    nodes.push(node)
+    const pubsub = node.services.pubsub
+    assert.ok(pubsub != null)
+    scoreTopic(pubsub, '/meshllm/test/score', GOVERNANCE_TOPIC_SCORE)
+    const changed = Object.create(pubsub, { score: { value: undefined } })
+    assert.throws(() => { scoreTopic(changed, '/meshllm/test/score', GOVERNANCE_TOPIC_SCORE) }, { name: 'GossipsubInternalsChangedError' })
   })
 
   it('runs on a minimal node (no gossipsub component): pushes and catches up only', async () => {
