@@ -195,6 +195,8 @@ export class Agent {
   private timer?: NodeJS.Timeout
   private looping = false
   private disposed = false
+  /** removes this agent's governance listener (close()) */
+  private readonly unsubscribe?: () => void
   private readonly now: () => number
   private readonly log: (line: string) => void
 
@@ -205,7 +207,7 @@ export class Agent {
     this.log = o.log ?? (() => {})
     this.fallback = new FallbackController(this.config.minExperts ?? 280, this.config.fallbackHysteresis ?? 0)
     this.traffic = new TrafficMonitor(o.router)
-    o.governance?.on({ onHalt: (reason) => { if (!this.disposed) this.halt(reason) } })
+    this.unsubscribe = o.governance?.on({ onHalt: (reason) => { this.halt(reason) } })
   }
 
   /** the halt in force, if any */
@@ -272,6 +274,7 @@ export class Agent {
     this.stop(true)
     await this.running?.catch(() => {})
     this.traffic.detach()
+    this.unsubscribe?.()
     this.disposed = true
   }
 

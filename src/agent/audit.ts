@@ -116,20 +116,20 @@ export async function governancePeers (gov: GovernanceService, limit = 8, extra:
   const seen = new Set<string>()
   const speaks = async (p: PeerId, unknown: boolean): Promise<boolean> => {
     try {
-      const info = await gov.node.peerStore.get(p)
+      const info = await gov.components.peerStore.get(p)
       return info.protocols.includes(GOV_SYNC_PROTOCOL) || (unknown && info.protocols.length === 0)
     } catch {
       return unknown
     }
   }
-  const candidates: Array<{ p: PeerId, unknown: boolean }> = gov.node.getPeers().map(p => ({ p, unknown: false }))
+  const candidates: Array<{ p: PeerId, unknown: boolean }> = connectedPeers(gov).map(p => ({ p, unknown: false }))
   for (const id of extra) {
     try { candidates.push({ p: peerIdFromString(id), unknown: true }) } catch {}
   }
   for (const { p, unknown } of candidates) {
     if (out.length >= limit) break
     const key = p.toString()
-    if (seen.has(key) || p.equals(gov.node.peerId)) continue
+    if (seen.has(key) || p.equals(gov.components.peerId)) continue
     seen.add(key)
     if (await speaks(p, unknown)) out.push(p)
   }
@@ -147,10 +147,10 @@ export async function checkGovernancePeers (gov: GovernanceService, peers: reado
   for (const b of gov.state.catchUp()) await self.apply(b, { catchUp: true })
   const baseline = self.rejected.forged
   return await Promise.all(peers.map(async (peer): Promise<GovPeerCheck> => {
-    const probe = new GovernanceService(gov.node, new GovernanceState(gov.state.config))
+    const probe = new GovernanceService(gov.components, { state: new GovernanceState(gov.state.config) })
     const signal = o.signal != null ? AbortSignal.any([o.signal, AbortSignal.timeout(o.timeoutMs ?? 3_000)]) : AbortSignal.timeout(o.timeoutMs ?? 3_000)
     try {
-      await probe.syncFrom(peer, signal)
+      await probe.syncFrom(peer, { signal })
       const s = probe.state.snapshot()
       const consistent = s.version === local.version && (s.halted?.version ?? 0) === (local.halted?.version ?? 0) && s.phase === local.phase
       const forged = Math.max(0, probe.state.rejected.forged - baseline)
@@ -159,4 +159,9 @@ export async function checkGovernancePeers (gov: GovernanceService, peers: reado
       return { peer: peer.toString(), consistent: false, error: String(err?.message ?? err) }
     }
   }))
+}
+
+/** the peers `gov`'s node is connected to, in connection order */
+function connectedPeers (gov: GovernanceService): PeerId[] {
+  return gov.components.connectionManager.getConnections().map(c => c.remotePeer)
 }

@@ -14,6 +14,7 @@
  * Any of it can be overridden by injected metrics (tests, what-if runs).
  */
 import type { MeshNode } from '../node/node.js'
+import { routingTableSize } from '../node/dht-internals.js'
 import type { GenerateResult, Router, RouterObserver } from '../router/router.js'
 import type { GovernanceService } from '../governance/service.js'
 import type { Sample } from './store.js'
@@ -194,7 +195,6 @@ export async function collectMetrics (o: CollectOptions): Promise<MeshMetrics> {
     version: st?.version ?? 0,
     rejected: { ...(st?.rejected ?? { forged: 0, replay: 0, malformed: 0, other: 0 }) }
   }
-  const table = (o.node.services.dht as any)?.routingTable
   const m: MeshMetrics = {
     at: now,
     experts,
@@ -203,7 +203,7 @@ export async function collectMetrics (o: CollectOptions): Promise<MeshMetrics> {
     ...(traffic?.tokensPerSecond != null ? { tokensPerSecond: traffic.tokensPerSecond } : {}),
     generations: traffic?.generations ?? 0,
     governance,
-    dht: { routingTableSize: Number(table?.size ?? 0) },
+    dht: { routingTableSize: routingTableSize(o.node.services.dht) },
     churn: { appeared: [], disappeared: [] }
   }
   const out = o.injected != null ? applyInjected(m, o.injected) : m

@@ -26,12 +26,17 @@ export interface MetricsSource {
 }
 
 export class ApiMetrics {
-  readonly registry = new Registry()
+  readonly registry: Registry
   readonly observer: RouterObserver
   private readonly errors: Counter<'api' | 'kind'>
   private readonly requests: Counter<'api' | 'method'>
 
-  constructor (src: MetricsSource, opts: { defaultMetrics?: boolean } = {}) {
+  /**
+   * `registry`: the registry to register on and serve (default: a new one), e.g. the one
+   * given to createMeshNode's `metrics`, so /metrics shows libp2p's own libp2p_* series too
+   */
+  constructor (src: MetricsSource, opts: { defaultMetrics?: boolean, registry?: Registry } = {}) {
+    this.registry = opts.registry ?? new Registry()
     const r = this.registry
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: r, prefix: 'meshllm_process_' })
     let countedTokens = 0

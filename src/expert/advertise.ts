@@ -3,7 +3,7 @@
  * expert's record key, plus provider records under the tokenizer-fingerprint key and the
  * "all experts" key. Refreshed periodically (new seq, new expiry, current free slots).
  */
-import type { Logger } from '@libp2p/interface'
+import type { Logger, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { nodePrivateKey, type MeshNode } from '../node/node.js'
 import { sealExpertRecord, expertRecordKey, expertProvidersCid, MAX_RECORD_LIFETIME_MS, type ExpertRecord } from '../wire/record.js'
@@ -23,6 +23,11 @@ export interface AdvertiserOptions {
    * addresses they observe (src/router/selection.ts).
    */
   addrs?: Multiaddr[]
+  /**
+   * the node's identity key, which signs the record (the key given to createMeshNode, or
+   * libp2p's Components.privateKey); default: the node's NodeKey service (nodePrivateKey)
+   */
+  privateKey?: PrivateKey
 }
 
 export class ExpertAdvertiser {
@@ -34,8 +39,11 @@ export class ExpertAdvertiser {
   readonly refreshMs: number
   lastRecord?: ExpertRecord
   lastPublishedAt = 0
+  private readonly privateKey: PrivateKey
 
   constructor (private readonly node: MeshNode, private readonly host: ModelHost, private readonly opts: AdvertiserOptions, private readonly log: Logger) {
+    this.privateKey = opts.privateKey ?? nodePrivateKey(node)
+    if (!this.privateKey.publicKey.equals(node.peerId.publicKey)) throw new WrongIdentityKeyError('the advertiser\'s private key is not the node\'s identity key: peers would refuse its record')
     this.ttlMs = Math.min(opts.ttlMs ?? 120_000, MAX_RECORD_LIFETIME_MS)
     this.refreshMs = Math.min(opts.refreshMs ?? 30_000, Math.floor(this.ttlMs / 2))
   }
@@ -63,7 +71,7 @@ export class ExpertAdvertiser {
   /** Publishes once; resolves when the DHT operations finished (errors are logged, not thrown). */
   async publish (): Promise<void> {
     const record = this.buildRecord()
-    const envelope = await sealExpertRecord(record, nodePrivateKey(this.node))
+    const envelope = await sealExpertRecord(record, this.privateKey)
     const dht = this.node.services.dht
     const signal = AbortSignal.timeout(Math.max(5_000, this.refreshMs))
     const drain = async (it: AsyncIterable<unknown>): Promise<void> => { for await (const _ of it) { void _ } }
@@ -90,4 +98,10 @@ export class ExpertAdvertiser {
     clearTimeout(this.timer)
     this.timer = undefined
   }
+}
+
+/** ExpertAdvertiser was given a key that is not its node's identity */
+export class WrongIdentityKeyError extends Error {
+  static override name = 'WrongIdentityKeyError'
+  override name = 'WrongIdentityKeyError'
 }

@@ -68,11 +68,7 @@ export async function attachExpert (node: MeshNode, opts: AttachExpertOptions): 
     const tokensPerSecond = await host.measureSpeed()
     log('model %s loaded: %d tokens/s, %d threads', host.summary.name, tokensPerSecond.toFixed(1), host.threads)
     // the node is the registrar: libp2p's node.handle/unhandle are the registrar's, with the same options
-    const registrar = {
-      handle: async (protocol: string, handler: any, options: any) => { await node.handle(protocol, handler, options) },
-      unhandle: async (protocol: string) => { await node.unhandle(protocol) }
-    }
-    service = new InferService({ registrar: registrar as any, logger: defaultLogger() }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope })
+    service = new InferService({ registrar: node, logger: node.logger }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope })
     await service.start()
     const advertiser = new ExpertAdvertiser(node, host, { tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
     await advertiser.publish()

@@ -1,6 +1,8 @@
 /** Starts an expert peer: model host + libp2p node serving /meshllm/infer + DHT advertisement. */
 import { defaultLogger } from '@libp2p/logger'
-import { createMeshNode, connectBootstrap, type MeshNode } from '../node/node.js'
+import type { Registry } from 'prom-client'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { createMeshNode, connectBootstrap, loadOrCreateIdentity, type MeshNode } from '../node/node.js'
 import { ModelHost, type ModelHostOptions } from './model-host.js'
 import { InferService } from './infer-service.js'
 import { ExpertAdvertiser } from './advertise.js'
@@ -34,6 +36,8 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   beforeServe?: (node: MeshNode) => Promise<void>
   /** further libp2p services for the node (e.g. the generate service of a routing peer) */
   extraServices?: Record<string, (components: any) => unknown>
+  /** prom-client registry for libp2p's own metrics (MeshNodeOptions.metrics) */
+  metrics?: Registry
 }
 
 export interface Expert {
@@ -53,26 +57,24 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
   try {
     const tokensPerSecond = await host.measureSpeed()
     log('model %s loaded: %d tokens/s, %d threads, gpu %s', host.summary.name, tokensPerSecond.toFixed(1), host.threads, host.gpu)
+    const privateKey = opts.dataDir != null ? await loadOrCreateIdentity(opts.dataDir) : await generateKeyPair('Ed25519')
     node = await createMeshNode({
+      privateKey,
       listen: opts.listen,
       announce: opts.announce,
       bootstrap: opts.bootstrap,
       dataDir: opts.dataDir,
+      metrics: opts.metrics,
       services: { ...(opts.extraServices ?? {}) }
     })
     await node.start()
     if ((opts.bootstrap ?? []).length > 0) await connectBootstrap(node, opts.bootstrap ?? [])
     // e.g. governance catch-up: nothing is served or advertised before it is done
     await opts.beforeServe?.(node)
-    // /meshllm/infer is registered only now, with the node itself as the registrar
-    const n0 = node
-    const registrar = {
-      handle: async (protocol: string, handler: any, options: any) => { await n0.handle(protocol, handler, options) },
-      unhandle: async (protocol: string) => { await n0.unhandle(protocol) }
-    }
-    const service = new InferService({ registrar: registrar as any, logger: defaultLogger() }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs })
+    // /meshllm/infer is registered only now: the node's handle/unhandle are its registrar's
+    const service = new InferService({ registrar: node, logger: node.logger }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs })
     await service.start()
-    const advertiser = new ExpertAdvertiser(node, host, { tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
+    const advertiser = new ExpertAdvertiser(node, host, { privateKey, tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
     await advertiser.publish()
     advertiser.start()
     const n = node

@@ -19,7 +19,8 @@ export const DEFAULT_MAX_SESSIONS_PER_PEER = 2
 export const DEFAULT_MAX_SESSION_MS = 30 * 60_000
 
 export interface InferServiceComponents {
-  registrar: Registrar
+  /** libp2p's registrar, or a started node (its handle/unhandle are the registrar's) */
+  registrar: Pick<Registrar, 'handle' | 'unhandle'>
   logger: ComponentLogger
 }
 

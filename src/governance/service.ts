@@ -7,10 +7,10 @@
  * Authority comes only from keyholder signatures inside the payload; gossipsub's own
  * signature only tells which peer published.
  */
-import type { Logger, PeerId, Stream, Connection } from '@libp2p/interface'
-import type { TopicValidatorResult, Message as PubsubMessage } from '@libp2p/gossipsub'
+import { serviceCapabilities, type AbortOptions, type ComponentLogger, type DialProtocolOptions, type Logger, type PeerId, type PeerStore, type Stream, type Connection, type Startable, type TypedEventTarget, type Libp2pEvents, type IdentifyResult } from '@libp2p/interface'
+import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
+import type { GossipSub, TopicValidatorResult, Message as PubsubMessage } from '@libp2p/gossipsub'
 import { lpStream } from '@libp2p/utils'
-import { defaultLogger } from '@libp2p/logger'
 import type { MeshNode } from '../node/node.js'
 import { Kind, MAX_ENVELOPE_BYTES, decodeEnvelope, type RefusalCode } from './envelope.js'
 import { GovernanceState, type ApplyResult, type GovernanceSnapshot } from './state.js'
@@ -56,10 +56,16 @@ export const GOVERNANCE_TOPIC_SCORE = {
  * The one place that touches gossipsub's internals; test/adversarial/governance.spec.ts
  * fails if it stops working (a forger's score must drop below the graylist threshold).
  */
-export function scoreTopic (pubsub: any, topic: string, params: typeof GOVERNANCE_TOPIC_SCORE): void {
-  const topics = pubsub?.score?.params?.topics
-  if (topics == null) throw new Error('gossipsub has no peer-score parameters to extend (dependency changed?)')
+export function scoreTopic (pubsub: GossipSub, topic: string, params: typeof GOVERNANCE_TOPIC_SCORE): void {
+  const topics = (pubsub as unknown as { score?: { params?: { topics?: Record<string, unknown> } } }).score?.params?.topics
+  if (topics == null || typeof topics !== 'object') throw new GossipsubInternalsChangedError('gossipsub has no peer-score parameters to extend (dependency changed?)')
   topics[topic] ??= { ...params }
+}
+
+/** @libp2p/gossipsub no longer has the peer-score internals scoreTopic extends */
+export class GossipsubInternalsChangedError extends Error {
+  static override name = 'GossipsubInternalsChangedError'
+  override name = 'GossipsubInternalsChangedError'
 }
 
 // gossipsub's TopicValidatorResult values (a string enum), without loading gossipsub for them
@@ -84,10 +90,72 @@ export const ABUSE = { strikes: 8, windowMs: 10_000, blockMs: 60_000 }
 /** most remote addresses tracked by the rate limiters */
 const MAX_TRACKED_ADDRESSES = 4096
 
+/**
+ * Listeners of a GovernanceService (`on()` returns the function that removes them). Every
+ * call is guarded: a listener that throws is logged and the others still run.
+ */
 export interface GovernanceEvents {
   onHalt?: (reason: string, version: number) => void
   onResume?: (version: number) => void
   onChange?: (snapshot: GovernanceSnapshot, kind: Kind) => void
+}
+
+/**
+ * What the service needs from its node, the way js-libp2p services take their `Components`
+ * (`governance(init)` as a libp2p service gets libp2p's own; `componentsOf(node)` builds them
+ * from a started node's public API).
+ */
+export interface GovernanceComponents {
+  peerId: PeerId
+  registrar: Pick<Registrar, 'handle' | 'unhandle'>
+  connectionManager: Pick<ConnectionManager, 'getConnections' | 'openStream' | 'closeConnections'>
+  /** the node's event bus (peer:identify starts a catch-up) */
+  events: Pick<TypedEventTarget<Libp2pEvents>, 'addEventListener' | 'removeEventListener'>
+  peerStore: Pick<PeerStore, 'get'>
+  logger: ComponentLogger
+  /** absent on a keyholder tool's minimal node: it catches up and pushes only */
+  pubsub?: GossipSub
+  /** peers refused too often are blocked here (src/node/blocklist.ts) */
+  blocklist?: { block: (peer: string, ms: number) => void }
+}
+
+export interface GovernanceServiceInit {
+  state: GovernanceState
+}
+
+/** a started node's public API as GovernanceComponents (what `new GovernanceService(node, state)` uses) */
+export function componentsOf (node: MeshNode): GovernanceComponents {
+  return {
+    peerId: node.peerId,
+    registrar: {
+      handle: async (protocol, handler, options) => { await node.handle(protocol, handler, options) },
+      unhandle: async (protocol, options) => { await node.unhandle(protocol, options) }
+    },
+    connectionManager: {
+      getConnections: (peer) => node.getConnections(peer),
+      openStream: async (peer, protocol, options) => await node.dialProtocol(peer, protocol, options as DialProtocolOptions),
+      closeConnections: async (peer, options) => { await node.hangUp(peer, options) }
+    },
+    events: node,
+    peerStore: node.peerStore,
+    logger: node.logger,
+    pubsub: node.services.pubsub,
+    blocklist: node.services.blocklist
+  }
+}
+
+/** `components[name]`, or undefined where libp2p's components (a Proxy that throws on a missing service) lack it */
+function optionalComponent<K extends keyof GovernanceComponents> (components: GovernanceComponents, name: K): GovernanceComponents[K] | undefined {
+  try {
+    return components[name]
+  } catch {
+    return undefined
+  }
+}
+
+/** libp2p service factory: `services: { governance: governance({ state }) }` */
+export function governance (init: GovernanceServiceInit): (components: GovernanceComponents) => GovernanceService {
+  return (components) => new GovernanceService(components, init)
 }
 
 /** what a peer answered to a push: 'applied', a refusal code, or no answer */
@@ -150,8 +218,10 @@ function ipv6Prefix64 (addr: string): string {
   return groups.slice(0, 4).map(g => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')
 }
 
-export class GovernanceService {
+export class GovernanceService implements Startable {
   readonly topic: string
+  readonly state: GovernanceState
+  readonly components: GovernanceComponents
   private readonly log: Logger
   private readonly listeners = new Set<GovernanceEvents>()
   private readonly syncServed = new RateLimiter(SYNC_RATE.perWindow, SYNC_RATE.windowMs)
@@ -164,10 +234,24 @@ export class GovernanceService {
   /** time each accepted message was applied here (ms since epoch), by version: for measurements (last 64) */
   readonly appliedAt = new Map<number, number>()
   private started = false
+  private topicJoined = false
 
-  constructor (readonly node: MeshNode, readonly state: GovernanceState) {
-    this.topic = govTopic(state.config.meshId)
-    this.log = defaultLogger().forComponent('meshllm:governance')
+  readonly [Symbol.toStringTag] = '@meshllm/governance'
+  readonly [serviceCapabilities]: string[] = ['@meshllm/governance']
+
+  /**
+   * `new GovernanceService(components, { state })` (what the `governance()` factory does), or,
+   * for callers holding a started node, `new GovernanceService(node, state)`: the node's public
+   * API as components (componentsOf).
+   */
+  constructor (components: GovernanceComponents, init: GovernanceServiceInit)
+  constructor (node: MeshNode, state: GovernanceState)
+  constructor (components: GovernanceComponents | MeshNode, init: GovernanceServiceInit | GovernanceState) {
+    const legacy = init instanceof GovernanceState
+    this.components = legacy ? componentsOf(components as MeshNode) : components as GovernanceComponents
+    this.state = legacy ? init : init.state
+    this.topic = govTopic(this.state.config.meshId)
+    this.log = this.components.logger.forComponent('meshllm:governance')
     this.onConnect = this.onConnect.bind(this)
     this.handleSync = this.handleSync.bind(this)
     this.handlePush = this.handlePush.bind(this)
@@ -183,20 +267,32 @@ export class GovernanceService {
     return this.state.haltReason
   }
 
+  private get pubsub (): GossipSub | undefined {
+    return optionalComponent(this.components, 'pubsub')
+  }
+
+  /** the peers this node has a connection to */
+  private peers (): PeerId[] {
+    const seen = new Map<string, PeerId>()
+    for (const c of this.components.connectionManager.getConnections()) seen.set(c.remotePeer.toString(), c.remotePeer)
+    return [...seen.values()]
+  }
+
+  isStarted (): boolean {
+    return this.started
+  }
+
   async start (): Promise<void> {
-    // a minimal node (keyholder tool) has no gossipsub: it catches up and pushes only
-    const pubsub = this.node.services.pubsub as any
-    if (pubsub != null) {
-      pubsub.topicValidators.set(this.topic, async (_peer: PeerId, msg: PubsubMessage) => await this.validate(msg.data))
-      scoreTopic(pubsub, this.topic, GOVERNANCE_TOPIC_SCORE)
-      pubsub.subscribe(this.topic)
-    }
-    await this.node.handle(GOV_SYNC_PROTOCOL, this.handleSync, { maxInboundStreams: 32, maxOutboundStreams: 32 })
-    await this.node.handle(GOV_PUSH_PROTOCOL, this.handlePush, { maxInboundStreams: 8, maxOutboundStreams: 64 })
-    this.node.addEventListener('peer:identify', this.onConnect)
+    if (this.started) return
+    // on a running node (new GovernanceService(node, state).start()) gossipsub is up already;
+    // as a libp2p service, gossipsub starts alongside and the topic is joined in afterStart()
+    if ((this.pubsub as { isStarted?: () => boolean } | undefined)?.isStarted?.() === true) this.joinTopic()
+    await this.components.registrar.handle(GOV_SYNC_PROTOCOL, this.handleSync, { maxInboundStreams: 32, maxOutboundStreams: 32 })
+    await this.components.registrar.handle(GOV_PUSH_PROTOCOL, this.handlePush, { maxInboundStreams: 8, maxOutboundStreams: 64 })
+    this.components.events.addEventListener('peer:identify', this.onConnect)
     // anti-entropy: one catch-up from one random peer per RESYNC_MS, whatever else happened
     this.resyncTimer = setInterval(() => {
-      const peers = this.node.getPeers()
+      const peers = this.peers()
       if (peers.length === 0) return
       const peer = peers[Math.floor(Math.random() * peers.length)]
       void this.syncFrom(peer).catch(err => this.log('re-sync from %p failed: %s', peer, err.message))
@@ -205,15 +301,31 @@ export class GovernanceService {
     this.started = true
   }
 
+  /** libp2p calls it once every component started (gossipsub included) */
+  afterStart (): void {
+    this.joinTopic()
+  }
+
+  /** validator, score parameters and subscription of the governance topic (a node without gossipsub has none) */
+  private joinTopic (): void {
+    const pubsub = this.pubsub
+    if (pubsub == null || this.topicJoined) return
+    pubsub.topicValidators.set(this.topic, async (_peer: PeerId, msg: PubsubMessage) => await this.validate(msg.data))
+    scoreTopic(pubsub, this.topic, GOVERNANCE_TOPIC_SCORE)
+    pubsub.subscribe(this.topic)
+    this.topicJoined = true
+  }
+
   async stop (): Promise<void> {
     if (!this.started) return
-    const pubsub = this.node.services.pubsub as any
+    this.topicJoined = false
+    const pubsub = this.pubsub
     pubsub?.topicValidators.delete(this.topic)
     try { pubsub?.unsubscribe(this.topic) } catch {}
-    this.node.removeEventListener('peer:identify', this.onConnect)
+    this.components.events.removeEventListener('peer:identify', this.onConnect)
     clearInterval(this.resyncTimer)
-    await this.node.unhandle(GOV_SYNC_PROTOCOL).catch(() => {})
-    await this.node.unhandle(GOV_PUSH_PROTOCOL).catch(() => {})
+    await this.components.registrar.unhandle(GOV_SYNC_PROTOCOL).catch(() => {})
+    await this.components.registrar.unhandle(GOV_PUSH_PROTOCOL).catch(() => {})
     this.started = false
   }
 
@@ -270,7 +382,7 @@ export class GovernanceService {
    * to every connected peer that speaks GOV_PUSH_PROTOCOL (each answers with its own
    * verdict) and published on the gossipsub topic at the same time.
    */
-  async submit (bytes: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<SubmitResult> {
+  async submit (bytes: Uint8Array, options: AbortOptions = {}): Promise<SubmitResult> {
     const r = await this.apply(bytes, 'submit')
     if (!r.accepted) return { applied: false, code: r.code, reason: r.reason, peers: {}, gossipRecipients: 0 }
     const [peers, gossipRecipients] = await Promise.all([
@@ -281,15 +393,16 @@ export class GovernanceService {
   }
 
   /** @deprecated use submit(); kept for the shape callers had: accepted means applied here */
-  async publish (bytes: Uint8Array): Promise<{ accepted: boolean, recipients: number, reason?: string, code?: RefusalCode }> {
-    const r = await this.submit(bytes)
+  async publish (bytes: Uint8Array, options: AbortOptions = {}): Promise<{ accepted: boolean, recipients: number, reason?: string, code?: RefusalCode }> {
+    const r = await this.submit(bytes, options)
     return { accepted: r.applied, recipients: r.gossipRecipients + (r.peers.applied ?? 0), reason: r.reason, code: r.code }
   }
 
   private async gossip (bytes: Uint8Array): Promise<number> {
-    if (this.node.services.pubsub == null) return 0
+    const pubsub = this.pubsub
+    if (pubsub == null) return 0
     try {
-      const res = await (this.node.services.pubsub as any).publish(this.topic, bytes)
+      const res = await pubsub.publish(this.topic, bytes)
       return res.recipients.length
     } catch (err: any) {
       this.log('gossip publish failed: %s', err.message)
@@ -297,8 +410,11 @@ export class GovernanceService {
     }
   }
 
-  /** Pushes an envelope to every connected peer that speaks the push protocol; counts answers. */
-  async pushToPeers (bytes: Uint8Array, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<Partial<Record<PushAnswer, number>>> {
+  /**
+   * Pushes an envelope to every connected peer that speaks the push protocol; counts answers.
+   * Each push ends after 5 s (or at `options.signal`).
+   */
+  async pushToPeers (bytes: Uint8Array, options: AbortOptions = {}): Promise<Partial<Record<PushAnswer, number>>> {
     const answers: Partial<Record<PushAnswer, number>> = {}
     const peers = await this.pushTargets()
     await Promise.all(peers.map(async peer => {
@@ -312,13 +428,13 @@ export class GovernanceService {
     // every connected peer: one that does not speak the protocol refuses it at negotiation
     // (counted as no answer); the peer store's protocol list is not complete on a node
     // without identify (a keyholder tool's minimal node)
-    return this.node.getPeers()
+    return this.peers()
   }
 
-  /** Pushes one envelope to one peer and reads its verdict. */
-  async pushTo (peer: PeerId, bytes: Uint8Array, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<PushAnswer> {
-    const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 5_000), ...(options.signal != null ? [options.signal] : [])])
-    const stream = await this.node.dialProtocol(peer, GOV_PUSH_PROTOCOL, { signal })
+  /** Pushes one envelope to one peer and reads its verdict (within 5 s, or until `options.signal`). */
+  async pushTo (peer: PeerId, bytes: Uint8Array, options: AbortOptions = {}): Promise<PushAnswer> {
+    const signal = withDeadline(options, 5_000)
+    const stream = await this.components.connectionManager.openStream(peer, GOV_PUSH_PROTOCOL, { signal })
     const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
     try {
       await lp.write(bytes, { signal })
@@ -371,12 +487,12 @@ export class GovernanceService {
     const peer = connection.remotePeer
     if (!this.abuse.strike(peer.toString())) return
     this.log('blocking %p for %d s: too many refused governance requests', peer, ABUSE.blockMs / 1000)
-    ;(this.node.services as any).blocklist?.block(peer.toString(), ABUSE.blockMs)
-    void this.node.hangUp(peer).catch(() => {})
+    optionalComponent(this.components, 'blocklist')?.block(peer.toString(), ABUSE.blockMs)
+    void this.components.connectionManager.closeConnections(peer).catch(() => {})
   }
 
-  private onConnect (evt: CustomEvent<any>): void {
-    const peer: PeerId = evt.detail.peerId
+  private onConnect (evt: CustomEvent<IdentifyResult>): void {
+    const peer = evt.detail.peerId
     if (!(evt.detail.protocols ?? []).includes(GOV_SYNC_PROTOCOL)) return
     // at most SYNC_START_RATE in all (new peer ids are free), and one per peer per 5 s;
     // the periodic re-sync (start()) catches up whatever these limits skip
@@ -390,9 +506,11 @@ export class GovernanceService {
    * Catches up from one peer: every envelope it holds is verified and applied here, in
    * version order. Stale ones cost no signature check; the catch-up ends after
    * MAX_SYNC_FORGERIES forgeries (a peer answering junk wastes at most that many checks).
+   * The answer is read within 5 s, or until `options.signal` aborts.
    */
-  async syncFrom (peer: PeerId, signal = AbortSignal.timeout(5_000)): Promise<number> {
-    const stream = await this.node.dialProtocol(peer, GOV_SYNC_PROTOCOL, { signal })
+  async syncFrom (peer: PeerId, options: AbortOptions = {}): Promise<number> {
+    const signal = options.signal ?? AbortSignal.timeout(5_000)
+    const stream = await this.components.connectionManager.openStream(peer, GOV_SYNC_PROTOCOL, { signal })
     const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
     const got: Uint8Array[] = []
     try {
@@ -435,15 +553,15 @@ export class GovernanceService {
   }
 
   /**
-   * Catches up from every connected peer (bounded by `timeoutMs`, default 5 s): how many
-   * peers answered, and how many envelopes were applied.
+   * Catches up from every connected peer (within 5 s, or until `options.signal` aborts): how
+   * many peers answered, and how many envelopes were applied.
    */
-  async syncAll (options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<{ peers: number, answered: number, applied: number }> {
+  async syncAll (options: SyncAllOptions = {}): Promise<{ peers: number, answered: number, applied: number }> {
     let applied = 0
     let answered = 0
-    const peers = this.node.getPeers()
-    const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 5_000), ...(options.signal != null ? [options.signal] : [])])
-    await Promise.allSettled(peers.map(async p => { applied += await this.syncFrom(p, signal); answered++ }))
+    const peers = this.peers()
+    const signal = withDeadline(options, options.timeoutMs ?? 5_000)
+    await Promise.allSettled(peers.map(async p => { applied += await this.syncFrom(p, { signal }); answered++ }))
     return { peers: peers.length, answered, applied }
   }
 
@@ -452,6 +570,16 @@ export class GovernanceService {
       for (const env of this.state.catchUp()) await lp.write(env, { signal })
     })
   }
+}
+
+export interface SyncAllOptions extends AbortOptions {
+  /** @deprecated pass `signal: AbortSignal.timeout(ms)`; the deadline when no signal is given (default 5 s) */
+  timeoutMs?: number
+}
+
+/** `options.signal` if given, else a timeout of `ms` */
+function withDeadline (options: AbortOptions, ms: number): AbortSignal {
+  return options.signal ?? AbortSignal.timeout(ms)
 }
 
 const PUSH_ANSWERS = new Set<string>(['applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'lifts-older'])

@@ -7,12 +7,15 @@ import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { KadDHT } from '@libp2p/kad-dht'
+import type { GossipSub } from '@libp2p/gossipsub'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import type { PrivateKey, ServiceMap } from '@libp2p/interface'
+import type { PeerId, PrivateKey, ServiceMap } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { Registry } from 'prom-client'
 import { PeerBlocklist } from './blocklist.js'
+import { assertDhtInternals, onRoutingTableAdd, removeFromRoutingTable, routingTableSize } from './dht-internals.js'
 
 /** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
 const DHT_NAMESPACE = 'meshllm'
@@ -39,14 +42,24 @@ export interface MeshNodeOptions {
   minimal?: boolean
   /** extra libp2p services (protocol handlers) */
   services?: Record<string, (components: any) => unknown>
+  /**
+   * a prom-client registry for libp2p's own metrics (@libp2p/prometheus-metrics: connections,
+   * streams per protocol, kad-dht, gossipsub, … as libp2p_* series), the one src/api/metrics.ts
+   * (ApiMetrics `registry`) serves at /metrics. Default: none (libp2p collects no metrics).
+   * One node per registry, and one such node per process: @libp2p/prometheus-metrics keeps
+   * its metrics in a process-wide table (and clears prom-client's global registry).
+   */
+  metrics?: Registry
 }
 
 export type MeshServices = {
   blocklist: PeerBlocklist
+  nodeKey: NodeKey
   dht: KadDHT
   identify: unknown
   ping: unknown
-  pubsub: unknown
+  /** absent on a minimal node */
+  pubsub?: GossipSub
 } & ServiceMap
 
 export type MeshNode = Libp2p<MeshServices & Record<string, any>>
@@ -88,7 +101,7 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   const privateKey = opts.privateKey ?? (opts.dataDir != null ? await loadOrCreateIdentity(opts.dataDir) : await generateKeyPair('Ed25519'))
 
   const blocklist = new PeerBlocklist()
-  const services: Record<string, any> = { blocklist: () => blocklist }
+  const services: Record<string, any> = { blocklist: () => blocklist, nodeKey: (components: { privateKey: PrivateKey }) => new NodeKey(components) }
   if (opts.minimal !== true) {
     // loaded here, not at the top: a minimal node never pays for them
     const [{ identify }, { ping }, { kadDHT, passthroughMapper }, { gossipsub }, { validateExpertRecordEntry, selectExpertRecord }] = await Promise.all([
@@ -119,9 +132,12 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
     })
   }
   Object.assign(services, opts.services ?? {})
+  // loaded only when asked for
+  const metrics = opts.metrics != null ? (await import('@libp2p/prometheus-metrics')).prometheusMetrics({ registry: opts.metrics, collectDefaultMetrics: false }) : undefined
 
   const node = await createLibp2p({
     privateKey,
+    metrics,
     addresses: { listen, announce },
     transports: [tcp()],
     connectionEncrypters: [noise()],
@@ -135,7 +151,6 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
     services
   })
   const mesh = node as unknown as MeshNode
-  nodeKeys.set(mesh, privateKey)
   if (opts.minimal !== true) keepRoutingTableToDhtServers(mesh)
   return mesh
 }
@@ -150,13 +165,14 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
  * identifies.
  */
 function keepRoutingTableToDhtServers (node: MeshNode): void {
-  const table = (node.services.dht as any).routingTable
-  if (table?.addEventListener == null) return
-  const drop = (peerId: any): void => { Promise.resolve(table.remove(peerId)).catch(() => {}) }
-  table.addEventListener('peer:add', (evt: CustomEvent<any>) => {
-    node.peerStore.get(evt.detail).then(peer => {
+  const dht = node.services.dht
+  // every kad-dht internal this project reads, checked once: a dependency change fails here
+  assertDhtInternals(dht)
+  const drop = (peerId: PeerId): void => { removeFromRoutingTable(dht, peerId).catch(() => {}) }
+  onRoutingTableAdd(dht, (peerId) => {
+    node.peerStore.get(peerId).then(peer => {
       // protocols empty: not identified yet; the peer:identify listener decides
-      if (peer.protocols.length > 0 && !peer.protocols.includes(DHT_PROTOCOL)) drop(evt.detail)
+      if (peer.protocols.length > 0 && !peer.protocols.includes(DHT_PROTOCOL)) drop(peerId)
     }, () => {})
   })
   node.addEventListener('peer:identify', (evt) => {
@@ -164,12 +180,31 @@ function keepRoutingTableToDhtServers (node: MeshNode): void {
   })
 }
 
-const nodeKeys = new WeakMap<object, PrivateKey>()
+/**
+ * libp2p service holding the node's own identity key (libp2p's `Components.privateKey`), for
+ * what the node signs as itself: its expert record. Never a governance key.
+ */
+export class NodeKey {
+  readonly [Symbol.toStringTag] = '@meshllm/node-key'
+  readonly privateKey: PrivateKey
+  constructor (components: { privateKey: PrivateKey }) {
+    this.privateKey = components.privateKey
+  }
+}
 
-/** The node's private key (for signing its expert record); never a governance key. */
+/** the node was not made by createMeshNode (it has no NodeKey service) */
+export class NotAMeshNodeError extends Error {
+  static override name = 'NotAMeshNodeError'
+  override name = 'NotAMeshNodeError'
+}
+
+/**
+ * The node's private key (its NodeKey service). Prefer passing the key explicitly
+ * (`createMeshNode({ privateKey })` and `ExpertAdvertiser`'s `privateKey`).
+ */
 export function nodePrivateKey (node: MeshNode): PrivateKey {
-  const k = nodeKeys.get(node)
-  if (k == null) throw new Error('not a node created by createMeshNode')
+  const k = (node.services.nodeKey as NodeKey | undefined)?.privateKey
+  if (k == null) throw new NotAMeshNodeError('not a node created by createMeshNode (no nodeKey service)')
   return k
 }
 
@@ -201,8 +236,8 @@ export async function connectBootstrap (node: MeshNode, addrs: string[], timeout
  */
 export async function waitForDhtPeers (node: MeshNode, timeoutMs = 5_000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs
-  const table = (node.services.dht as any).routingTable
-  if (table == null) return false
-  while (table.size === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
-  return table.size > 0
+  const dht = node.services.dht as KadDHT | undefined
+  if (dht == null) return false
+  while (routingTableSize(dht) === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+  return routingTableSize(dht) > 0
 }

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
+import { defaultLogger } from '@libp2p/logger'
 import type { Aggregated } from '../../src/aggregate/types.js'
 import { HealthTable } from '../../src/router/health.js'
 import type { GenerateOptions, RouterObserver } from '../../src/router/router.js'
@@ -105,6 +106,8 @@ function fakeMesh (experts: string[], o: { seed?: number, onToken?: (call: Call,
 const fakeNode = (): any => ({
   services: { dht: { routingTable: { size: 3 } }, pubsub: { publish: async () => ({ recipients: [] }) } },
   getPeers: () => [],
+  getConnections: () => [],
+  logger: defaultLogger(),
   peerStore: { get: async () => ({ protocols: [] }) }
 })
 
