@@ -1,5 +1,5 @@
 /** Finds experts on the DHT: provider records → signed expert records → dialable peers. */
-import type { PeerId } from '@libp2p/interface'
+import type { AbortOptions, PeerId } from '@libp2p/interface'
 import { equals } from 'uint8arrays/equals'
 import type { MeshNode } from '../node/node.js'
 import { openExpertRecord, expertRecordKey, expertProvidersCid, type ExpertRecord } from '../wire/record.js'
@@ -16,9 +16,9 @@ export interface DiscoveryResult {
 /** concurrent record lookups of one discovery */
 const FETCH_CONCURRENCY = 8
 
-async function fetchRecord (node: MeshNode, peerId: PeerId, signal: AbortSignal): Promise<ExpertRecord | undefined> {
+async function fetchRecord (node: MeshNode, peerId: PeerId, options: AbortOptions): Promise<ExpertRecord | undefined> {
   let best: ExpertRecord | undefined
-  for await (const ev of node.services.dht.get(expertRecordKey(peerId), { signal }) as AsyncIterable<any>) {
+  for await (const ev of node.services.dht.get(expertRecordKey(peerId), options) as AsyncIterable<any>) {
     if (ev.name === 'VALUE') {
       try {
         const r = await openExpertRecord(ev.value)
@@ -34,9 +34,9 @@ async function fetchRecord (node: MeshNode, peerId: PeerId, signal: AbortSignal)
  * record, and splits them by tokenizer fingerprint. `want`: stop early once this many
  * compatible experts are known.
  */
-export interface DiscoveryOptions {
+export interface DiscoveryOptions extends AbortOptions {
+  /** the whole discovery's bound (ms, default 5 000), together with `signal` */
   timeoutMs?: number
-  signal?: AbortSignal
   /**
    * fetch order hint: providers for which this returns a lower number are fetched first
    * (a router puts unknown providers first, known ones next, and providers whose records
@@ -81,7 +81,7 @@ export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, 
     while (next < ids.length && !signal.aborted) {
       const i = next++
       attempted[i] = true
-      records[i] = await fetchRecord(node, ids[i], AbortSignal.any([signal, AbortSignal.timeout(3_000)])).catch(() => undefined)
+      records[i] = await fetchRecord(node, ids[i], { signal: AbortSignal.any([signal, AbortSignal.timeout(3_000)]) }).catch(() => undefined)
     }
   }))
   const compatible: ExpertRecord[] = []

@@ -1,5 +1,5 @@
 /** Router side of one /meshllm/infer/1.0.0 session with one expert. */
-import type { PeerId, Stream } from '@libp2p/interface'
+import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { MeshNode } from '../node/node.js'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, type Frame, type OpenInfo } from '../wire/types.js'
@@ -15,6 +15,28 @@ export class ExpertHaltedError extends Error {
   static override name = 'ExpertHaltedError'
   override name = 'ExpertHaltedError'
   constructor (message: string, readonly envelope?: Uint8Array) { super(message) }
+}
+
+/** open(): teacher forcing and prompt scoring (see open) */
+export interface OpenOptions extends AbortOptions {
+  target?: number
+  scorePrompt?: boolean
+}
+
+/** step(): teacher forcing (see open) */
+export interface StepOptions extends AbortOptions {
+  target?: number
+}
+
+/** speculate(): prompt scoring when the round opens the session */
+export interface SpeculateOptions extends AbortOptions {
+  scorePrompt?: boolean
+}
+
+/** the former positional form (a signal, then the other options) → one options object */
+function withSignal<T extends AbortOptions> (options: T | AbortSignal | undefined, rest?: Omit<T, 'signal'>): T {
+  if (options instanceof AbortSignal) return { ...rest, signal: options } as unknown as T
+  return options ?? ({} as unknown as T)
 }
 
 function varintLength (n: number): number {
@@ -34,16 +56,20 @@ export class ExpertSession {
 
   private constructor (readonly peerId: PeerId, private readonly stream: Stream, private readonly lp: LengthPrefixedStream<Stream>) {}
 
-  static async connect (node: MeshNode, peerId: PeerId, signal: AbortSignal): Promise<ExpertSession> {
+  static async connect (node: MeshNode, peerId: PeerId, options?: AbortOptions): Promise<ExpertSession>
+  /** @deprecated a positional signal: pass `{ signal }` */
+  static async connect (node: MeshNode, peerId: PeerId, signal: AbortSignal): Promise<ExpertSession>
+  static async connect (node: MeshNode, peerId: PeerId, options?: AbortOptions | AbortSignal): Promise<ExpertSession> {
+    const { signal } = withSignal<AbortOptions>(options)
     let stream: Stream
     try {
       stream = await node.dialProtocol(peerId, INFER_PROTOCOL, { signal })
     } catch (err) {
-      if (signal.aborted) throw err
+      if (signal?.aborted === true) throw err
       // the expert may have restarted on new addresses (same peer id, e.g. a persistent
       // --data-dir): the known ones are stale, so ask the DHT (not the local cache) once, with
       // a short bound, and retry on the addresses it returns
-      const info = await node.peerRouting.findPeer(peerId, { signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]), useCache: false }).catch(() => undefined)
+      const info = await node.peerRouting.findPeer(peerId, { signal: AbortSignal.any([...(signal != null ? [signal] : []), AbortSignal.timeout(5_000)]), useCache: false }).catch(() => undefined)
       if (info == null || info.multiaddrs.length === 0) throw err
       await node.peerStore.merge(peerId, { multiaddrs: info.multiaddrs }).catch(() => {})
       stream = await node.dialProtocol(info.multiaddrs, INFER_PROTOCOL, { signal })
@@ -51,10 +77,10 @@ export class ExpertSession {
     return new ExpertSession(peerId, stream, lpStream(stream, { maxDataLength: MAX_RESPONSE_BYTES }))
   }
 
-  private async request (bytes: Uint8Array, signal: AbortSignal): Promise<Uint8Array> {
+  private async request (bytes: Uint8Array, options: AbortOptions): Promise<Uint8Array> {
     this.bytesSent += bytes.byteLength + varintLength(bytes.byteLength)
-    await this.lp.write(bytes, { signal })
-    const res = await this.lp.read({ signal })
+    await this.lp.write(bytes, options)
+    const res = await this.lp.read(options)
     this.bytesReceived += res.byteLength + varintLength(res.byteLength)
     return res.subarray()
   }
@@ -65,7 +91,11 @@ export class ExpertSession {
    * carries (Frame.targetLogprob, when the expert can compute it); opts.scorePrompt: ask for
    * the prompt's log-likelihood (this.info.promptLogprob / promptScored, when supported).
    */
-  async open (tokens: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal, opts: { target?: number, scorePrompt?: boolean } = {}): Promise<Frame> {
+  async open (tokens: Uint32Array, fingerprint: Uint8Array, options?: OpenOptions): Promise<Frame>
+  /** @deprecated a positional signal: pass `{ signal, ...opts }` */
+  async open (tokens: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal, opts?: Omit<OpenOptions, 'signal'>): Promise<Frame>
+  async open (tokens: Uint32Array, fingerprint: Uint8Array, options?: OpenOptions | AbortSignal, rest?: Omit<OpenOptions, 'signal'>): Promise<Frame> {
+    const opts = withSignal(options, rest)
     const res = decodeOpenResponse(await this.request(encodeRequest({
       type: 'open',
       protocolVersion: INFER_PROTOCOL_VERSION,
@@ -74,7 +104,7 @@ export class ExpertSession {
       topK: 256,
       ...(opts.target !== undefined ? { target: opts.target } : {}),
       ...(opts.scorePrompt === true ? { scorePrompt: true } : {})
-    }), signal))
+    }), opts))
     if (res.status !== Status.OK) throw statusError(res)
     this.info = res.open
     this.synced = tokens.length
@@ -87,8 +117,12 @@ export class ExpertSession {
    * Sends the tokens the expert has not seen yet (catch-up is one batch); returns the next
    * frame. opts.target: see open().
    */
-  async step (tokens: Uint32Array, signal: AbortSignal, opts: { target?: number } = {}): Promise<Frame> {
-    const res = decodeFrameResponse(await this.request(encodeRequest({ type: 'step', tokens, ...(opts.target !== undefined ? { target: opts.target } : {}) }), signal))
+  async step (tokens: Uint32Array, options?: StepOptions): Promise<Frame>
+  /** @deprecated a positional signal: pass `{ signal, ...opts }` */
+  async step (tokens: Uint32Array, signal: AbortSignal, opts?: Omit<StepOptions, 'signal'>): Promise<Frame>
+  async step (tokens: Uint32Array, options?: StepOptions | AbortSignal, rest?: Omit<StepOptions, 'signal'>): Promise<Frame> {
+    const opts = withSignal(options, rest)
+    const res = decodeFrameResponse(await this.request(encodeRequest({ type: 'step', tokens, ...(opts.target !== undefined ? { target: opts.target } : {}) }), opts))
     if (res.status !== Status.OK) throw statusError(res)
     this.synced += tokens.length
     this.kv.push(...tokens)
@@ -96,8 +130,8 @@ export class ExpertSession {
     return res.frame
   }
 
-  private async readFrame (signal: AbortSignal): Promise<Frame> {
-    const raw = await this.lp.read({ signal })
+  private async readFrame (options: AbortOptions): Promise<Frame> {
+    const raw = await this.lp.read(options)
     this.bytesReceived += raw.byteLength + varintLength(raw.byteLength)
     const res = decodeFrameResponse(raw.subarray())
     if (res.status !== Status.OK) throw statusError(res)
@@ -110,11 +144,15 @@ export class ExpertSession {
    * same batch. Returns draft.length + 1 frames: after the context, then after each draft
    * token. Opens the session on first use.
    */
-  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal, opts: { scorePrompt?: boolean } = {}): Promise<Frame[]> {
+  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, options?: SpeculateOptions): Promise<Frame[]>
+  /** @deprecated a positional signal: pass `{ signal, ...opts }` */
+  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal, opts?: Omit<SpeculateOptions, 'signal'>): Promise<Frame[]>
+  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, options?: SpeculateOptions | AbortSignal, rest?: Omit<SpeculateOptions, 'signal'>): Promise<Frame[]> {
+    const opts = withSignal(options, rest)
     const frames: Frame[] = []
     if (this.info == null) {
       const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft, ...(opts.scorePrompt === true ? { scorePrompt: true } : {}) })
-      const res = decodeOpenResponse(await this.request(req, signal))
+      const res = decodeOpenResponse(await this.request(req, opts))
       if (res.status !== Status.OK) throw statusError(res)
       this.info = res.open
       frames.push(res.open.frame)
@@ -125,23 +163,25 @@ export class ExpertSession {
       if (common === context.length) common-- // a step carries at least one token
       const rollback = this.kv.length - common
       const req = encodeRequest({ type: 'step', tokens: context.subarray(common), draft, rollback })
-      const res = decodeFrameResponse(await this.request(req, signal))
+      const res = decodeFrameResponse(await this.request(req, opts))
       if (res.status !== Status.OK) throw statusError(res)
       frames.push(res.frame)
     }
-    for (let i = 0; i < draft.length; i++) frames.push(await this.readFrame(signal))
+    for (let i = 0; i < draft.length; i++) frames.push(await this.readFrame(opts))
     this.kv = [...context, ...draft]
     this.synced = context.length
     this.frames += frames.length
     return frames
   }
 
-  async close (): Promise<void> {
+  /** says goodbye and closes the stream (each within 1 s, or `options.signal`); aborts it when that fails */
+  async close (options: AbortOptions = {}): Promise<void> {
     if (this.closed) return
     this.closed = true
+    const signal = (): AbortSignal => AbortSignal.any([AbortSignal.timeout(1000), ...(options.signal != null ? [options.signal] : [])])
     try {
-      await this.lp.write(encodeRequest({ type: 'close' }), { signal: AbortSignal.timeout(1000) })
-      await this.stream.close({ signal: AbortSignal.timeout(1000) })
+      await this.lp.write(encodeRequest({ type: 'close' }), { signal: signal() })
+      await this.stream.close({ signal: signal() })
     } catch (err: any) {
       this.stream.abort(err)
     }

@@ -3,7 +3,7 @@
  * (`meshllm generate --via <multiaddr>`). Spec: protocols/generate.md.
  * Request: one GenerateRequest. Response: one GenerateEvent per token, then Done or Error.
  */
-import type { ComponentLogger, Connection, Logger, Startable, Stream } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Logger, Startable, Stream } from '@libp2p/interface'
 import type { Registrar } from '@libp2p/interface-internal'
 import { pbStream } from '@libp2p/utils'
 import { readSecretFile } from '../util/secret-file.js'
@@ -151,7 +151,7 @@ export class GenerateService implements Startable {
         await send({ error: { name: TooManyGenerationsError.name, message: `this peer already runs ${running} generation(s) here (at most ${this.init.maxStreamsPerPeer ?? DEFAULT_MAX_STREAMS_PER_PEER})` } })
       } else {
         const req = await pb.read(GenerateRequest, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.init.requestTimeoutMs ?? 10_000)]) })
-        await this.answer(req, send, signal, lifetime.signal)
+        await this.answer(req, send, { signal, gone: lifetime.signal })
       }
       await stream.close({ signal: AbortSignal.any([signal, AbortSignal.timeout(writeTimeoutMs)]) })
     } catch (err: any) {
@@ -172,8 +172,12 @@ export class GenerateService implements Startable {
     }
   }
 
-  /** runs one request and writes its events; throws when the client cannot be told anything more */
-  private async answer (req: GenerateRequest, send: (ev: Partial<GenerateEvent>) => Promise<void>, signal: AbortSignal, gone: AbortSignal): Promise<void> {
+  /**
+   * runs one request and writes its events; throws when the client cannot be told anything
+   * more. `signal`: the generation's (deadline, client gone); `gone`: the client's stream ended
+   */
+  private async answer (req: GenerateRequest, send: (ev: Partial<GenerateEvent>) => Promise<void>, options: Required<AbortOptions> & { gone: AbortSignal }): Promise<void> {
+    const { signal, gone } = options
     if (this.tokenDigest != null && !timingSafeEqual(digest(req.token ?? ''), this.tokenDigest)) {
       this.stats.refusedToken++
       await send({ error: { name: GenerateUnauthorizedError.name, message: 'this peer requires a routed-generation token (--generate-token): missing or wrong' } })

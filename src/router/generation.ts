@@ -1,0 +1,486 @@
+/**
+ * One generation of a router (`Router.generate`): its state (context tokens, candidates and
+ * their sessions, steps, rng, the chosen experts, its signal) and the two ways it advances,
+ * token by token (`step`: K experts per token, hedged, with a per-step deadline) and
+ * speculatively (`speculativeStep`: one batched round per draft). Both ask experts through
+ * one method (`ask`), so a failed expert is handled in one place (`handleFailure`): counted
+ * against its health, penalised when its frame was invalid, reported to the observers, its
+ * session dropped and the expert not asked again by this generation.
+ */
+import type { Frame } from '../wire/types.js'
+import { aggregate } from '../aggregate/aggregate.js'
+import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
+import { perplexityWeights } from '../aggregate/weighting.js'
+import { createRng, sample, speculativeStep, speculativeStepSampled, type Proposal } from '../aggregate/sampling.js'
+import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
+import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpertsError } from '../util/errors.js'
+import type { Drafter } from './drafter.js'
+import { ExpertHaltedError, ExpertSession } from './expert-client.js'
+import { robustAggregate } from './reputation.js'
+import { GENERATE_DEFAULTS, robustByDefault } from './options.js'
+import { candidateSelection, checkFrame, InvalidFrameError, sessionTraffic, stepDeadline, type Candidate, type RouterCore, type Selection } from './candidates.js'
+import type { GenerateOptions, GenerateResult, SpeculationStats, StepTrace, TokenEvent } from './router.js'
+
+interface Framed { id: string, frame: Frame }
+
+/** the state of a speculative generation's rounds */
+interface Speculation {
+  drafter: Drafter
+  stats: SpeculationStats
+  /** tokens this generation may still emit when the rounds began */
+  budget: number
+  emitted: number
+  acceptEwma: number
+}
+
+export class Generation {
+  readonly candidates: Candidate[] = []
+  readonly generated: number[] = []
+  readonly steps: StepTrace[] = []
+  /** experts whose frames were aggregated for at least one token */
+  readonly used = new Set<string>()
+  readonly warnings: string[] = []
+  readonly rng: Rng
+  private context: number[] = []
+  private promptTokens = 0
+  private maxContext = 0
+  private effectiveK = 0
+  private readonly k: number
+  private readonly rule: AggregationRule
+  private readonly maxTokens: number
+  private readonly samplingOpts: SamplingOptions
+  private readonly byPerplexity: boolean
+  private byReputation = false
+  private sel?: Selection
+  private text = ''
+  private emitted = ''
+  private finishReason: GenerateResult['finishReason'] = 'length'
+
+  constructor (private readonly core: RouterCore, private readonly prompt: string | number[], private readonly opts: GenerateOptions, readonly signal: AbortSignal, private readonly started: number) {
+    this.k = opts.k ?? GENERATE_DEFAULTS.k
+    this.rule = opts.rule ?? GENERATE_DEFAULTS.rule
+    this.maxTokens = opts.maxTokens ?? GENERATE_DEFAULTS.maxTokens
+    this.rng = createRng(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
+    this.samplingOpts = { temperature: opts.temperature ?? GENERATE_DEFAULTS.temperature, topK: opts.topK ?? GENERATE_DEFAULTS.topK, topP: opts.topP ?? GENERATE_DEFAULTS.topP }
+    this.byPerplexity = opts.weighting === 'perplexity'
+  }
+
+  /** runs the generation to its end; observers hear of its result or error; every session is closed */
+  async run (): Promise<GenerateResult> {
+    try {
+      await this.selectExperts()
+      const drafter = this.core.options.drafter
+      let speculation: SpeculationStats | undefined
+      if (this.opts.speculative === true && this.opts.constrain == null && drafter != null && this.generated.length < this.maxTokens && this.context.length < this.maxContext - 1) {
+        speculation = await this.speculativeLoop(drafter)
+      } else {
+        await this.tokenLoop()
+      }
+      return this.finish(speculation)
+    } catch (err: any) {
+      const e = this.signal.aborted && this.signal.reason instanceof HaltedError ? this.signal.reason : err
+      if (this.core.observers.size > 0) this.core.notify('onGeneration', { error: e, perExpert: sessionTraffic(this.candidates) })
+      throw e
+    } finally {
+      await this.close()
+    }
+  }
+
+  /** the candidates (compatible experts, restricted to opts.experts), the prompt's tokens, the effective K */
+  async selectExperts (): Promise<void> {
+    const { core, opts } = this
+    let { compatible, incompatible } = await core.experts(false, this.signal)
+    if (compatible.length === 0) ({ compatible, incompatible } = await core.experts(true, this.signal))
+    if (opts.experts != null) compatible = compatible.filter(r => opts.experts?.includes(r.peerId.toString()))
+    if (compatible.length === 0) {
+      if (incompatible.length > 0) {
+        throw new IncompatibleTokenizerError(`found ${incompatible.length} expert(s) but none with this router's tokenizer (fingerprint ${hex(core.tokenizer.fingerprint)}): ${incompatible.map(r => `${r.modelName} ${hex(r.tokenizerFingerprint)}`).join(', ')}`)
+      }
+      throw new NoExpertsError('no experts found on the mesh')
+    }
+    for (const r of compatible) this.candidates.push({ record: r, id: r.peerId.toString() })
+
+    this.context = typeof this.prompt === 'string' ? core.tokenizer.encodePrompt(this.prompt) : [...this.prompt]
+    this.promptTokens = this.context.length
+    this.maxContext = Math.min(...compatible.map(r => r.contextLength))
+    if (this.promptTokens >= this.maxContext - 1) {
+      throw new ContextOverflowError(`prompt of ${this.promptTokens} tokens is longer than the experts' context (${this.maxContext} tokens, 1 needed for generation)`)
+    }
+    if (compatible.length < this.k) this.warnings.push(`only ${compatible.length} compatible expert(s) for K=${this.k}: generating with K=${compatible.length}`)
+    this.effectiveK = Math.min(this.k, compatible.length)
+    // screening and reputation: on by default for every rule at K ≥ 3 (robust by default)
+    this.byReputation = robustByDefault(this.effectiveK, opts.reputation)
+    this.sel = candidateSelection(core.node, core.health, this.candidates, { policy: opts.policy, colocationThreshold: core.options.colocationThreshold })
+  }
+
+  private get selection (): Selection {
+    if (this.sel == null) throw new Error('selectExperts() first')
+    return this.sel
+  }
+
+  /** token by token: one step (K frames) per token */
+  private async tokenLoop (): Promise<void> {
+    const { opts } = this
+    while (this.generated.length < this.maxTokens) {
+      this.core.checkHalt()
+      this.signal.throwIfAborted()
+      if (this.context.length >= this.maxContext - 1) { this.finishReason = 'context'; break }
+      const t0 = performance.now()
+      const { frames, trace } = await this.step(this.effectiveK)
+      trace.ms = performance.now() - t0
+      this.steps.push(trace)
+      for (const id of trace.experts) this.used.add(id)
+      const raw = this.aggregate(frames)
+      const agg = opts.constrain != null ? opts.constrain(raw, this.generated) : raw
+      const token = this.resolveEog(sample(agg, this.samplingOpts, this.rng), agg)
+      if (token === undefined || this.emit(token, trace.experts)) break
+    }
+  }
+
+  /**
+   * One request to one expert, the same for both loops: opens its session on first use
+   * (`opened`), runs `request` on it, and settles the bookkeeping of the outcome here (health,
+   * observers; a failure through handleFailure). Resolves with the answer, or undefined when
+   * the expert failed; rejects only when the whole generation must end (a verified halt, the
+   * generation's signal).
+   */
+  private async ask<T>(c: Candidate, signal: AbortSignal, request: (session: ExpertSession, opened: boolean) => Promise<T>): Promise<T | undefined> {
+    const t0 = performance.now()
+    let value: T
+    try {
+      const opened = c.session == null
+      c.session ??= await ExpertSession.connect(this.core.node, c.record.peerId, { signal })
+      value = await request(c.session, opened)
+    } catch (e: any) {
+      const err = e instanceof ExpertHaltedError ? await this.core.expertHalted(e) : e
+      if (err instanceof HaltedError) throw err
+      if (this.signal.aborted) throw this.signal.reason
+      this.handleFailure(c, err, performance.now() - t0)
+      return undefined
+    }
+    const ms = performance.now() - t0
+    this.core.health.success(c.id, ms)
+    if (this.core.observers.size > 0) this.core.notify('onExpertRequest', { expert: c.id, ms, ok: true })
+    return value
+  }
+
+  /** an expert failed (error, timeout, invalid frame, unverified halt): it is not asked again by this generation */
+  handleFailure (c: Candidate, err: any, ms: number): void {
+    const { core } = this
+    core.log('expert %s failed: %s', c.id, err.message)
+    core.health.failure(c.id, String(err.message ?? err))
+    if (err instanceof InvalidFrameError) core.reputation.penalize(c.id)
+    if (core.observers.size > 0) core.notify('onExpertRequest', { expert: c.id, ms, ok: false, error: String(err.message ?? err), errorName: String(err?.name ?? 'Error') })
+    c.failed = true
+    c.session?.abort(err)
+    c.session = undefined
+  }
+
+  /**
+   * One token step: `want` experts are sent the tokens they have not seen yet; a failed one is
+   * replaced by a spare (prefilled with the whole context), a spare is asked when the chosen
+   * ones are late (hedging), and past the step's deadline the step goes on with the frames it has.
+   */
+  async step (want: number): Promise<{ frames: Framed[], trace: StepTrace }> {
+    const { candidates, core } = this
+    const sel = this.selection
+    const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && core.available(c.id))
+    let pool = usable()
+    if (pool.length === 0) {
+      // every usable expert is busy with a late request: wait for one to settle
+      const busy = candidates.filter(c => c.pending != null)
+      if (busy.length > 0) await Promise.race(busy.map(async c => c.pending?.catch(() => {})))
+      pool = usable()
+      if (pool.length === 0) {
+        // half-open circuits: give the least recently failed experts another try
+        pool = candidates.filter(c => c.failed !== true && c.pending == null && !core.reputation.banned(c.id))
+      }
+      if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
+    }
+    const need = Math.min(want, pool.length)
+    const chosen = sel.select(pool, need)
+    const frames: Framed[] = []
+    const trace: StepTrace = { experts: [], dropped: [], ms: 0 }
+    const contextNow = Uint32Array.from(this.context)
+    const hardTimeout = core.options.requestTimeoutMs ?? 30_000
+    const scorePrompt = this.byPerplexity
+
+    return await new Promise((resolve, reject) => {
+      let settled = false
+      let outstanding = 0
+      const asked = new Set<string>()
+      const settle = (): void => {
+        settled = true
+        clearTimeout(deadlineTimer)
+        clearTimeout(hedgeTimer)
+      }
+      const finish = (): void => {
+        if (settled) return
+        settle()
+        for (const id of asked) if (!trace.experts.includes(id)) trace.dropped.push(id)
+        if (frames.length === 0) reject(new NoExpertsError('no expert answered this step'))
+        else resolve({ frames: frames.slice(0, need), trace })
+      }
+      const spare = (): Candidate | undefined => {
+        const rest = usable().filter(c => !asked.has(c.id))
+        if (rest.length === 0) return undefined
+        return sel.select(rest, 1)[0]
+      }
+      const launch = (c: Candidate): void => {
+        asked.add(c.id)
+        outstanding++
+        const reqSignal = AbortSignal.any([this.signal, AbortSignal.timeout(hardTimeout)])
+        const run = this.ask(c, reqSignal, async (session, opened) => {
+          const frame = opened
+            ? await session.open(contextNow, core.tokenizer.fingerprint, { signal: reqSignal, scorePrompt })
+            : await session.step(contextNow.subarray(session.synced), { signal: reqSignal })
+          checkFrame(frame, contextNow.length, core.tokenizer.vocabSize)
+          return frame
+        })
+        c.pending = run.then(() => {}, () => {})
+        run.then(frame => {
+          c.pending = undefined
+          outstanding--
+          if (frame === undefined) {
+            // the expert failed: a spare takes its place
+            if (settled) return
+            const r = spare()
+            if (r != null) launch(r)
+            else if (outstanding === 0) finish()
+            return
+          }
+          if (!settled && frames.length < need) {
+            frames.push({ id: c.id, frame })
+            trace.experts.push(c.id)
+            if (frames.length >= need) finish()
+          }
+        }, (err: unknown) => {
+          // a verified halt or the generation's signal: the step ends with it
+          c.pending = undefined
+          outstanding--
+          if (!settled) { settle(); reject(err) }
+        })
+      }
+      const deadline = stepDeadline(chosen, sel, core.options.minStepDeadlineMs)
+      const hedgeTimer = setTimeout(() => {
+        // hedge: one spare expert when the chosen ones are late
+        if (!settled && frames.length < need) { const r = spare(); if (r != null) launch(r) }
+      }, Math.max(200, deadline / 2))
+      const deadlineTimer = setTimeout(() => {
+        if (frames.length > 0) finish()
+        // otherwise keep waiting: the hard per-request timeout ends it
+      }, deadline)
+      for (const c of chosen) launch(c)
+    })
+  }
+
+  /**
+   * Speculative rounds: draft → the same K experts score every draft position in one
+   * batched request each → per position the ensemble distribution decides (speculative
+   * sampling: accept with the probability the target gives the draft token, else draw
+   * from the target without it, and end the round). Identical output to token-by-token
+   * decoding at temperature 0, the same distribution above it (docs/speculative.md).
+   */
+  private async speculativeLoop (drafter: Drafter): Promise<SpeculationStats> {
+    const spec: Speculation = {
+      drafter,
+      stats: { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0 },
+      budget: this.maxTokens - this.generated.length,
+      emitted: 0,
+      acceptEwma: 0.6
+    }
+    while (spec.emitted < spec.budget) {
+      this.core.checkHalt()
+      this.signal.throwIfAborted()
+      if (await this.speculativeStep(spec)) break
+    }
+    if (spec.stats.rounds > 0) spec.stats.meanDraftLength /= spec.stats.rounds
+    return spec.stats
+  }
+
+  /** adaptive draft length: maximises expected tokens per unit time */
+  private draftLength (spec: Speculation, pool: Candidate[]): number {
+    const healthNow = this.selection.health()
+    const rtt = Math.min(...pool.map(c => healthNow(c).latencyMs))
+    const room = Math.min(spec.budget - spec.emitted - 1, this.maxContext - 2 - this.context.length, 16)
+    let n = 0
+    if (room > 0) {
+      const a = Math.min(0.95, Math.max(0.05, spec.acceptEwma))
+      let best = -1
+      for (let L = 1; L <= room; L++) {
+        const rate = ((1 - a ** (L + 1)) / (1 - a)) / (rtt + 3 * L + 3)
+        if (rate > best) { best = rate; n = L }
+      }
+    }
+    return n
+  }
+
+  /** one speculative round; true when the generation ends */
+  async speculativeStep (spec: Speculation): Promise<boolean> {
+    const { core } = this
+    const pool = this.candidates.filter(c => c.failed !== true && core.available(c.id))
+    if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
+    const n = this.draftLength(spec, pool)
+    const t0 = performance.now()
+    // temperature > 0: a sampling drafter proposes from its own distribution (acceptance
+    // Σ min(p, q)); otherwise a deterministic draft (acceptance p(x))
+    let draft: number[] = []
+    let proposals: Proposal[] | undefined
+    if (n > 0 && this.samplingOpts.temperature > 0 && spec.drafter.proposeSampled != null) {
+      const d = await spec.drafter.proposeSampled(this.context, n, this.samplingOpts, this.rng)
+      draft = d.tokens.slice(0, n)
+      proposals = d.proposals
+    } else if (n > 0) {
+      draft = (await spec.drafter.propose(this.context, n)).slice(0, n)
+    }
+    const chosen = this.selection.select(pool, Math.min(this.effectiveK, pool.length))
+    const ctx = Uint32Array.from(this.context)
+    const dr = Uint32Array.from(draft)
+    const reqSignal = AbortSignal.any([this.signal, AbortSignal.timeout(core.options.requestTimeoutMs ?? 30_000)])
+    const scorePrompt = this.byPerplexity
+    const results = await Promise.all(chosen.map(async c => {
+      const frames = await this.ask(c, reqSignal, async (session) => {
+        const frames = await session.speculate(ctx, dr, core.tokenizer.fingerprint, { signal: reqSignal, scorePrompt })
+        frames.forEach((f, i) => { checkFrame(f, ctx.length + i, core.tokenizer.vocabSize) })
+        return frames
+      })
+      return frames === undefined ? undefined : { id: c.id, frames }
+    }))
+    const ok = results.filter((r): r is { id: string, frames: Frame[] } => r != null)
+    const trace: StepTrace = { experts: ok.map(r => r.id), dropped: chosen.map(c => c.id).filter(id => !ok.some(r => r.id === id)), ms: performance.now() - t0 }
+    if (ok.length === 0) return false // every chosen expert failed: the next round picks others
+    for (const id of trace.experts) this.used.add(id)
+    const { stats } = spec
+    stats.rounds++
+    stats.drafted += draft.length
+    stats.meanDraftLength += draft.length
+    let acceptedHere = 0
+    let ended = false
+    for (let i = 0; i <= draft.length; i++) {
+      const agg = this.aggregate(ok.map(r => ({ id: r.id, frame: r.frames[i] })), draft.slice(0, i))
+      let token: number | undefined
+      let accepted = false
+      if (i < draft.length) {
+        const r = proposals != null ? speculativeStepSampled(agg, this.samplingOpts, draft[i], proposals[i], this.rng) : speculativeStep(agg, this.samplingOpts, draft[i], this.rng)
+        token = r.token
+        accepted = r.accepted
+      } else {
+        token = sample(agg, this.samplingOpts, this.rng)
+      }
+      const resolved = this.resolveEog(token, agg)
+      if (resolved === undefined) { ended = true; break }
+      if (resolved !== token) accepted = false // ignoreEos replaced it: the draft diverges here
+      if (accepted) acceptedHere++
+      this.steps.push(i === 0 ? trace : { experts: trace.experts, dropped: [], ms: 0 })
+      spec.emitted++
+      if (this.emit(resolved, trace.experts)) { ended = true; break }
+      if (!accepted) break
+    }
+    stats.accepted += acceptedHere
+    if (draft.length > 0) spec.acceptEwma = 0.7 * spec.acceptEwma + 0.3 * (acceptedHere / draft.length)
+    return ended
+  }
+
+  /** the prompt scores of the experts' sessions → weights (uniform ones when none scored) */
+  private promptWeights (ids: string[]): number[] {
+    if (!this.byPerplexity) return ids.map(() => 1)
+    return perplexityWeights(ids.map(id => {
+      const info = this.candidates.find(c => c.id === id)?.session?.info
+      return { logprob: info?.promptLogprob, count: info?.promptScored }
+    }), { beta: this.opts.perplexityBeta })
+  }
+
+  /** `ahead`: tokens after the context that the frames' position already includes (speculative draft) */
+  private aggregate (frames: Framed[], ahead: number[] = []): Aggregated {
+    const { opts, core } = this
+    const pw = this.promptWeights(frames.map(f => f.id))
+    const tokensSoFar = opts.tail === 'context' ? [...this.context.slice(-CONTEXT_WINDOW), ...ahead] : undefined
+    const run = (keep: (j: number) => boolean, rw: number[]): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule: this.rule, vocabSize: core.tokenizer.vocabSize, tail: opts.tail, context: tokensSoFar })
+    // robust: reputation-scaled weights, gross outliers of this step (K ≥ 3) screened out, every frame observed
+    return this.byReputation ? robustAggregate(frames, core.reputation, core.tokenizer.vocabSize, run) : run(() => true, frames.map(() => 1))
+  }
+
+  /** appends a sampled token and streams it; true when the generation must end */
+  private emit (token: number, experts: string[]): boolean {
+    const { opts, core } = this
+    this.context.push(token)
+    this.generated.push(token)
+    let text = core.tokenizer.decode(this.generated)
+    let stopHit = false
+    if (opts.stop != null && opts.stop.length > 0) {
+      for (const s of opts.stop) {
+        const at = s.length > 0 ? text.indexOf(s) : -1
+        if (at >= 0) { text = text.slice(0, at); stopHit = true }
+      }
+    }
+    this.text = text
+    // emit only completed characters (a token may end inside a UTF-8 sequence)
+    const ready = stopHit ? text : text.slice(0, ((end: number) => { while (end > 0 && text.charCodeAt(end - 1) === 0xfffd) end--; return end })(text.length)) // trailing U+FFFD trimmed by a loop from the end (a regex is quadratic on long U+FFFD runs)
+    const piece = ready.startsWith(this.emitted) ? ready.slice(this.emitted.length) : ''
+    if (piece.length > 0 || stopHit) this.emitted = ready
+    const tokenEvent: TokenEvent = { token, text: piece, experts, index: this.generated.length - 1 }
+    opts.onToken?.(tokenEvent)
+    if (core.observers.size > 0) core.notify('onToken', tokenEvent)
+    if (stopHit) { this.finishReason = 'stop'; return true }
+    if (this.context.length >= this.maxContext - 1 && this.generated.length < this.maxTokens) { this.finishReason = 'context'; return true }
+    return this.generated.length >= this.maxTokens
+  }
+
+  /** an end-of-generation token ends the generation (undefined) unless ignoreEos */
+  private resolveEog (token: number, agg: Aggregated): number | undefined {
+    const { tokenizer } = this.core
+    if (!tokenizer.isEndOfGeneration(token)) return token
+    if (this.opts.ignoreEos !== true) { this.finishReason = 'eos'; return undefined }
+    return [...agg.ids].find(t => !tokenizer.isEndOfGeneration(t)) ?? token
+  }
+
+  /** the result; the router's totals and the observers updated */
+  finish (speculation?: SpeculationStats): GenerateResult {
+    const { core, generated, steps } = this
+    const elapsedMs = performance.now() - this.started
+    let bytes = 0
+    let expertSteps = 0
+    for (const c of this.candidates) {
+      if (c.session == null) continue
+      bytes += c.session.bytesSent + c.session.bytesReceived
+      expertSteps += c.session.frames
+    }
+    core.stats.generations++
+    core.stats.tokens += generated.length
+    core.stats.bytes += bytes
+    core.stats.expertSteps += expertSteps
+    const expertTokens = steps.reduce((a, st) => a + st.experts.length, 0)
+    core.stats.lastTokensPerSecond = generated.length / (elapsedMs / 1000)
+    const result: GenerateResult = {
+      text: this.text,
+      tokens: generated.length,
+      promptTokens: this.promptTokens,
+      elapsedMs,
+      tokensPerSecond: generated.length / (elapsedMs / 1000),
+      k: this.k,
+      effectiveK: this.effectiveK,
+      experts: [...this.used],
+      // all bytes of every session (hedged, late and rejected-draft frames included) per
+      // (generated token × expert that served it)
+      bytesPerExpertToken: expertTokens > 0 ? bytes / expertTokens : 0,
+      finishReason: this.finishReason,
+      steps,
+      warnings: this.warnings,
+      ...(speculation != null ? { speculation } : {})
+    }
+    if (core.observers.size > 0) core.notify('onGeneration', { result, perExpert: sessionTraffic(this.candidates) })
+    return result
+  }
+
+  /** waits for late requests, then closes every session */
+  private async close (): Promise<void> {
+    await Promise.allSettled(this.candidates.map(async c => {
+      await c.pending?.catch(() => {})
+      await c.session?.close()
+    }))
+  }
+}
+
+function hex (b: Uint8Array): string {
+  return Buffer.from(b).toString('hex').slice(0, 16)
+}
