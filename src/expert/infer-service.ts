@@ -77,7 +77,8 @@ export class InferService implements Startable {
   private readonly maxSessionsPerPeer: number
   private readonly maxSessionTokens: number
   private readonly maxSessionMs: number
-  private readonly live = new Set<Stream>()
+  /** open streams, each with the controller its session's HALT aborts (kept here, not on libp2p's Stream) */
+  private readonly live = new Map<Stream, AbortController>()
   /** open sessions per remote peer (entries only while > 0: bounded by maxSessions) */
   private readonly sessionsByPeer = new Map<string, number>()
   /** evaluations still running per session (awaited before the session is freed) */
@@ -114,7 +115,7 @@ export class InferService implements Startable {
 
   async stop (): Promise<void> {
     await this.components.registrar.unhandle(this.protocol)
-    for (const s of this.live) s.abort(new Error('expert shutting down'))
+    for (const s of this.live.keys()) s.abort(new Error('expert shutting down'))
     this.live.clear()
     this.started = false
   }
@@ -125,9 +126,7 @@ export class InferService implements Startable {
 
   /** Ends every open session with HALTED (called by governance on a valid HALT). */
   haltAll (reason: string): void {
-    for (const s of this.live) {
-      ;(s as any).meshllmHalt?.(reason)
-    }
+    for (const halted of this.live.values()) halted.abort(new RequestError(Status.HALTED, `halted by governance: ${reason}`))
   }
 
   /**
@@ -144,10 +143,9 @@ export class InferService implements Startable {
     /** tokens this session evaluated so far, rolled-back ones included */
     let evaluated = 0
     let openedAt = 0
-    this.live.add(stream)
     const lifetime = streamLifetime(stream)
     const halted = new AbortController()
-    ;(stream as any).meshllmHalt = (reason: string) => halted.abort(new RequestError(Status.HALTED, `halted by governance: ${reason}`))
+    this.live.set(stream, halted)
     /** a HALT or the router going away ends whatever the session is doing */
     const stop = AbortSignal.any([halted.signal, lifetime.signal])
     const write = async (bytes: Uint8Array): Promise<void> => {
