@@ -95,7 +95,10 @@ export const OPTION_NAMES: Readonly<Record<OptionKey, string>> = Object.freeze({
   reputation: 'reputation'
 })
 
-const show = (v: unknown): string => typeof v === 'string' ? `"${v.slice(0, 32)}"` : Array.isArray(v) ? `a list of ${v.length}` : String(v)
+/** a refused value in a message: never throws (a remote JSON object's `toString` may be anything) */
+const show = (v: unknown): string => typeof v === 'string'
+  ? `"${v.slice(0, 32)}"`
+  : Array.isArray(v) ? `a list of ${v.length}` : v !== null && typeof v === 'object' ? 'an object' : String(v)
 type Issue = { input?: unknown }
 const msg = (f: (input: unknown) => string): { error: (iss: Issue) => string } => ({ error: (iss) => f(iss.input) })
 

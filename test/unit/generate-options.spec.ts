@@ -84,6 +84,12 @@ describe('generation options: one schema', () => {
     assert.ok(valid > 0 && refused > 0, `both outcomes seen (${valid} valid, ${refused} refused)`)
   })
 
+  it('a remote object whose toString is not a function is refused by name, not a TypeError (found by the property above)', () => {
+    for (const key of KEYS) {
+      assert.throws(() => validateGenerateOptions({ [key]: { toString: {} } }), (err: any) => err.name === 'InvalidGenerateOptionError', key)
+    }
+  })
+
   const bounds: Array<[keyof GenerateOptionValues, string, unknown, unknown]> = [
     ['k', 'k', L.k[0], L.k[0] - 1],
     ['k', 'k', L.k[1], L.k[1] + 1],
