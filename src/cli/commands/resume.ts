@@ -10,7 +10,7 @@ export const resume: Command = {
   builder: (y: Argv) => y.options({
     ...PUBLISH,
     lifts: int('version of the HALT to lift', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: 'the HALT in force on the mesh' }),
-    reason: str('why', { defaultDescription: KEYHOLDER_DEFAULTS.resumeReason })
+    reason: str('why the mesh resumes (carried in the signed RESUME)', { defaultDescription: KEYHOLDER_DEFAULTS.resumeReason })
   }),
   handler: async (argv: Values) => {
     const { keyholderCommand } = await import('../governance-cli.js')
