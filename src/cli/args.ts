@@ -50,6 +50,15 @@ export function flag (describe: string, extra: Partial<Options> = {}): Options {
   return { type: 'boolean', describe, coerce: last, ...extra }
 }
 
+/**
+ * An option the command cannot run without. Marked in --help and checked by the command
+ * itself (not yargs' demandOption, whose "missing" error would hide an unknown option: a
+ * typo such as --bootsrap is reported as what it is).
+ */
+export function required (o: Options): Options {
+  return { ...o, describe: `${o.describe ?? ''} [required]` }
+}
+
 /** `--name <n>`: an integer in [min, max], checked by the command with `intOption` (help states the range) */
 export function int (describe: string, min: number, max = Number.MAX_SAFE_INTEGER, extra: Partial<Options> = {}): Options {
   return str(`${describe} (integer ${rangeText(min, max)})`, extra)

@@ -243,9 +243,9 @@ export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase
   const arg: string | undefined = cmd === 'vote' ? values.motion : cmd === 'phase' ? values.phase : undefined
   checkMessageArgs(cmd, cmd, values, arg)
   const timings = new Timings()
-  const config = await governanceConfigFrom(values.governance)
   const keys = await keysFrom(values.key)
   const bootstrap = needBootstrap(values)
+  const config = await governanceConfigFrom(values.governance)
   // learn the current version and halt from the mesh first, then sign and submit over the
   // same connections
   const { gov, close } = await governanceClient(config, bootstrap, timings, { minimal: true })
@@ -313,6 +313,7 @@ export async function signCommand (values: Values): Promise<void> {
 /** `meshllm submit <file>` (`values.file`) */
 export async function submitCommand (values: Values): Promise<void> {
   if (values.file == null) throw new UsageError('submit needs a signed message file')
+  const bootstrap = needBootstrap(values)
   const config = await governanceConfigFrom(values.governance)
-  await publishEnvelope(Uint8Array.from(await readFile(values.file)), config, needBootstrap(values), values.json === true)
+  await publishEnvelope(Uint8Array.from(await readFile(values.file)), config, bootstrap, values.json === true)
 }

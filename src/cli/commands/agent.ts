@@ -1,6 +1,6 @@
 /** `meshllm agent`: the self-prompting agent (implementation: src/agent/cli.ts). */
 import type { Argv } from 'yargs'
-import { flag, int, str, type Command, type Values } from '../args.js'
+import { flag, int, required, str, type Command, type Values } from '../args.js'
 import { GENERATE_DEFAULTS, GENERATE_LIMITS } from '../../router/options.js'
 import { BOOTSTRAP, GOVERNANCE, JSON_OUT, TOKENIZER } from './shared.js'
 
@@ -13,7 +13,7 @@ export const agent: Command = {
   builder: (y: Argv) => y.options({
     once: flag('run one cycle and exit'),
     interval: str('run a cycle every interval, 1m … 24h ("5m", "1h"; a bare number is milliseconds)'),
-    bootstrap: { ...BOOTSTRAP, demandOption: true },
+    bootstrap: required(BOOTSTRAP),
     db: AGENT_DB,
     governance: GOVERNANCE,
     tokenizer: TOKENIZER,

@@ -1,6 +1,6 @@
 /** `meshllm eval`: perplexity of each expert and ensemble variant on held-out text (implementation: src/eval/cli.ts). */
 import type { Argv } from 'yargs'
-import { flag, int, str, strs, type Command, type Values } from '../args.js'
+import { flag, int, required, str, strs, type Command, type Values } from '../args.js'
 import { RULES, TAILS, WEIGHTINGS } from '../../router/options.js'
 import { DEFAULT_PERPLEXITY_BETA } from '../../aggregate/weighting.js'
 import { BOOTSTRAP, JSON_OUT, TOKENIZER } from './shared.js'
@@ -12,8 +12,8 @@ export const evalCmd: Command = {
   command: 'eval',
   describe: 'teacher-forced perplexity of each expert and of the ensemble variants on held-out text',
   builder: (y: Argv) => y.options({
-    heldout: str('held-out text: documents separated by NUL bytes (gzip allowed)', { demandOption: true }),
-    bootstrap: { ...BOOTSTRAP, demandOption: true },
+    heldout: required(str('held-out text: documents separated by NUL bytes (gzip allowed)')),
+    bootstrap: required(BOOTSTRAP),
     k: int('experts in the ensemble', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: 'every expert found or listed, at most 8' }),
     experts: strs('use these experts (peer ids, comma-separated), in this order'),
     'max-tokens': int('positions to evaluate in all', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '1500' }),

@@ -1,6 +1,6 @@
 /** `meshllm governance init|show` (implementation: src/cli/governance-cli.ts). */
 import type { Argv } from 'yargs'
-import { int, str, strs, type Command, type Values } from '../args.js'
+import { int, required, str, strs, type Command, type Values } from '../args.js'
 import { KEYHOLDER_DEFAULTS } from '../defaults.js'
 import { BOOTSTRAP, GOVERNANCE, JSON_OUT } from './shared.js'
 
@@ -8,8 +8,8 @@ const init: Command = {
   command: 'init',
   describe: 'write a new governance file: mesh id, keyholders, default thresholds',
   builder: (y: Argv) => y.options({
-    keyholder: strs('a keyholder\'s public key (meshllm keys generate prints it)', { demandOption: true }),
-    out: str('the governance file to create (never replaced)', { demandOption: true }),
+    keyholder: required(strs('a keyholder\'s public key (meshllm keys generate prints it)')),
+    out: required(str('the governance file to create (never replaced)')),
     'mesh-id': str('the mesh\'s id', { defaultDescription: 'meshllm-<time in base 36>' }),
     'review-hours': int('review period of deploy-major motions, hours', 0, KEYHOLDER_DEFAULTS.maxReviewHours, { defaultDescription: String(KEYHOLDER_DEFAULTS.reviewHours) })
   }),

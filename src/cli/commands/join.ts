@@ -1,6 +1,6 @@
 /** `meshllm join`: serve a model as an expert of the mesh (implementation: src/cli/join.ts). */
 import type { Argv } from 'yargs'
-import { flag, int, str, strs, type Command, type Values } from '../args.js'
+import { flag, int, required, str, strs, type Command, type Values } from '../args.js'
 import { GENERATE_LIMITS } from '../../router/options.js'
 import { BOOTSTRAP, GOVERNANCE } from './shared.js'
 
@@ -9,7 +9,7 @@ export const join: Command = {
   describe: 'serve a model as an expert of the mesh (and route for --via callers)',
   builder: (y: Argv) => y
     .options({
-      model: str('model: a bundled name (meshtest-a|b|c), a .gguf or .gguf.gz path, or a node-llama-cpp URI (hf:user/repo:quant, https://…)', { demandOption: true }),
+      model: required(str('model: a bundled name (meshtest-a|b|c), a .gguf or .gguf.gz path, or a node-llama-cpp URI (hf:user/repo:quant, https://…)')),
       listen: strs('multiaddr to listen on', { defaultDescription: '/ip4/127.0.0.1/tcp/0' }),
       announce: strs('multiaddr to advertise instead of the listen addresses'),
       bootstrap: BOOTSTRAP,

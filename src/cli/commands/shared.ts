@@ -2,7 +2,7 @@
  * Options and defaults several commands share, declared once. Light on purpose: every
  * command module imports it, and `meshllm --help` loads every command module.
  */
-import { flag, str, strs } from '../args.js'
+import { flag, required, str, strs } from '../args.js'
 
 export const BOOTSTRAP = strs('a mesh peer to connect to: multiaddr ending in /p2p/<peer id>')
 export const GOVERNANCE = str('governance file of the mesh (meshllm governance init)', { defaultDescription: 'the built-in DEVELOPMENT governance: public keys, loopback only' })
@@ -12,8 +12,8 @@ export const KEY = strs('keyholder key file (meshllm keys generate)')
 
 /** what every command that publishes a keyholder message takes (halt, resume, vote, phase) */
 export const PUBLISH = {
-  key: { ...KEY, demandOption: true },
-  bootstrap: { ...BOOTSTRAP, demandOption: true },
+  key: required(KEY),
+  bootstrap: required(BOOTSTRAP),
   governance: GOVERNANCE,
   json: JSON_OUT
 }

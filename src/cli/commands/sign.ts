@@ -1,6 +1,6 @@
 /** `meshllm sign`: offline signature collection (implementation: src/cli/governance-cli.ts). */
 import type { Argv } from 'yargs'
-import { flag, int, str, type Command, type Values } from '../args.js'
+import { flag, int, required, str, type Command, type Values } from '../args.js'
 import { KEYHOLDER_DEFAULTS as K } from '../defaults.js'
 import { GOVERNANCE, KEY } from './shared.js'
 
@@ -13,8 +13,8 @@ export const sign: Command = {
     .positional('kind', { describe: 'halt | resume | vote | phase (without --in)', type: 'string' })
     .positional('arg', { describe: 'vote: the motion id (64 hex digits); phase: the phase, 0–4', type: 'string' })
     .options({
-      key: { ...KEY, demandOption: true },
-      out: str('the signed message file to write', { demandOption: true }),
+      key: required(KEY),
+      out: required(str('the signed message file to write')),
       in: str('add signatures to this signed message instead of creating one'),
       governance: GOVERNANCE,
       reason: str('halt, resume: why', { defaultDescription: `"${K.haltReason}" / "${K.resumeReason}"` }),

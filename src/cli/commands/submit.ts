@@ -1,6 +1,6 @@
 /** `meshllm submit <file>`: publish a message signed offline (implementation: src/cli/governance-cli.ts). */
 import type { Argv } from 'yargs'
-import type { Command, Values } from '../args.js'
+import { required, type Command, type Values } from '../args.js'
 import { BOOTSTRAP, GOVERNANCE, JSON_OUT } from './shared.js'
 
 export const submit: Command = {
@@ -9,7 +9,7 @@ export const submit: Command = {
   builder: (y: Argv) => y
     .positional('file', { describe: 'the signed message file', type: 'string' })
     .options({
-      bootstrap: { ...BOOTSTRAP, demandOption: true },
+      bootstrap: required(BOOTSTRAP),
       governance: GOVERNANCE,
       json: JSON_OUT
     }),
