@@ -1,7 +1,7 @@
 /**
- * `meshllm agent` and `meshllm tasks` (wired in src/cli/main.ts):
+ * `meshllm agent` and `meshllm tasks` (options and --help: src/cli/commands/agent.ts, tasks.ts):
  *
- *   meshllm agent --once --bootstrap <multiaddr>… [--json] [--db <file>] [--governance <file>] [-k <n>] [--min-experts <n>] [--tokenizer <spec>]
+ *   meshllm agent --once --bootstrap <multiaddr>… [--json] [--db <file>] [--governance <file>] [-k <n>] [--min-experts <n>] [--max-tokens <n>] [--tokenizer <spec>]
  *   meshllm agent --interval <1m…24h> --bootstrap <multiaddr>… [same options]     (runs until SIGINT/SIGTERM or a HALT)
  *   meshllm tasks [--db <file>] [--state <state>] [--limit <n>] [--json]
  *
@@ -11,14 +11,15 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { Router, verifyHaltWith } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
+import { GENERATE_DEFAULTS } from '../router/options.js'
 import { governanceClient, governanceConfigFrom } from '../cli/governance-cli.js'
 import { parseMultiaddr } from '../node/node.js'
 import { HaltedError } from '../util/errors.js'
 import { Agent, listTasks, runAgentOnce, type AgentConfig, type CycleReport, type TaskView } from './agent.js'
 import { AgentStore, TASK_STATES, type TaskState } from './store.js'
 import { UsageError } from '../cli/errors.js'
-
-type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
+import { intOption, type Values } from '../cli/args.js'
+import { TASKS_LIMIT_DEFAULT } from '../cli/defaults.js'
 
 async function usage (message: string): Promise<never> {
   throw new UsageError(message)
@@ -36,12 +37,6 @@ export function parseInterval (s: string): number | undefined {
   return Math.round(Number(m[1]) * mult)
 }
 
-function positiveInt (v: string | undefined): number | undefined {
-  if (v == null) return undefined
-  const n = Number(v)
-  return Number.isInteger(n) && n >= 1 ? n : NaN
-}
-
 export function formatTasks (tasks: TaskView[]): string {
   if (tasks.length === 0) return 'no tasks\n'
   const lines: string[] = []
@@ -53,35 +48,31 @@ export function formatTasks (tasks: TaskView[]): string {
   return lines.join('\n') + '\n'
 }
 
-export async function agentCommand (args: string[], parse: Parse): Promise<void> {
-  const { values } = parse(args, {
-    once: { type: 'boolean' },
-    interval: { type: 'string' },
-    bootstrap: { type: 'string', multiple: true },
-    json: { type: 'boolean' },
-    db: { type: 'string' },
-    governance: { type: 'string' },
-    tokenizer: { type: 'string' },
-    k: { type: 'string', short: 'k' },
-    'min-experts': { type: 'string' },
-    'max-tokens': { type: 'string' }
-  })
+/**
+ * The agent's experts threshold when --min-experts is not given: K (the agent's -k, default
+ * GENERATE_DEFAULTS.k). Below it the agent reports too_few_experts and the centralised
+ * fallback engages; the library default (src/agent/capacity.ts, 280) is the design figure
+ * for a large public mesh, which would flag every small mesh as too small.
+ */
+export function defaultMinExperts (k: number | undefined): number {
+  return k ?? GENERATE_DEFAULTS.k
+}
+
+/** options: src/cli/commands/agent.ts */
+export async function agentCommand (values: Values): Promise<void> {
   const bootstrap: string[] = values.bootstrap ?? []
   if (bootstrap.length === 0) await usage('agent needs --bootstrap <multiaddr>')
   for (const a of bootstrap) parseMultiaddr(a)
   const once = values.once === true
   const interval = values.interval != null ? parseInterval(values.interval) : undefined
+  if (once && values.interval != null) await usage('--once and --interval exclude each other')
   if (!once && values.interval == null) await usage('agent needs --once or --interval <1m…24h>')
   if (values.interval != null && (interval == null || interval < 60_000 || interval > 86_400_000)) await usage(`--interval must be 1m … 24h, got "${values.interval}"`)
   const config: AgentConfig = {}
-  const k = positiveInt(values.k)
-  if (Number.isNaN(k)) await usage(`-k must be an integer ≥ 1, got "${values.k}"`)
+  const k = intOption(values.k, 'k', 1)
   if (k != null) config.k = k
-  const minExperts = positiveInt(values['min-experts'])
-  if (Number.isNaN(minExperts)) await usage(`--min-experts must be an integer ≥ 1, got "${values['min-experts']}"`)
-  if (minExperts != null) config.minExperts = minExperts
-  const maxTokens = positiveInt(values['max-tokens'])
-  if (Number.isNaN(maxTokens)) await usage(`--max-tokens must be an integer ≥ 1, got "${values['max-tokens']}"`)
+  config.minExperts = intOption(values['min-experts'], 'min-experts', 1) ?? defaultMinExperts(k)
+  const maxTokens = intOption(values['max-tokens'], 'max-tokens', 1)
   if (maxTokens != null) config.maxTokens = maxTokens
   const json = values.json === true
 
@@ -116,19 +107,13 @@ export async function agentCommand (args: string[], parse: Parse): Promise<void>
   }
 }
 
-export async function tasksCommand (args: string[], parse: Parse): Promise<void> {
-  const { values } = parse(args, {
-    db: { type: 'string' },
-    state: { type: 'string' },
-    limit: { type: 'string' },
-    json: { type: 'boolean' }
-  })
+/** options: src/cli/commands/tasks.ts */
+export async function tasksCommand (values: Values): Promise<void> {
   if (values.state != null && !TASK_STATES.includes(values.state)) await usage(`--state must be one of ${TASK_STATES.join(', ')}, got "${values.state}"`)
-  const limit = positiveInt(values.limit)
-  if (Number.isNaN(limit)) await usage(`--limit must be an integer ≥ 1, got "${values.limit}"`)
+  const limit = intOption(values.limit, 'limit', 1)
   const store = new AgentStore(values.db ?? defaultAgentDb())
   try {
-    const tasks = listTasks(store, { state: values.state as TaskState | undefined, limit: limit ?? 50 })
+    const tasks = listTasks(store, { state: values.state as TaskState | undefined, limit: limit ?? TASKS_LIMIT_DEFAULT })
     process.stdout.write(values.json === true ? JSON.stringify({ tasks }) + '\n' : formatTasks(tasks))
   } finally {
     store.close()

@@ -6,19 +6,16 @@ import { spawnExpert, stopExpert, type SpawnedExpert } from '../peer/spawn.js'
 import { createMeshNode, connectBootstrap } from '../node/node.js'
 import { Router } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
+import { GENERATE_LIMITS } from '../router/options.js'
+import { intOption, type Values } from './args.js'
+import { DEMO_DEFAULTS } from './defaults.js'
 
-type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
-
-export async function runDemo (args: string[], parse: Parse): Promise<void> {
-  const { values } = parse(args, {
-    'max-tokens': { type: 'string' },
-    k: { type: 'string', short: 'k' },
-    prompt: { type: 'string' },
-    seed: { type: 'string' }
-  })
-  const maxTokens = Number(values['max-tokens'] ?? 48)
-  const k = Number(values.k ?? 3)
-  const prompt = values.prompt ?? 'The kernel'
+/** options: src/cli/commands/demo.ts */
+export async function runDemo (values: Values): Promise<void> {
+  const maxTokens = intOption(values['max-tokens'], 'max-tokens', ...GENERATE_LIMITS.maxTokens) ?? DEMO_DEFAULTS.maxTokens
+  const k = intOption(values.k, 'k', ...GENERATE_LIMITS.k) ?? DEMO_DEFAULTS.k
+  const seed = intOption(values.seed, 'seed', ...GENERATE_LIMITS.seed)
+  const prompt: string = values.prompt ?? DEMO_DEFAULTS.prompt
   const experts: SpawnedExpert[] = []
   const out = process.stdout
   try {
@@ -47,7 +44,7 @@ export async function runDemo (args: string[], parse: Parse): Promise<void> {
       k,
       maxTokens,
       temperature: 0.7,
-      seed: values.seed != null ? Number(values.seed) : undefined,
+      seed,
       onToken: (t) => {
         out.write(t.text)
         perToken.push(t.experts.map(id => names.get(id) ?? id.slice(-4)).sort().join(''))

@@ -2,7 +2,9 @@
  * Keyholder commands: keys generate, governance init|show, halt, resume, vote, phase, sign,
  * submit. Keyholder private keys are read only here, never by `join`.
  */
-import { readFile, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { homedir } from 'node:os'
+import { dirname, join as joinPath } from 'node:path'
 import { createMeshNode, connectBootstrap, parseMultiaddr, type MeshNode } from '../node/node.js'
 import { NoPeersError } from '../util/errors.js'
 import { generateKeyholderKey, loadKeyholderKey, formatPublicKey, canonicalPublicKey } from '../governance/keys.js'
@@ -12,12 +14,10 @@ import { GovernanceState } from '../governance/state.js'
 import { GovernanceService } from '../governance/service.js'
 import { DevGovernanceError, GovernanceKeyError } from '../governance/errors.js'
 import { UsageError } from './errors.js'
-import { intOption } from './args.js'
+import { intOption, type Values } from './args.js'
+import { KEYHOLDER_DEFAULTS } from './defaults.js'
 
-type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
-
-/** default lifetime of a keyholder message */
-const DEFAULT_TTL_MS = 7 * 24 * 3_600_000
+const { haltReason: DEFAULT_HALT_REASON, resumeReason: DEFAULT_RESUME_REASON } = KEYHOLDER_DEFAULTS
 
 export async function governanceConfigFrom (path: string | undefined, quiet = false): Promise<GovernanceConfig> {
   if (path != null) return await loadConfig(path)
@@ -147,68 +147,105 @@ async function keysFrom (paths: string[] | undefined): Promise<any[]> {
   return await Promise.all(paths.map(async p => (await loadKeyholderKey(p)).privateKey))
 }
 
-function baseMessage (config: GovernanceConfig, version: number, ttlMs = DEFAULT_TTL_MS): Pick<Message, 'meshId' | 'version' | 'issuedAtMs' | 'expiresAtMs'> {
+function baseMessage (config: GovernanceConfig, version: number, ttlMs = KEYHOLDER_DEFAULTS.ttlHours * 3_600_000): Pick<Message, 'meshId' | 'version' | 'issuedAtMs' | 'expiresAtMs'> {
   const now = Date.now()
   return { meshId: config.meshId, version: Math.max(version, now), issuedAtMs: now, expiresAtMs: now + ttlMs }
 }
 
-const COMMON = {
-  governance: { type: 'string' },
-  bootstrap: { type: 'string', multiple: true },
-  key: { type: 'string', multiple: true },
-  reason: { type: 'string' },
-  out: { type: 'string' },
-  json: { type: 'boolean' }
-} as const
+/**
+ * Where `keys generate` writes without --out: $MESHLLM_HOME/keys/<name>.key, else
+ * ${XDG_DATA_HOME:-~/.local/share}/meshllm/keys/<name>.key (next to the node's data
+ * directory, src/node/data-dir.ts; the directory is created with mode 700).
+ */
+export function defaultKeyFile (name: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new UsageError(`--name must be 1–64 letters, digits, ".", "_" or "-" (not starting with "." or "-"), got "${name.slice(0, 80)}"`)
+  const base = env.MESHLLM_HOME != null && env.MESHLLM_HOME !== '' ? env.MESHLLM_HOME : joinPath(env.XDG_DATA_HOME != null && env.XDG_DATA_HOME !== '' ? env.XDG_DATA_HOME : joinPath(homedir(), '.local', 'share'), 'meshllm')
+  return joinPath(base, 'keys', `${name}.key`)
+}
 
-export async function keysCommand (args: string[], parse: Parse): Promise<void> {
-  const [sub, ...rest] = args
-  if (sub !== 'generate') throw new UsageError('usage: meshllm keys generate --out <file>')
-  const { values } = parse(rest, { out: { type: 'string' } })
-  if (values.out == null) throw new UsageError('keys generate needs --out <file>')
-  const k = await generateKeyholderKey(values.out)
+/**
+ * `meshllm keys generate [--out <file> | --name <name>]`: a new keyholder key. Without --out
+ * it goes to defaultKeyFile(name) and never replaces a key there; prints the public key on
+ * stdout and, without --out, where the file is on stderr.
+ */
+export async function keysGenerate (values: Values): Promise<void> {
+  if (values.out != null && values.name != null) throw new UsageError('--out and --name exclude each other')
+  let out: string = values.out
+  if (out == null) {
+    out = defaultKeyFile(values.name ?? KEYHOLDER_DEFAULTS.keyName)
+    await mkdir(dirname(out), { recursive: true, mode: 0o700 })
+    if (await exists(out)) throw new UsageError(`${out} exists: refusing to replace a keyholder key (--name <name> or --out <file> for another one)`)
+  }
+  const k = await generateKeyholderKey(out)
   process.stdout.write(formatPublicKey(k.publicKey) + '\n')
+  if (values.out == null) process.stderr.write(`keyholder key written to ${out} (keep it offline; its public key is above)\n`)
 }
 
-export async function governanceCommand (args: string[], parse: Parse): Promise<void> {
-  const [sub, ...rest] = args
-  if (sub === 'init') {
-    const { values } = parse(rest, { keyholder: { type: 'string', multiple: true }, out: { type: 'string' }, 'mesh-id': { type: 'string' }, 'review-hours': { type: 'string' } })
-    const keys: string[] = values.keyholder ?? []
-    if (keys.length === 0 || values.out == null) throw new UsageError('governance init needs --keyholder <public key>… and --out <file>')
-    const config = validateConfig({
-      meshId: values['mesh-id'] ?? `meshllm-${Date.now().toString(36)}`,
-      keyholders: keys.map(k => ({ publicKey: canonicalPublicKey(k) })),
-      thresholds: defaultThresholds(keys.length),
-      reviewPeriodMs: (intOption(values['review-hours'], 'review-hours', 0, 24 * 365) ?? 24) * 3_600_000,
-      revertOnHalt: 3
-    })
-    await writeFile(values.out, JSON.stringify(configToJson(config), null, 2) + '\n', { flag: 'wx' })
-    process.stdout.write(`governance file ${values.out}: mesh "${config.meshId}", ${keys.length} keyholder(s), digest ${configDigest(config)}\n`)
-    return
+async function exists (path: string): Promise<boolean> {
+  try {
+    await lstat(path)
+    return true
+  } catch (err: any) {
+    if (err.code === 'ENOENT') return false
+    throw err
   }
-  if (sub === 'show') {
-    const { values } = parse(rest, COMMON)
-    const config = await governanceConfigFrom(values.governance, values.json === true)
-    const out: any = { config: configToJson(config), digest: configDigest(config) }
-    if ((values.bootstrap ?? []).length > 0) {
-      const { gov, close } = await governanceClient(config, values.bootstrap)
-      out.state = gov.state.snapshot()
-      await close()
-    }
-    process.stdout.write(JSON.stringify(out, null, values.json === true ? 0 : 2) + '\n')
-    return
-  }
-  throw new UsageError('usage: meshllm governance init|show …')
 }
 
-/** meshllm halt | resume | vote | phase: build, sign with the given keys, publish */
-export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase', args: string[], parse: Parse): Promise<void> {
-  const { values, positionals } = parse(args, { ...COMMON, approve: { type: 'boolean' }, reject: { type: 'boolean' }, lifts: { type: 'string' } })
+/** `meshllm governance init` */
+export async function governanceInit (values: Values): Promise<void> {
+  const keys: string[] = values.keyholder ?? []
+  if (keys.length === 0 || values.out == null) throw new UsageError('governance init needs --keyholder <public key>… and --out <file>')
+  const config = validateConfig({
+    meshId: values['mesh-id'] ?? `meshllm-${Date.now().toString(36)}`,
+    keyholders: keys.map(k => ({ publicKey: canonicalPublicKey(k) })),
+    thresholds: defaultThresholds(keys.length),
+    reviewPeriodMs: (intOption(values['review-hours'], 'review-hours', 0, KEYHOLDER_DEFAULTS.maxReviewHours) ?? KEYHOLDER_DEFAULTS.reviewHours) * 3_600_000,
+    revertOnHalt: 3
+  })
+  await writeFile(values.out, JSON.stringify(configToJson(config), null, 2) + '\n', { flag: 'wx' })
+  process.stdout.write(`governance file ${values.out}: mesh "${config.meshId}", ${keys.length} keyholder(s), digest ${configDigest(config)}\n`)
+}
+
+/** `meshllm governance show`: the file's config and digest; with --bootstrap, the mesh's state too */
+export async function governanceShow (values: Values): Promise<void> {
+  const config = await governanceConfigFrom(values.governance, values.json === true)
+  const out: any = { config: configToJson(config), digest: configDigest(config) }
+  if ((values.bootstrap ?? []).length > 0) {
+    const { gov, close } = await governanceClient(config, values.bootstrap)
+    out.state = gov.state.snapshot()
+    await close()
+  }
+  process.stdout.write(JSON.stringify(out, null, values.json === true ? 0 : 2) + '\n')
+}
+
+const MOTION_ID = /^[0-9a-f]{64}$/
+
+/** the message a keyholder command or `sign` creates, checked before any key is read or peer reached */
+function checkMessageArgs (what: string, kind: 'halt' | 'resume' | 'vote' | 'phase', values: Values, arg: string | undefined): void {
+  if (kind === 'vote') {
+    if (arg == null || !MOTION_ID.test(arg)) throw new UsageError(`${what} needs a motion id (64 hex digits)`)
+    if ((values.approve === true) === (values.reject === true)) throw new UsageError(`${what} needs exactly one of --approve / --reject`)
+  } else if (kind === 'phase') {
+    if (arg == null || !/^[0-4]$/.test(arg)) throw new UsageError(`${what} needs a phase number 0–4`)
+  }
+  if (values.approve != null && kind !== 'vote') throw new UsageError('--approve goes with vote')
+  if (values.reject != null && kind !== 'vote') throw new UsageError('--reject goes with vote')
+  if (values.lifts != null && kind !== 'resume') throw new UsageError('--lifts goes with resume')
+  if (values.reason != null && kind !== 'halt' && kind !== 'resume') throw new UsageError('--reason goes with halt and resume')
+  intOption(values.lifts, 'lifts', 1)
+}
+
+/**
+ * meshllm halt | resume | vote <motion id> | phase <0-4>: build, sign with the given keys,
+ * publish. `values.motion` (vote) and `values.phase` (phase) are the positional arguments.
+ */
+export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase', values: Values): Promise<void> {
+  const arg: string | undefined = cmd === 'vote' ? values.motion : cmd === 'phase' ? values.phase : undefined
+  checkMessageArgs(cmd, cmd, values, arg)
   const timings = new Timings()
-  const config = await governanceConfigFrom(values.governance)
   const keys = await keysFrom(values.key)
   const bootstrap = needBootstrap(values)
+  const config = await governanceConfigFrom(values.governance)
   // learn the current version and halt from the mesh first, then sign and submit over the
   // same connections
   const { gov, close } = await governanceClient(config, bootstrap, timings, { minimal: true })
@@ -217,20 +254,15 @@ export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase
     const base = baseMessage(st.config, st.version + 1)
     let bytes: Uint8Array
     if (cmd === 'halt') {
-      bytes = await createEnvelope({ ...base, kind: Kind.HALT, reason: values.reason ?? 'halted by keyholder' }, keys)
+      bytes = await createEnvelope({ ...base, kind: Kind.HALT, reason: values.reason ?? DEFAULT_HALT_REASON }, keys)
     } else if (cmd === 'resume') {
       const lifts = intOption(values.lifts, 'lifts', 1) ?? st.halted?.version
       if (lifts == null) throw new GovernanceRefusedError('not-halted', 'the mesh is not halted: nothing to resume')
-      bytes = await createEnvelope({ ...base, kind: Kind.RESUME, liftsVersion: lifts, reason: values.reason ?? 'resumed by keyholders' }, keys)
+      bytes = await createEnvelope({ ...base, kind: Kind.RESUME, liftsVersion: lifts, reason: values.reason ?? DEFAULT_RESUME_REASON }, keys)
     } else if (cmd === 'vote') {
-      const id = positionals[0]
-      if (id == null || !/^[0-9a-f]{64}$/.test(id)) throw new UsageError('vote needs a motion id (64 hex digits)')
-      if ((values.approve === true) === (values.reject === true)) throw new UsageError('vote needs exactly one of --approve / --reject')
-      bytes = await createEnvelope({ ...baseMessage(st.config, Date.now()), kind: Kind.VOTE, motionId: Buffer.from(id, 'hex'), approve: values.approve === true }, keys)
+      bytes = await createEnvelope({ ...baseMessage(st.config, Date.now()), kind: Kind.VOTE, motionId: Buffer.from(arg as string, 'hex'), approve: values.approve === true }, keys)
     } else {
-      const phase = Number(positionals[0])
-      if (!Number.isInteger(phase) || phase < 0 || phase > 4) throw new UsageError('phase needs a phase number 0–4')
-      bytes = await createEnvelope({ ...base, kind: Kind.PHASE, phase }, keys)
+      bytes = await createEnvelope({ ...base, kind: Kind.PHASE, phase: Number(arg) }, keys)
     }
     timings.mark('sign')
     await submitAndReport(gov, bytes, values.json === true, timings)
@@ -241,34 +273,36 @@ export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase
 
 /**
  * Offline signature collection:
- *   meshllm sign halt|resume|vote|phase [args] --key k1 --out msg.gov   (create, signed by k1)
- *   meshllm sign --in msg.gov --key k2 --out msg.gov                    (add a signature)
+ *   meshllm sign halt|resume|vote|phase [arg] --key k1 --out msg.gov   (create, signed by k1)
+ *   meshllm sign --in msg.gov --key k2 --out msg.gov                   (add a signature)
+ * `values.kind` and `values.arg` are the positional arguments.
  */
-export async function signCommand (args: string[], parse: Parse): Promise<void> {
-  const { values, positionals } = parse(args, { ...COMMON, in: { type: 'string' }, approve: { type: 'boolean' }, reject: { type: 'boolean' }, lifts: { type: 'string' }, version: { type: 'string' }, 'ttl-hours': { type: 'string' } })
-  const keys = await keysFrom(values.key)
+export async function signCommand (values: Values): Promise<void> {
   if (values.out == null) throw new UsageError('sign needs --out <file>')
+  const kind: string | undefined = values.kind
+  if (values.in != null) {
+    if (kind != null) throw new UsageError('sign --in adds signatures to a message: no kind')
+    for (const o of ['approve', 'reject', 'lifts', 'reason', 'version', 'ttl-hours']) if (values[o] != null) throw new UsageError(`--${o} does not go with --in (the message is signed as it is)`)
+  } else {
+    if (kind !== 'halt' && kind !== 'resume' && kind !== 'vote' && kind !== 'phase') throw new UsageError('sign needs a kind: halt | resume | vote | phase, or --in <file>')
+    if (kind === 'resume' && values.lifts == null) throw new UsageError('sign resume needs --lifts <halt version>')
+    checkMessageArgs(`sign ${kind}`, kind, values, values.arg)
+  }
+  const ttlHours = intOption(values['ttl-hours'], 'ttl-hours', 1, MAX_LIFETIME_MS / 3_600_000) ?? KEYHOLDER_DEFAULTS.ttlHours
+  const version = intOption(values.version, 'version', 1)
+  const keys = await keysFrom(values.key)
   let bytes: Uint8Array
   if (values.in != null) {
     bytes = await addSignatures(Uint8Array.from(await readFile(values.in)), keys)
   } else {
     const config = await governanceConfigFrom(values.governance, true)
-    const [kind, arg] = positionals
-    const ttlHours = intOption(values['ttl-hours'], 'ttl-hours', 1, MAX_LIFETIME_MS / 3_600_000)
-    const base = baseMessage(config, intOption(values.version, 'version', 1) ?? Date.now(), ttlHours != null ? ttlHours * 3_600_000 : DEFAULT_TTL_MS)
+    const base = baseMessage(config, version ?? Date.now(), ttlHours * 3_600_000)
+    const arg: string | undefined = values.arg
     let m: Message
-    if (kind === 'halt') m = { ...base, kind: Kind.HALT, reason: values.reason ?? 'halted by keyholder' }
-    else if (kind === 'resume') {
-      if (values.lifts == null) throw new UsageError('sign resume needs --lifts <halt version>')
-      m = { ...base, kind: Kind.RESUME, liftsVersion: intOption(values.lifts, 'lifts', 1) as number, reason: values.reason ?? 'resumed by keyholders' }
-    } else if (kind === 'vote') {
-      if (arg == null || !/^[0-9a-f]{64}$/.test(arg)) throw new UsageError('sign vote needs a motion id (64 hex digits)')
-      if ((values.approve === true) === (values.reject === true)) throw new UsageError('sign vote needs exactly one of --approve / --reject')
-      m = { ...base, kind: Kind.VOTE, motionId: Buffer.from(arg, 'hex'), approve: values.approve === true }
-    } else if (kind === 'phase') {
-      if (arg == null || !/^[0-4]$/.test(arg)) throw new UsageError('sign phase needs a phase number 0–4')
-      m = { ...base, kind: Kind.PHASE, phase: Number(arg) }
-    } else throw new UsageError('sign needs a kind: halt | resume | vote | phase, or --in <file>')
+    if (kind === 'halt') m = { ...base, kind: Kind.HALT, reason: values.reason ?? DEFAULT_HALT_REASON }
+    else if (kind === 'resume') m = { ...base, kind: Kind.RESUME, liftsVersion: intOption(values.lifts, 'lifts', 1) as number, reason: values.reason ?? DEFAULT_RESUME_REASON }
+    else if (kind === 'vote') m = { ...base, kind: Kind.VOTE, motionId: Buffer.from(arg as string, 'hex'), approve: values.approve === true }
+    else m = { ...base, kind: Kind.PHASE, phase: Number(arg) }
     bytes = await createEnvelope(m, keys)
   }
   await writeFile(values.out, bytes)
@@ -276,9 +310,10 @@ export async function signCommand (args: string[], parse: Parse): Promise<void> 
   process.stdout.write(`${values.out}: ${Kind[env.message.kind]} version ${env.message.version}, ${env.signatures.length} signature(s)\n`)
 }
 
-export async function submitCommand (args: string[], parse: Parse): Promise<void> {
-  const { values, positionals } = parse(args, COMMON)
-  if (positionals[0] == null) throw new UsageError('submit needs a signed message file')
+/** `meshllm submit <file>` (`values.file`) */
+export async function submitCommand (values: Values): Promise<void> {
+  if (values.file == null) throw new UsageError('submit needs a signed message file')
+  const bootstrap = needBootstrap(values)
   const config = await governanceConfigFrom(values.governance)
-  await publishEnvelope(Uint8Array.from(await readFile(positionals[0])), config, needBootstrap(values), values.json === true)
+  await publishEnvelope(Uint8Array.from(await readFile(values.file)), config, bootstrap, values.json === true)
 }

@@ -4,15 +4,10 @@ import { discoverExperts } from '../router/discovery.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { UsageError } from './errors.js'
+import type { Values } from './args.js'
 
-type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
-
-export async function statusCommand (args: string[], parse: Parse): Promise<void> {
-  const { values } = parse(args, {
-    bootstrap: { type: 'string', multiple: true },
-    json: { type: 'boolean' },
-    tokenizer: { type: 'string' }
-  })
+/** options: src/cli/commands/status.ts */
+export async function statusCommand (values: Values): Promise<void> {
   const bootstrap: string[] = values.bootstrap ?? []
   if (bootstrap.length === 0) {
     throw new UsageError('status needs --bootstrap <multiaddr>')

@@ -11,36 +11,17 @@ import { createMeshNode, connectBootstrap, parseMultiaddr } from '../node/node.j
 import { Router } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import type { AggregationRule } from '../aggregate/types.js'
-import { RULES as ALL_RULES } from '../router/options.js'
+import { RULES as ALL_RULES, TAILS as ALL_TAILS, WEIGHTINGS as ROUTER_WEIGHTINGS } from '../router/options.js'
 import type { TailModel } from '../aggregate/general.js'
 import { evaluateMesh, readHeldout, DEFAULT_RULES, DEFAULT_TAILS, DEFAULT_WEIGHTINGS, type EvalResult, type Weighting } from './eval.js'
 import { UsageError } from '../cli/errors.js'
 import { intOption } from '../cli/args.js'
-
-type Parse = (args: string[], options: any) => { values: Record<string, any>, positionals: string[] }
-
-export const EVAL_OPTIONS = {
-  heldout: { type: 'string' },
-  bootstrap: { type: 'string', multiple: true },
-  k: { type: 'string', short: 'k' },
-  experts: { type: 'string', multiple: true },
-  'max-tokens': { type: 'string' },
-  window: { type: 'string' },
-  prompt: { type: 'string' },
-  rules: { type: 'string' },
-  weighting: { type: 'string' },
-  tails: { type: 'string' },
-  weights: { type: 'string' },
-  beta: { type: 'string' },
-  subsets: { type: 'boolean' },
-  robust: { type: 'string' },
-  tokenizer: { type: 'string' },
-  json: { type: 'boolean' }
-} as const
+import { ProgressBar } from '../cli/progress.js'
 
 const RULES: AggregationRule[] = [...ALL_RULES]
-const WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity']
-const TAILS: TailModel[] = ['uniform', 'unigram', 'bounded', 'context']
+/** the router's weightings (src/router/options.ts) and `fixed` (--weights), which only eval has */
+export const EVAL_WEIGHTINGS: Weighting[] = [...ROUTER_WEIGHTINGS, 'fixed']
+const TAILS: TailModel[] = [...ALL_TAILS]
 
 async function usage (message: string): Promise<never> {
   throw new UsageError(message)
@@ -58,15 +39,14 @@ async function int (v: string | undefined, name: string, min: number, max = Numb
   return intOption(v, name, min, max)
 }
 
-/** `meshllm eval …` (args after the command name; `parse` as the other commands get it) */
-export async function evalCommand (args: string[], parse: Parse): Promise<void> {
-  const { values } = parse(args, EVAL_OPTIONS)
+/** `meshllm eval` (options and --help: src/cli/commands/eval.ts) */
+export async function evalCommand (values: Record<string, any>): Promise<void> {
   const result = await runEvalCommand(values)
   if (values.json === true) process.stdout.write(JSON.stringify(result) + '\n')
   else process.stdout.write(formatEvalResult(result))
 }
 
-/** The command on already-parsed option values (see EVAL_OPTIONS); returns the result without printing it. */
+/** The command on already-parsed option values (strings, as on the command line); returns the result without printing it. */
 export async function runEvalCommand (values: Record<string, any>): Promise<EvalResult> {
   if (values.heldout == null) await usage('eval needs --heldout <file>')
   const bootstrap: string[] = values.bootstrap ?? []
@@ -92,7 +72,7 @@ export async function runEvalCommand (values: Record<string, any>): Promise<Eval
     window: await int(values.window, 'window', 2, 256),
     prompt: await int(values.prompt, 'prompt', 0, 254),
     rules: await list(values.rules, 'rules', RULES, DEFAULT_RULES),
-    weighting: await list(values.weighting, 'weighting', WEIGHTINGS, DEFAULT_WEIGHTINGS),
+    weighting: await list(values.weighting, 'weighting', EVAL_WEIGHTINGS, DEFAULT_WEIGHTINGS),
     tails: await list(values.tails, 'tails', TAILS, DEFAULT_TAILS),
     fixedWeights,
     beta,
@@ -100,6 +80,8 @@ export async function runEvalCommand (values: Record<string, any>): Promise<Eval
     robust: (await list(values.robust, 'robust', ['off', 'on'], ['off', 'on'])).map(x => x === 'on')
   }
   const heldout = readHeldout(values.heldout)
+  // a terminal gets one line redrawn in place, a log whole lines every 10 %
+  const bar = values.json === true ? undefined : new ProgressBar('eval', { width: 0 })
   const node = await createMeshNode({ listen: [], dhtServer: false })
   await node.start()
   const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
@@ -116,10 +98,10 @@ export async function runEvalCommand (values: Record<string, any>): Promise<Eval
       router,
       heldout,
       ...opts,
-      onProgress: values.json === true ? undefined : (n, total) => { process.stderr.write(`\r${n}/${total} positions`) }
+      onProgress: bar != null ? (n, total) => { bar.update(total > 0 ? n / total : 1, `${n}/${total} positions`) } : undefined
     })
   } finally {
-    if (values.json !== true) process.stderr.write('\n')
+    bar?.done()
     await tokenizer.close()
     await node.stop()
   }

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { intOption, parse } from '../../src/cli/args.js'
-import { governanceCommand, signCommand } from '../../src/cli/governance-cli.js'
+import { intOption } from '../../src/cli/args.js'
+import { run } from '../../src/cli/main.js'
 import { MAX_LIFETIME_MS } from '../../src/governance/envelope.js'
 import { loadKeyholderKey } from '../../src/governance/keys.js'
 
@@ -18,9 +18,12 @@ describe('CLI arguments: one parser, integers checked at their bounds', () => {
     for (const bad of ['0', '6', '2.5', 'abc', '', ' ', 'NaN', '1e400']) assert.throws(() => intOption(bad, 'n', 1, 5), isUsage, bad)
   })
 
-  it('parse refuses unknown options and a missing value with a UsageError', () => {
-    assert.throws(() => parse(['--nope'], { out: { type: 'string' } }), isUsage)
-    assert.throws(() => parse(['--out'], { out: { type: 'string' } }), isUsage)
+  it('the parser refuses unknown options, missing values and unknown commands with a UsageError', async () => {
+    await assert.rejects(run(['keys', 'generate', '--nope']), isUsage)
+    await assert.rejects(run(['keys', 'generate', '--out']), isUsage)
+    await assert.rejects(run(['sign', 'halt', '--key', KEY, '--out']), isUsage)
+    await assert.rejects(run(['nope']), isUsage)
+    await assert.rejects(run([]), isUsage)
   })
 
   it('sign refuses bad numbers and kinds before writing anything', async () => {
@@ -39,15 +42,15 @@ describe('CLI arguments: one parser, integers checked at their bounds', () => {
         ['vote', 'zz'],
         ['vote', 'a'.repeat(64)] // neither --approve nor --reject
       ]) {
-        await assert.rejects(signCommand([...args, '--key', KEY, '--out', out], parse), isUsage, args.join(' '))
+        await assert.rejects(run(['sign', ...args, '--key', KEY, '--out', out]), isUsage, args.join(' '))
         await assert.rejects(stat(out), (err: any) => err.code === 'ENOENT', `${args.join(' ')} wrote nothing`)
       }
       // at the bound: accepted
-      await signCommand(['halt', '--ttl-hours', String(maxHours), '--key', KEY, '--out', out], parse)
+      await run(['sign', 'halt', '--ttl-hours', String(maxHours), '--key', KEY, '--out', out])
       assert.ok((await stat(out)).size > 0)
       const pub = Buffer.from((await loadKeyholderKey(KEY)).publicKey).toString('hex')
       for (const hours of ['soon', '-1', String(24 * 365 + 1)]) {
-        await assert.rejects(governanceCommand(['init', '--keyholder', pub, '--out', join(dir, 'g.json'), '--review-hours', hours], parse), isUsage, hours)
+        await assert.rejects(run(['governance', 'init', '--keyholder', pub, '--out', join(dir, 'g.json'), '--review-hours', hours]), isUsage, hours)
       }
       await assert.rejects(stat(join(dir, 'g.json')), (err: any) => err.code === 'ENOENT')
     } finally {

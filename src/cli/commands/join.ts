@@ -1,0 +1,39 @@
+/** `meshllm join`: serve a model as an expert of the mesh (implementation: src/cli/join.ts). */
+import type { Argv } from 'yargs'
+import { flag, int, required, str, strs, type Command, type Values } from '../args.js'
+import { GENERATE_LIMITS } from '../../router/options.js'
+import { BOOTSTRAP, GOVERNANCE } from './shared.js'
+
+export const join: Command = {
+  command: 'join',
+  describe: 'serve a model as an expert of the mesh (and route for --via callers)',
+  builder: (y: Argv) => y
+    .options({
+      model: required(str('model: a bundled name (meshtest-a|b|c), a .gguf or .gguf.gz path, or a node-llama-cpp URI (hf:user/repo:quant, https://…)')),
+      listen: strs('multiaddr to listen on', { defaultDescription: '/ip4/127.0.0.1/tcp/0' }),
+      announce: strs('multiaddr to advertise instead of the listen addresses'),
+      bootstrap: BOOTSTRAP,
+      'data-dir': str('identity, governance state, change log and tasks of this node (one process per directory)', { defaultDescription: '$MESHLLM_HOME/node, else $XDG_DATA_HOME/meshllm/node, else ~/.local/share/meshllm/node' }),
+      threads: int('CPU threads for the model', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: 'cores − 1, at most 4' }),
+      'max-sessions': int('concurrent inference sessions', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '4' }),
+      'max-sessions-per-peer': int('sessions one remote peer may hold', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '2' }),
+      'context-size': int('context size in tokens (capped at the model\'s training context)', 16, Number.MAX_SAFE_INTEGER, { defaultDescription: 'the model\'s training context' }),
+      gpu: str('use a GPU node-llama-cpp finds (auto), or none (off; "false" is the same)', { choices: ['auto', 'off', 'false'], defaultDescription: 'auto' }),
+      'idle-timeout': int('milliseconds after which an idle session is closed', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '60000' }),
+      governance: GOVERNANCE,
+      'no-route': flag('do not route generations for other peers (/meshllm/generate off)'),
+      'generate-token': str('file whose first line is the token --via callers must present (mode 600; else $MESHLLM_GENERATE_TOKEN; without either, routing is open)'),
+      'generate-max-k': int('most experts per token a --via caller may ask for', 1, GENERATE_LIMITS.k[1], { defaultDescription: '8' }),
+      grpc: str('serve the gRPC API on host:port'),
+      http: str('serve the OpenAI-compatible HTTP API, /metrics and the dashboard on host:port'),
+      'api-token-file': str('file holding the API token (mode 600; else $MESHLLM_API_TOKEN); required off loopback'),
+      'api-token': str('refused: a token on the command line shows in `ps` (use --api-token-file or MESHLLM_API_TOKEN)'),
+      'tls-cert': str('TLS certificate (PEM) for the APIs, with --tls-key; required off loopback'),
+      'tls-key': str('TLS private key (PEM) for the APIs, with --tls-cert'),
+      'insecure-behind-proxy': flag('serve the APIs off loopback without TLS: only behind a TLS-terminating reverse proxy')
+    }),
+  handler: async (argv: Values) => {
+    const { join } = await import('../join.js')
+    await join(argv)
+  }
+}

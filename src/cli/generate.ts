@@ -1,0 +1,99 @@
+/**
+ * `meshllm generate` (options: src/cli/commands/generate.ts): this process routes (--bootstrap)
+ * or asks a mesh peer to route (--via). Loaded only when the command runs; the --via path
+ * never loads node-llama-cpp.
+ */
+import type { GenerateResult } from '../router/router.js'
+import type { Drafter } from '../router/drafter.js'
+import { GENERATE_DEFAULTS, validateGenerateOptions } from '../router/options.js'
+import { UsageError } from './errors.js'
+import type { Values } from './args.js'
+
+function printResult (r: GenerateResult, json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify({
+      text: r.text,
+      tokens: r.tokens,
+      elapsedMs: Math.round(r.elapsedMs * 10) / 10,
+      tokensPerSecond: Math.round(r.tokensPerSecond * 100) / 100,
+      k: r.k,
+      effectiveK: r.effectiveK,
+      experts: r.experts,
+      bytesPerExpertToken: Math.round(r.bytesPerExpertToken * 10) / 10,
+      promptTokens: r.promptTokens,
+      finishReason: r.finishReason,
+      warnings: r.warnings,
+      ...(r.speculation != null ? { speculation: r.speculation } : {}),
+      steps: r.steps.map(s => s.experts)
+    }) + '\n')
+  } else {
+    process.stdout.write('\n')
+    process.stderr.write(`${r.tokens} tokens in ${(r.elapsedMs / 1000).toFixed(2)} s (${r.tokensPerSecond.toFixed(1)} tokens/s), K=${r.effectiveK}, ${r.experts.length} expert(s), ${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token\n`)
+    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`)
+  }
+}
+
+/** `values.prompt`: the words of the prompt (joined with spaces) */
+export async function generate (values: Values): Promise<void> {
+  const prompt = ([values.prompt ?? []].flat() as unknown[]).map(String).join(' ')
+  if (prompt.length === 0) throw new UsageError('generate needs a prompt')
+  const bootstrap: string[] = values.bootstrap ?? []
+  if (bootstrap.length === 0 && values.via == null) throw new UsageError('generate needs --bootstrap <multiaddr> or --via <multiaddr>')
+  if (values.via != null && (values.tail != null || values.weighting != null)) throw new UsageError('--tail and --weighting are not carried by --via (the routing peer aggregates)')
+  if (values.via != null && (values.speculative === true || values.drafter != null)) throw new UsageError('--speculative and --drafter need --bootstrap (this process routes): --via does not carry them')
+  if (values.drafter != null && values.speculative !== true) throw new UsageError('--drafter goes with --speculative')
+  // the one validation of every interface (src/router/options.ts): InvalidGenerateOptionError, exit 2
+  const n = (v: string | undefined): number | undefined => v == null ? undefined : Number(v)
+  const v = validateGenerateOptions({ k: n(values.k), maxTokens: n(values['max-tokens']), temperature: n(values.temperature), topK: n(values['top-k']), topP: n(values['top-p']), seed: n(values.seed), rule: values.rule, tail: values.tail, weighting: values.weighting })
+  const D = GENERATE_DEFAULTS
+  const opts = {
+    k: v.k ?? D.k,
+    maxTokens: v.maxTokens ?? D.maxTokens,
+    temperature: v.temperature ?? D.temperature,
+    topK: v.topK ?? D.topK,
+    topP: v.topP ?? D.topP,
+    seed: v.seed,
+    stop: values.stop,
+    rule: v.rule ?? D.rule,
+    tail: v.tail ?? D.tail,
+    weighting: v.weighting ?? D.weighting,
+    speculative: values.speculative === true,
+    onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
+  }
+  const json = values.json === true
+  const [{ createMeshNode, parseMultiaddr }, { generateTokenFrom, generateVia }] = await Promise.all([import('../node/node.js'), import('../router/generate-service.js')])
+  if (values['generate-token'] != null && values.via == null) throw new UsageError('--generate-token goes with --via')
+  const generateToken = values.via != null ? await generateTokenFrom(values['generate-token']) : undefined
+  for (const a of bootstrap) parseMultiaddr(a)
+  if (values.via != null) {
+    const via = parseMultiaddr(values.via)
+    const node = await createMeshNode({ listen: [], dhtServer: false })
+    await node.start()
+    try {
+      printResult(await generateVia(node, via, prompt, { ...opts, token: generateToken }), json)
+    } finally {
+      await node.stop()
+    }
+    return
+  }
+  const [{ governanceClient, governanceConfigFrom }, { RouterTokenizer }, { Router, verifyHaltWith }] = await Promise.all([import('./governance-cli.js'), import('../router/tokenizer.js'), import('../router/router.js')])
+  const { node, gov, close } = await governanceClient(await governanceConfigFrom(values.governance, true), bootstrap)
+  const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
+  const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
+  try {
+    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason, verifyHalt: verifyHaltWith(gov), drafter })
+    gov.on({ onHalt: (reason: string) => router.abortAll(reason) })
+    printResult(await router.generate(prompt, opts), json)
+  } finally {
+    await drafter?.close()
+    await tokenizer.close()
+    await close()
+  }
+}
+
+/** `--drafter ngram` or a model (default: the bundled meshtest-a) */
+async function loadDrafter (spec: string | undefined): Promise<Drafter> {
+  const { ModelDrafter, NgramDrafter } = await import('../router/drafter.js')
+  if (spec === 'ngram') return new NgramDrafter()
+  return await ModelDrafter.load(spec ?? 'meshtest-a')
+}
