@@ -19,7 +19,7 @@ import { AgentStore, type CycleState, type StoredTask, type TaskAction, type Tas
 import { TrafficMonitor, collectMetrics, metricsToSamples, type InjectedMetrics, type MeshMetrics, type PreviousSummary } from './observe.js'
 import { allowedActionTypes, detect, type DetectorConfig, type Finding } from './detectors.js'
 import { DEFAULT_LIMITS, checkTaskShape, taskSchema, type ProposedAction, type TaskLimits } from './task-schema.js'
-import { FallbackController, bestExpert, capacityReport, complexityOf, fractalK, priorityOf, type CapacityReport } from './capacity.js'
+import { DEFAULT_MIN_EXPERTS, FallbackController, bestExpert, capacityReport, complexityOf, fractalK, priorityOf, type CapacityReport } from './capacity.js'
 import { partition, streamFor, type Assignment } from './subsets.js'
 import { checkGovernancePeers, governancePeers, spotCheck, spotCheckPairs, type GovPeerCheck, type SpotCheck } from './audit.js'
 
@@ -205,7 +205,7 @@ export class Agent {
     this.config = o.config ?? {}
     this.now = o.now ?? Date.now
     this.log = o.log ?? (() => {})
-    this.fallback = new FallbackController(this.config.minExperts ?? 280, this.config.fallbackHysteresis ?? 0)
+    this.fallback = new FallbackController(this.config.minExperts ?? DEFAULT_MIN_EXPERTS, this.config.fallbackHysteresis ?? 0)
     this.traffic = new TrafficMonitor(o.router)
     this.unsubscribe = o.governance?.on({ onHalt: (reason) => { this.halt(reason) } })
   }

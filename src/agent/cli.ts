@@ -9,10 +9,9 @@
  */
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { Router, verifyHaltWith } from '../router/router.js'
-import { RouterTokenizer } from '../router/tokenizer.js'
+import { MeshPeer } from '../peer/mesh-peer.js'
 import { GENERATE_DEFAULTS } from '../router/options.js'
-import { governanceClient, governanceConfigFrom } from '../cli/governance-cli.js'
+import { governanceConfigFrom, refuseDevGovernanceOffLoopback } from '../cli/governance-cli.js'
 import { parseMultiaddr } from '../node/node.js'
 import { HaltedError } from '../util/errors.js'
 import { Agent, listTasks, runAgentOnce, type AgentConfig, type CycleReport, type TaskView } from './agent.js'
@@ -76,13 +75,14 @@ export async function agentCommand (values: Values): Promise<void> {
   if (maxTokens != null) config.maxTokens = maxTokens
   const json = values.json === true
 
-  const { node, gov, close } = await governanceClient(await governanceConfigFrom(values.governance, json), bootstrap)
-  const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
-  const store = new AgentStore(values.db ?? defaultAgentDb())
+  const governance = await governanceConfigFrom(values.governance, json)
+  refuseDevGovernanceOffLoopback(governance, bootstrap)
   const log = (line: string): void => { process.stderr.write(`agent: ${line}\n`) }
+  // a routing-only peer: the HALT hookup (routers abort) is MeshPeer's; the agent adds its own stop below
+  const peer = await MeshPeer.start({ bootstrap, governance, tokenizer: values.tokenizer, catchUpMs: 5_000 })
+  const { node, router, governance: gov } = peer
+  const store = new AgentStore(values.db ?? defaultAgentDb())
   try {
-    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason, verifyHalt: verifyHaltWith(gov) })
-    gov.on({ onHalt: (reason) => router.abortAll(reason) })
     if (once) {
       const r = await runAgentOnce({ node, router, governance: gov, store, config, log })
       process.stdout.write(json ? JSON.stringify(r) + '\n' : formatTasks(r.tasks))
@@ -93,7 +93,7 @@ export async function agentCommand (values: Values): Promise<void> {
       process.stdout.write(json ? JSON.stringify({ cycle: r.cycle, state: r.state, tasks: r.tasks }) + '\n' : `cycle ${r.cycle}: ${r.state}, ${r.tasks.length} task(s)\n${formatTasks(r.tasks)}`)
     }
     const halted = await new Promise<string | undefined>((resolve) => {
-      gov.on({ onHalt: (reason) => resolve(reason) })
+      peer.on('halt', (reason) => resolve(reason))
       process.once('SIGINT', () => resolve(undefined))
       process.once('SIGTERM', () => resolve(undefined))
       agent.start(interval as number, { onCycle: print })
@@ -102,8 +102,7 @@ export async function agentCommand (values: Values): Promise<void> {
     if (halted != null) throw new HaltedError(`halted by governance: ${halted}`)
   } finally {
     store.close()
-    await tokenizer.close()
-    await close()
+    await peer.stop()
   }
 }
 

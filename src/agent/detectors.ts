@@ -5,7 +5,7 @@
  * those, docs/agent.md).
  */
 import { ACTIONS, PHASES, Tier } from '../governance/tiers.js'
-import { qualifiedPhase, type CapacityConfig, type Severity } from './capacity.js'
+import { DEFAULT_MIN_EXPERTS, qualifiedPhase, type CapacityConfig, type Severity } from './capacity.js'
 import type { ExpertMetrics, MeshMetrics, PreviousSummary } from './observe.js'
 import type { Domain } from './task-schema.js'
 
@@ -73,7 +73,7 @@ export function detect (m: MeshMetrics, previous: PreviousSummary | undefined, c
     failingConsecutive: cfg.failingConsecutive ?? 2,
     failingRate: cfg.failingRate ?? 0.2,
     churnShare: cfg.churnShare ?? 0.2,
-    minExperts: cfg.minExperts ?? 280
+    minExperts: cfg.minExperts ?? DEFAULT_MIN_EXPERTS
   }
   const out: Finding[] = []
 
@@ -154,8 +154,8 @@ export function detect (m: MeshMetrics, previous: PreviousSummary | undefined, c
       key: 'too_few_experts:mesh',
       domains: ['capacity', 'scheduler'],
       severity: usable < c.k ? 'critical' : 'warning',
-      title: `too few experts: ${usable} usable of ${n} online`,
-      summary: `${n} experts online (${usable} usable), K is ${c.k} and the minimum for the distributed mode is ${c.minExperts}.`,
+      title: usable < c.k ? `too few experts: ${usable} usable of ${n} online, K is ${c.k}` : `too few experts: ${n} online, ${c.minExperts} needed (--min-experts)`,
+      summary: `${n} experts online (${usable} usable), K is ${c.k}. Below ${c.minExperts} online experts (--min-experts) the mesh runs one centralised model instead of the distributed mode; below K usable experts a generation runs with fewer experts per token than asked.`,
       evidence: [`${n} experts online, ${usable} usable, K ${c.k}, minimum ${c.minExperts}${n < c.minExperts ? ': centralised fallback' : ''}`],
       numbers: { online: n, usable, k: c.k, minExperts: c.minExperts },
       actionTypes: ['report', 'suggest_config', 'adjust_k'],

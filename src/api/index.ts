@@ -9,7 +9,7 @@
 import type { MeshNode } from '../node/node.js'
 import type { Router } from '../router/router.js'
 import type { GovernanceService } from '../governance/service.js'
-import { MeshApi, type LocalExpert } from './service.js'
+import { MeshApi, type LocalExpert, type MeshApiOptions } from './service.js'
 import { startGrpcServer, type GrpcApiServer } from './grpc.js'
 import { startHttpServer, type HttpApiServer } from './http.js'
 import { ApiConfigError, checkBind, checkTls, parseHostPort, type TlsOptions } from './auth.js'
@@ -59,6 +59,8 @@ export interface StartApiOptions {
   chatTemplate?: string
   /** defaults for RegisterExpert (threads, maxSessions, …) */
   attachDefaults?: Partial<AttachExpertOptions>
+  /** the prom-client registry /metrics serves (MeshApiOptions.metricsRegistry) */
+  metricsRegistry?: MeshApiOptions['metricsRegistry']
 }
 
 export interface ApiHandle {
@@ -99,7 +101,8 @@ export async function startApi (opts: StartApiOptions): Promise<ApiHandle> {
     maxTokensLimit: opts.maxTokensLimit,
     generateTimeoutMs: opts.generateTimeoutMs,
     chatTemplate: opts.chatTemplate,
-    attachDefaults: opts.attachDefaults
+    attachDefaults: opts.attachDefaults,
+    metricsRegistry: opts.metricsRegistry
   })
   let grpcServer: GrpcApiServer | undefined
   let httpServer: HttpApiServer | undefined

@@ -15,6 +15,7 @@ import type { MeshNode } from '../node/node.js'
 import type { Router } from '../router/router.js'
 import type { GovernanceService } from '../governance/service.js'
 import type { AttachExpertOptions } from '../expert/attach.js'
+import type { Registry } from 'prom-client'
 import { ApiMetrics } from './metrics.js'
 import { TaskStore } from './tasks.js'
 import { GovernanceApi } from './governance-api.js'
@@ -46,6 +47,11 @@ export interface MeshApiOptions {
   attachDefaults?: Partial<AttachExpertOptions>
   /** period of the background expert refresh (ms, default 10 000) */
   refreshMs?: number
+  /**
+   * the prom-client registry /metrics serves (default: a new one); give the one the node's
+   * libp2p metrics are on (MeshNodeOptions.metrics) to serve libp2p_* series with ours
+   */
+  metricsRegistry?: Registry
 }
 
 export class MeshApi {
@@ -90,7 +96,7 @@ export class MeshApi {
         return { compatible: c.compatible.length, incompatible: c.incompatible.length }
       },
       modelOf: (id) => this.status.modelOf(id) ?? 'unknown'
-    })
+    }, { registry: opts.metricsRegistry })
     this.router.observers.add(this.status.observer)
     this.router.observers.add(this.metrics.observer)
     opts.governance?.on({

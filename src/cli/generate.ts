@@ -76,18 +76,20 @@ export async function generate (values: Values): Promise<void> {
     }
     return
   }
-  const [{ governanceClient, governanceConfigFrom }, { RouterTokenizer }, { Router, verifyHaltWith }] = await Promise.all([import('./governance-cli.js'), import('../router/tokenizer.js'), import('../router/router.js')])
-  const { node, gov, close } = await governanceClient(await governanceConfigFrom(values.governance, true), bootstrap)
-  const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
+  const [{ governanceConfigFrom, refuseDevGovernanceOffLoopback }, { MeshPeer }] = await Promise.all([import('./governance-cli.js'), import('../peer/mesh-peer.js')])
+  const governance = await governanceConfigFrom(values.governance, true)
+  refuseDevGovernanceOffLoopback(governance, bootstrap)
   const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
   try {
-    const router = new Router(node, tokenizer, { haltReason: () => gov.haltReason, verifyHalt: verifyHaltWith(gov), drafter })
-    gov.on({ onHalt: (reason: string) => router.abortAll(reason) })
-    printResult(await router.generate(prompt, opts), json)
+    // a routing-only peer: its governance (caught up first) is the only one that can halt it
+    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer: values.tokenizer, router: { drafter }, catchUpMs: 5_000 })
+    try {
+      printResult(await peer.router.generate(prompt, opts), json)
+    } finally {
+      await peer.stop()
+    }
   } finally {
     await drafter?.close()
-    await tokenizer.close()
-    await close()
   }
 }
 

@@ -94,12 +94,16 @@ export async function main (argv: string[]): Promise<void> {
   // top-level await") instead of letting the deadline fire. Every command ends in
   // process.exit, so this timer never delays an exit.
   setInterval(() => {}, 3_600_000)
+  // warnings Node has queued (emitted on the next tick) are printed before the exit, not lost
+  const flush = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)) }
   try {
     await run(argv)
+    await flush()
     process.exit(EXIT.OK)
   } catch (err: any) {
     process.stderr.write(`meshllm: ${oneLine(String(err?.message ?? err))}\n`)
     if (process.env.MESHLLM_DEBUG != null) process.stderr.write(`${err?.stack}\n`)
+    await flush()
     process.exit(exitCodeFor(err))
   }
 }

@@ -6,7 +6,7 @@
  */
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf, publicKeyFromRaw } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { readFile, writeFile, rename } from 'node:fs/promises'
+import { link, readFile, unlink, writeFile } from 'node:fs/promises'
 import { GovernanceKeyError } from './errors.js'
 
 export const PUBLIC_KEY_PREFIX = 'ed25519:'
@@ -63,7 +63,15 @@ export async function generateKeyholderKey (out: string): Promise<KeyholderKey> 
   }
   const tmp = `${out}.${process.pid}.tmp`
   await writeFile(tmp, JSON.stringify(file, null, 2) + '\n', { mode: 0o600, flag: 'wx' })
-  await rename(tmp, out)
+  // link, not rename: refuses atomically when `out` exists (rename would replace it)
+  try {
+    await link(tmp, out)
+  } catch (err: any) {
+    if (err.code === 'EEXIST') throw new GovernanceKeyError(`${out} exists: a keyholder key is never replaced (choose another file)`)
+    throw err
+  } finally {
+    await unlink(tmp).catch(() => {})
+  }
   return { privateKey, publicKey }
 }
 

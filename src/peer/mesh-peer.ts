@@ -56,8 +56,14 @@ export interface MeshPeerInit {
    */
   route?: false | { token?: string, maxK?: number }
   /** gRPC / HTTP API (StartApiOptions without what MeshPeer provides; default: none) */
-  api?: Omit<StartApiOptions, 'node' | 'router' | 'governance' | 'expert' | 'tasks'>
-  /** one line for the operator per event (catch-up, HALT, RESUME, reverts; default: none) */
+  api?: Omit<StartApiOptions, 'node' | 'router' | 'governance' | 'expert' | 'tasks' | 'metricsRegistry'>
+  /**
+   * libp2p's own metrics (libp2p_* series) on the registry the API's /metrics serves (default:
+   * on when the API serves HTTP). One such peer per process: @libp2p/prometheus-metrics keeps
+   * a process-wide table.
+   */
+  metrics?: boolean
+  /** one line for the operator per event (governance state, catch-up, HALT, RESUME, reverts; default: none) */
   log?: (line: string) => void
 }
 
@@ -119,14 +125,16 @@ export class MeshPeer {
   static async start (init: MeshPeerInit): Promise<MeshPeer> {
     const log = init.log ?? (() => {})
     if (init.expert != null && init.dataDir == null) throw new MeshPeerConfigError('an expert peer needs a data directory (identity and governance state survive restarts)')
-    const [{ GovernanceState }, { GovernanceService }, { ChangeLog, revertOnHalt }, { lockDataDir }, { createMeshNode, connectBootstrap }, { Router, verifyHaltWith }, { RouterTokenizer }, { generateService }] = await Promise.all([
-      import('../governance/state.js'), import('../governance/service.js'), import('../governance/changelog.js'), import('../node/data-dir.js'),
+    const [{ GovernanceState }, { GovernanceService }, { ChangeLog, revertOnHalt }, { configDigest }, { lockDataDir }, { createMeshNode, connectBootstrap }, { Router, verifyHaltWith }, { RouterTokenizer }, { generateService }] = await Promise.all([
+      import('../governance/state.js'), import('../governance/service.js'), import('../governance/changelog.js'), import('../governance/config.js'), import('../node/data-dir.js'),
       import('../node/node.js'), import('../router/router.js'), import('../router/tokenizer.js'), import('../router/generate-service.js')
     ])
+    const metrics = (init.metrics ?? init.api?.http != null) ? new (await import('prom-client')).Registry() : undefined
     const releaseDataDir = init.dataDir != null ? lockDataDir(init.dataDir) : undefined
     const cleanup: Array<() => Promise<void>> = []
     try {
       const state = new GovernanceState(init.governance, init.dataDir != null ? joinPath(init.dataDir, 'governance-state.json') : undefined)
+      log(`governance: mesh "${state.config.meshId}", ${state.config.keyholders.length} keyholder(s), digest ${configDigest(state.config)}${state.halted != null ? `, HALTED: ${state.halted.reason}` : ''}`)
       const changes = init.dataDir != null ? new ChangeLog(joinPath(init.dataDir, 'changes.json')) : undefined
       // set once the parts exist; the HALT hookup reads them when a HALT comes
       let peer: MeshPeer | undefined
@@ -177,13 +185,14 @@ export class MeshPeer {
           haltEnvelope: () => state.haltEnvelope,
           // catch up with the mesh's governance before serving or advertising anything
           beforeServe: async (n) => { governance = await catchUp(n) },
-          extraServices
+          extraServices,
+          metrics
         })
         const e = expert
         cleanup.push(async () => { await e.stop() })
         node = expert.node
       } else {
-        node = await createMeshNode({ listen: init.listen ?? [], announce: init.announce, bootstrap: init.bootstrap, dataDir: init.dataDir, dhtServer: (init.listen ?? []).length > 0, services: extraServices })
+        node = await createMeshNode({ listen: init.listen ?? [], announce: init.announce, bootstrap: init.bootstrap, dataDir: init.dataDir, dhtServer: (init.listen ?? []).length > 0, services: extraServices, metrics })
         await node.start()
         const n = node
         cleanup.push(async () => { await n.stop() })
@@ -198,7 +207,7 @@ export class MeshPeer {
       let api: ApiHandle | undefined
       if (init.api != null && (init.api.grpc != null || init.api.http != null)) {
         const { startApi } = await import('../api/index.js')
-        api = await startApi({ ...init.api, node, router, governance: gov, expert, tasks: init.dataDir != null ? joinPath(init.dataDir, 'tasks.sqlite') : undefined })
+        api = await startApi({ ...init.api, node, router, governance: gov, expert, tasks: init.dataDir != null ? joinPath(init.dataDir, 'tasks.sqlite') : undefined, metricsRegistry: metrics })
       }
       peer = new MeshPeer({ node, router, governance: gov, state, changes, expert, api, tokenizer, releaseDataDir })
       return peer
