@@ -40,7 +40,7 @@ describe('MeshPeer: one composition root for expert and routing peers', function
 
   it('an expert peer and a routing-only peer: generate, one HALT reaches both, stop releases everything', async () => {
     const expertDir = join(dir, 'expert')
-    const expert = await MeshPeer.start({ expert: { model: 'meshtest-c', threads: 1 }, dataDir: expertDir, governance, catchUpMs: 500 })
+    const expert = await MeshPeer.start({ expert: { model: 'meshtest-c', threads: 1 }, dataDir: expertDir, governance, catchUpMs: 500, api: { http: '127.0.0.1:0' } })
     peers.push(expert)
     assert.ok(expert.expert != null)
     // the data directory is this process's while the peer runs
@@ -53,6 +53,10 @@ describe('MeshPeer: one composition root for expert and routing peers', function
     const r = await router.router.generate('The kernel', { k: 1, maxTokens: 8, temperature: 0, ignoreEos: true })
     assert.equal(r.tokens, 8)
     assert.deepEqual(r.experts, [expert.node.peerId.toString()])
+    // one /metrics: ours and libp2p's own (the connection the router opened to this expert)
+    const scrape = await (await fetch(`http://127.0.0.1:${expert.api!.httpPort!}/metrics`)).text()
+    assert.match(scrape, /^meshllm_/m)
+    assert.match(scrape, /^libp2p_connection_manager_connections\{[^}]*\} [1-9]/m)
 
     // a change the expert recorded is reverted by the HALT, through the same hookup
     let undone = 0
