@@ -1,7 +1,7 @@
 /**
  * Generation options: ONE zod schema (GenerateOptionsSchema) holding every accepted value, its
  * documented default and its bound, and the ONE validation every interface derives from it —
- * `meshllm generate` (src/cli), the HTTP and gRPC APIs (src/api/generation.ts `prepare`),
+ * `meshllm generate` (src/cli/generate.ts), the HTTP and gRPC APIs (src/api/generation.ts `prepare`),
  * `--via` (src/router/generate-service.ts `parseGenerateRequest`), and `Router.generate`
  * itself (eval, agent, tests). The same bad value gives the same InvalidGenerateOptionError,
  * with the same message, on every interface: the messages are part of the schema.

@@ -81,8 +81,6 @@ export interface GenerateOptions {
    * longest prefix speculative sampling accepts; the output distribution is unchanged
    */
   speculative?: boolean
-  /** fixed draft length (default: adaptive) */
-  draftLength?: number
   /**
    * constrained decoding: called before each token is sampled with the aggregated
    * distribution and the tokens generated so far; returns the distribution to sample from
