@@ -9,12 +9,12 @@
  */
 import type { MeshNode } from '../node/node.js'
 import type { Router } from '../router/router.js'
-import type { RouterTokenizer } from '../router/tokenizer.js'
 import type { GovernanceService } from '../governance/service.js'
-import { ACTIONS, Tier, classifyAction, gate, gateContext } from '../governance/tiers.js'
+import { Tier, classifyAction, gate, gateContext } from '../governance/tiers.js'
 import { canonicalJson } from '../governance/motions.js'
 import { HaltedError } from '../util/errors.js'
-import { JsonConstraint, buildPieceTable, type PieceTable } from './json-constraint.js'
+import { JsonConstraint } from './json-constraint-tokens.js'
+import { buildPrompt, meaningful, mergeEvidence, taskView, tokenizerPieceTable, type TaskView } from './task-text.js'
 import { AgentStore, type CycleState, type StoredTask, type TaskAction, type TaskState } from './store.js'
 import { TrafficMonitor, collectMetrics, metricsToSamples, type InjectedMetrics, type MeshMetrics, type PreviousSummary } from './observe.js'
 import { allowedActionTypes, detect, type DetectorConfig, type Finding } from './detectors.js'
@@ -61,19 +61,7 @@ export interface AgentOptions {
   now?: () => number
 }
 
-/** one action in the `meshllm agent --json` / `meshllm tasks --json` output */
-export interface TaskActionView { type: string, tier: string, params: Record<string, unknown> }
-
-/** one task in the `meshllm agent --json` / `meshllm tasks --json` output */
-export interface TaskView {
-  id: string
-  domain: string
-  title: string
-  rationale: string
-  evidence: string[]
-  actions: TaskActionView[]
-  state: TaskState
-}
+export { buildPrompt, listTasks, mergeEvidence, taskView, tokenizerPieceTable, type TaskActionView, type TaskView } from './task-text.js'
 
 export interface CycleReport {
   cycle: number
@@ -104,76 +92,6 @@ const AUDIT_PROMPTS = ['The kernel', 'Once upon a time', 'The weather today is',
 const SEVERITY_ORDER = { critical: 0, warning: 1, info: 2 } as const
 /** precedence of action states for the task's state */
 const STATE_ORDER: TaskState[] = ['rejected', 'blocked', 'awaiting_quorum', 'awaiting_review', 'queued', 'executed']
-
-const pieceTables = new WeakMap<object, PieceTable>()
-
-/** each token's text, computed once per tokenizer (≈ 0.2 s for 128,256 tokens) */
-export function tokenizerPieceTable (tok: RouterTokenizer): PieceTable {
-  let t = pieceTables.get(tok)
-  if (t != null) return t
-  const texts: Array<string | undefined> = new Array(tok.vocabSize)
-  for (let id = 0; id < tok.vocabSize; id++) {
-    try { texts[id] = tok.model.detokenize([id] as any) } catch { texts[id] = undefined }
-  }
-  let eos = tok.model.tokens.eos as number | null | undefined
-  if (eos == null) for (let id = 0; id < tok.vocabSize && eos == null; id++) if (tok.isEndOfGeneration(id)) eos = id
-  if (eos == null) throw new Error('the tokenizer has no end-of-generation token')
-  t = buildPieceTable(texts, eos, id => texts[id] != null && texts[id] !== '' && tok.isEndOfGeneration(id))
-  pieceTables.set(tok, t)
-  return t
-}
-
-/** the prompt that asks the mesh for a task answering a finding */
-export function buildPrompt (f: Finding, actionTypes: readonly string[]): string {
-  const acts = actionTypes.map(t => `${t} (${Tier[ACTIONS[t].tier].toLowerCase().replace('_', '-')})`).join(', ')
-  return [
-    'You are the maintenance agent of meshllm, a peer-to-peer language-model mesh.',
-    `Finding (${f.severity}): ${f.title}.`,
-    f.summary,
-    'Evidence:',
-    ...f.evidence.map(e => `- ${e}`),
-    `Possible actions: ${acts}.`,
-    'Answer with one task as JSON: {"domain":…,"title":…,"rationale":…,"evidence":[…],"actions":[{"type":…,"params":{…}}]}',
-    ''
-  ].join('\n')
-}
-
-/** text with at least three letters (a model's punctuation or number runs are not a title) */
-const meaningful = (s: string): boolean => (s.match(/\p{L}/gu) ?? []).length >= 3
-const numbersOf = (s: string): string[] => s.match(/\d+(?:\.\d+)?/g) ?? []
-
-/**
- * The model's evidence (meaningful, distinct items) plus every detector line whose numbers
- * no model item cites: the detector's numbers are always in the task.
- */
-export function mergeEvidence (model: readonly string[], detector: readonly string[], maxModelItems = 3): { evidence: string[], filled: number } {
-  const kept = [...new Set(model.map(s => s.trim()).filter(meaningful))].slice(0, maxModelItems)
-  const out = [...kept]
-  let filled = 0
-  for (const line of detector) {
-    const need = numbersOf(line)
-    const cited = kept.some(m => need.length > 0 ? need.every(x => m.includes(x)) : m.includes(line))
-    if (!cited) { out.push(line); filled++ }
-  }
-  return { evidence: out, filled }
-}
-
-export function taskView (t: StoredTask): TaskView {
-  return {
-    id: t.id,
-    domain: t.domain,
-    title: t.title,
-    rationale: t.rationale,
-    evidence: t.evidence,
-    actions: t.actions.map(a => ({ type: a.type, tier: a.tier, params: a.params })),
-    state: t.state
-  }
-}
-
-/** tasks for `meshllm tasks`: newest first */
-export function listTasks (store: AgentStore, opts: { state?: TaskState, limit?: number, offset?: number } = {}): TaskView[] {
-  return store.tasks(opts).map(taskView)
-}
 
 interface Stream { name: string, experts: string[], findings: Finding[] }
 interface CycleContext {
@@ -565,35 +483,5 @@ export class Agent {
       evidence,
       actions: [{ type: 'report', params: { title, body: evidence.join('\n').slice(0, 65536) } }]
     }, 'audit', undefined, { spotChecks: checks, governance: govChecks })
-  }
-}
-
-export interface AgentOnceOptions {
-  node: MeshNode
-  router: Router
-  governance?: GovernanceService
-  store: AgentStore
-  injected?: InjectedMetrics
-  config?: AgentConfig
-  signal?: AbortSignal
-  log?: (line: string) => void
-}
-
-/** `meshllm agent --once [--json]`: the output shape */
-export interface AgentOnceResult { tasks: TaskView[] }
-
-/**
- * One cycle (for `meshllm agent --once`). Throws HaltedError when a HALT stopped the cycle
- * (its tasks so far are stored), and an Error when the cycle failed.
- */
-export async function runAgentOnce (o: AgentOnceOptions): Promise<AgentOnceResult> {
-  const agent = new Agent({ node: o.node, router: o.router, governance: o.governance, store: o.store, config: o.config, log: o.log })
-  try {
-    const r = await agent.runCycle({ injected: o.injected, signal: o.signal })
-    if (r.state === 'halted') throw new HaltedError(r.haltReason?.startsWith('halted by governance') === true ? r.haltReason : `halted by governance: ${r.haltReason ?? ''}`)
-    if (r.state === 'failed') throw new Error(`agent cycle failed: ${r.error ?? 'unknown error'}`)
-    return { tasks: r.tasks }
-  } finally {
-    await agent.close()
   }
 }

@@ -1,5 +1,6 @@
 /** The self-improvement agent: observe → detect → ask the mesh (constrained JSON) → gate → store. docs/agent.md. */
 export * from './json-constraint.js'
+export * from './json-constraint-tokens.js'
 export * from './task-schema.js'
 export * from './store.js'
 export * from './observe.js'
@@ -8,4 +9,5 @@ export * from './capacity.js'
 export * from './subsets.js'
 export * from './audit.js'
 export * from './agent.js'
+export * from './once.js'
 export { agentCommand, tasksCommand, formatTasks, parseInterval, defaultAgentDb } from './cli.js'

@@ -16,57 +16,15 @@ import { Kind, MAX_ENVELOPE_BYTES, decodeEnvelope, type RefusalCode } from './en
 import { GovernanceState, type ApplyResult, type GovernanceSnapshot } from './state.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
 import { Strikes } from '../node/blocklist.js'
+import { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic } from './gossip-score.js'
+import { RateLimitedError, RateLimiter, addressKey } from './rate-limit.js'
+
+export { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic, RateLimitedError, addressKey }
 
 export const GOV_SYNC_PROTOCOL = '/meshllm/gov-sync/1.0.0'
 /** a keyholder tool (or any node) hands one signed envelope to a peer and learns its verdict */
 export const GOV_PUSH_PROTOCOL = '/meshllm/gov-push/1.0.0'
 export const govTopic = (meshId: string): string => `/meshllm/gov/${meshId}/1`
-
-/**
- * gossipsub topic score parameters of the governance topic: a delivery the validator
- * Rejects (a forgery) costs the sender -100 × (invalid deliveries)², so one forgery puts it
- * below the graylist threshold (-80: everything it sends is ignored) for ≈ 11 s, ten for
- * ≈ 4 min (decay 0.99 per second). The topic is nearly silent by design, so the delivery
- * rate terms (P2, P3, P3b) are off: honest quiet peers are never penalised.
- */
-export const GOVERNANCE_TOPIC_SCORE = {
-  topicWeight: 1,
-  timeInMeshWeight: 0,
-  timeInMeshQuantum: 1000,
-  timeInMeshCap: 1,
-  firstMessageDeliveriesWeight: 0,
-  firstMessageDeliveriesDecay: 0.5,
-  firstMessageDeliveriesCap: 1,
-  meshMessageDeliveriesWeight: 0,
-  meshMessageDeliveriesDecay: 0.5,
-  meshMessageDeliveriesCap: 1,
-  meshMessageDeliveriesThreshold: 1,
-  meshMessageDeliveriesWindow: 10,
-  meshMessageDeliveriesActivation: 5000,
-  meshFailurePenaltyWeight: 0,
-  meshFailurePenaltyDecay: 0.5,
-  invalidMessageDeliveriesWeight: -100,
-  invalidMessageDeliveriesDecay: 0.99
-}
-
-/**
- * Gives a topic its score parameters on a running gossipsub. @libp2p/gossipsub takes topic
- * score parameters only at construction and reads them lazily from its PeerScore's params,
- * so the governance topic (known only once the governance file is read) is added there.
- * The one place that touches gossipsub's internals; test/adversarial/governance.spec.ts
- * fails if it stops working (a forger's score must drop below the graylist threshold).
- */
-export function scoreTopic (pubsub: GossipSub, topic: string, params: typeof GOVERNANCE_TOPIC_SCORE): void {
-  const topics = (pubsub as unknown as { score?: { params?: { topics?: Record<string, unknown> } } }).score?.params?.topics
-  if (topics == null || typeof topics !== 'object') throw new GossipsubInternalsChangedError('gossipsub has no peer-score parameters to extend (dependency changed?)')
-  topics[topic] ??= { ...params }
-}
-
-/** @libp2p/gossipsub no longer has the peer-score internals scoreTopic extends */
-export class GossipsubInternalsChangedError extends Error {
-  static override name = 'GossipsubInternalsChangedError'
-  override name = 'GossipsubInternalsChangedError'
-}
 
 // gossipsub's TopicValidatorResult values (a string enum), without loading gossipsub for them
 const ACCEPT = 'accept' as TopicValidatorResult
@@ -87,8 +45,6 @@ const PUSH_RATE = { perWindow: 16, windowMs: 10_000 }
 const RESYNC_MS = 60_000
 /** a peer refused this often within the window is hung up on and blocked for blockMs */
 export const ABUSE = { strikes: 8, windowMs: 10_000, blockMs: 60_000 }
-/** most remote addresses tracked by the rate limiters */
-const MAX_TRACKED_ADDRESSES = 4096
 
 /**
  * Listeners of a GovernanceService (`on()` returns the function that removes them). Every
@@ -170,52 +126,6 @@ export interface SubmitResult {
   peers: Partial<Record<PushAnswer, number>>
   /** gossipsub peers it was published to */
   gossipRecipients: number
-}
-
-/** Fixed-window counter per key, bounded in keys (oldest dropped). */
-class RateLimiter {
-  private readonly windows = new Map<string, { start: number, n: number }>()
-  constructor (private readonly perWindow: number, private readonly windowMs: number, private readonly maxKeys = MAX_TRACKED_ADDRESSES) {}
-  take (key: string, now = Date.now()): boolean {
-    let w = this.windows.get(key)
-    if (w == null || now - w.start >= this.windowMs) {
-      this.windows.delete(key)
-      w = { start: now, n: 0 }
-      this.windows.set(key, w)
-      if (this.windows.size > this.maxKeys) this.windows.delete(this.windows.keys().next().value as string)
-    }
-    if (w.n >= this.perWindow) return false
-    w.n++
-    return true
-  }
-
-  /** whether `key` has used up its window (nothing is consumed) */
-  exhausted (key: string, now = Date.now()): boolean {
-    const w = this.windows.get(key)
-    return w != null && now - w.start < this.windowMs && w.n >= this.perWindow
-  }
-
-  get size (): number { return this.windows.size }
-}
-
-/**
- * The address a rate limit applies to: the connection's remote IPv4 address, or its IPv6
- * /64 (one host commonly has a whole /64), never the peer id, which is free.
- */
-export function addressKey (connection: Pick<Connection, 'remoteAddr'> | undefined): string {
-  const c = connection?.remoteAddr?.getComponents().find(x => x.name === 'ip4' || x.name === 'ip6')
-  if (c?.value == null) return connection?.remoteAddr?.toString() ?? 'unknown'
-  if (c.name === 'ip4') return c.value
-  return `${ipv6Prefix64(c.value)}::/64`
-}
-
-/** the first four groups of an IPv6 address ("2001:db8:1:2::5" → "2001:db8:1:2") */
-function ipv6Prefix64 (addr: string): string {
-  const [head, tail = ''] = addr.split('::')
-  const h = head === '' ? [] : head.split(':')
-  const t = tail === '' ? [] : tail.split(':')
-  const groups = addr.includes('::') ? [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t] : h
-  return groups.slice(0, 4).map(g => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')
 }
 
 export class GovernanceService implements Startable {
@@ -585,9 +495,3 @@ function withDeadline (options: AbortOptions, ms: number): AbortSignal {
 const PUSH_ANSWERS = new Set<string>(['applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'lifts-older'])
 /** most envelopes read from one catch-up answer (state log, keyholder changes, votes) */
 const MAX_SYNC_ENVELOPES = 1024
-
-/** a peer asked for more governance work than its address is allowed */
-export class RateLimitedError extends Error {
-  static override name = 'RateLimitedError'
-  override name = 'RateLimitedError'
-}

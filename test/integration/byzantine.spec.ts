@@ -169,20 +169,30 @@ describe('Byzantine experts (2 honest processes + 1 in-process liar)', function 
 
   it('100 Sybil identities on one address (one machine, one model) claiming 10× capacity get ≤ 5 % of the steps', async function () {
     this.timeout(420_000)
+    // a mesh of its own: two fresh honest experts and a fresh router node, so the provider
+    // records this file's earlier (stopped) liars left in the first mesh's DHT (kept up to
+    // 24 h) are not part of this measurement; discovery through them is issue 13's (routers
+    // must sample, not enumerate)
+    const mesh = await startTwoExperts()
+    const own = await startRouterNode([mesh.a.addr]).catch(async (err) => { await mesh.stop(); throw err })
     // the Sybils run meshtest-a, the larger honest model: as fast as honest expert a, not faster
-    const sybils = await startSybils(100, { model: 'meshtest-a', bootstrap: [a.addr], capacityFactor: 10 })
+    const sybils = await startSybils(100, { model: 'meshtest-a', bootstrap: [mesh.a.addr], capacityFactor: 10 }).catch(async (err) => { await own.stop(); await mesh.stop(); throw err })
     try {
-      const want = [...honest(), ...sybils.ids]
+      const want = [...mesh.honest(), ...sybils.ids]
       const seen = async (router: Router): Promise<number> => (await router.experts(true)).compatible.filter(r => want.includes(r.peerId.toString())).length
       // the two routers compared (with and without the colocation penalty) discover together:
-      // a router keeps every record it has fetched until it expires, so each poll only adds.
-      // 102 records through the DHT: 1 s when this test runs alone, up to minutes after this
-      // file's earlier liars (their provider records outlive them and discovery tries them
-      // too; one CI run's second, fresh router needed more than the 60 s it then had)
-      const routers = [undefined, Infinity].map(colocationThreshold => new Router(node, tokenizer, { requestTimeoutMs: 10_000, discoveryTimeoutMs: 15_000, colocationThreshold }))
+      // a router keeps every record it has fetched until it expires, so each poll only adds
+      const routers = [undefined, Infinity].map(colocationThreshold => new Router(own.node, own.tokenizer, { requestTimeoutMs: 10_000, discoveryTimeoutMs: 15_000, colocationThreshold }))
       const t0 = Date.now()
       await waitFor(async () => (await Promise.all(routers.map(seen))).every(n => n >= want.length), 270_000, 'both routers to know the 2 honest experts and the 100 Sybils')
       console.log(`      both routers knew all 102 identities after ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+      // the defence in the state it is designed for: the router has generated with the honest
+      // experts (connected, latency measured) and has observed every identity's address (here:
+      // one connection each). With only a few Sybils observed, a fresh router gave them 28–36 %
+      // of the steps in two of four runs (the observed group is small, its penalty mild): an open
+      // weakness, docs/quality.md §8
+      for (const router of routers) await router.generate(PROMPT, { k: 2, temperature: 0, maxTokens: 8, experts: mesh.honest() })
+      await Promise.all(sybils.nodes.map(async nd => { await own.node.dial(nd.getMultiaddrs()[0]) }))
       const share = async (router: Router): Promise<{ share: number, servedBy: number }> => {
         const r = await router.generate(PROMPT, { k: 2, temperature: 0, seed: 1, maxTokens: 100, ignoreEos: true, experts: want })
         assert.equal(r.tokens, 100)
@@ -198,6 +208,8 @@ describe('Byzantine experts (2 honest processes + 1 in-process liar)', function 
       assert.ok(undefended.share > 0.5, `without the penalty the Sybils take most steps (${(100 * undefended.share).toFixed(1)} %): the test measures something`)
     } finally {
       await sybils.stop()
+      await own.stop()
+      await mesh.stop()
     }
   })
 

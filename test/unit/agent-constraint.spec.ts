@@ -4,9 +4,10 @@ import fc from 'fast-check'
 import type { Aggregated } from '../../src/aggregate/types.js'
 import { ACTIONS, classifyAction } from '../../src/governance/tiers.js'
 import {
-  JsonConstraint, SchemaError, advance, arr, buildPieceTable, completeFrom, enumOf, field, int, isPrefix, matches, minimal, num, obj, pattern, rec, scalar, startState, text,
-  DIGIT, type PieceTable, type SchemaNode
+  SchemaError, advance, arr, completeFrom, enumOf, field, int, isPrefix, matches, minimal, num, obj, pattern, rec, scalar, startState, text,
+  DIGIT, type SchemaNode
 } from '../../src/agent/json-constraint.js'
+import { JsonConstraint, buildPieceTable, type PieceTable } from '../../src/agent/json-constraint-tokens.js'
 import { ACTION_TYPES, DOMAINS, PARAM_SPECS, checkTaskShape, paramsSchema, taskSchema, type TaskSchemaOptions } from '../../src/agent/task-schema.js'
 import { runs } from '../helpers/fuzz.js'
 
