@@ -367,7 +367,7 @@ export class Agent {
     try {
       parsed = JSON.parse(raw)
     } catch {
-      raw = constraint.text
+      raw = constraint.follow(result.tokenIds).text
       parsed = JSON.parse(raw)
     }
     const t = checkTaskShape(parsed)

@@ -71,9 +71,19 @@ export class JsonConstraint {
     if (need > maxTokens) throw new SchemaError(`the shortest document has ${need} characters, more than maxTokens ${maxTokens} can guarantee`)
   }
 
-  /** the document so far (concatenated token texts) */
+  /**
+   * the document so far (concatenated token texts) and whether it is complete, as of the
+   * last `constrain` or `follow` call: the hook never sees the token sampled at the last
+   * step, so after a generation call `follow(result.tokenIds)` before reading them
+   */
   get text (): string { return this.out }
   get complete (): boolean { return this.state.done }
+
+  /** follows a generation's tokens (each one this constraint allowed) without constraining a step */
+  follow (generated: number[]): this {
+    this.sync(generated)
+    return this
+  }
 
   readonly constrain = (agg: Aggregated, generated: number[]): Aggregated => {
     this.sync(generated)

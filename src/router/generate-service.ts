@@ -364,6 +364,7 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
       ...(opts.token != null ? { token: opts.token } : {})
     }, GenerateRequest, { signal })
     let index = 0
+    const tokenIds: number[] = []
     while (true) {
       let ev: GenerateEvent
       try {
@@ -376,6 +377,7 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
         throw new RoutingPeerClosedError(`the routing peer closed the stream before the generation ended (${index} token(s) received): ${err.message ?? err}`)
       }
       if (ev.token != null) {
+        tokenIds.push(ev.token.id)
         opts.onToken?.({ token: ev.token.id, text: ev.token.text, experts: ev.token.experts, index: index++ })
       } else if (ev.done != null) {
         const d = ev.done
@@ -384,6 +386,7 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
         return {
           text: d.text,
           tokens: d.tokens,
+          tokenIds,
           promptTokens: d.promptTokens,
           elapsedMs,
           tokensPerSecond: d.tokens / (elapsedMs / 1000),

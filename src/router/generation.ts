@@ -454,6 +454,7 @@ export class Generation {
     const result: GenerateResult = {
       text: this.text,
       tokens: generated.length,
+      tokenIds: [...generated],
       promptTokens: this.promptTokens,
       elapsedMs,
       tokensPerSecond: generated.length / (elapsedMs / 1000),

@@ -113,6 +113,8 @@ export interface StepTrace {
 export interface GenerateResult {
   text: string
   tokens: number
+  /** the generated token ids, in order (tokens === tokenIds.length) */
+  tokenIds: number[]
   promptTokens: number
   elapsedMs: number
   tokensPerSecond: number

@@ -73,6 +73,8 @@ function generate (schema: SchemaNode, maxTokens: number, seed: number, temperat
     if (tok === SYN.eos) return { text: c.text, tokens: gen.length, ended: 'eos', constraint: c }
     gen.push(tok)
   }
+  // the hook never saw the token sampled at the last step
+  c.follow(gen)
   return { text: c.text, tokens: gen.length, ended: 'length', constraint: c }
 }
 
@@ -190,6 +192,24 @@ describe('agent: JSON constraint', () => {
       if (g.ended === 'eos') assert.equal(g.constraint.complete, true)
       else assert.equal(g.constraint.complete, true, 'complete exactly at maxTokens')
     }), { numRuns: runs(150) })
+  })
+
+  it('a generation that ends exactly at maxTokens: the hook never saw the last token; follow() completes the document (CI counterexample)', () => {
+    const schema = taskSchema({ domains: ['scheduler'], actionTypes: ['adjust_k', 'change_governance'], limits: { title: 14, evidenceItems: 2, actions: 1, reason: 1 } })
+    const maxTokens = minimal(schema).length + 1
+    const c = new JsonConstraint(schema, TABLE, maxTokens)
+    const r = rng(1129616820)
+    const gen: number[] = []
+    while (gen.length < maxTokens) {
+      const tok = sampleFrom(c.constrain(randomAgg(r), gen), r, 0.7)
+      if (tok === SYN.eos) break
+      gen.push(tok)
+    }
+    assert.equal(gen.length, maxTokens, 'this seed uses the whole budget')
+    assert.equal(c.complete, false, 'one token behind')
+    assert.equal(c.follow(gen).complete, true)
+    assert.equal(matches(schema, c.text), true)
+    assert.equal(c.text, gen.map(t => SYN.texts[t]).join(''))
   })
 
   it('forces the grammar when no listed token fits (empty or hostile candidates)', () => {

@@ -96,7 +96,7 @@ function fakeMesh (experts: string[], o: { seed?: number, onToken?: (call: Call,
         active.splice(active.indexOf(call), 1)
       }
       const used = g.experts ?? mesh.list
-      const result = { text: gen.map(t => TEXTS[t]).join(''), tokens: gen.length, promptTokens: 10, elapsedMs: performance.now() - t0, tokensPerSecond: 100, k: g.k ?? 3, effectiveK: Math.min(g.k ?? 3, used.length), experts: used.slice(0, g.k ?? 3), bytesPerExpertToken: 850, finishReason: 'eos', steps: [], warnings: [] }
+      const result = { text: gen.map(t => TEXTS[t]).join(''), tokens: gen.length, tokenIds: gen, promptTokens: 10, elapsedMs: performance.now() - t0, tokensPerSecond: 100, k: g.k ?? 3, effectiveK: Math.min(g.k ?? 3, used.length), experts: used.slice(0, g.k ?? 3), bytesPerExpertToken: 850, finishReason: 'eos', steps: [], warnings: [] }
       for (const ob of mesh.observers) ob.onGeneration?.({ result, perExpert: used.slice(0, g.k ?? 3).map((e: string) => ({ expert: e, bytes: 850 * gen.length, frames: gen.length })) })
       return result
     }
