@@ -130,10 +130,15 @@ export class StatusApi {
     return info
   }
 
+  /** the router's experts but this node's own (which the router uses too, and is reported as the local expert) */
+  private others (records: ExpertRecord[]): ExpertRecord[] {
+    return records.filter(x => !x.peerId.equals(this.ctx.node.peerId))
+  }
+
   /** ListExperts */
   async listExperts (refresh = false, includeIncompatible = false): Promise<ExpertInfo[]> {
     const r = await this.refreshExperts(refresh)
-    const out = r.compatible.map(x => this.expertInfo(x, { compatible: true }))
+    const out = this.others(r.compatible).map(x => this.expertInfo(x, { compatible: true }))
     if (includeIncompatible) out.push(...r.incompatible.map(x => this.expertInfo(x, { compatible: false })))
     const local = this.localInfo(await this.localRecord())
     if (local != null) out.push(local)
@@ -164,7 +169,7 @@ export class StatusApi {
     return {
       peerId: this.ctx.node.peerId.toString(),
       listenAddrs: this.ctx.node.getMultiaddrs().map(a => a.toString()),
-      experts: r.compatible.map(x => this.expertInfo(x, { compatible: true })),
+      experts: this.others(r.compatible).map(x => this.expertInfo(x, { compatible: true })),
       expertsOnline: r.compatible.length,
       incompatibleExperts: r.incompatible.length,
       policy: {

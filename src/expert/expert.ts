@@ -72,7 +72,7 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
     // e.g. governance catch-up: nothing is served or advertised before it is done
     await opts.beforeServe?.(node)
     // /meshllm/infer is registered only now: the node's handle/unhandle are its registrar's
-    const service = new InferService({ registrar: node, logger: node.logger }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs })
+    const service = new InferService({ registrar: node, logger: node.logger, peerId: node.peerId }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs })
     await service.start()
     const advertiser = new ExpertAdvertiser(node, host, { privateKey, tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
     await advertiser.publish()

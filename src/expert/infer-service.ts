@@ -4,9 +4,9 @@
  * handler with stream limits, a deadline on every read and write, stream.abort on failure.
  * An expert serves and never routes.
  */
-import type { ComponentLogger, Logger, Startable, Stream, Connection } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import type { Registrar } from '@libp2p/interface-internal'
-import { lpStream } from '@libp2p/utils'
+import { lpStream, streamPair } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_DRAFT_TOKENS, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
 import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeHaltedResponse, encodeOpenResponse } from '../wire/infer-codec.js'
@@ -22,6 +22,14 @@ export interface InferServiceComponents {
   /** libp2p's registrar, or a started node (its handle/unhandle are the registrar's) */
   registrar: Pick<Registrar, 'handle' | 'unhandle'>
   logger: ComponentLogger
+  /** this node's own identity: the remote peer of its in-process sessions (openLocal) */
+  peerId?: PeerId
+}
+
+/** openLocal() on a service that was given no peerId, or is not started */
+export class LocalSessionUnavailableError extends Error {
+  static override name = 'LocalSessionUnavailableError'
+  override name = 'LocalSessionUnavailableError'
 }
 
 export interface InferServiceInit {
@@ -124,6 +132,22 @@ export class InferService implements Startable {
     return this.started
   }
 
+  /**
+   * An in-process /meshllm/infer stream to this expert, for the node's own router: no dial,
+   * the same protocol and the same handler (HALT, budgets, timeouts, stream-bound work) over
+   * an in-memory stream pair (@libp2p/utils streamPair). Its sessions count against the
+   * model's session slots but not against the per-peer quota, which is for remote peers.
+   */
+  async openLocal (options: AbortOptions = {}): Promise<Stream> {
+    const self = this.components.peerId
+    if (self == null || !this.started) throw new LocalSessionUnavailableError(self == null ? 'this infer service was given no peerId' : 'the infer service is not started')
+    options.signal?.throwIfAborted()
+    const [outbound, inbound] = await streamPair({ protocol: this.protocol })
+    const connection = { remotePeer: self } as unknown as Connection
+    this.handle(inbound, connection, true).catch((err: Error) => { this.log.error('local session failed: %e', err); inbound.abort(err) })
+    return outbound
+  }
+
   /** Ends every open session with HALTED (called by governance on a valid HALT). */
   haltAll (reason: string): void {
     for (const halted of this.live.values()) halted.abort(new RequestError(Status.HALTED, `halted by governance: ${reason}`))
@@ -135,7 +159,7 @@ export class InferService implements Startable {
    * evaluation in flight (the KV sequence is freed once the decode returns); every write is
    * awaited, and a failed one aborts the stream.
    */
-  private async handle (stream: Stream, connection: Connection): Promise<void> {
+  private async handle (stream: Stream, connection: Connection, local = false): Promise<void> {
     const peer = connection.remotePeer.toString()
     const log = this.log.newScope?.(peer.slice(-6)) ?? this.log
     const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
@@ -200,7 +224,7 @@ export class InferService implements Startable {
             throw new RequestError(Status.CONTEXT_FULL, `prompt of ${req.tokens.length} tokens does not fit the context of ${this.host.contextSize}`)
           }
           const held = this.sessionsByPeer.get(peer) ?? 0
-          if (held >= this.maxSessionsPerPeer) {
+          if (!local && held >= this.maxSessionsPerPeer) {
             this.stats.sessionsRefused++
             this.stats.sessionsRefusedPerPeer++
             throw new RequestError(Status.BUSY, `this peer already holds ${held} session(s) here (at most ${this.maxSessionsPerPeer} per peer)`)

@@ -13,6 +13,7 @@
  * changes and reaches every `halt` listener; nothing else may say "halted".
  */
 import { join as joinPath } from 'node:path'
+import type { AbortOptions } from '@libp2p/interface'
 import type { GovernanceConfig } from '../governance/config.js'
 import type { GovernanceService } from '../governance/service.js'
 import type { GovernanceState } from '../governance/state.js'
@@ -47,8 +48,11 @@ export interface MeshPeerInit {
   catchUpMs?: number
   /** the tokenizer the router uses (default: an expert's own model, else the bundled meshtest-c) */
   tokenizer?: string
-  /** router settings (haltReason and verifyHalt are MeshPeer's: the peer's own governance) */
-  router?: Omit<RouterOptions, 'haltReason' | 'verifyHalt'>
+  /**
+   * router settings (haltReason and verifyHalt are MeshPeer's: the peer's own governance;
+   * local is the peer's own expert, used in process by its router)
+   */
+  router?: Omit<RouterOptions, 'haltReason' | 'verifyHalt' | 'local'>
   /**
    * routed generation for other peers (/meshllm/generate, `--via`): false = off; otherwise
    * open, or for holders of `token`, at most `maxK` experts per request (default: open, on
@@ -203,7 +207,10 @@ export class MeshPeer {
       const gov = governance
       const tokenizer = await RouterTokenizer.load(init.tokenizer ?? expert?.host.modelPath ?? 'meshtest-c')
       cleanup.push(async () => { await tokenizer.close() })
-      router = new Router(node, tokenizer, { ...(init.router ?? {}), haltReason: () => state.haltReason, verifyHalt: verifyHaltWith(gov) })
+      // the peer's own expert serves its router in process (no dial), like any other expert
+      const own = expert
+      const local = own != null ? { peerId: node.peerId, record: () => own.advertiser.lastRecord ?? own.advertiser.buildRecord(), openStream: async (o: AbortOptions) => await own.service.openLocal(o) } : undefined
+      router = new Router(node, tokenizer, { ...(init.router ?? {}), haltReason: () => state.haltReason, verifyHalt: verifyHaltWith(gov), ...(local != null ? { local } : {}) })
       let api: ApiHandle | undefined
       if (init.api != null && (init.api.grpc != null || init.api.http != null)) {
         const { startApi } = await import('../api/index.js')

@@ -9,6 +9,7 @@ import type { Logger } from '@libp2p/interface'
 import type { MeshNode } from '../node/node.js'
 import type { ExpertRecord } from '../wire/record.js'
 import type { Frame } from '../wire/types.js'
+import type { AbortOptions, PeerId } from '@libp2p/interface'
 import type { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { LruMap, MAX_TRACKED_EXPERTS, type ExpertHealth, type HealthTable } from './health.js'
 import { invalidFrame, type ReputationTable } from './reputation.js'
@@ -34,7 +35,12 @@ export interface RouterCore {
   /** an expert's HALTED: HaltedError when the router's governance verified it, else that expert's failure */
   expertHalted: (err: ExpertHaltedError) => Promise<Error>
   experts: (force: boolean, signal: AbortSignal) => Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }>
+  /** a session with an expert: in process for this node's own expert (RouterOptions.local), else dialled */
+  connect: (peerId: PeerId, options: AbortOptions) => Promise<ExpertSession>
 }
+
+/** the address group of this node's own expert (in process: observed by nobody, trusted by this node) */
+const LOCAL_GROUP = 'local'
 
 /** a frame that decoded but fails invalidFrame(): a failure of the expert that sent it */
 export class InvalidFrameError extends Error {
@@ -74,9 +80,12 @@ export interface Selection {
  * speed) is never better than the median measured latency of the others: a claim cannot
  * outweigh a measurement.
  */
-export function candidateSelection (node: MeshNode, health: HealthTable, candidates: Candidate[], opts: { policy?: SelectionPolicy, colocationThreshold?: number } = {}): Selection {
+export function candidateSelection (node: MeshNode, health: HealthTable, candidates: Candidate[], opts: { policy?: SelectionPolicy, colocationThreshold?: number, localId?: string } = {}): Selection {
   const seen = observedAddressGroups(node)
-  const groups = observedGroups(candidates.map(c => ({ id: c.id, connections: node.getConnections(c.record.peerId), lastObserved: seen.peek(c.id) })))
+  // this node's own expert has no connection: it is a group of its own, never "unverified"
+  const groups = observedGroups(candidates.map(c => c.id === opts.localId
+    ? { id: c.id, connections: [], lastObserved: LOCAL_GROUP }
+    : { id: c.id, connections: node.getConnections(c.record.peerId), lastObserved: seen.peek(c.id) }))
   const factors = colocationFactors(groups, opts.colocationThreshold)
   const healthOf = (c: Candidate, floor = 0): ExpertHealth => {
     const h = health.get(c.id, priorLatency(c.record))

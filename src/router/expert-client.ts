@@ -54,7 +54,16 @@ export class ExpertSession {
   info?: OpenInfo
   private closed = false
 
-  private constructor (readonly peerId: PeerId, private readonly stream: Stream, private readonly lp: LengthPrefixedStream<Stream>) {}
+  /**
+   * @param local the session runs over an in-process stream to this node's own expert
+   * (InferService.openLocal): its bytes never cross a network
+   */
+  private constructor (readonly peerId: PeerId, private readonly stream: Stream, private readonly lp: LengthPrefixedStream<Stream>, readonly local = false) {}
+
+  /** a session over an in-process /meshllm/infer stream to this node's own expert (InferService.openLocal) */
+  static local (peerId: PeerId, stream: Stream): ExpertSession {
+    return new ExpertSession(peerId, stream, lpStream(stream, { maxDataLength: MAX_RESPONSE_BYTES }), true)
+  }
 
   static async connect (node: MeshNode, peerId: PeerId, options?: AbortOptions): Promise<ExpertSession>
   /** @deprecated a positional signal: pass `{ signal }` */

@@ -110,7 +110,7 @@ export class Generation {
     this.effectiveK = Math.min(this.k, compatible.length)
     // screening and reputation: on by default for every rule at K ≥ 3 (robust by default)
     this.byReputation = robustByDefault(this.effectiveK, opts.reputation)
-    this.sel = candidateSelection(core.node, core.health, this.candidates, { policy: opts.policy, colocationThreshold: core.options.colocationThreshold })
+    this.sel = candidateSelection(core.node, core.health, this.candidates, { policy: opts.policy, colocationThreshold: core.options.colocationThreshold, localId: core.options.local?.peerId.toString() })
   }
 
   private get selection (): Selection {
@@ -149,7 +149,7 @@ export class Generation {
     let value: T
     try {
       const opened = c.session == null
-      c.session ??= await ExpertSession.connect(this.core.node, c.record.peerId, { signal })
+      c.session ??= await this.core.connect(c.record.peerId, { signal })
       value = await request(c.session, opened)
     } catch (e: any) {
       const err = e instanceof ExpertHaltedError ? await this.core.expertHalted(e) : e

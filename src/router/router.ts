@@ -10,8 +10,9 @@
  * prefilled with the whole context), a circuit breaker per expert, and graceful operation
  * with fewer than K experts (down to 1), reported in the result.
  */
-import type { ComponentLogger, Logger } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Logger, PeerId, Stream } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
+import { equals } from 'uint8arrays/equals'
 import type { MeshNode } from '../node/node.js'
 import type { ExpertRecord } from '../wire/record.js'
 import type { TailModel } from '../aggregate/general.js'
@@ -19,7 +20,7 @@ import type { Aggregated, AggregationRule } from '../aggregate/types.js'
 import type { Drafter } from './drafter.js'
 import { HaltedError } from '../util/errors.js'
 import { discoverExperts } from './discovery.js'
-import type { ExpertHaltedError } from './expert-client.js'
+import { ExpertSession, type ExpertHaltedError } from './expert-client.js'
 import { HealthTable, LruMap, MAX_TRACKED_EXPERTS } from './health.js'
 import { ReputationTable, type ReputationOptions } from './reputation.js'
 import type { RouterTokenizer } from './tokenizer.js'
@@ -184,10 +185,25 @@ export interface RouterOptions {
    */
   colocationThreshold?: number
   /**
+   * this node's own expert, used in process (no dial) like any discovered expert: its record
+   * and an in-process /meshllm/infer stream (InferService.openLocal). Default: none (a
+   * routing-only peer). Discovery never lists the node itself (libp2p does not dial itself).
+   */
+  local?: LocalExpert
+  /**
    * where the router logs (component 'meshllm:router'); default: the node's logger
    * (`node.logger`, libp2p's ComponentLogger), else @libp2p/logger's default one
    */
   logger?: ComponentLogger
+}
+
+/** RouterOptions.local: this node's own expert */
+export interface LocalExpert {
+  peerId: PeerId
+  /** its current record (as it advertises it) */
+  record: () => ExpertRecord
+  /** an in-process /meshllm/infer stream to it */
+  openStream: (options: AbortOptions) => Promise<Stream>
 }
 
 /**
@@ -238,7 +254,12 @@ export class Router {
       checkHalt: () => { this.checkHalt() },
       notify: (name, ev) => { this.notify(name, ev) },
       expertHalted: async (err) => await this.expertHalted(err),
-      experts: async (force, signal) => await this.experts(force, signal)
+      experts: async (force, signal) => await this.experts(force, signal),
+      connect: async (peerId, options) => {
+        const local = opts.local
+        if (local != null && peerId.equals(local.peerId)) return ExpertSession.local(peerId, await local.openStream(options))
+        return await ExpertSession.connect(node, peerId, options)
+      }
     }
   }
 
@@ -251,7 +272,8 @@ export class Router {
   async experts (force = false, signal?: AbortSignal): Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }> {
     const ttl = this.opts.discoveryTtlMs ?? 10_000
     const now = Date.now()
-    if (force || now - this.knownAt > ttl || this.known.length === 0) {
+    // nothing known: ask again at once, unless this node's own expert can serve meanwhile
+    if (force || now - this.knownAt > ttl || (this.known.length === 0 && this.opts.local == null)) {
       // unknown providers first (a new expert is seen at once), known ones next (refresh; kept
       // anyway until their records expire), recently failed ones last
       const knownIds = new Set(this.known.map(x => x.peerId.toString()))
@@ -269,7 +291,16 @@ export class Router {
       this.incompatible = r.incompatible
       this.knownAt = after
     }
-    return { compatible: this.known, incompatible: this.incompatible }
+    return { compatible: this.withLocal(this.known), incompatible: this.incompatible }
+  }
+
+  /** the discovered experts and, first, this node's own when its tokenizer is the router's */
+  private withLocal (known: ExpertRecord[]): ExpertRecord[] {
+    const local = this.opts.local
+    if (local == null) return known
+    const own = local.record()
+    if (!equals(own.tokenizerFingerprint, this.tokenizer.fingerprint)) return known
+    return [own, ...known.filter(x => !x.peerId.equals(own.peerId))]
   }
 
   /** Ends every in-flight generation (governance HALT). */

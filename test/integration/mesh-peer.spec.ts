@@ -45,6 +45,18 @@ describe('MeshPeer: one composition root for expert and routing peers', function
     assert.ok(expert.expert != null)
     // the data directory is this process's while the peer runs
     assert.throws(() => lockDataDir(expertDir), (err: any) => err.name === 'DataDirInUseError')
+    // its own router uses its own expert, in process (discovery never lists the node itself):
+    // three generations at once, one more than the per-peer quota (2), which is for remote peers
+    const self = expert.node.peerId.toString()
+    const dialsBefore = expert.node.getConnections().length
+    const own = await Promise.all([1, 2, 3].map(async () => await expert.router.generate('The kernel', { k: 1, maxTokens: 4, temperature: 0, ignoreEos: true })))
+    for (const r of own) {
+      assert.equal(r.tokens, 4)
+      assert.deepEqual(r.experts, [self])
+      assert.equal(r.text, own[0].text)
+    }
+    assert.equal(expert.expert.service.stats.sessionsRefused, 0)
+    assert.equal(expert.node.getConnections().length, dialsBefore, 'no connection was opened')
     const addr = expert.node.getMultiaddrs()[0].toString()
     const router = await MeshPeer.start({ bootstrap: [addr], governance, catchUpMs: 2_000 })
     peers.push(router)
