@@ -148,13 +148,15 @@ describe('mesh on loopback (4 expert processes)', function () {
     }
   })
 
-  it('meshllm generate --via asks a mesh peer to route', async () => {
-    const r = await cli(['generate', 'The kernel', '--via', experts[1].addr, '-k', '2', '--max-tokens', '12', '--seed', '3', '--json'])
+  it('meshllm generate --via asks a mesh peer to route, with its own expert among the 4 (in process)', async () => {
+    const r = await cli(['generate', 'The kernel', '--via', experts[1].addr, '-k', '4', '--max-tokens', '12', '--seed', '3', '--json'])
     assert.equal(r.code, 0, r.stderr)
     const out = JSON.parse(r.stdout)
     assert.ok(out.tokens > 0 && out.tokens <= 12)
-    assert.equal(out.k, 2)
-    assert.ok(Array.isArray(out.experts) && out.experts.length >= 1)
+    assert.equal(out.k, 4)
+    // 4 experts in the mesh: the routing peer reaches K = 4 only with its own
+    assert.equal(out.effectiveK, 4)
+    assert.ok(out.experts.includes(experts[1].addr.split('/p2p/')[1]), 'the routing peer\'s own expert served')
     assert.ok(out.bytesPerExpertToken > 0 && out.bytesPerExpertToken < 2000)
   })
 
