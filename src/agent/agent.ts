@@ -460,7 +460,7 @@ export class Agent {
     }
     ctx.checkpoint()
     const gov = this.o.governance
-    const govChecks = gov != null ? await checkGovernancePeers(gov, await governancePeers(gov, cfg.auditPeers ?? 8, experts), { signal: ctx.signal, timeoutMs: cfg.auditTimeoutMs }) : []
+    const govChecks = gov != null ? await checkGovernancePeers(gov, await governancePeers(gov, cfg.auditPeers ?? 8, experts), { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(cfg.auditTimeoutMs ?? 3_000)]) }) : []
     ctx.checkpoint()
     report.audit = { spotChecks: checks, governance: govChecks }
     const local = gov?.state.snapshot()

@@ -12,7 +12,7 @@
  *   started) and its accepted version, halt and phase are compared with this node's.
  *   Envelopes the probe rejects as forged are reported too.
  */
-import type { PeerId } from '@libp2p/interface'
+import type { AbortOptions, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Aggregated } from '../aggregate/types.js'
 import type { Router } from '../router/router.js'
@@ -141,14 +141,15 @@ export async function governancePeers (gov: GovernanceService, limit = 8, extra:
  * replayed into a fresh state is the baseline of rejections (e.g. a keyholder change that
  * the starting config cannot verify): only a peer's rejections above it count as forged.
  */
-export async function checkGovernancePeers (gov: GovernanceService, peers: readonly PeerId[], o: { timeoutMs?: number, signal?: AbortSignal } = {}): Promise<GovPeerCheck[]> {
+/** checkGovernancePeers: the caller's signal bounds every peer's check (default: 3 s) */
+export async function checkGovernancePeers (gov: GovernanceService, peers: readonly PeerId[], o: AbortOptions = {}): Promise<GovPeerCheck[]> {
   const local = gov.state.snapshot()
   const self = new GovernanceState(gov.state.config)
   for (const b of gov.state.catchUp()) await self.apply(b, { catchUp: true })
   const baseline = self.rejected.forged
   return await Promise.all(peers.map(async (peer): Promise<GovPeerCheck> => {
     const probe = new GovernanceService(gov.components, { state: new GovernanceState(gov.state.config) })
-    const signal = o.signal != null ? AbortSignal.any([o.signal, AbortSignal.timeout(o.timeoutMs ?? 3_000)]) : AbortSignal.timeout(o.timeoutMs ?? 3_000)
+    const signal = o.signal ?? AbortSignal.timeout(3_000)
     try {
       await probe.syncFrom(peer, { signal })
       const s = probe.state.snapshot()

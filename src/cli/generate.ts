@@ -61,7 +61,7 @@ export async function generate (values: Values): Promise<void> {
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
   }
   const json = values.json === true
-  const [{ createMeshNode, parseMultiaddr }, { generateTokenFrom, generateVia }] = await Promise.all([import('../node/node.js'), import('../router/generate-service.js')])
+  const [{ createMeshNode, parseMultiaddr }, { DEFAULT_VIA_MS, generateTokenFrom, generateVia }] = await Promise.all([import('../node/node.js'), import('../router/generate-service.js')])
   if (values['generate-token'] != null && values.via == null) throw new UsageError('--generate-token goes with --via')
   const generateToken = values.via != null ? await generateTokenFrom(values['generate-token']) : undefined
   for (const a of bootstrap) parseMultiaddr(a)
@@ -70,7 +70,7 @@ export async function generate (values: Values): Promise<void> {
     const node = await createMeshNode({ listen: [], dhtServer: false })
     await node.start()
     try {
-      printResult(await generateVia(node, via, prompt, { ...opts, token: generateToken }), json)
+      printResult(await generateVia(node, via, prompt, { ...opts, token: generateToken, signal: AbortSignal.timeout(DEFAULT_VIA_MS) }), json)
     } finally {
       await node.stop()
     }

@@ -17,7 +17,7 @@ export async function statusCommand (values: Values): Promise<void> {
   const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
   try {
     await connectBootstrap(node, bootstrap)
-    const found = await discoverExperts(node, tokenizer.fingerprint, { timeoutMs: 5_000 })
+    const found = await discoverExperts(node, tokenizer.fingerprint, { signal: AbortSignal.timeout(5_000) })
     const rows = await Promise.all([...found.compatible.map(r => ({ r, compatible: true })), ...found.incompatible.map(r => ({ r, compatible: false }))].map(async ({ r, compatible }) => {
       let rttMs: number | undefined
       let error: string | undefined

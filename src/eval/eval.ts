@@ -226,12 +226,12 @@ export async function collectFrames (opts: EvalOptions): Promise<Collected> {
       signal.throwIfAborted()
       const { prompt: pr, tokens } = wins[w]
       const reqSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(timeout)])
-      const session = await ExpertSession.connect(router.node, r.peerId, reqSignal())
+      const session = await ExpertSession.connect(router.node, r.peerId, { signal: reqSignal() })
       try {
-        let frame = await session.open(Uint32Array.from([bos, ...pr]), tok.fingerprint, reqSignal(), { target: tokens[0], scorePrompt: pr.length > 0 })
+        let frame = await session.open(Uint32Array.from([bos, ...pr]), tok.fingerprint, { signal: reqSignal(), target: tokens[0], scorePrompt: pr.length > 0 })
         if (promptScores != null) promptScores[e][w] = { logprob: session.info?.promptLogprob, count: session.info?.promptScored }
         for (let i = 0; i < tokens.length; i++) {
-          if (i > 0) frame = await session.step(Uint32Array.of(tokens[i - 1]), reqSignal(), { target: tokens[i] })
+          if (i > 0) frame = await session.step(Uint32Array.of(tokens[i - 1]), { signal: reqSignal(), target: tokens[i] })
           if (frame.position !== 1 + pr.length + i) throw new Error(`expert ${r.peerId.toString()}: frame for position ${frame.position}, expected ${1 + pr.length + i}`)
           frames[e][p++] = frame
         }

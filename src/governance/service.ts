@@ -470,7 +470,7 @@ export class GovernanceService implements Startable {
     let applied = 0
     let answered = 0
     const peers = this.peers()
-    const signal = withDeadline(options, options.timeoutMs ?? 5_000)
+    const signal = withDeadline(options, 5_000)
     await Promise.allSettled(peers.map(async p => { applied += await this.syncFrom(p, { signal }); answered++ }))
     return { peers: peers.length, answered, applied }
   }
@@ -482,10 +482,8 @@ export class GovernanceService implements Startable {
   }
 }
 
-export interface SyncAllOptions extends AbortOptions {
-  /** @deprecated pass `signal: AbortSignal.timeout(ms)`; the deadline when no signal is given (default 5 s) */
-  timeoutMs?: number
-}
+/** syncAll: the caller's signal bounds the whole catch-up (default: 5 s) */
+export type SyncAllOptions = AbortOptions
 
 /** `options.signal` if given, else a timeout of `ms` */
 function withDeadline (options: AbortOptions, ms: number): AbortSignal {

@@ -35,8 +35,6 @@ async function fetchRecord (node: MeshNode, peerId: PeerId, options: AbortOption
  * compatible experts are known.
  */
 export interface DiscoveryOptions extends AbortOptions {
-  /** the whole discovery's bound (ms, default 5 000), together with `signal` */
-  timeoutMs?: number
   /**
    * fetch order hint: providers for which this returns a lower number are fetched first
    * (a router puts unknown providers first, known ones next, and providers whose records
@@ -47,8 +45,12 @@ export interface DiscoveryOptions extends AbortOptions {
   priority?: (peerId: string) => number
 }
 
+/** a discovery's bound when the caller gives no signal (ms) */
+export const DEFAULT_DISCOVERY_MS = 5_000
+
 export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, opts: DiscoveryOptions = {}): Promise<DiscoveryResult> {
-  const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 5_000), ...(opts.signal != null ? [opts.signal] : [])])
+  // the caller's signal bounds the whole discovery (default: DEFAULT_DISCOVERY_MS)
+  const signal = opts.signal ?? AbortSignal.timeout(DEFAULT_DISCOVERY_MS)
   const peers = new Map<string, PeerId>()
   const key = await expertProvidersCid()
   try {

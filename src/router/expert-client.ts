@@ -33,12 +33,6 @@ export interface SpeculateOptions extends AbortOptions {
   scorePrompt?: boolean
 }
 
-/** the former positional form (a signal, then the other options) → one options object */
-function withSignal<T extends AbortOptions> (options: T | AbortSignal | undefined, rest?: Omit<T, 'signal'>): T {
-  if (options instanceof AbortSignal) return { ...rest, signal: options } as unknown as T
-  return options ?? ({} as unknown as T)
-}
-
 function varintLength (n: number): number {
   return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4
 }
@@ -65,11 +59,8 @@ export class ExpertSession {
     return new ExpertSession(peerId, stream, lpStream(stream, { maxDataLength: MAX_RESPONSE_BYTES }), true)
   }
 
-  static async connect (node: MeshNode, peerId: PeerId, options?: AbortOptions): Promise<ExpertSession>
-  /** @deprecated a positional signal: pass `{ signal }` */
-  static async connect (node: MeshNode, peerId: PeerId, signal: AbortSignal): Promise<ExpertSession>
-  static async connect (node: MeshNode, peerId: PeerId, options?: AbortOptions | AbortSignal): Promise<ExpertSession> {
-    const { signal } = withSignal<AbortOptions>(options)
+  static async connect (node: MeshNode, peerId: PeerId, options: AbortOptions = {}): Promise<ExpertSession> {
+    const { signal } = options
     let stream: Stream
     try {
       stream = await node.dialProtocol(peerId, INFER_PROTOCOL, { signal })
@@ -100,11 +91,7 @@ export class ExpertSession {
    * carries (Frame.targetLogprob, when the expert can compute it); opts.scorePrompt: ask for
    * the prompt's log-likelihood (this.info.promptLogprob / promptScored, when supported).
    */
-  async open (tokens: Uint32Array, fingerprint: Uint8Array, options?: OpenOptions): Promise<Frame>
-  /** @deprecated a positional signal: pass `{ signal, ...opts }` */
-  async open (tokens: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal, opts?: Omit<OpenOptions, 'signal'>): Promise<Frame>
-  async open (tokens: Uint32Array, fingerprint: Uint8Array, options?: OpenOptions | AbortSignal, rest?: Omit<OpenOptions, 'signal'>): Promise<Frame> {
-    const opts = withSignal(options, rest)
+  async open (tokens: Uint32Array, fingerprint: Uint8Array, opts: OpenOptions = {}): Promise<Frame> {
     const res = decodeOpenResponse(await this.request(encodeRequest({
       type: 'open',
       protocolVersion: INFER_PROTOCOL_VERSION,
@@ -126,11 +113,7 @@ export class ExpertSession {
    * Sends the tokens the expert has not seen yet (catch-up is one batch); returns the next
    * frame. opts.target: see open().
    */
-  async step (tokens: Uint32Array, options?: StepOptions): Promise<Frame>
-  /** @deprecated a positional signal: pass `{ signal, ...opts }` */
-  async step (tokens: Uint32Array, signal: AbortSignal, opts?: Omit<StepOptions, 'signal'>): Promise<Frame>
-  async step (tokens: Uint32Array, options?: StepOptions | AbortSignal, rest?: Omit<StepOptions, 'signal'>): Promise<Frame> {
-    const opts = withSignal(options, rest)
+  async step (tokens: Uint32Array, opts: StepOptions = {}): Promise<Frame> {
     const res = decodeFrameResponse(await this.request(encodeRequest({ type: 'step', tokens, ...(opts.target !== undefined ? { target: opts.target } : {}) }), opts))
     if (res.status !== Status.OK) throw statusError(res)
     this.synced += tokens.length
@@ -153,11 +136,7 @@ export class ExpertSession {
    * same batch. Returns draft.length + 1 frames: after the context, then after each draft
    * token. Opens the session on first use.
    */
-  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, options?: SpeculateOptions): Promise<Frame[]>
-  /** @deprecated a positional signal: pass `{ signal, ...opts }` */
-  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, signal: AbortSignal, opts?: Omit<SpeculateOptions, 'signal'>): Promise<Frame[]>
-  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, options?: SpeculateOptions | AbortSignal, rest?: Omit<SpeculateOptions, 'signal'>): Promise<Frame[]> {
-    const opts = withSignal(options, rest)
+  async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, opts: SpeculateOptions = {}): Promise<Frame[]> {
     const frames: Frame[] = []
     if (this.info == null) {
       const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft, ...(opts.scorePrompt === true ? { scorePrompt: true } : {}) })

@@ -307,9 +307,10 @@ export class RoutingPeerUnresponsiveError extends Error {
   override name = 'RoutingPeerUnresponsiveError'
 }
 
+/** the whole `--via` generation's bound when the caller gives no signal (ms) */
+export const DEFAULT_VIA_MS = 300_000
+
 export interface GenerateViaOptions extends GenerateOptions {
-  /** whole generation (ms, default 300 000) */
-  timeoutMs?: number
   /** liveness: ping the routing peer this often while waiting (ms, default 2 000) */
   pingIntervalMs?: number
   /** …and give up after this long without any ping reply or event (ms, default 10 000) */
@@ -330,7 +331,8 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
   const unresponsiveMs = opts.unresponsiveMs ?? 10_000
   const pingIntervalMs = opts.pingIntervalMs ?? 2_000
   const liveness = new AbortController()
-  const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 300_000), liveness.signal, ...(opts.signal != null ? [opts.signal] : [])])
+  // the caller's signal bounds the whole generation (default: DEFAULT_VIA_MS)
+  const signal = AbortSignal.any([opts.signal ?? AbortSignal.timeout(DEFAULT_VIA_MS), liveness.signal])
   const connection = await node.dial(via, { signal })
   const stream = await connection.newStream(GENERATE_PROTOCOL, { signal })
   const pb = pbStream(stream, { maxDataLength: MAX_EVENT })

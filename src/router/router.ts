@@ -278,7 +278,7 @@ export class Router {
       // anyway until their records expire), recently failed ones last
       const knownIds = new Set(this.known.map(x => x.peerId.toString()))
       const priority = (id: string): number => (this.recordFailures.peek(id) ?? 0) > now ? 2 : knownIds.has(id) ? 1 : 0
-      const r = await discoverExperts(this.node, this.tokenizer.fingerprint, { timeoutMs: this.opts.discoveryTimeoutMs ?? 4_000, signal, priority })
+      const r = await discoverExperts(this.node, this.tokenizer.fingerprint, { signal: AbortSignal.any([AbortSignal.timeout(this.opts.discoveryTimeoutMs ?? 4_000), ...(signal != null ? [signal] : [])]), priority })
       const after = Date.now()
       for (const id of r.missing ?? []) this.recordFailures.set(id, after + RECORD_RETRY_MS)
       for (const x of r.compatible) this.recordFailures.delete(x.peerId.toString())

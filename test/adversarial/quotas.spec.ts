@@ -250,7 +250,7 @@ describe('hostile peers: quotas and bounds, each at its limit (real nodes)', fun
 
     it('--generate-token <file>: no token or a wrong one is GenerateUnauthorizedError, the right one routes; the token is not in argv', async () => {
       const via = multiaddr(tokened!.addr)
-      const opts = { k: 1, maxTokens: 3, seed: 1, timeoutMs: 30_000 }
+      const opts = { k: 1, maxTokens: 3, seed: 1, signal: AbortSignal.timeout(30_000) }
       await assert.rejects(generateVia(a, via, 'The kernel', opts), (err: any) => err.name === 'RemoteGenerateError' && err.remoteName === 'GenerateUnauthorizedError')
       await assert.rejects(generateVia(a, via, 'The kernel', { ...opts, token: `${TOKEN}x` }), (err: any) => err.remoteName === 'GenerateUnauthorizedError')
       const r = await generateVia(a, via, 'The kernel', { ...opts, token: TOKEN })

@@ -100,7 +100,7 @@ describe('hostile clients: vanishing at every point of a stream (real nodes)', f
   async function routingStillServes (): Promise<void> {
     await waitFor(() => generate().active === 0, 15_000, 'the generate handlers to end')
     await waitFor(() => helper.host.freeSlots === helper.host.maxSessions, 15_000, 'the helper to free every session slot')
-    const r = await generateVia(client, multiaddr(routingAddr()), 'The kernel', { k: 1, maxTokens: 4, seed: 1, timeoutMs: 30_000 })
+    const r = await generateVia(client, multiaddr(routingAddr()), 'The kernel', { k: 1, maxTokens: 4, seed: 1, signal: AbortSignal.timeout(30_000) })
     assert.ok(r.tokens >= 1 && r.tokens <= 4, `a normal generation after the hostile one: ${r.tokens} tokens`)
     assert.ok(['length', 'eos'].includes(r.finishReason))
     noEscapes()
@@ -330,7 +330,7 @@ describe('hostile clients: vanishing at every point of a stream (real nodes)', f
       let r: Awaited<ReturnType<typeof generateVia>> | undefined
       await waitFor(async () => {
         try {
-          r = await generateVia(client, multiaddr(addr), 'The kernel', { k: 1, maxTokens: 4, seed: 2, timeoutMs: 30_000 })
+          r = await generateVia(client, multiaddr(addr), 'The kernel', { k: 1, maxTokens: 4, seed: 2, signal: AbortSignal.timeout(30_000) })
           return true
         } catch (err: any) {
           if (err?.name === 'RemoteGenerateError' && err.remoteName === 'TooManyGenerationsError') return false

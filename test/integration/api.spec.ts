@@ -443,7 +443,7 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
       await other.start()
       try {
         await connectBootstrap(other, [experts[0].addr])
-        await waitFor(async () => (await discoverExperts(other, tokenizer.fingerprint, { timeoutMs: 3_000 })).compatible.some(x => x.peerId.equals(node.peerId)), 15_000, 'the attached expert on the DHT')
+        await waitFor(async () => (await discoverExperts(other, tokenizer.fingerprint, { signal: AbortSignal.timeout(3_000) })).compatible.some(x => x.peerId.equals(node.peerId)), 15_000, 'the attached expert on the DHT')
         const r2 = await new Router(other, tokenizer).generate('The kernel', { k: 1, maxTokens: 4, experts: [node.peerId.toString()], ignoreEos: true })
         assert.equal(r2.tokens, 4)
         assert.deepEqual(r2.experts, [node.peerId.toString()])

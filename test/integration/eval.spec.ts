@@ -86,24 +86,24 @@ describe('teacher-forced evaluation (3 expert processes)', function () {
     const tokens = tokenizer.encodePrompt(doc).slice(0, 40)
     const pid = peerIdFromString(peer(1))
     const signal = AbortSignal.timeout(30_000)
-    const scored = await ExpertSession.connect(node, pid, signal)
-    await scored.open(Uint32Array.from(tokens), tokenizer.fingerprint, signal, { scorePrompt: true })
+    const scored = await ExpertSession.connect(node, pid, { signal })
+    await scored.open(Uint32Array.from(tokens), tokenizer.fingerprint, { signal, scorePrompt: true })
     await scored.close()
     assert.equal(scored.info?.promptScored, tokens.length - 1)
-    const stepped = await ExpertSession.connect(node, pid, signal)
+    const stepped = await ExpertSession.connect(node, pid, { signal })
     let sum = 0
-    let f = await stepped.open(Uint32Array.of(tokens[0]), tokenizer.fingerprint, signal, { target: tokens[1] })
+    let f = await stepped.open(Uint32Array.of(tokens[0]), tokenizer.fingerprint, { signal, target: tokens[1] })
     sum += f.targetLogprob!
     for (let i = 1; i < tokens.length - 1; i++) {
-      f = await stepped.step(Uint32Array.of(tokens[i]), signal, { target: tokens[i + 1] })
+      f = await stepped.step(Uint32Array.of(tokens[i]), { signal, target: tokens[i + 1] })
       sum += f.targetLogprob!
     }
     await stepped.close()
     // float32 on the wire per step, double for the sum
     assert.ok(Math.abs(scored.info!.promptLogprob! - sum) < 1e-3 * tokens.length, `${scored.info!.promptLogprob} vs ${sum}`)
     // without the request nothing extra comes back
-    const plain = await ExpertSession.connect(node, pid, signal)
-    const pf = await plain.open(Uint32Array.from(tokens), tokenizer.fingerprint, signal)
+    const plain = await ExpertSession.connect(node, pid, { signal })
+    const pf = await plain.open(Uint32Array.from(tokens), tokenizer.fingerprint, { signal })
     await plain.close()
     assert.equal(plain.info?.promptLogprob, undefined)
     assert.equal(pf.targetLogprob, undefined)

@@ -219,9 +219,9 @@ describe('faults and bad input (expert processes on loopback)', function () {
   it('an expert with --max-sessions 2 refuses the excess of 20 concurrent opens with BUSY, then admits again', async () => {
     await node.dial(multiaddr(small.addr))
     const id = peerIdFromString(peerOf(small.addr))
-    const sessions = await Promise.all(Array.from({ length: 20 }, async () => await ExpertSession.connect(node, id, AbortSignal.timeout(10_000))))
+    const sessions = await Promise.all(Array.from({ length: 20 }, async () => await ExpertSession.connect(node, id, { signal: AbortSignal.timeout(10_000) })))
     try {
-      const results = await bounded(Promise.allSettled(sessions.map(async s => await s.open(PROMPT, tokenizer.fingerprint, AbortSignal.timeout(20_000)))), 30_000, '20 concurrent opens')
+      const results = await bounded(Promise.allSettled(sessions.map(async s => await s.open(PROMPT, tokenizer.fingerprint, { signal: AbortSignal.timeout(20_000) }))), 30_000, '20 concurrent opens')
       const ok = sessions.filter((_s, i) => results[i].status === 'fulfilled')
       const refused = results.filter(r => r.status === 'rejected')
       for (const r of refused) assert.ok(isBusy((r as PromiseRejectedResult).reason), `refused with BUSY, got ${(r as PromiseRejectedResult).reason?.name}: ${(r as PromiseRejectedResult).reason?.message}`)
@@ -229,7 +229,7 @@ describe('faults and bad input (expert processes on loopback)', function () {
       assert.equal(refused.length, 18)
       // the admitted ones work
       for (const s of ok) {
-        const f = await s.step(Uint32Array.from([279]), AbortSignal.timeout(10_000))
+        const f = await s.step(Uint32Array.from([279]), { signal: AbortSignal.timeout(10_000) })
         assert.equal(f.position, PROMPT.length + 1)
       }
     } finally {
@@ -269,7 +269,7 @@ describe('faults and bad input (expert processes on loopback)', function () {
       if (i === 50) before = { fds: openFds(pid), rssMb: rssMb(pid), streams: streams() } // after warm-up
       // one session at a time: with 2 slots, BUSY here means slots are leaking
       const [s] = await openConcurrently(node, id, 1, tokenizer.fingerprint)
-      await s.step(Uint32Array.from([279 + (i % 50)]), AbortSignal.timeout(10_000))
+      await s.step(Uint32Array.from([279 + (i % 50)]), { signal: AbortSignal.timeout(10_000) })
       if (i % 3 === 2) s.abort(new Error('router gone')) // some end with a reset, not a close
       else await s.close()
     }
@@ -282,8 +282,8 @@ describe('faults and bad input (expert processes on loopback)', function () {
     const sessions = await openConcurrently(node, id, 2, tokenizer.fingerprint)
     assert.equal(sessions.length, 2, 'both slots are free again')
     // and the limit still holds
-    const extra = await ExpertSession.connect(node, id, AbortSignal.timeout(10_000))
-    await assert.rejects(extra.open(PROMPT, tokenizer.fingerprint, AbortSignal.timeout(10_000)), isBusy)
+    const extra = await ExpertSession.connect(node, id, { signal: AbortSignal.timeout(10_000) })
+    await assert.rejects(extra.open(PROMPT, tokenizer.fingerprint, { signal: AbortSignal.timeout(10_000) }), isBusy)
     await extra.close()
     await Promise.all(sessions.map(async s => await s.close()))
     assert.ok(alive(small))
@@ -308,8 +308,8 @@ function rssMb (pid: number): number {
 async function openConcurrently (node: MeshNode, id: ReturnType<typeof peerIdFromString>, n: number, fingerprint: Uint8Array): Promise<ExpertSession[]> {
   const deadline = Date.now() + 5_000
   while (true) {
-    const sessions = await Promise.all(Array.from({ length: n }, async () => await ExpertSession.connect(node, id, AbortSignal.timeout(10_000))))
-    const res = await Promise.allSettled(sessions.map(async s => await s.open(PROMPT, fingerprint, AbortSignal.timeout(10_000))))
+    const sessions = await Promise.all(Array.from({ length: n }, async () => await ExpertSession.connect(node, id, { signal: AbortSignal.timeout(10_000) })))
+    const res = await Promise.allSettled(sessions.map(async s => await s.open(PROMPT, fingerprint, { signal: AbortSignal.timeout(10_000) })))
     if (res.every(r => r.status === 'fulfilled')) return sessions
     const other = res.find(r => r.status === 'rejected' && !isBusy(r.reason))
     await Promise.all(sessions.map(async s => await s.close()))

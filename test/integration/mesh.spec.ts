@@ -120,8 +120,8 @@ describe('mesh on loopback (4 expert processes)', function () {
   })
 
   it('an expert refuses a session whose tokenizer fingerprint differs (INCOMPATIBLE)', async () => {
-    const s = await ExpertSession.connect(node, peerIdFromString(byModel.b), AbortSignal.timeout(5_000))
-    await assert.rejects(s.open(Uint32Array.from([128000, 791]), new Uint8Array(32).fill(7), AbortSignal.timeout(5_000)), (e: any) => e.name === 'ExpertError' && /INCOMPATIBLE/.test(e.message))
+    const s = await ExpertSession.connect(node, peerIdFromString(byModel.b), { signal: AbortSignal.timeout(5_000) })
+    await assert.rejects(s.open(Uint32Array.from([128000, 791]), new Uint8Array(32).fill(7), { signal: AbortSignal.timeout(5_000) }), (e: any) => e.name === 'ExpertError' && /INCOMPATIBLE/.test(e.message))
     await s.close()
   })
 
