@@ -116,7 +116,9 @@ export class InferService implements Startable {
       // refused stream is answered and closed at once) instead of being reset by libp2p
       maxInboundStreams: Math.max(64, this.host.maxSessions * 2 + 8),
       // a routing component in the same node opens outbound infer streams
-      maxOutboundStreams: 256
+      maxOutboundStreams: 256,
+      // an expert behind NAT is reached through a mesh relay: a limited connection
+      runOnLimitedConnection: true
     })
     this.started = true
   }

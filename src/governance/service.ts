@@ -17,7 +17,7 @@ import { GovernanceState, type ApplyResult, type GovernanceSnapshot } from './st
 import { streamLifetime } from '../util/stream-lifetime.js'
 import { Strikes } from '../node/blocklist.js'
 import { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic } from './gossip-score.js'
-import { RateLimitedError, RateLimiter, addressKey } from './rate-limit.js'
+import { RateLimitedError, RateLimiter, addressKey } from '../util/rate-limit.js'
 
 export { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic, RateLimitedError, addressKey }
 

@@ -16,6 +16,7 @@ import { join } from 'node:path'
 import type { Registry } from 'prom-client'
 import { PeerBlocklist } from './blocklist.js'
 import { assertDhtInternals, onRoutingTableAdd, removeFromRoutingTable, routingTableSize } from './dht-internals.js'
+import { reachParts, type ReachOptions } from './reach.js'
 
 /** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
 const DHT_NAMESPACE = 'meshllm'
@@ -50,6 +51,16 @@ export interface MeshNodeOptions {
    * its metrics in a process-wide table (and clears prom-client's global registry).
    */
   metrics?: Registry
+  /**
+   * relays, reservations, mDNS, UPnP (src/node/reach.ts; default: none of them). Every full
+   * node runs the circuit relay transport and DCUtR whatever this says; a minimal node neither.
+   */
+  reach?: ReachOptions
+  /**
+   * keep libp2p's peer store (and the DHT's records) in `<dataDir>/datastore`, so a restarted
+   * node knows its peers, not only its bootstrap list (default: true with a dataDir)
+   */
+  persistPeers?: boolean
 }
 
 export type MeshServices = {
@@ -131,28 +142,53 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
       })
     })
   }
+  const blocked = (peer: PeerId): boolean => blocklist.isBlocked(peer.toString())
+  const reach = opts.minimal !== true ? await reachParts(opts.reach ?? {}, blocked) : undefined
+  if (reach != null) Object.assign(services, reach.services)
   Object.assign(services, opts.services ?? {})
   // loaded only when asked for
   const metrics = opts.metrics != null ? (await import('@libp2p/prometheus-metrics')).prometheusMetrics({ registry: opts.metrics, collectDefaultMetrics: false }) : undefined
 
-  const node = await createLibp2p({
-    privateKey,
-    metrics,
-    addresses: { listen, announce },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    connectionManager: { maxConnections: 512 },
-    // peers blocked for abuse (PeerBlocklist) are refused right after the handshake
-    connectionGater: {
-      denyInboundEncryptedConnection: (peer) => blocklist.isBlocked(peer.toString()),
-      denyOutboundEncryptedConnection: (peer) => blocklist.isBlocked(peer.toString())
-    },
-    services
-  })
+  const datastore = opts.minimal !== true && opts.dataDir != null && opts.persistPeers !== false ? await openDatastore(join(opts.dataDir, 'datastore')) : undefined
+  let node
+  try {
+    node = await createLibp2p({
+      privateKey,
+      metrics,
+      ...(datastore != null ? { datastore } : {}),
+      addresses: { listen: [...listen, ...(reach?.listen ?? [])], announce },
+      transports: [tcp(), ...(reach?.transports ?? [])],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      // addresses are dialled one after another: an unreachable LAN address of a peer behind
+      // another NAT must not use up the whole dial before its relay address is tried
+      connectionManager: { maxConnections: 512, addressDialTimeout: 3_000, dialTimeout: 15_000 },
+      // peers blocked for abuse (PeerBlocklist) are refused right after the handshake, and
+      // get no relay reservation or relayed connection from this node
+      connectionGater: {
+        denyInboundEncryptedConnection: blocked,
+        denyOutboundEncryptedConnection: blocked,
+        ...(reach?.gater ?? {})
+      },
+      services
+    })
+  } catch (err) {
+    await datastore?.close()
+    throw err
+  }
+  // libp2p neither opens nor closes a datastore it is given
+  if (datastore != null) node.addEventListener('stop', () => { datastore.close().catch(() => {}) }, { once: true })
   const mesh = node as unknown as MeshNode
   if (opts.minimal !== true) keepRoutingTableToDhtServers(mesh)
   return mesh
+}
+
+/** libp2p's peer store and the DHT's records on disk (datastore-fs: pure JavaScript, one file per key) */
+async function openDatastore (path: string): Promise<import('datastore-fs').FsDatastore> {
+  const { FsDatastore } = await import('datastore-fs')
+  const ds = new FsDatastore(path, { createIfMissing: true })
+  await ds.open()
+  return ds
 }
 
 /**

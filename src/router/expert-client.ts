@@ -5,6 +5,7 @@ import type { MeshNode } from '../node/node.js'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, type Frame, type OpenInfo } from '../wire/types.js'
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../wire/infer-codec.js'
 import { ExpertError } from '../util/errors.js'
+import { connectionFor, isCircuit } from '../node/reach.js'
 
 /**
  * An expert answered HALTED. Its word alone halts nothing (only the router's own verified
@@ -63,7 +64,7 @@ export class ExpertSession {
     const { signal } = options
     let stream: Stream
     try {
-      stream = await node.dialProtocol(peerId, INFER_PROTOCOL, { signal })
+      stream = await openInferStream(node, peerId, signal)
     } catch (err) {
       if (signal?.aborted === true) throw err
       // the expert may have restarted on new addresses (same peer id, e.g. a persistent
@@ -72,7 +73,7 @@ export class ExpertSession {
       const info = await node.peerRouting.findPeer(peerId, { signal: AbortSignal.any([...(signal != null ? [signal] : []), AbortSignal.timeout(5_000)]), useCache: false }).catch(() => undefined)
       if (info == null || info.multiaddrs.length === 0) throw err
       await node.peerStore.merge(peerId, { multiaddrs: info.multiaddrs }).catch(() => {})
-      stream = await node.dialProtocol(info.multiaddrs, INFER_PROTOCOL, { signal })
+      stream = await node.dialProtocol(info.multiaddrs, INFER_PROTOCOL, { signal, runOnLimitedConnection: true })
     }
     return new ExpertSession(peerId, stream, lpStream(stream, { maxDataLength: MAX_RESPONSE_BYTES }))
   }
@@ -179,6 +180,43 @@ export class ExpertSession {
     this.closed = true
     this.stream.abort(err)
   }
+}
+
+/**
+ * An /meshllm/infer stream to `peer`: on an open connection when there is one (a direct one
+ * first; libp2p's dialer never reuses a relayed, limited connection and would open another),
+ * else dialled. A fresh relayed connection gets a moment to be upgraded to a direct one
+ * (DCUtR closes the relayed connection, and every stream on it, once it has).
+ */
+async function openInferStream (node: MeshNode, peer: PeerId, signal?: AbortSignal): Promise<Stream> {
+  let conn = connectionFor(node.getConnections(peer))
+  if (conn == null) conn = await node.dial(peer, { signal })
+  if (isCircuit(conn.remoteAddr) && Date.now() - conn.timeline.open < UPGRADE_WAIT_MS) {
+    await directWithin(node, peer, UPGRADE_WAIT_MS - (Date.now() - conn.timeline.open), signal)
+    conn = connectionFor(node.getConnections(peer)) ?? conn
+  }
+  return await conn.newStream(INFER_PROTOCOL, { signal, runOnLimitedConnection: true })
+}
+
+/** how long a relayed connection may still be upgraded to a direct one before a session uses it (ms) */
+export const UPGRADE_WAIT_MS = 3_000
+
+/** resolves once `peer` has an open direct connection, or after `ms` */
+async function directWithin (node: MeshNode, peer: PeerId, ms: number, signal?: AbortSignal): Promise<void> {
+  const direct = (): boolean => node.getConnections(peer).some(c => c.status === 'open' && !isCircuit(c.remoteAddr))
+  if (direct() || ms <= 0) return
+  await new Promise<void>(resolve => {
+    const done = (): void => {
+      clearTimeout(timer)
+      node.removeEventListener('connection:open', onOpen)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const onOpen = (): void => { if (direct()) done() }
+    const timer = setTimeout(done, ms)
+    node.addEventListener('connection:open', onOpen)
+    signal?.addEventListener('abort', done, { once: true })
+  })
 }
 
 function statusError (res: { status: Status, message: string, haltEnvelope?: Uint8Array }): Error {

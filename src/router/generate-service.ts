@@ -105,7 +105,8 @@ export class GenerateService implements Startable {
   readonly [Symbol.toStringTag] = 'meshllm/generate'
 
   async start (): Promise<void> {
-    await this.components.registrar.handle(GENERATE_PROTOCOL, this.handle, { maxInboundStreams: this.init.maxInboundStreams ?? 16, maxOutboundStreams: 16 })
+    // a routing peer behind NAT is reached through a relay: a limited connection
+    await this.components.registrar.handle(GENERATE_PROTOCOL, this.handle, { maxInboundStreams: this.init.maxInboundStreams ?? 16, maxOutboundStreams: 16, runOnLimitedConnection: true })
     this.started = true
   }
 
@@ -334,7 +335,7 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
   // the caller's signal bounds the whole generation (default: DEFAULT_VIA_MS)
   const signal = AbortSignal.any([opts.signal ?? AbortSignal.timeout(DEFAULT_VIA_MS), liveness.signal])
   const connection = await node.dial(via, { signal })
-  const stream = await connection.newStream(GENERATE_PROTOCOL, { signal })
+  const stream = await connection.newStream(GENERATE_PROTOCOL, { signal, runOnLimitedConnection: true })
   const pb = pbStream(stream, { maxDataLength: MAX_EVENT })
   let lastSign = performance.now()
   const peer = connection.remotePeer
