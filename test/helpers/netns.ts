@@ -205,9 +205,10 @@ export class Topology {
     await must(['ip', 'netns', 'add', ns])
     // no reverse-path drops, forwarding only on routers, and bridges that switch frames
     // without passing them through this namespace's IP hooks (br_netfilter defaults to 1)
-    await must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', '-e', 'net.ipv4.conf.all.rp_filter=0',
-      'net.ipv4.conf.default.rp_filter=0', `net.ipv4.ip_forward=${forward ? 1 : 0}`,
-      'net.bridge.bridge-nf-call-iptables=0'])
+    // (written to /proc/sys/net from inside the namespace, which it then shows: no procps needed)
+    const sysctls = { 'ipv4/conf/all/rp_filter': 0, 'ipv4/conf/default/rp_filter': 0, 'ipv4/ip_forward': forward ? 1 : 0, 'bridge/bridge-nf-call-iptables': 0 }
+    await must(['ip', 'netns', 'exec', ns, 'sh', '-c', Object.entries(sysctls)
+      .map(([key, v]) => `f=/proc/sys/net/${key}; [ ! -e $f ] || echo ${v} > $f`).join('; ')])
     await must(['ip', '-n', ns, '-batch', '-'], ['link set lo up', ...lines].join('\n'))
     return ns
   }
