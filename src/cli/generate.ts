@@ -9,7 +9,8 @@ import { GENERATE_DEFAULTS, validateGenerateOptions } from '../router/options.js
 import { UsageError } from './errors.js'
 import type { Values } from './args.js'
 
-function printResult (r: GenerateResult, json: boolean): void {
+/** reach: how this process reached each expert (routing here, not --via) */
+function printResult (r: GenerateResult, json: boolean, reach?: Record<string, string>): void {
   if (json) {
     process.stdout.write(JSON.stringify({
       text: r.text,
@@ -24,6 +25,7 @@ function printResult (r: GenerateResult, json: boolean): void {
       finishReason: r.finishReason,
       warnings: r.warnings,
       ...(r.speculation != null ? { speculation: r.speculation } : {}),
+      ...(reach != null ? { reach } : {}),
       steps: r.steps.map(s => s.experts)
     }) + '\n')
   } else {
@@ -84,7 +86,10 @@ export async function generate (values: Values): Promise<void> {
     // a routing-only peer: its governance (caught up first) is the only one that can halt it
     const peer = await MeshPeer.start({ bootstrap, governance, tokenizer: values.tokenizer, router: { drafter }, catchUpMs: 5_000 })
     try {
-      printResult(await peer.router.generate(prompt, opts), json)
+      const r = await peer.router.generate(prompt, opts)
+      const { reachOf } = await import('../node/reach.js')
+      const { peerIdFromString } = await import('@libp2p/peer-id')
+      printResult(r, json, Object.fromEntries(r.experts.map(id => [id, reachOf(peer.node, peerIdFromString(id)) ?? 'closed'])))
     } finally {
       await peer.stop()
     }

@@ -5,7 +5,9 @@
  */
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { resolveModel } from '../expert/resolve.js'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { parseMultiaddr } from '../node/node.js'
+import { MAX_RESERVATIONS, defaultMdns, defaultRelayReservations, type ReachOptions } from '../node/reach.js'
 import { defaultDataDir } from '../node/data-dir.js'
 import { generateTokenFrom } from '../router/generate-service.js'
 import { MeshPeer } from '../peer/mesh-peer.js'
@@ -14,6 +16,20 @@ import { ProgressBar } from './progress.js'
 import { isLoopback, readTlsFiles, resolveApiToken } from '../api/auth.js'
 import { UsageError } from './errors.js'
 import { intOption as int, type Values } from './args.js'
+
+/** --relay, --relay-reservations, --no-mdns, --upnp, with their automatic defaults (src/node/reach.ts) */
+function reachFromFlags (values: Values): ReachOptions {
+  const ma = (xs: string[] | undefined): Multiaddr[] => (xs ?? []).map(parseMultiaddr)
+  const listen = ma(values.listen ?? ['/ip4/127.0.0.1/tcp/0'])
+  const reservations = values['relay-reservations'] != null ? int(values['relay-reservations'], 'relay-reservations', 0, MAX_RESERVATIONS) as number : defaultRelayReservations(listen, ma(values.announce), ma(values.bootstrap))
+  if (values.relay === true && reservations > 0 && values['relay-reservations'] != null) throw new UsageError('--relay serves relays for others: it does not also hold reservations (--relay-reservations 0)')
+  return {
+    relay: values.relay === true,
+    relayReservations: values.relay === true ? 0 : reservations,
+    mdns: values['no-mdns'] !== true && defaultMdns(listen),
+    upnp: values.upnp === true
+  }
+}
 
 export async function join (values: Values): Promise<void> {
   if (values.model == null) throw new UsageError('join needs --model <path|uri>')
@@ -32,6 +48,7 @@ export async function join (values: Values): Promise<void> {
     if (bind != null && apiTls == null && insecureBehindProxy && !isLoopback(apiModule!.parseHostPort(bind, flag).host)) process.stderr.write(`warning: ${flag} ${bind} serves clear text (--insecure-behind-proxy): only a TLS-terminating reverse proxy may reach it\n`)
   }
   for (const a of [...(values.listen ?? []), ...(values.announce ?? []), ...(values.bootstrap ?? [])]) parseMultiaddr(a)
+  const reach = reachFromFlags(values)
   // an unknown model is reported before anything else is printed
   await resolveModel(values.model, { progress: process.stderr.isTTY })
   const govConfig = await governanceConfigFrom(values.governance)
@@ -57,6 +74,7 @@ export async function join (values: Values): Promise<void> {
     listen: values.listen,
     announce: values.announce,
     bootstrap: values.bootstrap,
+    reach,
     dataDir,
     governance: govConfig,
     route: values['no-route'] === true ? false : { token: generateToken, maxK: generateMaxK },

@@ -13,6 +13,7 @@ import type YargsFactory from 'yargs'
 import { EXIT, UsageError, exitCodeFor } from './errors.js'
 import { PARSER_CONFIGURATION, type Command } from './args.js'
 import { suppressSqliteExperimentalWarning } from './warnings.js'
+import { defaultBootstrap } from './bootstrap.js'
 import { join } from './commands/join.js'
 import { generate } from './commands/generate.js'
 import { status } from './commands/status.js'
@@ -36,6 +37,9 @@ const yargs = createRequire(import.meta.url)('yargs') as typeof YargsFactory
 
 /** every command, in the order `meshllm --help` lists them */
 export const COMMANDS: readonly Command[] = [join, generate, status, demo, agent, tasks, evalCmd, keys, governance, halt, resume, vote, phase, sign, submit]
+
+/** the commands that take --bootstrap (and so its defaults) */
+const WITH_BOOTSTRAP = new Set(['join', 'generate', 'status', 'agent', 'eval', 'governance', 'halt', 'resume', 'vote', 'phase', 'submit'])
 
 /** the first word of each command (`keys <command>` → keys) */
 export const COMMAND_NAMES: readonly string[] = COMMANDS.map(c => String(c.command).split(' ')[0])
@@ -72,6 +76,12 @@ export function cli (argv: string[]): Argv {
       if (err != null && err.name !== 'YError') throw err
       throw new UsageError(oneLine(msg ?? err?.message ?? 'usage error'))
     })
+  // --bootstrap, when not given: MESHLLM_BOOTSTRAP, else the config file (src/cli/bootstrap.ts)
+  y = y.middleware((argv) => {
+    if (argv.bootstrap != null || argv.via != null || !WITH_BOOTSTRAP.has(String(argv._[0]))) return
+    const d = defaultBootstrap()
+    if (d.addrs.length > 0) argv.bootstrap = d.addrs
+  })
   for (const c of COMMANDS) y = y.command(c)
   return y
 }

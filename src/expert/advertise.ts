@@ -86,19 +86,45 @@ export class ExpertAdvertiser {
   }
 
   start (): void {
-    const tick = (): void => {
-      this.publish().catch(err => this.log.error('advertise failed: %e', err)).finally(() => {
-        if (this.timer != null) this.timer = setTimeout(tick, this.refreshMs)
-      })
-    }
-    this.timer = setTimeout(tick, this.refreshMs)
+    this.timer = setTimeout(this.tick, this.refreshMs)
+    // the node's addresses changed (a relay reservation gained or lost, a port mapped): the
+    // record follows within ADDRESS_CHANGE_DELAY_MS instead of at the next refresh
+    this.node.addEventListener('self:peer:update', this.onAddresses)
   }
 
   stop (): void {
     clearTimeout(this.timer)
     this.timer = undefined
+    clearTimeout(this.soon)
+    this.soon = undefined
+    this.node.removeEventListener('self:peer:update', this.onAddresses)
+  }
+
+  private soon?: NodeJS.Timeout
+  private publishing = false
+
+  private readonly tick = (): void => {
+    if (this.publishing) return
+    this.publishing = true
+    clearTimeout(this.timer)
+    this.publish().catch(err => this.log.error('advertise failed: %e', err)).finally(() => {
+      this.publishing = false
+      if (this.timer != null) this.timer = setTimeout(this.tick, this.refreshMs)
+    })
+  }
+
+  private readonly onAddresses = (): void => {
+    if (this.timer == null) return
+    const listed = new Set((this.lastRecord?.addrs ?? []).map(a => a.toString()))
+    const now = this.node.getMultiaddrs().map(a => a.decapsulateCode(421).toString())
+    if (now.length === listed.size && now.every(a => listed.has(a))) return
+    clearTimeout(this.soon)
+    this.soon = setTimeout(this.tick, ADDRESS_CHANGE_DELAY_MS)
   }
 }
+
+/** how soon a changed address set is re-advertised (ms; several changes in a row are one publication) */
+export const ADDRESS_CHANGE_DELAY_MS = 1_000
 
 /** ExpertAdvertiser was given a key that is not its node's identity */
 export class WrongIdentityKeyError extends Error {

@@ -7,6 +7,7 @@ import { ModelHost, type ModelHostOptions } from './model-host.js'
 import { InferService } from './infer-service.js'
 import { ExpertAdvertiser } from './advertise.js'
 import { resolveModel } from './resolve.js'
+import { isCircuit, type ReachOptions } from '../node/reach.js'
 
 export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   /** path, bundled name (meshtest-a) or URI */
@@ -38,6 +39,10 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   extraServices?: Record<string, (components: any) => unknown>
   /** prom-client registry for libp2p's own metrics (MeshNodeOptions.metrics) */
   metrics?: Registry
+  /** relays, reservations, mDNS, UPnP (MeshNodeOptions.reach; default none) */
+  reach?: ReachOptions
+  /** serve the DHT (default true; an expert behind NAT, reached through a relay, is a client) */
+  dhtServer?: boolean
 }
 
 export interface Expert {
@@ -47,6 +52,21 @@ export interface Expert {
   advertiser: ExpertAdvertiser
   tokensPerSecond: number
   stop: () => Promise<void>
+}
+
+/** how long an expert behind NAT waits for its first relay reservation before advertising anyway (ms) */
+export const RELAY_ADDRESS_WAIT_MS = 15_000
+
+/** resolves once the node has a /p2p-circuit address (a relay reservation), or after `ms` */
+async function waitForCircuitAddress (node: MeshNode, ms: number): Promise<boolean> {
+  const has = (): boolean => node.getMultiaddrs().some(isCircuit)
+  if (has()) return true
+  return await new Promise<boolean>(resolve => {
+    const done = (): void => { clearTimeout(timer); node.removeEventListener('self:peer:update', check); resolve(has()) }
+    const check = (): void => { if (has()) done() }
+    const timer = setTimeout(done, ms)
+    node.addEventListener('self:peer:update', check)
+  })
 }
 
 export async function startExpert (opts: ExpertOptions): Promise<Expert> {
@@ -65,6 +85,8 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
       bootstrap: opts.bootstrap,
       dataDir: opts.dataDir,
       metrics: opts.metrics,
+      reach: opts.reach,
+      dhtServer: opts.dhtServer,
       services: { ...(opts.extraServices ?? {}) }
     })
     await node.start()
@@ -75,6 +97,8 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
     const service = new InferService({ registrar: node, logger: node.logger, peerId: node.peerId }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs })
     await service.start()
     const advertiser = new ExpertAdvertiser(node, host, { privateKey, tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
+    // behind NAT: the record should carry the relay address routers can dial
+    if ((opts.reach?.relayReservations ?? 0) > 0) await waitForCircuitAddress(node, RELAY_ADDRESS_WAIT_MS)
     await advertiser.publish()
     advertiser.start()
     const n = node

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import type { Registry } from 'prom-client'
 import { PeerBlocklist } from './blocklist.js'
 import { assertDhtInternals, onRoutingTableAdd, removeFromRoutingTable, routingTableSize } from './dht-internals.js'
-import { reachParts, type ReachOptions } from './reach.js'
+import { publicListenAddresses, reachParts, trackUpgrades, type ReachOptions } from './reach.js'
 
 /** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
 const DHT_NAMESPACE = 'meshllm'
@@ -156,7 +156,7 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
       privateKey,
       metrics,
       ...(datastore != null ? { datastore } : {}),
-      addresses: { listen: [...listen, ...(reach?.listen ?? [])], announce },
+      addresses: { listen: [...listen, ...(reach?.listen ?? [])], announce, appendAnnounce: publicListenAddresses(listen.map(a => multiaddr(a))).map(a => a.toString()) },
       transports: [tcp(), ...(reach?.transports ?? [])],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
@@ -179,7 +179,17 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   // libp2p neither opens nor closes a datastore it is given
   if (datastore != null) node.addEventListener('stop', () => { datastore.close().catch(() => {}) }, { once: true })
   const mesh = node as unknown as MeshNode
-  if (opts.minimal !== true) keepRoutingTableToDhtServers(mesh)
+  if (opts.minimal !== true) {
+    keepRoutingTableToDhtServers(mesh)
+    trackUpgrades(mesh)
+  }
+  // libp2p 3 only notes the peers mDNS finds: dial them (a LAN mesh has no bootstrap list)
+  const mdns = (mesh.services as Record<string, any>).mdns as { addEventListener: (type: 'peer', cb: (e: CustomEvent<{ id: PeerId }>) => void) => void } | undefined
+  mdns?.addEventListener('peer', (e) => {
+    const peer = e.detail.id
+    if (peer.equals(mesh.peerId) || mesh.getConnections(peer).length > 0 || mesh.status !== 'started') return
+    mesh.dial(peer, { signal: AbortSignal.timeout(10_000) }).catch(() => {})
+  })
   return mesh
 }
 

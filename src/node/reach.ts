@@ -18,36 +18,13 @@
  * register with `runOnLimitedConnection` and open their streams on an existing connection
  * (connectionFor): libp2p never reuses a limited connection for a new dial.
  */
-import type { Connection, PeerId, Transport } from '@libp2p/interface'
+import type { Connection, Libp2p, PeerId, Transport } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import { isPrivateIp } from '@libp2p/utils'
 import { RateLimiter } from '../util/rate-limit.js'
+import { MAX_RESERVATIONS, MDNS_SERVICE_TAG, RELAY_DEFAULTS, type RelayLimits } from './reach-limits.js'
 
-/** circuit relay v2 server settings of a mesh relay (`join --relay`) */
-export interface RelayLimits {
-  /** reservations held at once (default 128; libp2p's default is 15) */
-  maxReservations: number
-  /** a reservation's lifetime; clients refresh it before it ends (ms, default 2 h) */
-  reservationTtlMs: number
-  /** bytes one relayed connection may carry, both directions together (default 64 MiB) */
-  dataLimitBytes: number
-  /** how long one relayed connection may stay open (ms, default 30 min) */
-  durationLimitMs: number
-  /** new relayed connections one source peer may open per minute (default 60) */
-  connectsPerMinute: number
-}
-
-/**
- * One generation moves ≈ 2 KiB per token per expert (frames, framing included), so a relayed
- * connection carries ≈ 300 generations of 100 tokens before its data limit; a connection that
- * reaches a limit is closed by the relay and the next session dials again.
- */
-export const RELAY_DEFAULTS: Readonly<RelayLimits> = Object.freeze({
-  maxReservations: 128,
-  reservationTtlMs: 2 * 3_600_000,
-  dataLimitBytes: 64 * 1024 * 1024,
-  durationLimitMs: 30 * 60_000,
-  connectsPerMinute: 60
-})
+export { MAX_RESERVATIONS, MDNS_SERVICE_TAG, RELAY_DEFAULTS, type RelayLimits }
 
 export interface ReachOptions {
   /** serve circuit relay v2 for the mesh (a publicly reachable node); true: RELAY_DEFAULTS */
@@ -60,8 +37,6 @@ export interface ReachOptions {
   upnp?: boolean
 }
 
-/** mDNS service tag of meshllm peers (libp2p's default is '_p2p._udp.local') */
-export const MDNS_SERVICE_TAG = '_meshllm._udp.local'
 
 /** the transports, services and listen addresses a node's reach options add */
 export async function reachParts (opts: ReachOptions, isBlocked: (peer: PeerId) => boolean): Promise<{
@@ -112,8 +87,46 @@ export async function reachParts (opts: ReachOptions, isBlocked: (peer: PeerId) 
   }
 }
 
-/** relay reservations one node may ask for */
-export const MAX_RESERVATIONS = 4
+/** the IP of a multiaddr, if it has one */
+function ipOf (ma: Multiaddr): string | undefined {
+  return ma.getComponents().find(c => c.name === 'ip4' || c.name === 'ip6')?.value
+}
+
+/** a multiaddr whose host is a public IP or a DNS name (what a peer anywhere could dial) */
+export function isPublicAddress (ma: Multiaddr): boolean {
+  if (ma.getComponents().some(c => c.name === 'dns' || c.name === 'dns4' || c.name === 'dns6' || c.name === 'dnsaddr')) return true
+  const ip = ipOf(ma)
+  return ip != null && !isUnspecified(ip) && isPrivateIp(ip) !== true
+}
+
+function isUnspecified (ip: string): boolean {
+  return ip === '0.0.0.0' || ip === '::'
+}
+
+/**
+ * Listen addresses on an explicit public IP: announced as they are (libp2p announces a
+ * public transport address only once something verified it, and no AutoNAT verifies one in
+ * a js-only mesh). A wildcard (0.0.0.0) is not one of them: announce the public address.
+ */
+export function publicListenAddresses (listen: Multiaddr[]): Multiaddr[] {
+  return listen.filter(ma => isPublicAddress(ma) && ma.getComponents().some(c => c.name === 'tcp' && c.value !== '0'))
+}
+
+/**
+ * Relay reservations by default: 1 for a node with no public address of its own (listen or
+ * announce) that joins through a public bootstrap peer (it is likely behind NAT); 0 on a LAN,
+ * on loopback, or for a publicly reachable node.
+ */
+export function defaultRelayReservations (listen: Multiaddr[], announce: Multiaddr[], bootstrap: Multiaddr[]): number {
+  if ([...listen, ...announce].some(isPublicAddress)) return 0
+  return bootstrap.some(isPublicAddress) ? 1 : 0
+}
+
+/** mDNS by default: on when the node listens on a non-loopback address (a LAN can reach it); never for loopback-only nodes */
+export function defaultMdns (listen: Multiaddr[]): boolean {
+  return listen.some(ma => { const ip = ipOf(ma); return ip != null && !ip.startsWith('127.') && ip !== '::1' })
+}
+
 
 export type Reach = 'direct' | 'relayed' | 'upgraded'
 
@@ -122,14 +135,31 @@ export function isCircuit (ma: Multiaddr): boolean {
   return ma.getComponents().some(c => c.name === 'p2p-circuit')
 }
 
+/** per node: its direct connections opened while a relayed one to the same peer was open (DCUtR) */
+const upgradedByNode = new WeakMap<object, WeakSet<Connection>>()
+
+/** starts noting a node's upgraded connections (createMeshNode does, for every full node) */
+export function trackUpgrades (node: Pick<Libp2p, 'addEventListener' | 'getConnections'>): void {
+  if (upgradedByNode.has(node)) return
+  const upgraded = new WeakSet<Connection>()
+  upgradedByNode.set(node, upgraded)
+  node.addEventListener('connection:open', (e) => {
+    const conn = e.detail
+    if (isCircuit(conn.remoteAddr)) return
+    if (node.getConnections(conn.remotePeer).some(c => c !== conn && isCircuit(c.remoteAddr))) upgraded.add(conn)
+  })
+}
+
 /**
- * How a connection reaches its peer: 'relayed' through a circuit relay, 'upgraded' when it
- * is a direct connection opened while a relayed one to the same peer was open (DCUtR), else
- * 'direct'.
+ * How a node reaches a peer now, by its best open connection: 'direct', 'upgraded' (a direct
+ * connection opened while a relayed one was open: DCUtR), 'relayed' (through a circuit relay),
+ * or undefined when it has no open connection.
  */
-export function reachOf (conn: Connection, upgraded: WeakSet<Connection>): Reach {
+export function reachOf (node: Pick<Libp2p, 'getConnections'>, peer: PeerId): Reach | undefined {
+  const conn = connectionFor(node.getConnections(peer))
+  if (conn == null) return undefined
   if (isCircuit(conn.remoteAddr)) return 'relayed'
-  return upgraded.has(conn) ? 'upgraded' : 'direct'
+  return upgradedByNode.get(node)?.has(conn) === true ? 'upgraded' : 'direct'
 }
 
 /**

@@ -23,6 +23,7 @@ import type { Expert, ExpertOptions } from '../expert/expert.js'
 import type { Router, RouterOptions } from '../router/router.js'
 import type { RouterTokenizer } from '../router/tokenizer.js'
 import type { ApiHandle, StartApiOptions } from '../api/index.js'
+import type { ReachOptions } from '../node/reach.js'
 
 /** Expert settings of a peer that serves a model (ExpertOptions, without what MeshPeer decides) */
 export type MeshPeerExpertInit = Omit<ExpertOptions, 'listen' | 'announce' | 'bootstrap' | 'dataDir' | 'haltReason' | 'haltEnvelope' | 'beforeServe' | 'extraServices'>
@@ -36,6 +37,10 @@ export interface MeshPeerInit {
   announce?: string[]
   /** peers to join through (default: none) */
   bootstrap?: string[]
+  /** relays, reservations, mDNS, UPnP (src/node/reach.ts; default: none) */
+  reach?: ReachOptions
+  /** serve the DHT (default: an expert does unless it holds relay reservations; a routing-only peer does when it listens) */
+  dhtServer?: boolean
   /**
    * state directory: identity, governance state, change log, task database; locked, one
    * process per directory (default: none: a routing-only peer keeps its governance state in
@@ -185,6 +190,9 @@ export class MeshPeer {
           announce: init.announce,
           bootstrap: init.bootstrap,
           dataDir: init.dataDir,
+          reach: init.reach,
+          // behind NAT, reached through a relay: other peers' DHT queries could not reach it
+          dhtServer: init.dhtServer ?? (init.reach?.relayReservations ?? 0) === 0,
           haltReason: () => state.haltReason,
           haltEnvelope: () => state.haltEnvelope,
           // catch up with the mesh's governance before serving or advertising anything
@@ -196,7 +204,7 @@ export class MeshPeer {
         cleanup.push(async () => { await e.stop() })
         node = expert.node
       } else {
-        node = await createMeshNode({ listen: init.listen ?? [], announce: init.announce, bootstrap: init.bootstrap, dataDir: init.dataDir, dhtServer: (init.listen ?? []).length > 0, services: extraServices, metrics })
+        node = await createMeshNode({ listen: init.listen ?? [], announce: init.announce, bootstrap: init.bootstrap, dataDir: init.dataDir, dhtServer: init.dhtServer ?? ((init.listen ?? []).length > 0 && (init.reach?.relayReservations ?? 0) === 0), reach: init.reach, services: extraServices, metrics })
         await node.start()
         const n = node
         cleanup.push(async () => { await n.stop() })

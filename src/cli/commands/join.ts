@@ -3,6 +3,7 @@ import type { Argv } from 'yargs'
 import { flag, int, required, str, strs, type Command, type Values } from '../args.js'
 import { GENERATE_LIMITS } from '../../router/options.js'
 import { BOOTSTRAP, GOVERNANCE } from './shared.js'
+import { MAX_RESERVATIONS } from '../../node/reach-limits.js'
 
 export const join: Command = {
   command: 'join',
@@ -11,8 +12,12 @@ export const join: Command = {
     .options({
       model: required(str('model: a bundled name (meshtest-a|b|c), a .gguf or .gguf.gz path, or a node-llama-cpp URI (hf:user/repo:quant, https://…)')),
       listen: strs('multiaddr to listen on', { defaultDescription: '/ip4/127.0.0.1/tcp/0' }),
-      announce: strs('multiaddr to advertise instead of the listen addresses'),
+      announce: strs('multiaddr to advertise instead of the listen addresses (a public node listening on 0.0.0.0: its public address)'),
       bootstrap: BOOTSTRAP,
+      relay: flag('serve circuit relay v2 for the mesh (a publicly reachable node): per relayed connection 64 MiB and 30 min, 128 reservations, 60 new relayed connections per peer and minute'),
+      'relay-reservations': int('relay reservations to hold, so peers can reach this node through mesh relays', 0, MAX_RESERVATIONS, { defaultDescription: 'auto: 1 with no public address of its own and a public bootstrap peer, else 0' }),
+      'no-mdns': flag('no mDNS discovery on the LAN (default: on when listening on a non-loopback address)'),
+      upnp: flag('map the listen port on the home gateway with UPnP (listen on a LAN address, e.g. /ip4/0.0.0.0/tcp/4001)'),
       'data-dir': str('identity, governance state, change log and tasks of this node (one process per directory)', { defaultDescription: '$MESHLLM_HOME/node, else $XDG_DATA_HOME/meshllm/node, else ~/.local/share/meshllm/node' }),
       threads: int('CPU threads for the model', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: 'cores − 1, at most 4' }),
       'max-sessions': int('concurrent inference sessions', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '4' }),
