@@ -10,7 +10,8 @@ import { lpStream } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_DRAFT_TOKENS, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
 import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeHaltedResponse, encodeOpenResponse } from '../wire/infer-codec.js'
-import type { EvaluateOptions, EvaluateResult, ModelHost, ModelSession } from './model-host.js'
+import type { EvaluateOptions, EvaluateResult, ModelSession } from './model-host.js'
+import type { GgufSummary } from './tokenizer.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
 
 /** sessions one remote peer may hold on this expert at once, unless configured otherwise */
@@ -24,8 +25,22 @@ export interface InferServiceComponents {
   logger: ComponentLogger
 }
 
+/** what the service uses of a session: a ModelSession (a deterministic fake in unit tests) */
+export type InferSession = Pick<ModelSession, 'position' | 'evaluateScored' | 'rollback' | 'close'>
+
+/** what the service uses of the model: a ModelHost (a deterministic fake in unit tests) */
+export interface InferHost {
+  readonly summary: Pick<GgufSummary, 'name' | 'fingerprint'>
+  readonly contextSize: number
+  readonly maxSessions: number
+  readonly freeSlots: number
+  /** claims a session slot; throws (BusyError) when none is free */
+  openSession: () => InferSession
+}
+
 export interface InferServiceInit {
-  host: ModelHost
+  /** the model: a ModelHost */
+  host: InferHost
   /** a session with no request for this long is evicted (ms) */
   idleTimeoutMs?: number
   /** deadline for writing one response (ms) */
@@ -68,7 +83,7 @@ class RequestError extends Error {
 export class InferService implements Startable {
   readonly protocol = INFER_PROTOCOL
   private readonly components: InferServiceComponents
-  private readonly host: ModelHost
+  private readonly host: InferHost
   private readonly log: Logger
   private readonly idleTimeoutMs: number
   private readonly writeTimeoutMs: number
@@ -82,7 +97,7 @@ export class InferService implements Startable {
   /** open sessions per remote peer (entries only while > 0: bounded by maxSessions) */
   private readonly sessionsByPeer = new Map<string, number>()
   /** evaluations still running per session (awaited before the session is freed) */
-  private readonly inflight = new Map<ModelSession, Promise<void>>()
+  private readonly inflight = new Map<InferSession, Promise<void>>()
   private started = false
   readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsRefusedPerPeer: 0, sessionsEvicted: 0, sessionsGone: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
 
@@ -139,7 +154,7 @@ export class InferService implements Startable {
     const peer = connection.remotePeer.toString()
     const log = this.log.newScope?.(peer.slice(-6)) ?? this.log
     const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
-    let session: ModelSession | undefined
+    let session: InferSession | undefined
     /** tokens this session evaluated so far, rolled-back ones included */
     let evaluated = 0
     let openedAt = 0
@@ -285,7 +300,7 @@ export class InferService implements Startable {
   }
 
   /** evaluates one request; `stop` (a HALT, the router leaving) ends the wait with its reason */
-  private async evaluate (session: ModelSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, stop: AbortSignal, opts: EvaluateOptions = {}): Promise<EvaluateResult> {
+  private async evaluate (session: InferSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, stop: AbortSignal, opts: EvaluateOptions = {}): Promise<EvaluateResult> {
     const n = tokens.length + (draft?.length ?? 0)
     if (session.position + n > this.host.contextSize - 1) {
       throw new RequestError(Status.CONTEXT_FULL, `context full: ${session.position} + ${n} tokens exceed ${this.host.contextSize}`)

@@ -26,12 +26,14 @@ export const DEFAULT_MAX_STREAMS_PER_PEER = 2
 export const MAX_QUEUED_EVENTS = 256
 
 export interface GenerateServiceComponents {
-  registrar: Registrar
+  /** libp2p's registrar, or a started node (its handle/unhandle are the registrar's) */
+  registrar: Pick<Registrar, 'handle' | 'unhandle'>
   logger: ComponentLogger
 }
 
 export interface GenerateServiceInit {
-  router: () => Router | undefined
+  /** the router that runs remote callers' generations (only its generate is used); undefined: this peer does not route */
+  router: () => Pick<Router, 'generate'> | undefined
   /** longest generation a remote caller may run (ms, default 300 000) */
   timeoutMs?: number
   /** a caller must send its request within this time after opening the stream (ms, default 10 000) */
