@@ -13,11 +13,15 @@ import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeHaltedRe
 import type { EvaluateOptions, EvaluateResult, ModelSession } from './model-host.js'
 import type { GgufSummary } from './tokenizer.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
+import { lengthPrefixOptions } from '../wire/length-prefix.js'
 
 /** sessions one remote peer may hold on this expert at once, unless configured otherwise */
 export const DEFAULT_MAX_SESSIONS_PER_PEER = 2
 /** a session ends (BUSY) once it is this old, unless configured otherwise (ms) */
 export const DEFAULT_MAX_SESSION_MS = 30 * 60_000
+
+/** lpStream's errors for a length prefix the limits refuse (protocols/infer.md §1: INVALID_REQUEST, then close) */
+const LENGTH_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError'])
 
 export interface InferServiceComponents {
   /** libp2p's registrar, or a started node (its handle/unhandle are the registrar's) */
@@ -153,7 +157,7 @@ export class InferService implements Startable {
   private async handle (stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
     const log = this.log.newScope?.(peer.slice(-6)) ?? this.log
-    const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
+    const lp = lpStream(stream, lengthPrefixOptions(MAX_REQUEST_BYTES))
     let session: InferSession | undefined
     /** tokens this session evaluated so far, rolled-back ones included */
     let evaluated = 0
@@ -184,6 +188,8 @@ export class InferService implements Startable {
             this.stats.sessionsEvicted++
             throw new RequestError(Status.INVALID_REQUEST, `session idle for ${this.idleTimeoutMs} ms: evicted`)
           }
+          // a length prefix over the limit, refused before its body is read
+          if (LENGTH_ERRORS.has(err.name)) throw new RequestError(Status.INVALID_REQUEST, `${err.name}: ${err.message}`)
           // remote closed its side (possibly mid-request): the session ends, and so does our side
           if (err.name === 'UnexpectedEOFError' || stream.readStatus !== 'readable') {
             await stream.close({ signal: AbortSignal.timeout(this.writeTimeoutMs) }).catch((e: Error) => { stream.abort(e) })
