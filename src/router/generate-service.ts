@@ -13,6 +13,7 @@ import { resultSummary, type GenerateOptions, type GenerateResult, type Router, 
 import type { MeshNode } from '../node/node.js'
 import { GENERATE_DEFAULTS, GENERATE_LIMITS, STOP_LIMITS, validateGenerateOptions } from './options.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
+import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { createHash, timingSafeEqual } from 'node:crypto'
 
 export const GENERATE_PROTOCOL = '/meshllm/generate/1.0.0'
@@ -137,9 +138,16 @@ export class GenerateService implements Startable {
     const lifetime = streamLifetime(stream)
     const signal = AbortSignal.any([AbortSignal.timeout(this.init.timeoutMs ?? 300_000), lifetime.signal])
     const writeTimeoutMs = this.init.writeTimeoutMs ?? 30_000
-    const pb = pbStream(stream, { maxDataLength: MAX_REQUEST })
+    const pb = pbStream(stream, lengthPrefixOptions(MAX_REQUEST))
     const send = async (ev: Partial<GenerateEvent>): Promise<void> => {
-      await pb.write(ev as GenerateEvent, GenerateEvent, { signal: AbortSignal.any([signal, AbortSignal.timeout(writeTimeoutMs)]) })
+      const writeDeadline = AbortSignal.timeout(writeTimeoutMs)
+      try {
+        await pb.write(ev as GenerateEvent, GenerateEvent, { signal: AbortSignal.any([signal, writeDeadline]) })
+      } catch (err) {
+        // the client stopped reading: dropped like one that leaves MAX_QUEUED_EVENTS unread
+        if (writeDeadline.aborted && !signal.aborted) throw new SlowClientError(`the client took no event for ${writeTimeoutMs} ms`)
+        throw err
+      }
     }
     const running = this.perPeer.get(peer) ?? 0
     const admitted = running < (this.init.maxStreamsPerPeer ?? DEFAULT_MAX_STREAMS_PER_PEER)
@@ -155,7 +163,9 @@ export class GenerateService implements Startable {
         const req = await pb.read(GenerateRequest, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.init.requestTimeoutMs ?? 10_000)]) })
         await this.answer(req, send, { signal, gone: lifetime.signal })
       }
-      await stream.close({ signal: AbortSignal.any([signal, AbortSignal.timeout(writeTimeoutMs)]) })
+      // not bounded by the generation's deadline: the error event of a generation past its
+      // deadline is followed by a close, not a reset
+      await stream.close({ signal: AbortSignal.any([lifetime.signal, AbortSignal.timeout(writeTimeoutMs)]) })
     } catch (err: any) {
       if (lifetime.signal.aborted || err?.name === SlowClientError.name) {
         this.stats.clientGone++
