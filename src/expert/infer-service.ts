@@ -10,13 +10,18 @@ import { lpStream, streamPair } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_DRAFT_TOKENS, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
 import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeHaltedResponse, encodeOpenResponse } from '../wire/infer-codec.js'
-import type { EvaluateOptions, EvaluateResult, ModelHost, ModelSession } from './model-host.js'
+import type { EvaluateOptions, EvaluateResult, ModelSession } from './model-host.js'
+import type { GgufSummary } from './tokenizer.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
+import { lengthPrefixOptions } from '../wire/length-prefix.js'
 
 /** sessions one remote peer may hold on this expert at once, unless configured otherwise */
 export const DEFAULT_MAX_SESSIONS_PER_PEER = 2
 /** a session ends (BUSY) once it is this old, unless configured otherwise (ms) */
 export const DEFAULT_MAX_SESSION_MS = 30 * 60_000
+
+/** lpStream's errors for a length prefix the limits refuse (protocols/infer.md §1: INVALID_REQUEST, then close) */
+const LENGTH_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError'])
 
 export interface InferServiceComponents {
   /** libp2p's registrar, or a started node (its handle/unhandle are the registrar's) */
@@ -32,8 +37,22 @@ export class LocalSessionUnavailableError extends Error {
   override name = 'LocalSessionUnavailableError'
 }
 
+/** what the service uses of a session: a ModelSession (a deterministic fake in unit tests) */
+export type InferSession = Pick<ModelSession, 'position' | 'evaluateScored' | 'rollback' | 'close'>
+
+/** what the service uses of the model: a ModelHost (a deterministic fake in unit tests) */
+export interface InferHost {
+  readonly summary: Pick<GgufSummary, 'name' | 'fingerprint'>
+  readonly contextSize: number
+  readonly maxSessions: number
+  readonly freeSlots: number
+  /** claims a session slot; throws (BusyError) when none is free */
+  openSession: () => InferSession
+}
+
 export interface InferServiceInit {
-  host: ModelHost
+  /** the model: a ModelHost */
+  host: InferHost
   /** a session with no request for this long is evicted (ms) */
   idleTimeoutMs?: number
   /** deadline for writing one response (ms) */
@@ -76,7 +95,7 @@ class RequestError extends Error {
 export class InferService implements Startable {
   readonly protocol = INFER_PROTOCOL
   private readonly components: InferServiceComponents
-  private readonly host: ModelHost
+  private readonly host: InferHost
   private readonly log: Logger
   private readonly idleTimeoutMs: number
   private readonly writeTimeoutMs: number
@@ -90,7 +109,7 @@ export class InferService implements Startable {
   /** open sessions per remote peer (entries only while > 0: bounded by maxSessions) */
   private readonly sessionsByPeer = new Map<string, number>()
   /** evaluations still running per session (awaited before the session is freed) */
-  private readonly inflight = new Map<ModelSession, Promise<void>>()
+  private readonly inflight = new Map<InferSession, Promise<void>>()
   private started = false
   readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsRefusedPerPeer: 0, sessionsEvicted: 0, sessionsGone: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
 
@@ -164,8 +183,8 @@ export class InferService implements Startable {
   private async handle (stream: Stream, connection: Connection, local = false): Promise<void> {
     const peer = connection.remotePeer.toString()
     const log = this.log.newScope?.(peer.slice(-6)) ?? this.log
-    const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
-    let session: ModelSession | undefined
+    const lp = lpStream(stream, lengthPrefixOptions(MAX_REQUEST_BYTES))
+    let session: InferSession | undefined
     /** tokens this session evaluated so far, rolled-back ones included */
     let evaluated = 0
     let openedAt = 0
@@ -195,6 +214,8 @@ export class InferService implements Startable {
             this.stats.sessionsEvicted++
             throw new RequestError(Status.INVALID_REQUEST, `session idle for ${this.idleTimeoutMs} ms: evicted`)
           }
+          // a length prefix over the limit, refused before its body is read
+          if (LENGTH_ERRORS.has(err.name)) throw new RequestError(Status.INVALID_REQUEST, `${err.name}: ${err.message}`)
           // remote closed its side (possibly mid-request): the session ends, and so does our side
           if (err.name === 'UnexpectedEOFError' || stream.readStatus !== 'readable') {
             await stream.close({ signal: AbortSignal.timeout(this.writeTimeoutMs) }).catch((e: Error) => { stream.abort(e) })
@@ -311,7 +332,7 @@ export class InferService implements Startable {
   }
 
   /** evaluates one request; `stop` (a HALT, the router leaving) ends the wait with its reason */
-  private async evaluate (session: ModelSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, stop: AbortSignal, opts: EvaluateOptions = {}): Promise<EvaluateResult> {
+  private async evaluate (session: InferSession, tokens: Uint32Array, draft: Uint32Array | undefined, topK: number, stop: AbortSignal, opts: EvaluateOptions = {}): Promise<EvaluateResult> {
     const n = tokens.length + (draft?.length ?? 0)
     if (session.position + n > this.host.contextSize - 1) {
       throw new RequestError(Status.CONTEXT_FULL, `context full: ${session.position} + ${n} tokens exceed ${this.host.contextSize}`)

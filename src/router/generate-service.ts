@@ -13,6 +13,7 @@ import { resultSummary, type GenerateOptions, type GenerateResult, type Router, 
 import type { MeshNode } from '../node/node.js'
 import { GENERATE_DEFAULTS, GENERATE_LIMITS, STOP_LIMITS, validateGenerateOptions } from './options.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
+import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { createHash, timingSafeEqual } from 'node:crypto'
 
 export const GENERATE_PROTOCOL = '/meshllm/generate/1.0.0'
@@ -26,12 +27,14 @@ export const DEFAULT_MAX_STREAMS_PER_PEER = 2
 export const MAX_QUEUED_EVENTS = 256
 
 export interface GenerateServiceComponents {
-  registrar: Registrar
+  /** libp2p's registrar, or a started node (its handle/unhandle are the registrar's) */
+  registrar: Pick<Registrar, 'handle' | 'unhandle'>
   logger: ComponentLogger
 }
 
 export interface GenerateServiceInit {
-  router: () => Router | undefined
+  /** the router that runs remote callers' generations (only its generate is used); undefined: this peer does not route */
+  router: () => Pick<Router, 'generate'> | undefined
   /** longest generation a remote caller may run (ms, default 300 000) */
   timeoutMs?: number
   /** a caller must send its request within this time after opening the stream (ms, default 10 000) */
@@ -136,9 +139,16 @@ export class GenerateService implements Startable {
     const lifetime = streamLifetime(stream)
     const signal = AbortSignal.any([AbortSignal.timeout(this.init.timeoutMs ?? 300_000), lifetime.signal])
     const writeTimeoutMs = this.init.writeTimeoutMs ?? 30_000
-    const pb = pbStream(stream, { maxDataLength: MAX_REQUEST })
+    const pb = pbStream(stream, lengthPrefixOptions(MAX_REQUEST))
     const send = async (ev: Partial<GenerateEvent>): Promise<void> => {
-      await pb.write(ev as GenerateEvent, GenerateEvent, { signal: AbortSignal.any([signal, AbortSignal.timeout(writeTimeoutMs)]) })
+      const writeDeadline = AbortSignal.timeout(writeTimeoutMs)
+      try {
+        await pb.write(ev as GenerateEvent, GenerateEvent, { signal: AbortSignal.any([signal, writeDeadline]) })
+      } catch (err) {
+        // the client stopped reading: dropped like one that leaves MAX_QUEUED_EVENTS unread
+        if (writeDeadline.aborted && !signal.aborted) throw new SlowClientError(`the client took no event for ${writeTimeoutMs} ms`)
+        throw err
+      }
     }
     const running = this.perPeer.get(peer) ?? 0
     const admitted = running < (this.init.maxStreamsPerPeer ?? DEFAULT_MAX_STREAMS_PER_PEER)
@@ -154,7 +164,9 @@ export class GenerateService implements Startable {
         const req = await pb.read(GenerateRequest, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.init.requestTimeoutMs ?? 10_000)]) })
         await this.answer(req, send, { signal, gone: lifetime.signal })
       }
-      await stream.close({ signal: AbortSignal.any([signal, AbortSignal.timeout(writeTimeoutMs)]) })
+      // not bounded by the generation's deadline: the error event of a generation past its
+      // deadline is followed by a close, not a reset
+      await stream.close({ signal: AbortSignal.any([lifetime.signal, AbortSignal.timeout(writeTimeoutMs)]) })
     } catch (err: any) {
       if (lifetime.signal.aborted || err?.name === SlowClientError.name) {
         this.stats.clientGone++
