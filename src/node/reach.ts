@@ -37,7 +37,6 @@ export interface ReachOptions {
   upnp?: boolean
 }
 
-
 /** the transports, services and listen addresses a node's reach options add */
 export async function reachParts (opts: ReachOptions, isBlocked: (peer: PeerId) => boolean): Promise<{
   transports: Array<(components: any) => Transport>
@@ -126,7 +125,6 @@ export function defaultRelayReservations (listen: Multiaddr[], announce: Multiad
 export function defaultMdns (listen: Multiaddr[]): boolean {
   return listen.some(ma => { const ip = ipOf(ma); return ip != null && !ip.startsWith('127.') && ip !== '::1' })
 }
-
 
 export type Reach = 'direct' | 'relayed' | 'upgraded'
 
