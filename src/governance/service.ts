@@ -18,6 +18,7 @@ import { streamLifetime } from '../util/stream-lifetime.js'
 import { Strikes } from '../node/blocklist.js'
 import { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic } from './gossip-score.js'
 import { RateLimitedError, RateLimiter, addressKey } from '../util/rate-limit.js'
+import { lengthPrefixOptions } from '../wire/length-prefix.js'
 
 export { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic, RateLimitedError, addressKey }
 
@@ -345,7 +346,7 @@ export class GovernanceService implements Startable {
   async pushTo (peer: PeerId, bytes: Uint8Array, options: AbortOptions = {}): Promise<PushAnswer> {
     const signal = withDeadline(options, 5_000)
     const stream = await this.components.connectionManager.openStream(peer, GOV_PUSH_PROTOCOL, { signal })
-    const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
+    const lp = lpStream(stream, lengthPrefixOptions(MAX_ENVELOPE_BYTES))
     try {
       await lp.write(bytes, { signal })
       const answer = new TextDecoder().decode((await lp.read({ signal })).subarray())
@@ -382,7 +383,7 @@ export class GovernanceService implements Startable {
     const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
     try {
       if (limiter != null && !limiter.take(addressKey(connection))) throw new RateLimitedError(`too many governance requests from ${addressKey(connection)}`)
-      await work(lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES }), signal)
+      await work(lpStream(stream, lengthPrefixOptions(MAX_ENVELOPE_BYTES)), signal)
       await stream.close({ signal })
     } catch (err: any) {
       if (err instanceof RateLimitedError) this.offence(connection)
@@ -421,7 +422,7 @@ export class GovernanceService implements Startable {
   async syncFrom (peer: PeerId, options: AbortOptions = {}): Promise<number> {
     const signal = options.signal ?? AbortSignal.timeout(5_000)
     const stream = await this.components.connectionManager.openStream(peer, GOV_SYNC_PROTOCOL, { signal })
-    const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
+    const lp = lpStream(stream, lengthPrefixOptions(MAX_ENVELOPE_BYTES))
     const got: Uint8Array[] = []
     try {
       for (let i = 0; i < MAX_SYNC_ENVELOPES; i++) {

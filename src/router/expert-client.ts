@@ -5,6 +5,7 @@ import type { MeshNode } from '../node/node.js'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, type Frame, type OpenInfo } from '../wire/types.js'
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../wire/infer-codec.js'
 import { ExpertError } from '../util/errors.js'
+import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { connectionFor, isCircuit } from '../node/reach.js'
 
 /**
@@ -57,7 +58,7 @@ export class ExpertSession {
 
   /** a session over an in-process /meshllm/infer stream to this node's own expert (InferService.openLocal) */
   static local (peerId: PeerId, stream: Stream): ExpertSession {
-    return new ExpertSession(peerId, stream, lpStream(stream, { maxDataLength: MAX_RESPONSE_BYTES }), true)
+    return new ExpertSession(peerId, stream, lpStream(stream, lengthPrefixOptions(MAX_RESPONSE_BYTES)), true)
   }
 
   static async connect (node: MeshNode, peerId: PeerId, options: AbortOptions = {}): Promise<ExpertSession> {
@@ -75,7 +76,7 @@ export class ExpertSession {
       await node.peerStore.merge(peerId, { multiaddrs: info.multiaddrs }).catch(() => {})
       stream = await node.dialProtocol(info.multiaddrs, INFER_PROTOCOL, { signal, runOnLimitedConnection: true })
     }
-    return new ExpertSession(peerId, stream, lpStream(stream, { maxDataLength: MAX_RESPONSE_BYTES }))
+    return new ExpertSession(peerId, stream, lpStream(stream, lengthPrefixOptions(MAX_RESPONSE_BYTES)))
   }
 
   private async request (bytes: Uint8Array, options: AbortOptions): Promise<Uint8Array> {

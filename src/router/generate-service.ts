@@ -348,7 +348,7 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
   const signal = AbortSignal.any([opts.signal ?? AbortSignal.timeout(DEFAULT_VIA_MS), liveness.signal])
   const connection = await node.dial(via, { signal })
   const stream = await connection.newStream(GENERATE_PROTOCOL, { signal, runOnLimitedConnection: true })
-  const pb = pbStream(stream, { maxDataLength: MAX_EVENT })
+  const pb = pbStream(stream, lengthPrefixOptions(MAX_EVENT))
   let lastSign = performance.now()
   const peer = connection.remotePeer
   let pinging = false
