@@ -40,7 +40,6 @@ export async function generate (values: Values): Promise<void> {
   const prompt = ([values.prompt ?? []].flat() as unknown[]).map(String).join(' ')
   if (prompt.length === 0) throw new UsageError('generate needs a prompt')
   const bootstrap: string[] = values.bootstrap ?? []
-  if (bootstrap.length === 0 && values.via == null) throw new UsageError('generate needs --bootstrap <multiaddr> or --via <multiaddr>')
   if (values.via != null && (values.tail != null || values.weighting != null)) throw new UsageError('--tail and --weighting are not carried by --via (the routing peer aggregates)')
   if (values.via != null && (values.speculative === true || values.drafter != null)) throw new UsageError('--speculative and --drafter need --bootstrap (this process routes): --via does not carry them')
   if (values.drafter != null && values.speculative !== true) throw new UsageError('--drafter goes with --speculative')
@@ -84,8 +83,11 @@ export async function generate (values: Values): Promise<void> {
   const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
   try {
     // a routing-only peer: its governance (caught up first) is the only one that can halt it
-    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer: values.tokenizer, router: { drafter }, catchUpMs: 5_000 })
+    // no --bootstrap (nor MESHLLM_BOOTSTRAP, nor a config file): find the mesh on this LAN with mDNS
+    const lan = bootstrap.length === 0
+    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer: values.tokenizer, router: { drafter }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
     try {
+      if (lan) await joinLan(peer)
       const r = await peer.router.generate(prompt, opts)
       const { reachOf } = await import('../node/reach.js')
       const { peerIdFromString } = await import('@libp2p/peer-id')
@@ -96,6 +98,16 @@ export async function generate (values: Values): Promise<void> {
   } finally {
     await drafter?.close()
   }
+}
+
+/** how long `generate` without --bootstrap looks for mesh peers on the LAN (ms) */
+const LAN_WAIT_MS = 15_000
+
+/** waits for a DHT peer found by mDNS, then catches up with the mesh's governance through it */
+async function joinLan (peer: import('../peer/mesh-peer.js').MeshPeer): Promise<void> {
+  const [{ waitForDhtPeers }, { NoPeersError }] = await Promise.all([import('../node/node.js'), import('../util/errors.js')])
+  if (!await waitForDhtPeers(peer.node, LAN_WAIT_MS)) throw new NoPeersError(`no --bootstrap (nor MESHLLM_BOOTSTRAP or a config file) and no mesh peer answered mDNS on this LAN within ${LAN_WAIT_MS / 1000} s`)
+  await peer.governance.syncAll({ signal: AbortSignal.timeout(5_000) })
 }
 
 /** `--drafter ngram` or a model (default: the bundled meshtest-a) */

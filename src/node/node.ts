@@ -9,7 +9,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { GossipSub } from '@libp2p/gossipsub'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import type { PeerId, PrivateKey, ServiceMap } from '@libp2p/interface'
+import { KEEP_ALIVE, type PeerId, type PrivateKey, type ServiceMap } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -101,7 +101,9 @@ export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey
 }
 
 export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshNode> {
-  const listen = (opts.listen ?? ['/ip4/127.0.0.1/tcp/0']).map(a => parseMultiaddr(a).toString())
+  const requested = (opts.listen ?? ['/ip4/127.0.0.1/tcp/0']).map(a => parseMultiaddr(a).toString())
+  // a node with a data directory keeps its ports across restarts (peers that knew it reach it again)
+  const listen = opts.dataDir != null && opts.minimal !== true ? await reusePorts(requested, opts.dataDir) : requested
   const announce = (opts.announce ?? []).map(a => parseMultiaddr(a).toString())
   // bootstrap addresses are checked before anything starts (connectBootstrap dials them later)
   for (const a of opts.bootstrap ?? []) {
@@ -113,6 +115,9 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
 
   const blocklist = new PeerBlocklist()
   const services: Record<string, any> = { blocklist: () => blocklist, nodeKey: (components: { privateKey: PrivateKey }) => new NodeKey(components) }
+  // the addresses the transports are bound to (listen.json keeps their ports)
+  let bound: BoundAddrs | undefined
+  if (opts.dataDir != null && opts.minimal !== true) services.boundAddrs = (components: { transportManager: { getAddrs: () => Multiaddr[] } }) => { bound = { get: () => components.transportManager.getAddrs() }; return bound }
   if (opts.minimal !== true) {
     // loaded here, not at the top: a minimal node never pays for them
     const [{ identify }, { ping }, { kadDHT, passthroughMapper }, { gossipsub }, { validateExpertRecordEntry, selectExpertRecord }] = await Promise.all([
@@ -176,6 +181,13 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
     await datastore?.close()
     throw err
   }
+  if (opts.dataDir != null && opts.minimal !== true) {
+    const dir = opts.dataDir
+    const save = (): void => { savePorts(bound?.get().map(a => a.toString()) ?? [], dir).catch(() => {}) }
+    // createLibp2p starts the node unless told not to
+    if (node.status === 'started') save()
+    else node.addEventListener('start', save, { once: true })
+  }
   // libp2p neither opens nor closes a datastore it is given
   if (datastore != null) node.addEventListener('stop', () => { datastore.close().catch(() => {}) }, { once: true })
   const mesh = node as unknown as MeshNode
@@ -191,6 +203,52 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
     mesh.dial(peer, { signal: AbortSignal.timeout(10_000) }).catch(() => {})
   })
   return mesh
+}
+
+interface BoundAddrs { get: () => Multiaddr[] }
+
+/** where a node keeps the TCP ports it listened on */
+const PORTS_FILE = 'listen.json'
+
+/**
+ * Listen addresses with port 0 get the port this data directory's node listened on last time
+ * on the same IP, when that port is free now (else 0 again: a new port).
+ */
+async function reusePorts (listen: string[], dataDir: string): Promise<string[]> {
+  let saved: string[] = []
+  try {
+    const json = JSON.parse(await readFile(join(dataDir, PORTS_FILE), 'utf8'))
+    if (Array.isArray(json.addrs)) saved = json.addrs.filter((a: unknown): a is string => typeof a === 'string').slice(0, 32)
+  } catch {}
+  const out: string[] = []
+  for (const a of listen) {
+    const ma = multiaddr(a)
+    const parts = ma.getComponents()
+    const ip = parts.find(c => c.name === 'ip4' || c.name === 'ip6')
+    const tcpPart = parts.find(c => c.name === 'tcp')
+    if (ip?.value == null || tcpPart?.value !== '0' || parts.length !== 2) { out.push(a); continue }
+    const before = saved.map(s => { try { return multiaddr(s).getComponents() } catch { return [] } })
+      .find(c => c.length === 2 && c[0].name === ip.name && c[0].value === ip.value && c[1].name === 'tcp')
+    const port = Number(before?.[1].value)
+    out.push(Number.isInteger(port) && port > 0 && port < 65536 && await portFree(ip.value, port) ? `/${ip.name}/${ip.value}/tcp/${port}` : a)
+  }
+  return out
+}
+
+async function portFree (host: string, port: number): Promise<boolean> {
+  const { createServer } = await import('node:net')
+  return await new Promise(resolve => {
+    const srv = createServer()
+    srv.once('error', () => { resolve(false) })
+    srv.listen({ host, port, exclusive: true }, () => { srv.close(() => { resolve(true) }) })
+  })
+}
+
+async function savePorts (addrs: string[], dataDir: string): Promise<void> {
+  const file = join(dataDir, PORTS_FILE)
+  const tmp = `${file}.${process.pid}.tmp`
+  await writeFile(tmp, JSON.stringify({ addrs: addrs.filter(a => a.includes('/tcp/')).slice(0, 32) }))
+  await rename(tmp, file)
 }
 
 /** libp2p's peer store and the DHT's records on disk (datastore-fs: pure JavaScript, one file per key) */
@@ -266,6 +324,8 @@ export async function connectBootstrap (node: MeshNode, addrs: string[], timeout
   while (Date.now() < deadline) {
     const results = await Promise.allSettled(targets.map(async ma => node.dial(ma, { signal: AbortSignal.timeout(Math.max(500, deadline - Date.now())) })))
     const ok = results.filter(r => r.status === 'fulfilled').length
+    // libp2p redials a keep-alive peer when its connection drops (a bootstrap node restarting)
+    for (const r of results) if (r.status === 'fulfilled') await node.peerStore.merge(r.value.remotePeer, { tags: { [KEEP_ALIVE]: { value: 1 } } }).catch(() => {})
     if (ok > 0) {
       if (options.waitForDht !== false) await waitForDhtPeers(node, Math.max(1_000, deadline - Date.now()))
       return ok

@@ -122,9 +122,9 @@ describe('CLI commands without a mesh', function () {
     assert.equal(defaultMinExperts(5), 5)
   })
 
-  it('generate: words after -- belong to the prompt (parsed, then refused for want of --bootstrap)', async () => {
-    const r = await meshllm(['generate', '--', '--not-an-option'])
+  it('generate: words after -- belong to the prompt (parsed, then refused for --speculative with --via, never dialled)', async () => {
+    const r = await meshllm(['generate', '--speculative', '--via', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWHdvXGAZE54K4W6MuRY1fPZ29xKuMk7NBYwJTHRsg42fS', '--', '--not-an-option'])
     assert.equal(r.code, 2)
-    assert.match(r.stderr, /^meshllm: generate needs --bootstrap/)
+    assert.match(r.stderr, /^meshllm: --speculative and --drafter need --bootstrap/)
   })
 })
