@@ -7,7 +7,7 @@
  * Authority comes only from keyholder signatures inside the payload; gossipsub's own
  * signature only tells which peer published.
  */
-import { serviceCapabilities, type AbortOptions, type ComponentLogger, type DialProtocolOptions, type Logger, type PeerId, type PeerStore, type Stream, type Connection, type Startable, type TypedEventTarget, type Libp2pEvents, type IdentifyResult } from '@libp2p/interface'
+import { serviceCapabilities, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PeerStore, type Stream, type Connection, type Startable, type TypedEventTarget, type Libp2pEvents, type IdentifyResult } from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import type { GossipSub, TopicValidatorResult, Message as PubsubMessage } from '@libp2p/gossipsub'
 import { lpStream } from '@libp2p/utils'
@@ -19,6 +19,7 @@ import { Strikes } from '../node/blocklist.js'
 import { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic } from './gossip-score.js'
 import { RateLimitedError, RateLimiter, addressKey } from '../util/rate-limit.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
+import { streamTo } from '../node/reach.js'
 
 export { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic, RateLimitedError, addressKey }
 
@@ -65,7 +66,7 @@ export interface GovernanceEvents {
 export interface GovernanceComponents {
   peerId: PeerId
   registrar: Pick<Registrar, 'handle' | 'unhandle'>
-  connectionManager: Pick<ConnectionManager, 'getConnections' | 'openStream' | 'closeConnections'>
+  connectionManager: Pick<ConnectionManager, 'getConnections' | 'openConnection' | 'closeConnections'>
   /** the node's event bus (peer:identify starts a catch-up) */
   events: Pick<TypedEventTarget<Libp2pEvents>, 'addEventListener' | 'removeEventListener'>
   peerStore: Pick<PeerStore, 'get'>
@@ -90,7 +91,7 @@ export function componentsOf (node: MeshNode): GovernanceComponents {
     },
     connectionManager: {
       getConnections: (peer) => node.getConnections(peer),
-      openStream: async (peer, protocol, options) => await node.dialProtocol(peer, protocol, options as DialProtocolOptions),
+      openConnection: async (peer, options) => await node.dial(peer as PeerId, options),
       closeConnections: async (peer, options) => { await node.hangUp(peer, options) }
     },
     events: node,
@@ -198,8 +199,9 @@ export class GovernanceService implements Startable {
     // on a running node (new GovernanceService(node, state).start()) gossipsub is up already;
     // as a libp2p service, gossipsub starts alongside and the topic is joined in afterStart()
     if ((this.pubsub as { isStarted?: () => boolean } | undefined)?.isStarted?.() === true) this.joinTopic()
-    await this.components.registrar.handle(GOV_SYNC_PROTOCOL, this.handleSync, { maxInboundStreams: 32, maxOutboundStreams: 32 })
-    await this.components.registrar.handle(GOV_PUSH_PROTOCOL, this.handlePush, { maxInboundStreams: 8, maxOutboundStreams: 64 })
+    // peers behind NAT are reached through relays: limited connections
+    await this.components.registrar.handle(GOV_SYNC_PROTOCOL, this.handleSync, { maxInboundStreams: 32, maxOutboundStreams: 32, runOnLimitedConnection: true })
+    await this.components.registrar.handle(GOV_PUSH_PROTOCOL, this.handlePush, { maxInboundStreams: 8, maxOutboundStreams: 64, runOnLimitedConnection: true })
     this.components.events.addEventListener('peer:identify', this.onConnect)
     // anti-entropy: one catch-up from one random peer per RESYNC_MS, whatever else happened
     this.resyncTimer = setInterval(() => {
@@ -345,7 +347,7 @@ export class GovernanceService implements Startable {
   /** Pushes one envelope to one peer and reads its verdict (within 5 s, or until `options.signal`). */
   async pushTo (peer: PeerId, bytes: Uint8Array, options: AbortOptions = {}): Promise<PushAnswer> {
     const signal = withDeadline(options, 5_000)
-    const stream = await this.components.connectionManager.openStream(peer, GOV_PUSH_PROTOCOL, { signal })
+    const stream = await this.streamTo(peer, GOV_PUSH_PROTOCOL, { signal })
     const lp = lpStream(stream, lengthPrefixOptions(MAX_ENVELOPE_BYTES))
     try {
       await lp.write(bytes, { signal })
@@ -419,9 +421,15 @@ export class GovernanceService implements Startable {
    * MAX_SYNC_FORGERIES forgeries (a peer answering junk wastes at most that many checks).
    * The answer is read within 5 s, or until `options.signal` aborts.
    */
+  /** a governance stream to `peer`, on its open connection when there is one (a relayed one included) */
+  private async streamTo (peer: PeerId, protocol: string, options: AbortOptions): Promise<Stream> {
+    const cm = this.components.connectionManager
+    return await streamTo({ getConnections: (p) => cm.getConnections(p), dial: async (p, o) => await cm.openConnection(p, o) }, peer, protocol, options)
+  }
+
   async syncFrom (peer: PeerId, options: AbortOptions = {}): Promise<number> {
     const signal = options.signal ?? AbortSignal.timeout(5_000)
-    const stream = await this.components.connectionManager.openStream(peer, GOV_SYNC_PROTOCOL, { signal })
+    const stream = await this.streamTo(peer, GOV_SYNC_PROTOCOL, { signal })
     const lp = lpStream(stream, lengthPrefixOptions(MAX_ENVELOPE_BYTES))
     const got: Uint8Array[] = []
     try {

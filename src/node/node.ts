@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import type { Registry } from 'prom-client'
 import { PeerBlocklist } from './blocklist.js'
 import { assertDhtInternals, onRoutingTableAdd, removeFromRoutingTable, routingTableSize } from './dht-internals.js'
-import { publicListenAddresses, reachParts, trackUpgrades, type ReachOptions } from './reach.js'
+import { publicListenAddresses, reachParts, trackUpgrades, type ReachOptions, type ReachService } from './reach.js'
 
 /** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
 const DHT_NAMESPACE = 'meshllm'
@@ -71,6 +71,8 @@ export type MeshServices = {
   ping: unknown
   /** absent on a minimal node */
   pubsub?: GossipSub
+  /** relay reservations (absent on a minimal node) */
+  reach?: ReachService
 } & ServiceMap
 
 export type MeshNode = Libp2p<MeshServices & Record<string, any>>
@@ -327,7 +329,9 @@ export async function connectBootstrap (node: MeshNode, addrs: string[], timeout
     // libp2p redials a keep-alive peer when its connection drops (a bootstrap node restarting)
     for (const r of results) if (r.status === 'fulfilled') await node.peerStore.merge(r.value.remotePeer, { tags: { [KEEP_ALIVE]: { value: 1 } } }).catch(() => {})
     if (ok > 0) {
-      if (options.waitForDht !== false) await waitForDhtPeers(node, Math.max(1_000, deadline - Date.now()))
+      const dhtReady = options.waitForDht !== false && await waitForDhtPeers(node, Math.max(1_000, deadline - Date.now()))
+      // relay reservations once the DHT has peers (ReachService: never with an empty routing table)
+      if (dhtReady) await node.services.reach?.reserve().catch(() => {})
       return ok
     }
     lastErr = results.find(r => r.status === 'rejected')

@@ -18,8 +18,9 @@
  * register with `runOnLimitedConnection` and open their streams on an existing connection
  * (connectionFor): libp2p never reuses a limited connection for a new dial.
  */
-import type { Connection, Libp2p, PeerId, Transport } from '@libp2p/interface'
-import type { Multiaddr } from '@multiformats/multiaddr'
+import type { AbortOptions, Connection, Libp2p, PeerId, Stream, Transport } from '@libp2p/interface'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { TransportManager } from '@libp2p/interface-internal'
 import { isPrivateIp } from '@libp2p/utils'
 import { RateLimiter } from '../util/rate-limit.js'
 import { MAX_RESERVATIONS, MDNS_SERVICE_TAG, RELAY_DEFAULTS, type RelayLimits } from './reach-limits.js'
@@ -45,7 +46,10 @@ export async function reachParts (opts: ReachOptions, isBlocked: (peer: PeerId) 
   gater: { denyInboundRelayReservation: (peer: PeerId) => boolean, denyOutboundRelayedConnection: (source: PeerId, target: PeerId) => boolean, denyInboundRelayedConnection: (relay: PeerId, remote: PeerId) => boolean }
 }> {
   const [{ circuitRelayTransport, circuitRelayServer }, { dcutr }] = await Promise.all([import('@libp2p/circuit-relay-v2'), import('@libp2p/dcutr')])
-  const services: Record<string, (components: any) => unknown> = { dcutr: dcutr() }
+  const services: Record<string, (components: any) => unknown> = {
+    dcutr: dcutr(),
+    reach: (components: { transportManager: Pick<TransportManager, 'listen'> }) => new ReachService(components, Math.max(0, Math.min(opts.relayReservations ?? 0, MAX_RESERVATIONS)))
+  }
   let connects: RateLimiter | undefined
   if (opts.relay != null && opts.relay !== false) {
     const l: RelayLimits = { ...RELAY_DEFAULTS, ...(opts.relay === true ? {} : opts.relay) }
@@ -77,7 +81,7 @@ export async function reachParts (opts: ReachOptions, isBlocked: (peer: PeerId) 
   return {
     transports: [circuitRelayTransport({ reservationConcurrency: 1 })],
     services,
-    listen: new Array(Math.max(0, Math.min(opts.relayReservations ?? 0, MAX_RESERVATIONS))).fill('/p2p-circuit'),
+    listen: [],
     gater: {
       denyInboundRelayReservation: (peer) => isBlocked(peer),
       denyOutboundRelayedConnection: (source, target) => isBlocked(source) || isBlocked(target) || (connects != null && !connects.take(source.toString())),
@@ -133,6 +137,26 @@ export function isCircuit (ma: Multiaddr): boolean {
   return ma.getComponents().some(c => c.name === 'p2p-circuit')
 }
 
+/**
+ * The node's relay reservations, asked for once it has DHT peers (`reserve()`, after the
+ * bootstrap): libp2p's relay discovery falls back to a DHT random walk, which with an empty
+ * routing table spins without yielding and starves the node (the dial to the bootstrap peer
+ * never completes). Reservations come from a connected relay first (identify lists the HOP
+ * protocol), then from the peer store, then from the walk.
+ */
+export class ReachService {
+  readonly [Symbol.toStringTag] = '@meshllm/reach'
+  private reserved = false
+  constructor (private readonly components: { transportManager: Pick<TransportManager, 'listen'> }, readonly reservations: number) {}
+
+  /** starts holding the configured number of relay reservations (once; nothing when 0) */
+  async reserve (): Promise<void> {
+    if (this.reserved || this.reservations === 0) return
+    this.reserved = true
+    await this.components.transportManager.listen(new Array(this.reservations).fill(multiaddr('/p2p-circuit')))
+  }
+}
+
 /** per node: its direct connections opened while a relayed one to the same peer was open (DCUtR) */
 const upgradedByNode = new WeakMap<object, WeakSet<Connection>>()
 
@@ -158,6 +182,26 @@ export function reachOf (node: Pick<Libp2p, 'getConnections'>, peer: PeerId): Re
   if (conn == null) return undefined
   if (isCircuit(conn.remoteAddr)) return 'relayed'
   return upgradedByNode.get(node)?.has(conn) === true ? 'upgraded' : 'direct'
+}
+
+/**
+ * A stream to `peer`: on an open connection when there is one (a direct one first, a relayed
+ * one else: libp2p's dialer never reuses a limited connection and would open a second one
+ * through the relay), else on a new connection; a stream the existing connection refuses
+ * (closing under us) is tried once more on a new one.
+ */
+export async function streamTo (node: { getConnections: (peer: PeerId) => Connection[], dial: (peer: PeerId, options: AbortOptions) => Promise<Connection> }, peer: PeerId, protocol: string, options: AbortOptions & { maxOutboundStreams?: number } = {}): Promise<Stream> {
+  const opts = { ...options, runOnLimitedConnection: true }
+  const existing = connectionFor(node.getConnections(peer))
+  if (existing != null) {
+    try {
+      return await existing.newStream(protocol, opts)
+    } catch (err) {
+      if (options.signal?.aborted === true) throw err
+    }
+  }
+  const conn = await node.dial(peer, options)
+  return await conn.newStream(protocol, opts)
 }
 
 /**

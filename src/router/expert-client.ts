@@ -6,7 +6,7 @@ import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, typ
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../wire/infer-codec.js'
 import { ExpertError } from '../util/errors.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
-import { connectionFor, isCircuit } from '../node/reach.js'
+import { connectionFor, isCircuit, isPublicAddress, streamTo } from '../node/reach.js'
 
 /**
  * An expert answered HALTED. Its word alone halts nothing (only the router's own verified
@@ -184,22 +184,20 @@ export class ExpertSession {
 }
 
 /**
- * An /meshllm/infer stream to `peer`: on an open connection when there is one (a direct one
- * first; libp2p's dialer never reuses a relayed, limited connection and would open another),
- * else dialled. A fresh relayed connection gets a moment to be upgraded to a direct one
- * (DCUtR closes the relayed connection, and every stream on it, once it has).
+ * An /meshllm/infer stream to `peer` (streamTo: on an open connection when there is one). A
+ * fresh relayed connection first gets a moment to be upgraded to a direct one when this node
+ * has a public address the expert could dial back (DCUtR closes the relayed connection, and
+ * every stream on it, once it has); without one no upgrade can come, and it is used at once.
  */
 async function openInferStream (node: MeshNode, peer: PeerId, signal?: AbortSignal): Promise<Stream> {
-  let conn = connectionFor(node.getConnections(peer))
-  if (conn == null) conn = await node.dial(peer, { signal })
-  if (isCircuit(conn.remoteAddr) && Date.now() - conn.timeline.open < UPGRADE_WAIT_MS) {
+  const conn = connectionFor(node.getConnections(peer))
+  if (conn != null && isCircuit(conn.remoteAddr) && Date.now() - conn.timeline.open < UPGRADE_WAIT_MS && node.getMultiaddrs().some(a => !isCircuit(a) && isPublicAddress(a))) {
     await directWithin(node, peer, UPGRADE_WAIT_MS - (Date.now() - conn.timeline.open), signal)
-    conn = connectionFor(node.getConnections(peer)) ?? conn
   }
-  return await conn.newStream(INFER_PROTOCOL, { signal, runOnLimitedConnection: true })
+  return await streamTo(node, peer, INFER_PROTOCOL, { signal })
 }
 
-/** how long a relayed connection may still be upgraded to a direct one before a session uses it (ms) */
+/** how long a fresh relayed connection may still be upgraded to a direct one before a session uses it (ms) */
 export const UPGRADE_WAIT_MS = 3_000
 
 /** resolves once `peer` has an open direct connection, or after `ms` */
