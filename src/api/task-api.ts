@@ -1,12 +1,14 @@
 /**
- * The task facade of the API: SubmitSelfTask, GetTask and ListTasks over the API's task store
- * (src/api/tasks.ts; not the agent's own store, src/agent/store.ts). Every field a caller
- * gives is bounded here; each task is assessed (tier, approval) against the governance state.
+ * The task facade of the API: SubmitSelfTask, GetTask and ListTasks over the node's one task
+ * table (src/tasks/store.ts), where the agent's tasks are too: ListTasks and GetTask show
+ * both (`origin`). Every field a caller gives is bounded here; each submitted task is
+ * assessed (tier, approval) against the governance state. Nothing runs a submitted task.
  */
 import type { GovernanceService } from '../governance/service.js'
 import type { GovernanceSnapshot } from '../governance/state.js'
 import { ApiError, invalid } from './errors.js'
-import { TASK_STATUSES, assessTask, type TaskRecord, type TaskStatus, type TaskStore } from './tasks.js'
+import { TASK_STATUSES, assessTask, type TaskRecord, type TaskStatus } from '../tasks/model.js'
+import type { TaskStore } from '../tasks/store.js'
 
 /** the bounds of a submitted task */
 export const TASK_LIMITS = Object.freeze({
