@@ -5,11 +5,11 @@
  *   meshllm agent --interval <1m…24h> --bootstrap <multiaddr>… [same options]     (runs until SIGINT/SIGTERM or a HALT)
  *   meshllm tasks [--db <file>] [--state <state>] [--limit <n>] [--json]
  *
- * The database defaults to $MESHLLM_AGENT_DB or ~/.meshllm/agent.db; `:memory:` keeps nothing.
- * Its task table is the node's one (src/tasks/store.ts): the API's tasks are listed too.
+ * The database defaults to $MESHLLM_AGENT_DB, else the task database of `meshllm join`'s default
+ * data directory (`<data dir>/tasks.sqlite`): one table for the agent's tasks and the API's;
+ * `:memory:` keeps nothing.
  */
-import { homedir } from 'node:os'
-import { join } from 'node:path'
+import { defaultDataDir, taskDbPath } from '../node/data-dir.js'
 import { MeshPeer } from '../peer/mesh-peer.js'
 import { GENERATE_DEFAULTS } from '../router/options.js'
 import { governanceConfigFrom, refuseDevGovernanceOffLoopback } from '../cli/governance-cli.js'
@@ -28,8 +28,9 @@ async function usage (message: string): Promise<never> {
   throw new UsageError(message)
 }
 
-export function defaultAgentDb (): string {
-  return process.env.MESHLLM_AGENT_DB ?? join(homedir(), '.meshllm', 'agent.db')
+/** `--db` when not given: $MESHLLM_AGENT_DB, else `<default data dir>/tasks.sqlite` (the file `meshllm join` without --data-dir serves its API from) */
+export function defaultAgentDb (env: NodeJS.ProcessEnv = process.env): string {
+  return env.MESHLLM_AGENT_DB != null && env.MESHLLM_AGENT_DB !== '' ? env.MESHLLM_AGENT_DB : taskDbPath(defaultDataDir(env))
 }
 
 /** "90s", "5m", "1h", "60000" (ms) → ms */

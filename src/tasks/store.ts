@@ -5,8 +5,8 @@
  * with the human decisions on them (`approvals`). The API lists it (ListTasks), `meshllm
  * tasks` lists it, and the agent's cycles and samples (src/agent/store.ts) live in the same
  * database, on the same connection (`db`). Under `meshllm join` the file is
- * `<data-dir>/tasks.sqlite`; `meshllm agent --db` and `meshllm tasks --db` open any file;
- * ':memory:' keeps nothing.
+ * `<data-dir>/tasks.sqlite` (`taskDbPath`, src/node/data-dir.ts), the default of `meshllm
+ * agent` and `meshllm tasks` too; ':memory:' keeps nothing.
  *
  * Nothing runs a queued task: the API records and lists, the agent runs its own read-only
  * actions before it records them. A task changes once at most: a human rejection

@@ -19,6 +19,7 @@ import { GovernanceState } from '../../src/governance/state.js'
 import { GovernanceService } from '../../src/governance/service.js'
 import { startApi, protoPath, LOADER_OPTIONS, type ApiHandle } from '../../src/api/index.js'
 import { AgentStore } from '../../src/agent/store.js'
+import { taskDbPath } from '../../src/node/data-dir.js'
 
 type Client = grpc.Client & Record<string, any>
 
@@ -42,7 +43,7 @@ describe('API tasks: SubmitSelfTask, GetTask, ListTasks over the one task table'
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'meshllm-api-tasks-'))
-    file = join(dir, 'tasks.sqlite')
+    file = taskDbPath(dir)
     const keys = await Promise.all([1, 2, 3].map(async () => await generateKeyPair('Ed25519')))
     const config = { meshId: `api-tasks-${Date.now()}`, keyholders: keys.map(k => ({ publicKey: k.publicKey.raw })), thresholds: defaultThresholds(3), reviewPeriodMs: 3_600_000, revertOnHalt: 3 }
     node = await createMeshNode({ listen: [], dhtServer: false })

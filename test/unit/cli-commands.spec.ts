@@ -15,6 +15,7 @@ import { defaultMinExperts } from '../../src/agent/cli.js'
 import { GENERATE_DEFAULTS } from '../../src/router/options.js'
 import { TaskStore } from '../../src/tasks/store.js'
 import { assessTask } from '../../src/tasks/model.js'
+import { defaultDataDir, taskDbPath } from '../../src/node/data-dir.js'
 import { meshllm } from '../helpers/cli.js'
 
 const isUsage = (err: any): boolean => err?.name === 'UsageError'
@@ -120,24 +121,25 @@ describe('CLI commands without a mesh', function () {
     })
   })
 
-  it('meshllm tasks lists the node\'s one task table: the agent\'s tasks and the API\'s, filtered by the agent\'s state', async () => {
+  it('meshllm tasks lists the node\'s one task table: the agent\'s tasks and the API\'s, filtered by the agent\'s state; by default the file join serves its API from', async () => {
     const home = await mkdtemp(join(tmpdir(), 'meshllm-tasks-'))
     try {
-      const file = join(home, 'tasks.sqlite')
+      // what `meshllm join` (no --data-dir) serves its API from, with MESHLLM_HOME set
+      const file = taskDbPath(defaultDataDir({ MESHLLM_HOME: home }))
       const store = new TaskStore(file)
       const submitted = store.add({ type: 'flag_expert', params: { expert: 'E1', reason: 'slow' }, description: 'look at E1', source: 'grpc' }, assessTask('flag_expert', { expert: 'E1', reason: 'slow' }, { readOnly: false, phase: 0 }))
       const recorded = store.addAgentTask({ cycle: 1, domain: 'security', title: 'security audit, cycle 1: no issue', rationale: 'every cycle', evidence: ['spot check a vs b'], actions: [{ type: 'report', params: { title: 'audit' }, tier: 'READ_ONLY', known: true, state: 'executed', reason: '', needs: [] }], output: '# audit', source: 'audit' })
       store.close()
-      const text = await meshllm(['tasks', '--db', file])
+      const text = await meshllm(['tasks'], { MESHLLM_HOME: home })
       assert.equal(text.code, 0, text.stderr)
       assert.deepEqual(text.stdout.split('\n').filter(l => l.startsWith('task_')), [
         `${recorded.id}  [executed]  security: security audit, cycle 1: no issue`,
         `${submitted.id}  [awaiting_review]  api: look at E1`
       ])
-      const json = await meshllm(['tasks', '--db', file, '--json', '--state', 'awaiting_review'])
+      const json = await meshllm(['tasks', '--json', '--state', 'awaiting_review'], { MESHLLM_HOME: home })
       assert.equal(json.code, 0, json.stderr)
       assert.deepEqual(JSON.parse(json.stdout), { tasks: [{ id: submitted.id, domain: '', title: '', rationale: 'look at E1', evidence: [], actions: [{ type: 'flag_expert', tier: 'SUGGEST', params: { expert: 'E1', reason: 'slow' } }], state: 'awaiting_review', origin: 'api' }] })
-      const bad = await meshllm(['tasks', '--db', file, '--state', 'done'])
+      const bad = await meshllm(['tasks', '--state', 'done'], { MESHLLM_HOME: home })
       assert.equal(bad.code, 2)
     } finally {
       await rm(home, { recursive: true, force: true })

@@ -17,6 +17,8 @@ import { AgentStore } from '../../src/agent/store.js'
 import { TasksApi } from '../../src/api/task-api.js'
 import { toApiError } from '../../src/api/errors.js'
 import { listTasks } from '../../src/agent/agent.js'
+import { defaultAgentDb } from '../../src/agent/cli.js'
+import { defaultDataDir, taskDbPath } from '../../src/node/data-dir.js'
 
 const { DatabaseSync } = createRequire(import.meta.url)('node:sqlite') as typeof import('node:sqlite')
 const PHASE0 = { readOnly: false, phase: 0 }
@@ -109,7 +111,7 @@ describe('tasks: the one task table', () => {
   })
 
   it('one file: join\'s API and `meshllm agent` (two connections, as two processes have) see each other\'s tasks', async () => {
-    const file = join(await tmp(), 'tasks.sqlite')
+    const file = taskDbPath(await tmp())
     const api = new TasksApi(new TaskStore(file), undefined, true)
     const agent = new AgentStore(file)
     try {
@@ -125,10 +127,14 @@ describe('tasks: the one task table', () => {
     const again = new TaskStore(file)
     assert.equal(again.count(), 2, 'persisted')
     again.close()
+    // `meshllm agent` / `meshllm tasks` default to the file `meshllm join` serves its API from
+    assert.equal(defaultAgentDb({ MESHLLM_HOME: '/srv/mesh' }), taskDbPath(defaultDataDir({ MESHLLM_HOME: '/srv/mesh' })))
+    assert.equal(defaultAgentDb({ MESHLLM_HOME: '/srv/mesh' }), '/srv/mesh/node/tasks.sqlite')
+    assert.equal(defaultAgentDb({ MESHLLM_AGENT_DB: '/tmp/x.db', MESHLLM_HOME: '/srv/mesh' }), '/tmp/x.db')
   })
 
   it('two processes writing one file at once (join\'s API, `meshllm agent`): every insert lands, none is refused as busy', async () => {
-    const file = join(await tmp(), 'tasks.sqlite')
+    const file = taskDbPath(await tmp())
     new TaskStore(file).close()
     const storeUrl = new URL('../../src/tasks/store.js', import.meta.url).href
     const script = `const { TaskStore } = await import(${JSON.stringify(storeUrl)}); const s = new TaskStore(${JSON.stringify(file)});
