@@ -83,7 +83,7 @@ export class MeshApi {
       closed: () => this.closed
     }
     this.governance = new GovernanceApi(ctx)
-    this.status = new StatusApi(ctx, this.governance, () => this.experts.local)
+    this.status = new StatusApi(ctx, this.governance, () => this.experts.local, () => this.tasks.latest(10))
     this.experts = new ExpertsApi(ctx, this.governance, this.status, opts.expert, opts.attachDefaults)
     this.generation = new GenerationApi(ctx, this.governance, this.status, opts.chatTemplate)
     this.tasks = new TasksApi(opts.tasks ?? new TaskStore(':memory:'), opts.governance, opts.tasks == null)

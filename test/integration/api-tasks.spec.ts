@@ -2,7 +2,8 @@
  * The task RPCs over the node's one task table (src/tasks/store.ts), as `meshllm join` serves
  * them: the API's store a SQLite file, a routing node with governance (phase 0), no experts
  * (no task RPC needs one). SubmitSelfTask / GetTask / ListTasks through @grpc/grpc-js built
- * from the .proto; the agent's tasks recorded through a second connection to the same file.
+ * from the .proto; the agent's tasks recorded through a second connection to the same file;
+ * the same tasks on GET /api/tasks and in the dashboard (Chromium).
  */
 import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -10,6 +11,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
+import { existsSync } from 'node:fs'
+import { chromium } from 'playwright-core'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createMeshNode, type MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
@@ -51,7 +54,7 @@ describe('API tasks: SubmitSelfTask, GetTask, ListTasks over the one task table'
     tokenizer = await RouterTokenizer.load('meshtest-c')
     gov = new GovernanceService(node, new GovernanceState(config))
     await gov.start()
-    api = await startApi({ node, router: new Router(node, tokenizer), governance: gov, grpc: '127.0.0.1:0', tasks: file })
+    api = await startApi({ node, router: new Router(node, tokenizer), governance: gov, grpc: '127.0.0.1:0', http: '127.0.0.1:0', tasks: file })
     const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(protoPath(), LOADER_OPTIONS)) as any
     client = new pkg.meshllm.v1.MeshLLM(`127.0.0.1:${api.grpcPort}`, grpc.credentials.createInsecure())
   })
@@ -153,5 +156,47 @@ describe('API tasks: SubmitSelfTask, GetTask, ListTasks over the one task table'
     agentStore.close()
     assert.equal(api.api.tasks.store.db.isOpen, true, 'the API\'s store stays open')
     assert.equal((await unary(client, 'ListTasks', {})).total, before.total + 1)
+  })
+  it('the same table over HTTP: GET /api/tasks (ListTasks\' bounds) and the dashboard\'s task list (Chromium)', async () => {
+    const base = `http://127.0.0.1:${api.httpPort}`
+    const grpcList = await unary(client, 'ListTasks', {})
+    const r = await fetch(`${base}/api/tasks?limit=500`)
+    assert.equal(r.status, 200)
+    const body = await r.json() as any
+    assert.equal(body.total, grpcList.total)
+    assert.deepEqual(body.tasks.map((t: any) => [t.id, t.origin, t.status]), grpcList.tasks.map((t: any) => [t.id, t.origin, t.status]))
+    assert.ok(body.tasks.some((t: any) => t.origin === 'agent' && t.state === 'rejected'))
+    const queued = await (await fetch(`${base}/api/tasks?status=queued&limit=1&offset=1`)).json() as any
+    assert.equal(queued.tasks.length, 1)
+    for (const q of ['status=executed', 'limit=501', 'limit=-1', 'offset=x']) {
+      const bad = await fetch(`${base}/api/tasks?${q}`)
+      assert.equal(bad.status, 400, q)
+      assert.equal((await bad.json() as any).error.type, 'invalid_request_error')
+    }
+    assert.equal((await fetch(`${base}/api/tasks`, { method: 'POST' })).status, 405)
+    const snap = await (await fetch(`${base}/api/dashboard`)).json() as any
+    assert.equal(snap.tasks.total, grpcList.total)
+    assert.deepEqual(snap.tasks.latest.map((t: any) => t.id), grpcList.tasks.slice(0, 10).map((t: any) => t.id))
+
+    const CHROMIUM = '/usr/bin/chromium'
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: .ci/run installs Debian chromium`)
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] })
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+      const errors: string[] = []
+      page.on('pageerror', e => { errors.push(e.message) })
+      await page.goto(base + '/')
+      await page.waitForFunction("document.querySelectorAll('#tasks tr[data-task]').length > 0", undefined, { timeout: 15_000 })
+      const rows = await page.$$eval('#tasks tr[data-task]', els => els.map(e => [e.getAttribute('data-task'), e.getAttribute('data-origin'), e.textContent]))
+      assert.deepEqual(rows.map(x => x[0]), snap.tasks.latest.map((t: any) => t.id))
+      const agentRow = rows.find(x => x[1] === 'agent')!
+      assert.match(agentRow[2] ?? '', /agent \(mesh\).*rejected.*DEPLOY_MINOR.*change_aggregation_rule.*network: the DHT routing table is empty/)
+      assert.ok(rows.some(x => x[1] === 'api' && /api \(grpc\).*blocked.*SANDBOX_TEST.*adjust_k/.test(x[2] ?? '')))
+      assert.match((await page.textContent('#tasks-total')) ?? '', new RegExp(`\\(${String(grpcList.total)}\\)`))
+      assert.deepEqual(errors, [])
+      await page.close()
+    } finally {
+      await browser.close()
+    }
   })
 })

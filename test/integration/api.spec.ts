@@ -352,6 +352,7 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
         const wrong = new OpenAI({ baseURL: `http://127.0.0.1:${sec.httpPort}/v1`, apiKey: 'wrong-token', maxRetries: 0 })
         await assert.rejects(wrong.models.list(), (e: any) => e instanceof OpenAI.AuthenticationError && e.status === 401)
         assert.equal((await fetch(`http://127.0.0.1:${sec.httpPort}/metrics`)).status, 401)
+        assert.equal((await fetch(`http://127.0.0.1:${sec.httpPort}/api/tasks`)).status, 401, 'the task table is behind the token too')
         assert.equal((await fetch(`http://127.0.0.1:${sec.httpPort}/healthz`)).status, 200)
         const right = new OpenAI({ baseURL: `http://127.0.0.1:${sec.httpPort}/v1`, apiKey: token, maxRetries: 0 })
         const ids: string[] = []
