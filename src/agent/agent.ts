@@ -15,7 +15,8 @@ import { canonicalJson } from '../governance/motions.js'
 import { HaltedError } from '../util/errors.js'
 import { JsonConstraint } from './json-constraint-tokens.js'
 import { buildPrompt, meaningful, mergeEvidence, taskView, tokenizerPieceTable, type TaskView } from './task-text.js'
-import { AgentStore, type CycleState, type StoredTask, type TaskAction, type TaskState } from './store.js'
+import type { AgentStore, CycleState } from './store.js'
+import type { ActionState, TaskAction, TaskRecord } from '../tasks/model.js'
 import { TrafficMonitor, collectMetrics, metricsToSamples, type InjectedMetrics, type MeshMetrics, type PreviousSummary } from './observe.js'
 import { allowedActionTypes, detect, type DetectorConfig, type Finding } from './detectors.js'
 import { DEFAULT_LIMITS, checkTaskShape, taskSchema, type ProposedAction, type TaskLimits } from './task-schema.js'
@@ -78,8 +79,8 @@ export interface CycleReport {
   suppressed: string[]
   /** stream → experts serving it this cycle (disjoint) */
   streams: Record<string, string[]>
-  /** tasks stored by this cycle, as stored */
-  stored: StoredTask[]
+  /** tasks stored by this cycle, as stored (the node's task table: src/tasks/store.ts) */
+  stored: TaskRecord[]
   /** the same, in the CLI's JSON shape */
   tasks: TaskView[]
   audit?: { spotChecks: SpotCheck[], governance: GovPeerCheck[] }
@@ -90,8 +91,8 @@ export const DEFAULT_DOMAINS = ['security', 'scheduler', 'network', 'capacity', 
 const AUDIT_PROMPTS = ['The kernel', 'Once upon a time', 'The weather today is', 'In the beginning', 'A network is']
 
 const SEVERITY_ORDER = { critical: 0, warning: 1, info: 2 } as const
-/** precedence of action states for the task's state */
-const STATE_ORDER: TaskState[] = ['rejected', 'blocked', 'awaiting_quorum', 'awaiting_review', 'queued', 'executed']
+/** a task's priority in the task table: its finding's severity (the audit: 0) */
+const SEVERITY_PRIORITY = { critical: 2, warning: 1, info: 0 } as const
 
 interface Stream { name: string, experts: string[], findings: Finding[] }
 interface CycleContext {
@@ -252,7 +253,7 @@ export class Agent {
       const all = detect(metrics, prev, cfg).sort((a, b) => SEVERITY_ORDER[a.severity] - SEVERITY_ORDER[b.severity])
       const findings: Finding[] = []
       for (const f of all) {
-        if (store.openTaskFor(f.key, since) != null) report.suppressed.push(f.key)
+        if (store.tasks.openTaskFor(f.key, since) != null) report.suppressed.push(f.key)
         else findings.push(f)
       }
       report.findings = findings.slice(0, cfg.maxFindings ?? 8)
@@ -313,7 +314,7 @@ export class Agent {
       store.endCycle(cycle, report.state as CycleState, report.mode, { ...summary, ...(report.haltReason != null ? { haltReason: report.haltReason } : {}), ...(report.error != null ? { error: report.error } : {}) }, report.endedAt)
       store.prune(report.endedAt)
     }
-    report.stored = store.tasksOfCycle(cycle)
+    report.stored = store.tasks.ofCycle(cycle)
     report.tasks = report.stored.map(taskView)
     return report
   }
@@ -396,8 +397,8 @@ export class Agent {
     })
   }
 
-  /** classifies and gates every action, runs the read-only ones, stores the task */
-  private record (ctx: CycleContext, t: { domain: string, title: string, rationale: string, evidence: string[], actions: ProposedAction[] }, source: string, f: Finding | undefined, meta: Record<string, unknown>): StoredTask {
+  /** classifies and gates every action, runs the read-only ones, stores the task (its state: its actions' worst, src/tasks/model.ts) */
+  private record (ctx: CycleContext, t: { domain: string, title: string, rationale: string, evidence: string[], actions: ProposedAction[] }, source: string, f: Finding | undefined, meta: Record<string, unknown>): TaskRecord {
     const snapshot = this.o.governance?.state.snapshot() ?? { phase: 0, readOnly: false }
     const gctx = gateContext(snapshot, this.now())
     const outputs: string[] = []
@@ -405,7 +406,7 @@ export class Agent {
       const action = { type: a.type, params: a.params }
       const c = classifyAction(action)
       const d = gate(action, gctx)
-      let state: TaskState
+      let state: ActionState
       let reason = d.reason
       let needs = d.needs
       if (!c.known) state = 'rejected'
@@ -421,15 +422,14 @@ export class Agent {
       else state = 'awaiting_review' // SUGGEST and SANDBOX_TEST: never on their own
       return { type: a.type, params: a.params, tier: Tier[c.tier], known: c.known, state, reason, needs }
     })
-    const state = STATE_ORDER.find(s => actions.some(a => a.state === s)) ?? 'queued'
-    return this.store.addTask({
+    return this.store.tasks.addAgentTask({
       cycle: ctx.cycle,
       domain: t.domain,
       title: t.title,
       rationale: t.rationale,
       evidence: t.evidence,
       actions,
-      state,
+      priority: f != null ? SEVERITY_PRIORITY[f.severity] : 0,
       ...(outputs.length > 0 ? { output: outputs.join('\n\n') } : {}),
       source,
       ...(f != null ? { findingKey: f.key } : {}),

@@ -5,10 +5,11 @@
  *   meshllm agent --interval <1m…24h> --bootstrap <multiaddr>… [same options]     (runs until SIGINT/SIGTERM or a HALT)
  *   meshllm tasks [--db <file>] [--state <state>] [--limit <n>] [--json]
  *
- * The database defaults to $MESHLLM_AGENT_DB or ~/.meshllm/agent.db; `:memory:` keeps nothing.
+ * The database defaults to $MESHLLM_AGENT_DB, else the task database of `meshllm join`'s default
+ * data directory (`<data dir>/tasks.sqlite`): one table for the agent's tasks and the API's;
+ * `:memory:` keeps nothing.
  */
-import { homedir } from 'node:os'
-import { join } from 'node:path'
+import { defaultDataDir, taskDbPath } from '../node/data-dir.js'
 import { MeshPeer } from '../peer/mesh-peer.js'
 import { GENERATE_DEFAULTS } from '../router/options.js'
 import { governanceConfigFrom, refuseDevGovernanceOffLoopback } from '../cli/governance-cli.js'
@@ -16,7 +17,9 @@ import { parseMultiaddr } from '../node/node.js'
 import { HaltedError } from '../util/errors.js'
 import { Agent, listTasks, type AgentConfig, type CycleReport, type TaskView } from './agent.js'
 import { runAgentOnce } from './once.js'
-import { AgentStore, TASK_STATES, type TaskState } from './store.js'
+import { AgentStore } from './store.js'
+import { TaskStore } from '../tasks/store.js'
+import { TASK_STATES, type TaskState } from '../tasks/model.js'
 import { UsageError } from '../cli/errors.js'
 import { intOption, type Values } from '../cli/args.js'
 import { TASKS_LIMIT_DEFAULT } from '../cli/defaults.js'
@@ -25,8 +28,9 @@ async function usage (message: string): Promise<never> {
   throw new UsageError(message)
 }
 
-export function defaultAgentDb (): string {
-  return process.env.MESHLLM_AGENT_DB ?? join(homedir(), '.meshllm', 'agent.db')
+/** `--db` when not given: $MESHLLM_AGENT_DB, else `<default data dir>/tasks.sqlite` (the file `meshllm join` without --data-dir serves its API from) */
+export function defaultAgentDb (env: NodeJS.ProcessEnv = process.env): string {
+  return env.MESHLLM_AGENT_DB != null && env.MESHLLM_AGENT_DB !== '' ? env.MESHLLM_AGENT_DB : taskDbPath(defaultDataDir(env))
 }
 
 /** "90s", "5m", "1h", "60000" (ms) → ms */
@@ -41,7 +45,7 @@ export function formatTasks (tasks: TaskView[]): string {
   if (tasks.length === 0) return 'no tasks\n'
   const lines: string[] = []
   for (const t of tasks) {
-    lines.push(`${t.id}  [${t.state}]  ${t.domain}: ${t.title}`)
+    lines.push(t.origin === 'api' ? `${t.id}  [${t.state}]  api: ${t.rationale !== '' ? t.rationale.split('\n')[0].slice(0, 160) : t.actions[0]?.type ?? ''}` : `${t.id}  [${t.state}]  ${t.domain}: ${t.title}`)
     for (const a of t.actions) lines.push(`    ${a.type} (${a.tier}) ${JSON.stringify(a.params).slice(0, 160)}`)
     for (const e of t.evidence) lines.push(`    · ${e}`)
   }
@@ -111,7 +115,7 @@ export async function agentCommand (values: Values): Promise<void> {
 export async function tasksCommand (values: Values): Promise<void> {
   if (values.state != null && !TASK_STATES.includes(values.state)) await usage(`--state must be one of ${TASK_STATES.join(', ')}, got "${values.state}"`)
   const limit = intOption(values.limit, 'limit', 1)
-  const store = new AgentStore(values.db ?? defaultAgentDb())
+  const store = new TaskStore(values.db ?? defaultAgentDb())
   try {
     const tasks = listTasks(store, { state: values.state as TaskState | undefined, limit: limit ?? TASKS_LIMIT_DEFAULT })
     process.stdout.write(values.json === true ? JSON.stringify({ tasks }) + '\n' : formatTasks(tasks))

@@ -11,3 +11,6 @@ export * from './audit.js'
 export * from './agent.js'
 export * from './once.js'
 export { agentCommand, tasksCommand, formatTasks, parseInterval, defaultAgentDb } from './cli.js'
+// the node's task table the agent records into (shared with the API)
+export { TaskStore } from '../tasks/store.js'
+export { TASK_STATES, ACTION_STATES, stateOf, outputOf, type TaskAction, type TaskRecord, type TaskState, type ActionState, type AgentTask } from '../tasks/model.js'

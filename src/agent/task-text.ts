@@ -6,7 +6,8 @@
 import type { RouterTokenizer } from '../router/tokenizer.js'
 import { ACTIONS, Tier } from '../governance/tiers.js'
 import { buildPieceTable, type PieceTable } from './json-constraint-tokens.js'
-import type { AgentStore, StoredTask, TaskState } from './store.js'
+import type { TaskStore } from '../tasks/store.js'
+import type { TaskOrigin, TaskRecord, TaskState } from '../tasks/model.js'
 import type { Finding } from './detectors.js'
 
 /** one action in the `meshllm agent --json` / `meshllm tasks --json` output */
@@ -20,7 +21,10 @@ export interface TaskView {
   rationale: string
   evidence: string[]
   actions: TaskActionView[]
+  /** the agent's view of the task's status and approval (src/tasks/model.ts stateOf) */
   state: TaskState
+  /** 'agent' (proposed, reported or audited by the agent) or 'api' (SubmitSelfTask: no domain or title, its description as rationale) */
+  origin: TaskOrigin
 }
 
 const pieceTables = new WeakMap<object, PieceTable>()
@@ -76,19 +80,20 @@ export function mergeEvidence (model: readonly string[], detector: readonly stri
   return { evidence: out, filled }
 }
 
-export function taskView (t: StoredTask): TaskView {
+export function taskView (t: TaskRecord): TaskView {
   return {
     id: t.id,
     domain: t.domain,
     title: t.title,
-    rationale: t.rationale,
+    rationale: t.description,
     evidence: t.evidence,
     actions: t.actions.map(a => ({ type: a.type, tier: a.tier, params: a.params })),
-    state: t.state
+    state: t.state,
+    origin: t.origin
   }
 }
 
-/** tasks for `meshllm tasks`: newest first */
-export function listTasks (store: AgentStore, opts: { state?: TaskState, limit?: number, offset?: number } = {}): TaskView[] {
-  return store.tasks(opts).map(taskView)
+/** tasks for `meshllm tasks`: the node's task table (the agent's and the API's), newest first */
+export function listTasks (store: TaskStore, opts: { state?: TaskState, limit?: number, offset?: number } = {}): TaskView[] {
+  return store.list(opts).tasks.map(taskView)
 }

@@ -49,6 +49,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   #gov-log .rej { color:var(--bad); }
   #gov-log .acc { color:var(--ok); }
   .gen { grid-column: 1 / -1; }
+  #tasks td:last-child { white-space:normal; }
   .row { display:flex; gap:8px; flex-wrap:wrap; align-items:center; }
   textarea, input, select, button { background:#0c111b; color:var(--text); border:1px solid var(--line); border-radius:6px; padding:6px 8px; font:inherit; }
   textarea { width:100%; min-height:56px; resize:vertical; }
@@ -115,6 +116,13 @@ export const DASHBOARD_HTML = `<!doctype html>
     </div>
     <div id="output"></div>
     <div id="gen-stats"></div>
+  </section>
+  <section class="gen">
+    <h2>Tasks <span id="tasks-total" style="text-transform:none; letter-spacing:0"></span></h2>
+    <table id="tasks">
+      <thead><tr><th>created</th><th>by</th><th>state</th><th>approval</th><th>tier</th><th>action</th><th>task</th></tr></thead>
+      <tbody></tbody>
+    </table>
   </section>
 </main>
 <script>
@@ -209,6 +217,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     renderGraph(st);
     renderTable(st);
     renderGov(snapshot.governance);
+    renderTasks(snapshot.tasks);
     renderStats(st);
     renderModels(st);
     drawChart();
@@ -280,6 +289,16 @@ export const DASHBOARD_HTML = `<!doctype html>
     $('gov-log').innerHTML = (g.recent || []).map(function (e) {
       return '<li><span class="' + (e.accepted ? 'acc' : 'rej') + '">' + (e.accepted ? '✓' : '✗') + ' ' + esc(e.kind) + '</span> v' + e.version + ' · ' + esc(e.detail) + ' <span style="color:var(--dim)">(' + esc(e.via) + ', ' + new Date(e.atMs).toLocaleTimeString() + ')</span></li>';
     }).join('') || '<li style="color:var(--dim)">no governance messages yet</li>';
+  }
+
+  // the node's task table: the agent's tasks and those submitted through the API (newest first)
+  function renderTasks(t) {
+    if (!t) return;
+    $('tasks-total').textContent = '(' + t.total + ')';
+    document.querySelector('#tasks tbody').innerHTML = t.latest.map(function (x) {
+      return '<tr data-task="' + esc(x.id) + '" data-origin="' + esc(x.origin) + '"><td>' + new Date(x.createdAtMs).toLocaleTimeString() + '</td><td>' + esc(x.origin === 'agent' ? 'agent (' + x.source + ')' : 'api' + (x.source ? ' (' + x.source + ')' : '')) +
+        '</td><td>' + esc(x.state) + '</td><td>' + esc(x.approval) + '</td><td>' + esc(x.tierName) + '</td><td>' + esc(x.type) + '</td><td>' + esc((x.domain ? x.domain + ': ' : '') + x.title) + '</td></tr>';
+    }).join('') || '<tr><td colspan="7" style="color:var(--dim)">no tasks yet</td></tr>';
   }
 
   function renderStats(st) {

@@ -42,7 +42,8 @@ export function toApiError (err: unknown): ApiError {
     case 'TimeoutError': return new ApiError('deadline_exceeded', message.length > 0 ? message : 'deadline exceeded', null, 'timeout')
     case 'AbortError': return new ApiError('deadline_exceeded', 'the request was cancelled or its deadline passed', null, 'cancelled')
     case 'GovernanceKeyError': case 'EnvelopeError': case 'GovernanceConfigError': return new ApiError('invalid_argument', message)
-    case 'UsageError': case 'BadMultiaddrError': case 'RangeError': return new ApiError('invalid_argument', message)
+    case 'UsageError': case 'BadMultiaddrError': case 'RangeError': case 'InvalidTaskError': return new ApiError('invalid_argument', message)
+    case 'TaskNotFoundError': return new ApiError('not_found', message, 'id', 'task_not_found')
     default: return new ApiError('internal', message)
   }
 }

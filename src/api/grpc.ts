@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { statSync } from 'node:fs'
 import { ApiError, GRPC_CODE, invalid, toApiError } from './errors.js'
 import type { MeshApi } from './service.js'
-import type { TaskRecord } from './tasks.js'
+import type { TaskRecord } from '../tasks/model.js'
 import { resultSummary, type GenerateResult } from '../router/router.js'
 import { tokenMatches, type TlsOptions } from './auth.js'
 
@@ -86,6 +86,11 @@ export interface TaskProto {
   createdAtMs: number
   updatedAtMs: number
   resultJson: string
+  origin: string
+  title: string
+  domain: string
+  evidence: string[]
+  actionsJson: string
 }
 
 function taskToProto (t: TaskRecord): TaskProto {
@@ -105,7 +110,12 @@ function taskToProto (t: TaskRecord): TaskProto {
     source: t.source,
     createdAtMs: t.createdAtMs,
     updatedAtMs: t.updatedAtMs,
-    resultJson: t.result !== undefined ? JSON.stringify(t.result) : ''
+    resultJson: t.result !== undefined ? JSON.stringify(t.result) : '',
+    origin: t.origin,
+    title: t.title,
+    domain: t.domain,
+    evidence: t.evidence,
+    actionsJson: JSON.stringify(t.actions)
   }
 }
 

@@ -115,6 +115,13 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
         if (!allow('GET')) return
         sendJson(res, 200, api.governance.state())
         return
+      case '/api/tasks': {
+        // ListTasks over HTTP: the node's task table, the agent's tasks and the submitted ones
+        if (!allow('GET')) return
+        const q = url.searchParams
+        sendJson(res, 200, api.tasks.list({ status: q.get('status') ?? undefined, limit: queryInt(q.get('limit'), 'limit'), offset: queryInt(q.get('offset'), 'offset') }))
+        return
+      }
       case '/api/dashboard':
         if (!allow('GET')) return
         sendJson(res, 200, await api.status.dashboard())
@@ -314,7 +321,14 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
 
 function routeName (path: string): string {
   if (path.startsWith('/v1/models/')) return '/v1/models/:id'
-  return ['/', '/dashboard', '/healthz', '/metrics', '/api/status', '/api/experts', '/api/governance', '/api/dashboard', '/api/events', '/v1/models', '/v1/completions', '/v1/chat/completions'].includes(path) ? path : 'other'
+  return ['/', '/dashboard', '/healthz', '/metrics', '/api/status', '/api/experts', '/api/governance', '/api/tasks', '/api/dashboard', '/api/events', '/v1/models', '/v1/completions', '/v1/chat/completions'].includes(path) ? path : 'other'
+}
+
+/** a non-negative integer query parameter (absent: undefined) */
+function queryInt (v: string | null, name: string): number | undefined {
+  if (v == null || v === '') return undefined
+  if (!/^\d{1,9}$/.test(v)) throw invalid(`${name} must be a non-negative integer`, name)
+  return Number(v)
 }
 
 function sendJson (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -13,7 +13,7 @@ import { MeshApi, type LocalExpert, type MeshApiOptions } from './service.js'
 import { startGrpcServer, type GrpcApiServer } from './grpc.js'
 import { startHttpServer, type HttpApiServer } from './http.js'
 import { ApiConfigError, checkBind, checkTls, parseHostPort, type TlsOptions } from './auth.js'
-import { TaskStore } from './tasks.js'
+import { TaskStore } from '../tasks/store.js'
 import type { AttachExpertOptions } from '../expert/attach.js'
 
 export { MeshApi, type LocalExpert, type MeshApiOptions, type GenerateParams } from './service.js'
@@ -23,7 +23,8 @@ export type { ExpertsApi, RegisterExpertParams } from './experts.js'
 export type { TasksApi, SubmitTaskParams, ListTasksParams, TaskList } from './task-api.js'
 export type { GovernanceApi } from './governance-api.js'
 export type { ExpertInfo, ExpertHealthInfo, RouterStatusInfo, HaltInfo, GovernanceStateInfo, GovernanceEventInfo, RelayResult, DashboardSnapshot, RegisterExpertResult, PreparedGeneration } from './types.js'
-export { TaskStore, assessTask, type TaskRecord, type TaskStatus, type NewTask, type TaskUpdate, type Approval } from './tasks.js'
+export { TaskStore, TaskDatabaseError, type TaskStoreOptions, type ListTasksOptions, type ApprovalRecord } from '../tasks/store.js'
+export { assessTask, stateOf, InvalidTaskError, TaskNotFoundError, TASK_STATUSES, TASK_STATES, type TaskRecord, type TaskStatus, type TaskState, type TaskOrigin, type NewTask, type AgentTask, type TaskAction, type Approval } from '../tasks/model.js'
 export { ApiError, toApiError, type ApiErrorKind } from './errors.js'
 export { ApiConfigError, ApiTokenError, ApiTlsError, InsecureBindError, parseHostPort, isLoopback, resolveApiToken, readApiTokenFile, readTlsFiles, type TlsOptions, type ApiTokenSources } from './auth.js'
 export { ChatFormatter, type ChatMessage } from './chat.js'
@@ -35,7 +36,7 @@ export interface StartApiOptions {
   governance?: GovernanceService
   /** the expert this node serves (join --model): RegisterExpert is then refused */
   expert?: LocalExpert
-  /** task database, or its file path (default: in memory) */
+  /** the node's task table (shared with an agent: src/tasks/store.ts), or its file path (default: in memory) */
   tasks?: TaskStore | string
   /** gRPC bind "host:port" (port 0: any free port); omitted: no gRPC server */
   grpc?: string

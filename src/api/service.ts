@@ -5,7 +5,7 @@
  * - `status` (src/api/status.ts): experts, their health, throughput, GetRouterStatus, dashboard
  * - `generation` (src/api/generation.ts): request checks, generation, chat template, model ids
  * - `experts` (src/api/experts.ts): the expert this node serves, RegisterExpert
- * - `tasks` (src/api/task-api.ts): the API's task queue
+ * - `tasks` (src/api/task-api.ts): the node's task table (src/tasks/store.ts), the agent's tasks included
  * - `governance` (src/api/governance-api.ts): halt state, governance state, relaying envelopes
  *
  * Transport code only converts requests, calls a facade and maps ApiError kinds.
@@ -17,7 +17,7 @@ import type { GovernanceService } from '../governance/service.js'
 import type { AttachExpertOptions } from '../expert/attach.js'
 import type { Registry } from 'prom-client'
 import { ApiMetrics } from './metrics.js'
-import { TaskStore } from './tasks.js'
+import { TaskStore } from '../tasks/store.js'
 import { GovernanceApi } from './governance-api.js'
 import { StatusApi } from './status.js'
 import { ExpertsApi } from './experts.js'
@@ -33,7 +33,7 @@ export interface MeshApiOptions {
   governance?: GovernanceService
   /** the expert this node already serves (join --model); RegisterExpert is then refused */
   expert?: LocalExpert
-  /** task database (default: an in-memory one) */
+  /** the node's task table (default: an in-memory one) */
   tasks?: TaskStore
   /** K when a request does not say (default 3) */
   defaultK?: number
@@ -83,7 +83,7 @@ export class MeshApi {
       closed: () => this.closed
     }
     this.governance = new GovernanceApi(ctx)
-    this.status = new StatusApi(ctx, this.governance, () => this.experts.local)
+    this.status = new StatusApi(ctx, this.governance, () => this.experts.local, () => this.tasks.latest(10))
     this.experts = new ExpertsApi(ctx, this.governance, this.status, opts.expert, opts.attachDefaults)
     this.generation = new GenerationApi(ctx, this.governance, this.status, opts.chatTemplate)
     this.tasks = new TasksApi(opts.tasks ?? new TaskStore(':memory:'), opts.governance, opts.tasks == null)

@@ -25,7 +25,7 @@ export class StatusApi {
   /** the router observer feeding throughput and the 'token' / 'generation' events */
   readonly observer: RouterObserver
 
-  constructor (private readonly ctx: ApiContext, private readonly governance: GovernanceApi, private readonly localExpert: () => LocalExpert | undefined) {
+  constructor (private readonly ctx: ApiContext, private readonly governance: GovernanceApi, private readonly localExpert: () => LocalExpert | undefined, private readonly tasks: () => DashboardSnapshot['tasks']) {
     this.observer = {
       onToken: (ev: TokenEvent) => {
         const sec = Math.floor(Date.now() / 1000)
@@ -192,14 +192,15 @@ export class StatusApi {
     }
   }
 
-  /** what the dashboard polls / receives: status without a DHT lookup, throughput, governance */
+  /** what the dashboard polls / receives: status without a DHT lookup, throughput, governance, the latest tasks */
   async dashboard (): Promise<DashboardSnapshot> {
     return {
       at: Date.now(),
       status: await this.routerStatus(false, true),
       throughput: this.throughput(120),
       lastToken: this.lastTokenExperts,
-      governance: this.governance.state()
+      governance: this.governance.state(),
+      tasks: this.tasks()
     }
   }
 }

@@ -1,12 +1,15 @@
 /**
- * The task facade of the API: SubmitSelfTask, GetTask and ListTasks over the API's task store
- * (src/api/tasks.ts; not the agent's own store, src/agent/store.ts). Every field a caller
- * gives is bounded here; each task is assessed (tier, approval) against the governance state.
+ * The task facade of the API: SubmitSelfTask, GetTask and ListTasks over the node's one task
+ * table (src/tasks/store.ts), where the agent's tasks are too: ListTasks and GetTask show
+ * both (`origin`). Every field a caller gives is bounded here; each submitted task is
+ * assessed (tier, approval) against the governance state. Nothing runs a submitted task.
  */
 import type { GovernanceService } from '../governance/service.js'
 import type { GovernanceSnapshot } from '../governance/state.js'
 import { ApiError, invalid } from './errors.js'
-import { TASK_STATUSES, assessTask, type TaskRecord, type TaskStatus, type TaskStore } from './tasks.js'
+import { TASK_STATUSES, assessTask, type TaskRecord, type TaskStatus } from '../tasks/model.js'
+import type { TaskStore } from '../tasks/store.js'
+import type { DashboardTask } from './types.js'
 
 /** the bounds of a submitted task */
 export const TASK_LIMITS = Object.freeze({
@@ -74,6 +77,27 @@ export class TasksApi {
     if (status != null && !TASK_STATUSES.includes(status as TaskStatus)) throw invalid(`status must be one of ${TASK_STATUSES.join(', ')}`, 'status')
     if (o.limit != null && o.limit > TASK_LIMITS.listLimit) throw invalid(`limit must be at most ${TASK_LIMITS.listLimit}`, 'limit')
     return this.store.list({ status: status as TaskStatus | undefined, limit: o.limit != null && o.limit > 0 ? o.limit : TASK_LIMITS.defaultListLimit, offset: o.offset ?? 0 })
+  }
+
+  /** the dashboard's view: the total and the `n` latest tasks, in brief */
+  latest (n = 10): { total: number, latest: DashboardTask[] } {
+    const r = this.store.list({ limit: n })
+    return {
+      total: r.total,
+      latest: r.tasks.map(t => ({
+        id: t.id,
+        origin: t.origin,
+        state: t.state,
+        status: t.status,
+        approval: t.approval,
+        tierName: t.tierName,
+        type: t.type,
+        title: (t.title !== '' ? t.title : t.description).slice(0, 160),
+        domain: t.domain,
+        source: t.source.slice(0, 64),
+        createdAtMs: t.createdAtMs
+      }))
+    }
   }
 
   close (): void {

@@ -154,6 +154,25 @@ export interface DashboardSnapshot {
   throughput: Array<[number, number]>
   lastToken: { at: number, experts: string[] }
   governance: GovernanceStateInfo
+  /** the node's task table: how many, and the latest (the agent's and the submitted ones) */
+  tasks: { total: number, latest: DashboardTask[] }
+}
+
+/** one task as the dashboard shows it (GetTask has the whole task) */
+export interface DashboardTask {
+  id: string
+  origin: string
+  /** the agent's view (docs/api.md: the mapping) */
+  state: string
+  status: string
+  approval: string
+  tierName: string
+  type: string
+  /** an agent task's title, else the description (at most 160 characters) */
+  title: string
+  domain: string
+  source: string
+  createdAtMs: number
 }
 
 /** RegisterExpert */

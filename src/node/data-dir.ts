@@ -15,6 +15,11 @@ export class DataDirInUseError extends Error {
   override name = 'DataDirInUseError'
 }
 
+/** the node's task database in its data directory: `join`'s API, and `meshllm agent` / `meshllm tasks` by default */
+export function taskDbPath (dataDir: string): string {
+  return join(dataDir, 'tasks.sqlite')
+}
+
 /**
  * The default data directory of `join`: $MESHLLM_HOME/node, else
  * ${XDG_DATA_HOME:-~/.local/share}/meshllm/node.

@@ -134,7 +134,7 @@ export class MeshPeer {
   static async start (init: MeshPeerInit): Promise<MeshPeer> {
     const log = init.log ?? (() => {})
     if (init.expert != null && init.dataDir == null) throw new MeshPeerConfigError('an expert peer needs a data directory (identity and governance state survive restarts)')
-    const [{ GovernanceState }, { GovernanceService }, { ChangeLog, revertOnHalt }, { configDigest }, { lockDataDir }, { createMeshNode, connectBootstrap }, { Router, verifyHaltWith }, { RouterTokenizer }, { generateService }] = await Promise.all([
+    const [{ GovernanceState }, { GovernanceService }, { ChangeLog, revertOnHalt }, { configDigest }, { lockDataDir, taskDbPath }, { createMeshNode, connectBootstrap }, { Router, verifyHaltWith }, { RouterTokenizer }, { generateService }] = await Promise.all([
       import('../governance/state.js'), import('../governance/service.js'), import('../governance/changelog.js'), import('../governance/config.js'), import('../node/data-dir.js'),
       import('../node/node.js'), import('../router/router.js'), import('../router/tokenizer.js'), import('../router/generate-service.js')
     ])
@@ -222,7 +222,7 @@ export class MeshPeer {
       let api: ApiHandle | undefined
       if (init.api != null && (init.api.grpc != null || init.api.http != null)) {
         const { startApi } = await import('../api/index.js')
-        api = await startApi({ ...init.api, node, router, governance: gov, expert, tasks: init.dataDir != null ? joinPath(init.dataDir, 'tasks.sqlite') : undefined, metricsRegistry: metrics })
+        api = await startApi({ ...init.api, node, router, governance: gov, expert, tasks: init.dataDir != null ? taskDbPath(init.dataDir) : undefined, metricsRegistry: metrics })
       }
       peer = new MeshPeer({ node, router, governance: gov, state, changes, expert, api, tokenizer, releaseDataDir })
       return peer

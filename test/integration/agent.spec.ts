@@ -25,6 +25,7 @@ import { GOV_SYNC_PROTOCOL, GovernanceService } from '../../src/governance/servi
 import { ACTIONS, Tier } from '../../src/governance/tiers.js'
 import { Agent, listTasks, type AgentConfig } from '../../src/agent/agent.js'
 import { AgentStore } from '../../src/agent/store.js'
+import { outputOf } from '../../src/tasks/model.js'
 import { matches } from '../../src/agent/json-constraint.js'
 import { taskSchema } from '../../src/agent/task-schema.js'
 import { allowedActionTypes } from '../../src/agent/detectors.js'
@@ -128,7 +129,7 @@ describe('agent on a real mesh (3 expert processes)', function () {
     // nothing above read-only executed; every executed action is a report with stored output
     for (const t of r.stored) {
       for (const a of t.actions) if (a.state === 'executed') assert.equal(a.tier, 'READ_ONLY')
-      if (t.actions.some(a => a.state === 'executed')) assert.ok((t.output ?? '').length > 0)
+      if (t.actions.some(a => a.state === 'executed')) assert.ok((outputOf(t) ?? '').length > 0)
     }
 
     // the audit: the two meshtest-c experts agree at the same positions, meshtest-b does not; every peer's governance state matches
@@ -146,7 +147,7 @@ describe('agent on a real mesh (3 expert processes)', function () {
     assert.equal(auditTask.state, 'executed')
     assert.deepEqual(auditTask.actions.map(a => [a.type, a.tier]), [['report', 'READ_ONLY']])
 
-    const out = { tasks: listTasks(store).reverse() }
+    const out = { tasks: listTasks(store.tasks).reverse() }
     assert.deepEqual(out.tasks.map(t => t.id), r.tasks.map(t => t.id))
     process.stdout.write(`      one cycle in ${ms} ms: ${r.stored.length} tasks; proposals ${r.stored.filter(t => t.source === 'mesh').map(t => `${t.meta!.tokens as number} tokens/${t.meta!.ms as number} ms (${t.meta!.forcedSteps as number} forced)`).join(', ')}\n`)
     if (process.env.MESHLLM_AGENT_PRINT != null) process.stdout.write(JSON.stringify(out, null, 2) + '\n')

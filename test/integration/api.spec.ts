@@ -28,7 +28,7 @@ import { configToJson, defaultThresholds, type GovernanceConfig } from '../../sr
 import { createEnvelope, Kind } from '../../src/governance/envelope.js'
 import { GovernanceState } from '../../src/governance/state.js'
 import { GovernanceService } from '../../src/governance/service.js'
-import { startApi, protoPath, LOADER_OPTIONS, TaskStore, ChatFormatter, type ApiHandle } from '../../src/api/index.js'
+import { startApi, protoPath, LOADER_OPTIONS, ChatFormatter, type ApiHandle } from '../../src/api/index.js'
 import { waitFor } from '../helpers/wait.js'
 
 const ARTIFACTS = fileURLToPath(new URL('../../../test/artifacts/', import.meta.url))
@@ -203,50 +203,6 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
       assert.equal(r.summary?.tokens, 3)
     })
 
-    it('SubmitSelfTask queues tasks with their tier and approval; GetTask / ListTasks read them back', async () => {
-      const report = await unary(client, 'SubmitSelfTask', { type: 'report', paramsJson: '{"title":"weekly throughput"}', description: 'summarise tokens/s', priority: 2 })
-      assert.match(report.id, /^task_/)
-      assert.equal(report.status, 'queued')
-      assert.equal(report.tierName, 'READ_ONLY')
-      assert.equal(report.approval, 'auto')
-      assert.equal(report.source, 'grpc')
-      const sandbox = await unary(client, 'SubmitSelfTask', { type: 'adjust_k', paramsJson: '{"k":4}' })
-      assert.equal(sandbox.tier, 2)
-      assert.equal(sandbox.tierName, 'SANDBOX_TEST')
-      assert.equal(sandbox.approval, 'blocked', 'phase 0 does not allow sandbox tests')
-      assert.ok(sandbox.needs.some((n: string) => /phase/.test(n)))
-      const unknown = await unary(client, 'SubmitSelfTask', { type: 'rewrite_everything' })
-      assert.equal(unknown.tierName, 'DEPLOY_MAJOR')
-      assert.equal(unknown.knownAction, false)
-      await assert.rejects(unary(client, 'SubmitSelfTask', { type: 'report', paramsJson: '{not json' }), grpcCode(grpc.status.INVALID_ARGUMENT))
-      const got = await unary(client, 'GetTask', { id: report.id })
-      assert.deepEqual(got, report)
-      assert.deepEqual(JSON.parse(got.paramsJson), { title: 'weekly throughput' })
-      const all = await unary(client, 'ListTasks', {})
-      assert.equal(all.total, 3)
-      assert.deepEqual(all.tasks.map((t: any) => t.id), [unknown.id, sandbox.id, report.id])
-      const page = await unary(client, 'ListTasks', { status: 'queued', limit: 1, offset: 1 })
-      assert.equal(page.total, 3)
-      assert.deepEqual(page.tasks.map((t: any) => t.id), [sandbox.id])
-      await assert.rejects(unary(client, 'ListTasks', { status: 'sleeping' }), grpcCode(grpc.status.INVALID_ARGUMENT))
-    })
-
-    it('TaskStore persists in a SQLite file and hands the agent the next runnable task', async () => {
-      const file = join(await mkdtemp(join(tmpdir(), 'meshllm-tasks-')), 'tasks.sqlite')
-      const s1 = new TaskStore(file)
-      const t = s1.add({ type: 'report', params: { title: 'x' } }, { tier: 0, tierName: 'READ_ONLY', knownAction: true, approval: 'auto', approvalReason: 'READ_ONLY: read-only', needs: [] })
-      s1.add({ type: 'flag_expert', params: {} }, { tier: 1, tierName: 'SUGGEST', knownAction: true, approval: 'pending', approvalReason: 'x', needs: ['human review'] })
-      s1.close()
-      const s2 = new TaskStore(file)
-      assert.equal(s2.get(t.id)?.type, 'report')
-      assert.equal(s2.next()?.id, t.id)
-      assert.equal(s2.claim(t.id), true)
-      assert.equal(s2.claim(t.id), false)
-      assert.equal(s2.update(t.id, { status: 'done', result: { ok: 1 } })?.status, 'done')
-      assert.equal(s2.next(), undefined)
-      s2.close()
-    })
-
     it('HaltMesh refuses anything but a keyholder-signed HALT (PERMISSION_DENIED); the node stays up', async () => {
       const now = Date.now()
       const msg = { kind: Kind.HALT as const, reason: 'forged', meshId: config.meshId, version: now, issuedAtMs: now, expiresAtMs: now + 3_600_000 }
@@ -396,6 +352,7 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
         const wrong = new OpenAI({ baseURL: `http://127.0.0.1:${sec.httpPort}/v1`, apiKey: 'wrong-token', maxRetries: 0 })
         await assert.rejects(wrong.models.list(), (e: any) => e instanceof OpenAI.AuthenticationError && e.status === 401)
         assert.equal((await fetch(`http://127.0.0.1:${sec.httpPort}/metrics`)).status, 401)
+        assert.equal((await fetch(`http://127.0.0.1:${sec.httpPort}/api/tasks`)).status, 401, 'the task table is behind the token too')
         assert.equal((await fetch(`http://127.0.0.1:${sec.httpPort}/healthz`)).status, 200)
         const right = new OpenAI({ baseURL: `http://127.0.0.1:${sec.httpPort}/v1`, apiKey: token, maxRetries: 0 })
         const ids: string[] = []

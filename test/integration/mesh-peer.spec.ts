@@ -12,7 +12,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { MeshPeer, MeshPeerConfigError } from '../../src/peer/mesh-peer.js'
 import { defaultThresholds, type GovernanceConfig } from '../../src/governance/config.js'
 import { createEnvelope, Kind } from '../../src/governance/envelope.js'
-import { lockDataDir } from '../../src/node/data-dir.js'
+import { lockDataDir, taskDbPath } from '../../src/node/data-dir.js'
 import { Tier } from '../../src/governance/tiers.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -57,6 +57,8 @@ describe('MeshPeer: one composition root for expert and routing peers', function
     }
     assert.equal(expert.expert.service.stats.sessionsRefused, 0)
     assert.equal(expert.node.getConnections().length, dialsBefore, 'no connection was opened')
+    // the API's task table is the data directory's one file (`meshllm agent`/`tasks` open it by default for join's default directory)
+    assert.equal(expert.api!.api.tasks.store.path, taskDbPath(expertDir))
     const addr = expert.node.getMultiaddrs()[0].toString()
     const router = await MeshPeer.start({ bootstrap: [addr], governance, catchUpMs: 2_000 })
     peers.push(router)

@@ -19,7 +19,10 @@ import { ACTIONS, Tier } from '../../src/governance/tiers.js'
 import { HaltedError, NoExpertsError } from '../../src/util/errors.js'
 import { Agent, listTasks, type AgentConfig } from '../../src/agent/agent.js'
 import { runAgentOnce } from '../../src/agent/once.js'
-import { AgentStore, type StoredTask } from '../../src/agent/store.js'
+import { AgentStore } from '../../src/agent/store.js'
+import { TaskStore } from '../../src/tasks/store.js'
+import { outputOf, type TaskRecord } from '../../src/tasks/model.js'
+import { TasksApi } from '../../src/api/task-api.js'
 import { ACTION_TYPES, DOMAINS } from '../../src/agent/task-schema.js'
 import type { InjectedMetrics } from '../../src/agent/observe.js'
 
@@ -141,7 +144,7 @@ describe('agent: one cycle against a fake mesh', function () {
   const INJ: InjectedMetrics = { experts: { [ex[1]]: { failures: 6, successes: 14, consecutiveFailures: 3, circuitOpen: true, lastError: 'stream reset' } }, bytesPerExpertToken: 2400 }
   const CFG: AgentConfig = { k: 2, minExperts: 2, expertsPerStream: 1, temperature: 1, seed: 7 }
 
-  const checkGating = (tasks: StoredTask[], phase: number, readOnly = false): void => {
+  const checkGating = (tasks: TaskRecord[], phase: number, readOnly = false): void => {
     for (const t of tasks) {
       for (const a of t.actions) {
         assert.equal(a.known, true)
@@ -154,7 +157,7 @@ describe('agent: one cycle against a fake mesh', function () {
         else assert.equal(a.state, 'awaiting_review', a.type)
       }
       const reports = t.actions.filter(a => a.type === 'report').length
-      assert.equal(t.output != null, reports > 0, 'an output exactly when a report ran')
+      assert.equal(outputOf(t) != null, reports > 0, 'an output exactly when a report ran')
       const order = ['rejected', 'blocked', 'awaiting_quorum', 'awaiting_review', 'queued', 'executed']
       assert.equal(t.state, order.find(s => t.actions.some(a => a.state === s)))
     }
@@ -188,17 +191,18 @@ describe('agent: one cycle against a fake mesh', function () {
     assert.match(byKey.get('security:governance')!.evidence.join('\n'), /1 forged governance messages rejected since the last cycle \(total 1\)/)
     const audit = r.stored.find(t => t.source === 'audit')!
     assert.equal(audit.state, 'executed')
-    assert.match(audit.output!, /spot check/)
+    assert.match(outputOf(audit)!, /spot check/)
     checkGating(r.stored, 0)
     // the circuit-open expert serves no stream
     assert.ok(!Object.values(r.streams).flat().includes(ex[1]))
     // cycles, samples and tasks are in the store; listTasks gives the CLI shape
     assert.equal(store.cycle(r.cycle)?.state, 'done')
     assert.ok(store.samples(r.cycle).some(s => s.name === 'bytes_per_expert_token' && s.value === 2400))
-    const views = listTasks(store)
+    const views = listTasks(store.tasks)
     assert.equal(views.length, r.stored.length)
     for (const v of views) {
-      assert.deepEqual(Object.keys(v), ['id', 'domain', 'title', 'rationale', 'evidence', 'actions', 'state'])
+      assert.deepEqual(Object.keys(v), ['id', 'domain', 'title', 'rationale', 'evidence', 'actions', 'state', 'origin'])
+      assert.equal(v.origin, 'agent')
       for (const a of v.actions) assert.deepEqual(Object.keys(a), ['type', 'tier', 'params'])
     }
     store.close()
@@ -317,7 +321,8 @@ describe('agent: one cycle against a fake mesh', function () {
   it('an open task for the same finding suppresses a new proposal; a failed generation still records the finding', async () => {
     const gov = mkGov()
     const store = new AgentStore(':memory:')
-    store.addTask({ cycle: 0, domain: 'network', title: 'earlier', rationale: '', evidence: [], actions: [], state: 'awaiting_review', source: 'mesh', findingKey: 'dht_empty:node' })
+    const earlier = { type: 'suggest_config', params: { key: 'dht.k', value: 20 }, tier: 'SUGGEST', known: true, state: 'awaiting_review' as const, reason: 'SUGGEST: suggestions never execute on their own', needs: ['human review'] }
+    store.tasks.addAgentTask({ cycle: 0, domain: 'network', title: 'earlier', rationale: '', evidence: [], actions: [earlier], source: 'mesh', findingKey: 'dht_empty:node' })
     const mesh = fakeMesh(ex, { fail: true })
     const agent = new Agent({ node: fakeNode(), router: mesh, governance: gov, store, config: CFG })
     const r = await agent.runCycle({ injected: { dht: { routingTableSize: 0 }, bytesPerExpertToken: 5000 } })
@@ -338,10 +343,48 @@ describe('agent: one cycle against a fake mesh', function () {
     assert.deepEqual(Object.keys(out), ['tasks'])
     assert.ok(out.tasks.length >= 3)
     for (const t of out.tasks) {
-      assert.deepEqual(Object.keys(t), ['id', 'domain', 'title', 'rationale', 'evidence', 'actions', 'state'])
+      assert.deepEqual(Object.keys(t), ['id', 'domain', 'title', 'rationale', 'evidence', 'actions', 'state', 'origin'])
       for (const a of t.actions) assert.deepEqual(Object.keys(a), ['type', 'tier', 'params'])
     }
     assert.deepEqual(JSON.parse(JSON.stringify(out)), out)
     store.close()
+  })
+  it('one task table: the cycle\'s tasks are listed by the API facade (TasksApi) beside a submitted task, each with its tier, approval and state', async () => {
+    const gov = mkGov()
+    const tasks = new TaskStore(':memory:')
+    const api = new TasksApi(tasks, gov, false)
+    const store = new AgentStore(tasks)
+    const submitted = api.submit({ type: 'flag_expert', paramsJson: JSON.stringify({ expert: ex[1], reason: 'slow' }), description: 'look at it', source: 'operator:alice' })
+    const agent = new Agent({ node: fakeNode(), router: fakeMesh(ex), governance: gov, store, config: CFG })
+    const r = await agent.runCycle({ injected: INJ })
+    await agent.close()
+    assert.equal(r.state, 'done', r.error)
+    const listed = api.list({})
+    assert.equal(listed.total, r.stored.length + 1)
+    assert.deepEqual(listed.tasks.map(t => t.id), [...r.stored.map(t => t.id).reverse(), submitted.id], 'newest first, both kinds')
+    for (const t of r.stored) {
+      const got = api.get(t.id)
+      assert.equal(got.origin, 'agent')
+      assert.deepEqual(got, t)
+      assert.equal(got.description, t.description)
+      // the agent's state and the API's status / approval agree (docs/agent.md, the mapping)
+      const expected = { executed: ['done', 'auto'], awaiting_review: ['queued', 'pending'], awaiting_quorum: ['queued', 'pending'], blocked: ['queued', 'blocked'], rejected: ['cancelled', 'blocked'], queued: ['queued', 'auto'] }[t.state as string]
+      assert.deepEqual([got.status, got.approval], expected, `${t.state}`)
+      assert.equal(got.tierName, Tier[Math.max(...t.actions.map(a => Tier[a.tier as keyof typeof Tier] as number))])
+      assert.equal(got.type, t.actions.find(a => a.state === t.state)?.type)
+    }
+    const audit = r.stored.find(t => t.source === 'audit')!
+    assert.deepEqual(api.list({ status: 'done' }).tasks.map(t => t.id).includes(audit.id), true)
+    assert.equal(typeof JSON.parse(JSON.stringify(audit.result)), 'string', 'the report is the result')
+    const sub = api.get(submitted.id)
+    assert.deepEqual([sub.origin, sub.status, sub.approval, sub.tierName, sub.state, sub.source], ['api', 'queued', 'pending', 'SUGGEST', 'awaiting_review', 'operator:alice'])
+    assert.deepEqual(sub.actions.map(a => [a.type, a.tier, a.state]), [['flag_expert', 'SUGGEST', 'awaiting_review']])
+    // `meshllm tasks` lists the submitted one too (origin 'api', its description as rationale)
+    const views = listTasks(tasks, { state: 'awaiting_review' })
+    assert.ok(views.some(v => v.id === submitted.id && v.origin === 'api' && v.rationale === 'look at it'))
+    store.close()
+    assert.equal(tasks.db.isOpen, true, 'a shared task store stays open')
+    api.close()
+    tasks.close()
   })
 })

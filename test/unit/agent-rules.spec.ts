@@ -7,7 +7,8 @@ import { partition, moved, streamFor, type Assignment } from '../../src/agent/su
 import { FallbackController, bestExpert, capacityReport, complexityOf, fractalK, phaseThresholds, priorityOf, qualifiedPhase, streamCapacity } from '../../src/agent/capacity.js'
 import { mergeEvidence } from '../../src/agent/agent.js'
 import { tvDistance, spotCheckPairs } from '../../src/agent/audit.js'
-import { AgentStore, type TaskAction } from '../../src/agent/store.js'
+import { AgentStore } from '../../src/agent/store.js'
+import { outputOf, type TaskAction } from '../../src/tasks/model.js'
 import { ACTIONS, Tier } from '../../src/governance/tiers.js'
 
 const ids = (n: number, p = 'E'): string[] => Array.from({ length: n }, (_, i) => `${p}${String(i).padStart(4, '0')}`)
@@ -244,6 +245,7 @@ describe('agent: store (node:sqlite)', () => {
 
   it('cycles, samples, tasks, approvals; bounded retention', () => {
     const s = new AgentStore(':memory:', { maxSamples: 50, maxTasks: 3, maxCycles: 2, maxSampleAgeMs: 1000 })
+    const t0 = s.tasks
     try {
       const c1 = s.startCycle(1000)
       s.addSamples(c1, [{ name: 'x', value: 1 }, { name: 'x', labels: { e: 'a' }, value: 2 }, { name: 'bad', value: NaN }], 1000)
@@ -251,31 +253,36 @@ describe('agent: store (node:sqlite)', () => {
       assert.deepEqual(s.samples(c1).map(x => [x.name, x.labels, x.value]), [['x', {}, 1], ['x', { e: 'a' }, 2]])
       const c2 = s.startCycle(2000)
       assert.deepEqual(s.previousCycle(c2)?.summary, { experts: ['a'] })
-      const t = s.addTask({ cycle: c2, domain: 'security', title: 'a', rationale: 'b', evidence: ['1'], actions: [action('awaiting_review')], state: 'awaiting_review', source: 'mesh', findingKey: 'k:1', meta: { tokens: 3 } }, 2000)
-      assert.equal(s.task(t.id)?.meta?.tokens, 3)
-      assert.equal(s.openTaskFor('k:1', 0)?.id, t.id)
-      assert.equal(s.openTaskFor('k:1', 2001), undefined)
-      s.addApproval(t.id, { by: 'alice', decision: 'approve', note: 'ok' }, 2100)
-      assert.equal(s.task(t.id)?.state, 'awaiting_review', 'an approval does not execute anything')
-      s.addApproval(t.id, { by: 'bob', decision: 'reject' }, 2200)
-      assert.equal(s.task(t.id)?.state, 'rejected')
-      assert.equal(s.openTaskFor('k:1', 0), undefined)
-      assert.deepEqual(s.approvals(t.id).map(a => [a.by, a.decision]), [['alice', 'approve'], ['bob', 'reject']])
-      assert.throws(() => s.addApproval('nope', { by: 'x', decision: 'approve' }), /no task/)
-      for (let i = 0; i < 5; i++) s.addTask({ cycle: c2, domain: 'network', title: `t${i}`, rationale: '', evidence: [], actions: [action('executed')], state: 'executed', output: 'report', source: 'audit' }, 3000 + i)
+      const review: TaskAction = { type: 'flag_expert', params: { expert: 'E0001', reason: 'slow' }, tier: 'SUGGEST', known: true, state: 'awaiting_review', reason: 'SUGGEST: suggestions never execute on their own', needs: ['human review'] }
+      const t = t0.addAgentTask({ cycle: c2, domain: 'security', title: 'a', rationale: 'b', evidence: ['1'], actions: [action('executed'), review], source: 'mesh', findingKey: 'k:1', meta: { tokens: 3 } }, 2000)
+      assert.equal(t0.get(t.id)?.meta?.tokens, 3)
+      assert.deepEqual([t.state, t.status, t.approval, t.tierName, t.type, t.needs], ['awaiting_review', 'queued', 'pending', 'SUGGEST', 'flag_expert', ['human review']])
+      assert.equal(t0.openTaskFor('k:1', 0)?.id, t.id)
+      assert.equal(t0.openTaskFor('k:1', 2001), undefined)
+      t0.addApproval(t.id, { by: 'alice', decision: 'approve', note: 'ok' }, 2100)
+      assert.equal(t0.get(t.id)?.state, 'awaiting_review', 'an approval does not execute anything')
+      t0.addApproval(t.id, { by: 'bob', decision: 'reject' }, 2200)
+      assert.deepEqual([t0.get(t.id)?.state, t0.get(t.id)?.status, t0.get(t.id)?.updatedAtMs], ['rejected', 'cancelled', 2200])
+      assert.equal(t0.openTaskFor('k:1', 0), undefined)
+      assert.deepEqual(t0.approvals(t.id).map(a => [a.by, a.decision]), [['alice', 'approve'], ['bob', 'reject']])
+      assert.throws(() => t0.addApproval('nope', { by: 'x', decision: 'approve' }), (e: any) => e.name === 'TaskNotFoundError' && /no task "nope"/.test(e.message))
+      assert.throws(() => t0.addApproval(t.id, { by: 'x', decision: 'maybe' as any }), (e: any) => e.name === 'InvalidTaskError')
+      assert.throws(() => t0.addApproval(t.id, { by: 'x'.repeat(257), decision: 'approve' }), (e: any) => e.name === 'InvalidTaskError')
+      for (let i = 0; i < 5; i++) t0.addAgentTask({ cycle: c2, domain: 'network', title: `t${i}`, rationale: '', evidence: [], actions: [action('executed')], output: 'report', source: 'audit' }, 3000 + i)
       for (let i = 0; i < 100; i++) s.addSamples(c2, [{ name: 'y', value: i }], 5000)
       s.endCycle(c2, 'done', 'distributed', {}, 5000)
       s.startCycle(6000)
       s.prune(5500)
-      assert.equal(s.taskCount(), 3)
-      assert.deepEqual(s.tasks().map(x => x.title), ['t4', 't3', 't2'])
-      assert.equal(s.tasks({ state: 'executed', limit: 1 })[0].output, 'report')
-      assert.equal(s.approvals(t.id).length, 0, 'approvals go with their task')
+      assert.equal(t0.count(), 3, 'the task table keeps the newest maxTasks on every insert')
+      assert.deepEqual(t0.list().tasks.map(x => x.title), ['t4', 't3', 't2'])
+      assert.equal(outputOf(t0.list({ state: 'executed', limit: 1 }).tasks[0]), 'report')
+      assert.equal(t0.approvals(t.id).length, 0, 'approvals go with their task')
       assert.ok(s.sampleCount() <= 50)
       assert.equal(s.series('x').length, 0, 'old samples dropped by age')
       assert.equal(s.cycles(10).length, 2)
     } finally {
       s.close()
     }
+    assert.equal(t0.db.isOpen, false, 'a task store the agent store opened is closed with it')
   })
 })

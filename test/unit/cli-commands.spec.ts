@@ -1,6 +1,7 @@
 /**
  * CLI behaviour without a mesh: `keys generate`'s per-user default, progress off a terminal,
- * the one warning the CLI drops, the agent's --min-experts default.
+ * the one warning the CLI drops, `meshllm tasks` over the node's task table, the agent's
+ * --min-experts default.
  */
 import assert from 'node:assert/strict'
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
@@ -12,6 +13,9 @@ import { isSqliteExperimentalWarning } from '../../src/cli/warnings.js'
 import { KEYHOLDER_DEFAULTS } from '../../src/cli/defaults.js'
 import { defaultMinExperts } from '../../src/agent/cli.js'
 import { GENERATE_DEFAULTS } from '../../src/router/options.js'
+import { TaskStore } from '../../src/tasks/store.js'
+import { assessTask } from '../../src/tasks/model.js'
+import { defaultDataDir, taskDbPath } from '../../src/node/data-dir.js'
 import { meshllm } from '../helpers/cli.js'
 
 const isUsage = (err: any): boolean => err?.name === 'UsageError'
@@ -115,6 +119,31 @@ describe('CLI commands without a mesh', function () {
       assert.match(w.stderr, /ExperimentalWarning: a warning of its own/)
       assert.doesNotMatch(w.stderr, /SQLite/)
     })
+  })
+
+  it('meshllm tasks lists the node\'s one task table: the agent\'s tasks and the API\'s, filtered by the agent\'s state; by default the file join serves its API from', async () => {
+    const home = await mkdtemp(join(tmpdir(), 'meshllm-tasks-'))
+    try {
+      // what `meshllm join` (no --data-dir) serves its API from, with MESHLLM_HOME set
+      const file = taskDbPath(defaultDataDir({ MESHLLM_HOME: home }))
+      const store = new TaskStore(file)
+      const submitted = store.add({ type: 'flag_expert', params: { expert: 'E1', reason: 'slow' }, description: 'look at E1', source: 'grpc' }, assessTask('flag_expert', { expert: 'E1', reason: 'slow' }, { readOnly: false, phase: 0 }))
+      const recorded = store.addAgentTask({ cycle: 1, domain: 'security', title: 'security audit, cycle 1: no issue', rationale: 'every cycle', evidence: ['spot check a vs b'], actions: [{ type: 'report', params: { title: 'audit' }, tier: 'READ_ONLY', known: true, state: 'executed', reason: '', needs: [] }], output: '# audit', source: 'audit' })
+      store.close()
+      const text = await meshllm(['tasks'], { MESHLLM_HOME: home })
+      assert.equal(text.code, 0, text.stderr)
+      assert.deepEqual(text.stdout.split('\n').filter(l => l.startsWith('task_')), [
+        `${recorded.id}  [executed]  security: security audit, cycle 1: no issue`,
+        `${submitted.id}  [awaiting_review]  api: look at E1`
+      ])
+      const json = await meshllm(['tasks', '--json', '--state', 'awaiting_review'], { MESHLLM_HOME: home })
+      assert.equal(json.code, 0, json.stderr)
+      assert.deepEqual(JSON.parse(json.stdout), { tasks: [{ id: submitted.id, domain: '', title: '', rationale: 'look at E1', evidence: [], actions: [{ type: 'flag_expert', tier: 'SUGGEST', params: { expert: 'E1', reason: 'slow' } }], state: 'awaiting_review', origin: 'api' }] })
+      const bad = await meshllm(['tasks', '--state', 'done'], { MESHLLM_HOME: home })
+      assert.equal(bad.code, 2)
+    } finally {
+      await rm(home, { recursive: true, force: true })
+    }
   })
 
   it('agent --min-experts defaults to K (-k, else the generation default), not the 280 of a large mesh', () => {

@@ -4,8 +4,8 @@ import { flag, int, required, str, type Command, type Values } from '../args.js'
 import { GENERATE_DEFAULTS, GENERATE_LIMITS } from '../../router/options.js'
 import { BOOTSTRAP, GOVERNANCE, JSON_OUT, TOKENIZER } from './shared.js'
 
-/** the task database of `agent` and `tasks` */
-export const AGENT_DB = str('task database (SQLite; ":memory:" keeps nothing)', { defaultDescription: '$MESHLLM_AGENT_DB, else ~/.meshllm/agent.db' })
+/** the task database of `agent` and `tasks`: by default the one `join` serves its API from */
+export const AGENT_DB = str('task database (SQLite), shared with the API of a `join` on the same file; ":memory:" keeps nothing', { defaultDescription: '$MESHLLM_AGENT_DB, else tasks.sqlite in join\'s default data dir' })
 
 export const agent: Command = {
   command: 'agent',
