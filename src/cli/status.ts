@@ -1,6 +1,7 @@
 /** `meshllm status`: the experts this mesh knows, with model, speed and measured health. */
 import { createMeshNode, connectBootstrap } from '../node/node.js'
 import { discoverExperts } from '../router/discovery.js'
+import { reachOf } from '../node/reach.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { UsageError } from './errors.js'
@@ -39,6 +40,8 @@ export async function statusCommand (values: Values): Promise<void> {
         compatible,
         recordAgeMs: Date.now() - r.issuedAtMs,
         health: error == null ? 'ok' : 'unreachable',
+        // how this node reached it: direct, relayed (circuit relay) or upgraded (DCUtR)
+        reach: reachOf(node, r.peerId),
         rttMs,
         error
       }
@@ -49,7 +52,7 @@ export async function statusCommand (values: Values): Promise<void> {
     }
     process.stdout.write(`${rows.length} expert(s) seen (router tokenizer ${fingerprintHex(tokenizer.fingerprint).slice(0, 16)})\n`)
     for (const x of rows) {
-      process.stdout.write(`${x.peerId}  ${x.model.padEnd(14)} ${(x.parameters / 1e6).toFixed(1)}M ${x.quantization} ctx ${x.contextLength}  ${x.tokensPerSecond} tok/s  slots ${x.freeSlots}/${x.maxSlots}  ${x.health}${x.rttMs != null ? ` (${x.rttMs} ms)` : ''}${x.compatible ? '' : '  INCOMPATIBLE TOKENIZER'}\n`)
+      process.stdout.write(`${x.peerId}  ${x.model.padEnd(14)} ${(x.parameters / 1e6).toFixed(1)}M ${x.quantization} ctx ${x.contextLength}  ${x.tokensPerSecond} tok/s  slots ${x.freeSlots}/${x.maxSlots}  ${x.health}${x.rttMs != null ? ` (${x.rttMs} ms, ${x.reach ?? '?'})` : ''}${x.compatible ? '' : '  INCOMPATIBLE TOKENIZER'}\n`)
     }
   } finally {
     await tokenizer.close()
