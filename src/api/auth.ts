@@ -12,6 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
 import { readSecretFile } from '../util/secret-file.js'
 import { createSecureContext } from 'node:tls'
+import { errorMessage } from '../util/errors.js'
 
 export class ApiConfigError extends Error {
   static override name = 'ApiConfigError'
@@ -82,8 +83,8 @@ export function readTlsFiles (certPath: string | undefined, keyPath: string | un
 export function checkTls (tls: TlsOptions): void {
   try {
     createSecureContext({ cert: tls.cert, key: tls.key })
-  } catch (err: any) {
-    throw new ApiTlsError(`--tls-cert/--tls-key: ${String(err?.message ?? err).split('\n')[0]}`)
+  } catch (err) {
+    throw new ApiTlsError(`--tls-cert/--tls-key: ${errorMessage(err).split('\n')[0]}`)
   }
 }
 

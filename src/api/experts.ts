@@ -7,6 +7,7 @@ import { ApiError, invalid, toApiError } from './errors.js'
 import type { GovernanceApi } from './governance-api.js'
 import type { StatusApi } from './status.js'
 import type { ApiContext, ExpertInfo, LocalExpert, RegisterExpertResult } from './types.js'
+import { errorMessage, errorName } from '../util/errors.js'
 
 export interface RegisterExpertParams {
   model: string
@@ -64,12 +65,12 @@ export class ExpertsApi {
       this.attached = a
       this.status.noteModel(this.ctx.node.peerId.toString(), a.host.summary.name)
       return { record: a.record, tokensPerSecond: a.tokensPerSecond, threads: a.host.threads, info: this.status.localInfo(a.record) as ExpertInfo }
-    } catch (err: any) {
-      if (err?.name === 'ExpertAlreadyAttachedError') throw new ApiError('failed_precondition', err.message, 'model', 'expert_exists')
+    } catch (err) {
+      if (errorName(err) === 'ExpertAlreadyAttachedError') throw new ApiError('failed_precondition', errorMessage(err), 'model', 'expert_exists')
       if (err instanceof ApiError) throw err
       const e = toApiError(err)
       // a file that is not a loadable GGUF is the caller's input
-      if (e.kind === 'internal') throw new ApiError('invalid_argument', `cannot load model "${o.model.slice(0, 256)}": ${err?.message ?? err}`, 'model')
+      if (e.kind === 'internal') throw new ApiError('invalid_argument', `cannot load model "${o.model.slice(0, 256)}": ${errorMessage(err)}`, 'model')
       throw e
     } finally {
       this.attaching = false

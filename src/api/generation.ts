@@ -5,7 +5,7 @@
  * chat template and the OpenAI model ids.
  */
 import type { GenerateResult, TokenEvent } from '../router/router.js'
-import { HaltedError, NoExpertsError, IncompatibleTokenizerError } from '../util/errors.js'
+import { HaltedError, NoExpertsError, IncompatibleTokenizerError, errorName } from '../util/errors.js'
 import { GENERATE_DEFAULTS, InvalidGenerateOptionError, validateGenerateOptions, type ValidGenerateOptions } from '../router/options.js'
 import { ApiError, invalid, toApiError } from './errors.js'
 import { ChatFormatter, type ChatMessage } from './chat.js'
@@ -92,8 +92,8 @@ export class GenerationApi {
     try {
       this.governance.checkHalt()
       return await this.ctx.router.generate(prep.tokens, { ...prep.options, signal, onToken: o.onToken })
-    } catch (err: any) {
-      if (err instanceof HaltedError || err?.name === 'HaltedError') throw toApiError(err)
+    } catch (err) {
+      if (err instanceof HaltedError || errorName(err) === 'HaltedError') throw toApiError(err)
       if (timeout.aborted) throw new ApiError('deadline_exceeded', `generation exceeded ${limitMs} ms`, null, 'timeout')
       if (o.signal?.aborted === true) {
         const reason = o.signal.reason

@@ -11,6 +11,7 @@ import { PHASES } from '../governance/tiers.js'
 import type { GovernanceSnapshot } from '../governance/state.js'
 import { ApiError, invalid } from './errors.js'
 import type { ApiContext, GovernanceEventInfo, GovernanceStateInfo, HaltInfo, RelayResult } from './types.js'
+import { errorMessage } from '../util/errors.js'
 
 /** governance events kept for GetGovernanceState.recent */
 const LOG_SIZE = 50
@@ -95,9 +96,9 @@ export class GovernanceApi {
       const env = decodeEnvelope(bytes)
       kind = Kind[env.message.kind]
       version = env.message.version
-    } catch (err: any) {
-      if (haltOnly) throw deny(`malformed: ${err.message}`)
-      throw invalid(`malformed governance envelope: ${err.message}`, 'envelope')
+    } catch (err) {
+      if (haltOnly) throw deny(`malformed: ${errorMessage(err)}`)
+      throw invalid(`malformed governance envelope: ${errorMessage(err)}`, 'envelope')
     }
     if (haltOnly && kind !== 'HALT') throw deny(`a ${kind} envelope, not a HALT: use RelayGovernanceMessage`, kind, version)
     this.relayVia = via

@@ -8,6 +8,7 @@ import { GENERATE_DEFAULTS } from '../router/options.js'
 import { expertRecordKey, openExpertRecord, type ExpertRecord } from '../wire/record.js'
 import type { GovernanceApi } from './governance-api.js'
 import type { ApiContext, DashboardSnapshot, ExpertInfo, ExpertLists, LocalExpert, RouterStatusInfo } from './types.js'
+import { errorMessage } from '../util/errors.js'
 
 /** finished generations kept for "recent tokens/s" */
 const RECENT_GENERATIONS = 256
@@ -40,7 +41,7 @@ export class StatusApi {
           if (this.recent.length > RECENT_GENERATIONS) this.recent.shift()
           ctx.events.emit('generation', { tokens: ev.result.tokens, tokensPerSecond: ev.result.tokensPerSecond, experts: ev.result.experts, finishReason: ev.result.finishReason, at: Date.now() })
         } else {
-          ctx.events.emit('generation', { error: String((ev.error as any)?.message ?? ev.error), at: Date.now() })
+          ctx.events.emit('generation', { error: errorMessage(ev.error), at: Date.now() })
         }
       }
     }
@@ -108,7 +109,7 @@ export class StatusApi {
     const node = this.ctx.node
     try {
       let best: ExpertRecord | undefined
-      for await (const ev of node.services.dht.get(expertRecordKey(node.peerId), { signal: signal ?? AbortSignal.timeout(3_000) }) as AsyncIterable<any>) {
+      for await (const ev of node.services.dht.get(expertRecordKey(node.peerId), { signal: signal ?? AbortSignal.timeout(3_000) })) {
         if (ev.name === 'VALUE') {
           try {
             const r = await openExpertRecord(ev.value)

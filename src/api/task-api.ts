@@ -10,6 +10,7 @@ import { ApiError, invalid } from './errors.js'
 import { TASK_STATUSES, assessTask, type TaskRecord, type TaskStatus } from '../tasks/model.js'
 import type { TaskStore } from '../tasks/store.js'
 import type { DashboardTask } from './types.js'
+import { errorMessage } from '../util/errors.js'
 
 /** the bounds of a submitted task */
 export const TASK_LIMITS = Object.freeze({
@@ -52,7 +53,7 @@ export class TasksApi {
     if (t.paramsJson != null && t.paramsJson !== '') {
       if (t.paramsJson.length > L.paramsJsonBytes) throw invalid('params_json exceeds 64 KiB', 'params_json')
       let v: unknown
-      try { v = JSON.parse(t.paramsJson) } catch (err: any) { throw invalid(`params_json is not JSON: ${err.message}`, 'params_json') }
+      try { v = JSON.parse(t.paramsJson) } catch (err) { throw invalid(`params_json is not JSON: ${errorMessage(err)}`, 'params_json') }
       if (v == null || typeof v !== 'object' || Array.isArray(v)) throw invalid('params_json must be a JSON object', 'params_json')
       params = v as Record<string, unknown>
     }
