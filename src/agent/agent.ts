@@ -12,7 +12,7 @@ import type { Router } from '../router/router.js'
 import type { GovernanceService } from '../governance/service.js'
 import { Tier, classifyAction, gate, gateContext } from '../governance/tiers.js'
 import { canonicalJson } from '../governance/motions.js'
-import { HaltedError } from '../util/errors.js'
+import { HaltedError, errorMessage } from '../util/errors.js'
 import { JsonConstraint } from './json-constraint-tokens.js'
 import { buildPrompt, meaningful, mergeEvidence, taskView, tokenizerPieceTable, type TaskView } from './task-text.js'
 import type { AgentStore, CycleState } from './store.js'
@@ -161,8 +161,8 @@ export class Agent {
         const r = await this.runCycle({ injected: o.injected?.() })
         o.onCycle?.(r)
         if (r.state === 'halted') this.stopLoop()
-      } catch (err: any) {
-        this.log(`cycle failed: ${err?.message ?? err}`)
+      } catch (err) {
+        this.log(`cycle failed: ${errorMessage(err)}`)
       }
       if (this.looping) {
         this.timer = setTimeout(() => { void tick() }, intervalMs)
@@ -298,14 +298,14 @@ export class Agent {
       await this.audit(ctx, metrics.experts.map(e => e.id), report)
       checkpoint()
       report.state = 'done'
-    } catch (err: any) {
+    } catch (err) {
       const h = this.haltReason
       if (h != null || err instanceof HaltedError || (signal.aborted && signal.reason instanceof HaltedError)) {
         report.state = 'halted'
-        report.haltReason = h ?? (signal.reason instanceof HaltedError ? signal.reason.message : String(err?.message ?? err))
+        report.haltReason = h ?? (signal.reason instanceof HaltedError ? signal.reason.message : errorMessage(err))
       } else {
         report.state = 'failed'
-        report.error = String(err?.message ?? err)
+        report.error = errorMessage(err)
       }
       this.log(`cycle ${cycle} ${report.state}: ${report.haltReason ?? report.error}`)
     } finally {
@@ -324,17 +324,17 @@ export class Agent {
       ctx.checkpoint()
       try {
         await this.propose(f, s, ctx)
-      } catch (err: any) {
+      } catch (err) {
         if (err instanceof HaltedError || this.haltReason != null || ctx.signal.aborted) throw (this.haltReason != null && !(err instanceof HaltedError) ? new HaltedError(`halted by governance: ${this.haltReason}`) : err)
         // no generation possible (no experts, timeout, context too short): the finding is still recorded
-        this.log(`proposal for ${f.key} failed (${err?.message ?? err}): deterministic task`)
+        this.log(`proposal for ${f.key} failed (${errorMessage(err)}): deterministic task`)
         this.record(ctx, {
           domain: f.domains[0],
           title: f.title,
           rationale: f.summary,
           evidence: f.evidence,
           actions: [{ type: 'report', params: { title: f.title.slice(0, 200), body: f.summary } }]
-        }, 'detector', f, { error: String(err?.message ?? err), stream: s.name })
+        }, 'detector', f, { error: errorMessage(err), stream: s.name })
       }
     }
   }

@@ -83,6 +83,15 @@ interface Row {
   meta: string | null
 }
 
+/** a row of `approvals` */
+interface ApprovalRow {
+  task_id: string
+  at: number
+  by: string
+  decision: ApprovalRecord['decision']
+  note: string
+}
+
 type NewRow = Omit<Row, 'seq'>
 const COLUMNS: ReadonlyArray<keyof NewRow> = ['id', 'origin', 'type', 'params', 'description', 'status', 'tier', 'known_action', 'approval', 'approval_reason', 'needs',
   'priority', 'source', 'created_at', 'updated_at', 'result', 'title', 'domain', 'evidence', 'actions', 'cycle', 'finding_key', 'meta']
@@ -269,7 +278,8 @@ export class TaskStore {
   }
 
   approvals (taskId: string): ApprovalRecord[] {
-    return (this.s.approvalsOf.all(taskId) as any[]).map(r => ({ taskId: r.task_id, at: Number(r.at), by: r.by, decision: r.decision, note: r.note }))
+    const rows = this.s.approvalsOf.all(taskId) as unknown as ApprovalRow[]
+    return rows.map(r => ({ taskId: r.task_id, at: Number(r.at), by: r.by, decision: r.decision, note: r.note }))
   }
 
   close (): void {
