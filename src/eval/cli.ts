@@ -39,20 +39,40 @@ async function int (v: string | undefined, name: string, min: number, max = Numb
   return intOption(v, name, min, max)
 }
 
+/** the option values of `meshllm eval` (src/cli/commands/eval.ts): strings, as on the command line */
+export interface EvalValues {
+  heldout?: string
+  bootstrap?: string[]
+  k?: string
+  experts?: string[]
+  'max-tokens'?: string
+  window?: string
+  prompt?: string
+  rules?: string
+  weighting?: string
+  tails?: string
+  weights?: string
+  beta?: string
+  subsets?: boolean
+  robust?: string
+  tokenizer?: string
+  json?: boolean
+}
+
 /** `meshllm eval` (options and --help: src/cli/commands/eval.ts) */
-export async function evalCommand (values: Record<string, any>): Promise<void> {
+export async function evalCommand (values: EvalValues): Promise<void> {
   const result = await runEvalCommand(values)
   if (values.json === true) process.stdout.write(JSON.stringify(result) + '\n')
   else process.stdout.write(formatEvalResult(result))
 }
 
 /** The command on already-parsed option values (strings, as on the command line); returns the result without printing it. */
-export async function runEvalCommand (values: Record<string, any>): Promise<EvalResult> {
-  if (values.heldout == null) await usage('eval needs --heldout <file>')
+export async function runEvalCommand (values: EvalValues): Promise<EvalResult> {
+  if (values.heldout == null) return await usage('eval needs --heldout <file>')
   const bootstrap: string[] = values.bootstrap ?? []
   if (bootstrap.length === 0) await usage('eval needs --bootstrap <multiaddr>')
   for (const a of bootstrap) parseMultiaddr(a)
-  const experts: string[] | undefined = values.experts != null ? (values.experts as string[]).flatMap(s => s.split(',')).map(s => s.trim()).filter(s => s.length > 0) : undefined
+  const experts: string[] | undefined = values.experts?.flatMap(s => s.split(',')).map(s => s.trim()).filter(s => s.length > 0)
   let fixedWeights: Record<string, number> | undefined
   if (values.weights != null) {
     fixedWeights = {}
