@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { canonicalPublicKey, formatPublicKey, keyHex } from './keys.js'
 import { GovernanceConfigError } from './errors.js'
+import { errorCode, errorMessage } from '../util/errors.js'
 import { z } from 'zod'
 
 export interface Thresholds {
@@ -49,8 +50,8 @@ export function validateConfig (c: GovernanceConfig): GovernanceConfig {
   if (typeof c.meshId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(c.meshId)) throw new GovernanceConfigError(`meshId must be 1–64 characters of [A-Za-z0-9._-], got "${c.meshId}"`)
   try {
     c = { ...c, keyholders: c.keyholders.map(k => ({ ...k, publicKey: canonicalPublicKey(k.publicKey) })) }
-  } catch (err: any) {
-    throw new GovernanceConfigError(err.message)
+  } catch (err) {
+    throw new GovernanceConfigError(errorMessage(err))
   }
   const n = c.keyholders.length
   if (n === 0) throw new GovernanceConfigError('a governance file needs at least one keyholder')
@@ -107,11 +108,11 @@ function fileError (source: string, issue: z.core.$ZodIssue, known: readonly str
 
 /** Parses and validates a governance file's JSON text. Unknown keys are refused (GovernanceConfigError). */
 export function parseConfig (text: string, source = 'governance file'): GovernanceConfig {
-  let j: any
+  let j: unknown
   try {
     j = JSON.parse(text)
-  } catch (err: any) {
-    throw new GovernanceConfigError(`${source}: not JSON: ${err.message}`)
+  } catch (err) {
+    throw new GovernanceConfigError(`${source}: not JSON: ${errorMessage(err)}`)
   }
   if (j == null || typeof j !== 'object' || Array.isArray(j)) throw new GovernanceConfigError(`${source}: not an object`)
   const file = GovernanceFileSchema.safeParse(j)
@@ -131,8 +132,8 @@ export function parseConfig (text: string, source = 'governance file'): Governan
     }
     try {
       return { name: entry.name, publicKey: canonicalPublicKey(entry.publicKey) }
-    } catch (err: any) {
-      throw new GovernanceConfigError(`${source}: ${err.message}`)
+    } catch (err) {
+      throw new GovernanceConfigError(`${source}: ${errorMessage(err)}`)
     }
   })
   const n = keyholders.length
@@ -151,8 +152,8 @@ export async function loadConfig (path: string): Promise<GovernanceConfig> {
   let text: string
   try {
     text = await readFile(path, 'utf8')
-  } catch (err: any) {
-    throw new GovernanceConfigError(`cannot read governance file ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
+  } catch (err) {
+    throw new GovernanceConfigError(`cannot read governance file ${path}: ${errorCode(err) === 'ENOENT' ? 'no such file' : errorMessage(err)}`)
   }
   return parseConfig(text, path)
 }

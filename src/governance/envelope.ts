@@ -18,6 +18,7 @@
 import type { PrivateKey } from '@libp2p/interface'
 import { canonicalPublicKey, keyHex, verifySignature } from './keys.js'
 import { EnvelopeError } from './errors.js'
+import { errorMessage } from '../util/errors.js'
 import type { GovernanceConfig, Thresholds } from './config.js'
 
 export enum Kind {
@@ -188,7 +189,7 @@ export function decodePayload (payload: Uint8Array): Message {
       if (n < 1 || n > 64) throw new EnvelopeError('1–64 keyholders')
       const keyholders: Uint8Array[] = []
       for (let i = 0; i < n; i++) keyholders.push(Uint8Array.from(br.bytes(32)))
-      const t: any = {}
+      const t = {} as Thresholds
       for (const k of THRESHOLD_ORDER) t[k] = br.u8()
       body = { kind, keyholders, thresholds: t, reviewPeriodMs: br.u32() * 1000, revertOnHalt: br.u8() }
       break
@@ -317,8 +318,8 @@ export function inspectEnvelope (bytes: Uint8Array, config: GovernanceConfig, no
   let env: Envelope
   try {
     env = decodeEnvelope(bytes)
-  } catch (err: any) {
-    return refuse('malformed', `malformed: ${err.message}`)
+  } catch (err) {
+    return refuse('malformed', `malformed: ${errorMessage(err)}`)
   }
   const m = env.message
   if (m.meshId !== config.meshId) return refuse('mesh', `for mesh "${m.meshId}", this is "${config.meshId}"`)

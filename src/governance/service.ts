@@ -18,6 +18,7 @@ import { streamLifetime } from '../util/stream-lifetime.js'
 import { Strikes } from '../node/blocklist.js'
 import { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic } from './gossip-score.js'
 import { RateLimitedError, RateLimiter, addressKey } from '../util/rate-limit.js'
+import { errorMessage, errorName } from '../util/errors.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { streamTo } from '../node/reach.js'
 
@@ -252,7 +253,7 @@ export class GovernanceService implements Startable {
       const r = await this.apply(data, 'gossip')
       if (r.accepted) return ACCEPT
       return FORGERY_CODES.has(r.code) ? REJECT : IGNORE
-    } catch (err: any) {
+    } catch (err) {
       this.log.error('validator failure: %e', err)
       return REJECT
     }
@@ -282,7 +283,7 @@ export class GovernanceService implements Startable {
         if (m.kind === Kind.HALT) l.onHalt?.(m.reason, m.version)
         if (m.kind === Kind.RESUME && r.noop !== true) l.onResume?.(m.version)
         l.onChange?.(this.state.snapshot(), m.kind)
-      } catch (err: any) {
+      } catch (err) {
         this.log.error('governance listener failed: %e', err)
       }
     }
@@ -317,8 +318,8 @@ export class GovernanceService implements Startable {
     try {
       const res = await pubsub.publish(this.topic, bytes)
       return res.recipients.length
-    } catch (err: any) {
-      this.log('gossip publish failed: %s', err.message)
+    } catch (err) {
+      this.log('gossip publish failed: %s', errorMessage(err))
       return 0
     }
   }
@@ -354,8 +355,8 @@ export class GovernanceService implements Startable {
       const answer = new TextDecoder().decode((await lp.read({ signal })).subarray())
       await stream.close({ signal }).catch(() => {})
       return PUSH_ANSWERS.has(answer) ? answer as PushAnswer : 'no-answer'
-    } catch (err: any) {
-      stream.abort(err)
+    } catch (err) {
+      stream.abort(err as Error)
       throw err
     }
   }
@@ -387,9 +388,9 @@ export class GovernanceService implements Startable {
       if (limiter != null && !limiter.take(addressKey(connection))) throw new RateLimitedError(`too many governance requests from ${addressKey(connection)}`)
       await work(lpStream(stream, lengthPrefixOptions(MAX_ENVELOPE_BYTES)), signal)
       await stream.close({ signal })
-    } catch (err: any) {
+    } catch (err) {
       if (err instanceof RateLimitedError) this.offence(connection)
-      stream.abort(err)
+      stream.abort(err as Error)
     } finally {
       life.dispose()
     }
@@ -437,9 +438,9 @@ export class GovernanceService implements Startable {
         let msg
         try {
           msg = await lp.read({ signal })
-        } catch (err: any) {
+        } catch (err) {
           // a clean end of the answer; a reset (a refusal, a peer gone) is a failed catch-up
-          if (err.name === 'UnexpectedEOFError' && stream.status !== 'reset' && stream.status !== 'aborted') break
+          if (errorName(err) === 'UnexpectedEOFError' && stream.status !== 'reset' && stream.status !== 'aborted') break
           throw err
         }
         got.push(msg.subarray())

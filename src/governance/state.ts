@@ -217,8 +217,9 @@ export class GovernanceState {
     try {
       this.persist()
       this.persistError = undefined
-    } catch (err: any) {
-      this.persistError = err
+    } catch (err) {
+      // what writing a file throws: an Error
+      this.persistError = err as Error
     }
   }
 
