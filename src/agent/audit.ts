@@ -50,7 +50,12 @@ export function tvDistance (p: Aggregated, q: Aggregated): number {
 
 const top = (a: Aggregated): number => a.ids.length > 0 ? a.ids[0] : -1
 
-export async function spotCheck (router: Router, a: string, b: string, o: { prompt: string, tokens?: number, signal?: AbortSignal, divergentTv?: number }): Promise<SpotCheck> {
+export async function spotCheck (
+  router: Router,
+  a: string,
+  b: string,
+  o: { prompt: string, tokens?: number, signal?: AbortSignal, divergentTv?: number }
+): Promise<SpotCheck> {
   const n = Math.max(1, o.tokens ?? 4)
   const distA: Aggregated[] = []
   const distB: Aggregated[] = []

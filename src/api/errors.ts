@@ -24,7 +24,8 @@ export class ApiError extends Error {
   }
 }
 
-export const invalid = (message: string, param: string | null = null, code: string | null = null): ApiError => new ApiError('invalid_argument', message, param, code)
+export const invalid = (message: string, param: string | null = null, code: string | null = null): ApiError =>
+  new ApiError('invalid_argument', message, param, code)
 
 /** Maps any error (ours, the router's, governance's) to an ApiError. Never throws. */
 export function toApiError (err: unknown): ApiError {

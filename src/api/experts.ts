@@ -25,7 +25,13 @@ export class ExpertsApi {
    * `given`: the expert this node already serves (RegisterExpert is then refused);
    * `attachDefaults`: defaults for RegisterExpert (e.g. threads)
    */
-  constructor (private readonly ctx: ApiContext, private readonly governance: GovernanceApi, private readonly status: StatusApi, private readonly given?: LocalExpert, private readonly attachDefaults: Partial<AttachExpertOptions> = {}) {}
+  constructor (
+    private readonly ctx: ApiContext,
+    private readonly governance: GovernanceApi,
+    private readonly status: StatusApi,
+    private readonly given?: LocalExpert,
+    private readonly attachDefaults: Partial<AttachExpertOptions> = {}
+  ) {}
 
   /** the expert this node serves, if any */
   get local (): LocalExpert | undefined {
@@ -46,8 +52,13 @@ export class ExpertsApi {
       if (v != null && v !== 0 && (!Number.isSafeInteger(v) || v < 1 || v > max)) throw invalid(`${name} must be an integer in [1, ${max}]`, name)
     }
     if (o.contextSize != null && o.contextSize !== 0 && o.contextSize < 16) throw invalid('context_size must be at least 16', 'context_size')
-    if (this.given != null) throw new ApiError('failed_precondition', `this node already serves ${this.given.host.summary.name} (one expert per node)`, 'model', 'expert_exists')
-    if (this.attached != null || this.attaching) throw new ApiError('failed_precondition', `this node already ${this.attaching ? 'is loading' : `serves ${this.attached?.host.summary.name}`} an expert (one expert per node)`, 'model', 'expert_exists')
+    if (this.given != null) {
+      throw new ApiError('failed_precondition', `this node already serves ${this.given.host.summary.name} (one expert per node)`, 'model', 'expert_exists')
+    }
+    if (this.attached != null || this.attaching) {
+      const doing = this.attaching ? 'is loading' : `serves ${this.attached?.host.summary.name}`
+      throw new ApiError('failed_precondition', `this node already ${doing} an expert (one expert per node)`, 'model', 'expert_exists')
+    }
     this.attaching = true
     const d = this.attachDefaults
     try {

@@ -26,7 +26,12 @@ export class StatusApi {
   /** the router observer feeding throughput and the 'token' / 'generation' events */
   readonly observer: RouterObserver
 
-  constructor (private readonly ctx: ApiContext, private readonly governance: GovernanceApi, private readonly localExpert: () => LocalExpert | undefined, private readonly tasks: () => DashboardSnapshot['tasks']) {
+  constructor (
+    private readonly ctx: ApiContext,
+    private readonly governance: GovernanceApi,
+    private readonly localExpert: () => LocalExpert | undefined,
+    private readonly tasks: () => DashboardSnapshot['tasks']
+  ) {
     this.observer = {
       onToken: (ev: TokenEvent) => {
         const sec = Math.floor(Date.now() / 1000)
@@ -39,7 +44,14 @@ export class StatusApi {
         if (ev.result != null) {
           this.recent.push({ at: Date.now(), tokens: ev.result.tokens, ms: ev.result.elapsedMs })
           if (this.recent.length > RECENT_GENERATIONS) this.recent.shift()
-          ctx.events.emit('generation', { tokens: ev.result.tokens, tokensPerSecond: ev.result.tokensPerSecond, experts: ev.result.experts, finishReason: ev.result.finishReason, at: Date.now() })
+          const r = ev.result
+          ctx.events.emit('generation', {
+            tokens: r.tokens,
+            tokensPerSecond: r.tokensPerSecond,
+            experts: r.experts,
+            finishReason: r.finishReason,
+            at: Date.now()
+          })
         } else {
           ctx.events.emit('generation', { error: errorMessage(ev.error), at: Date.now() })
         }
@@ -73,7 +85,9 @@ export class StatusApi {
     const id = r.peerId.toString()
     const h = this.ctx.router.health.entries().find(([k]) => k === id)?.[1]
     const now = Date.now()
-    const state = h == null || h.samples + h.failures === 0 ? 'unknown' : h.openUntil > now ? 'circuit_open' : h.consecutiveFailures > 0 ? 'degraded' : 'healthy'
+    const state = h == null || h.samples + h.failures === 0
+      ? 'unknown'
+      : h.openUntil > now ? 'circuit_open' : h.consecutiveFailures > 0 ? 'degraded' : 'healthy'
     return {
       peerId: id,
       model: r.modelName,
@@ -176,7 +190,8 @@ export class StatusApi {
       policy: {
         defaultK: this.ctx.defaultK,
         defaultRule: GENERATE_DEFAULTS.rule,
-        selection: 'weighted: K distinct experts per token, weight = capacity × reliability / latency EWMA; circuit-open and busy experts skipped; hedging and replacement on failure',
+        selection: 'weighted: K distinct experts per token, weight = capacity × reliability / latency EWMA; ' +
+          'circuit-open and busy experts skipped; hedging and replacement on failure',
         maxTokensLimit: this.ctx.maxTokensLimit
       },
       stats: {

@@ -48,7 +48,9 @@ export class TasksApi {
 
   submit (t: SubmitTaskParams): TaskRecord {
     const L = TASK_LIMITS
-    if (typeof t.type !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(t.type)) throw invalid('type must be 1–128 characters of [A-Za-z0-9_.:-] (an action type, e.g. "report")', 'type')
+    if (typeof t.type !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(t.type)) {
+      throw invalid('type must be 1–128 characters of [A-Za-z0-9_.:-] (an action type, e.g. "report")', 'type')
+    }
     let params: Record<string, unknown> = {}
     if (t.paramsJson != null && t.paramsJson !== '') {
       if (t.paramsJson.length > L.paramsJsonBytes) throw invalid('params_json exceeds 64 KiB', 'params_json')
@@ -60,7 +62,9 @@ export class TasksApi {
     const description = t.description ?? ''
     if (description.length > L.descriptionChars) throw invalid(`description exceeds ${L.descriptionChars} characters`, 'description')
     const priority = t.priority ?? 0
-    if (!Number.isSafeInteger(priority) || Math.abs(priority) > L.priority) throw invalid(`priority must be an integer in [-${L.priority}, ${L.priority}]`, 'priority')
+    if (!Number.isSafeInteger(priority) || Math.abs(priority) > L.priority) {
+      throw invalid(`priority must be an integer in [-${L.priority}, ${L.priority}]`, 'priority')
+    }
     const source = (t.source ?? '').slice(0, L.sourceChars)
     const snap: GovernanceSnapshot | { readOnly: boolean, phase: number } = this.governance?.state.snapshot() ?? { readOnly: false, phase: 0 }
     return this.store.add({ type: t.type, params, description, priority, source }, assessTask(t.type, params, snap))
@@ -77,7 +81,8 @@ export class TasksApi {
     const status = o.status == null || o.status === '' ? undefined : o.status
     if (status != null && !TASK_STATUSES.includes(status as TaskStatus)) throw invalid(`status must be one of ${TASK_STATUSES.join(', ')}`, 'status')
     if (o.limit != null && o.limit > TASK_LIMITS.listLimit) throw invalid(`limit must be at most ${TASK_LIMITS.listLimit}`, 'limit')
-    return this.store.list({ status: status as TaskStatus | undefined, limit: o.limit != null && o.limit > 0 ? o.limit : TASK_LIMITS.defaultListLimit, offset: o.offset ?? 0 })
+    const limit = o.limit != null && o.limit > 0 ? o.limit : TASK_LIMITS.defaultListLimit
+    return this.store.list({ status: status as TaskStatus | undefined, limit, offset: o.offset ?? 0 })
   }
 
   /** the dashboard's view: the total and the `n` latest tasks, in brief */
