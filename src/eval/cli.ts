@@ -131,27 +131,39 @@ export async function runEvalCommand (values: EvalValues): Promise<EvalResult> {
 export function formatEvalResult (r: EvalResult): string {
   const f = (x: number | null | undefined): string => x == null ? '—' : x.toFixed(1)
   const lines: string[] = []
-  lines.push(`${r.positions} positions (${r.windows} windows of ≤ 256 tokens, ${r.documents} documents), ${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token`)
+  lines.push(`${r.positions} positions (${r.windows} windows of ≤ 256 tokens, ${r.documents} documents), ` +
+    `${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token`)
   lines.push('')
   lines.push('expert                                                  model          exact   frames: uniform  unigram  bounded  listed')
   for (const [id, x] of Object.entries(r.experts)) {
-    lines.push(`${id.padEnd(55)} ${x.model.padEnd(14)} ${f(x.exactPerplexity).padStart(6)}   ${f(x.perplexityByTail.uniform).padStart(15)}  ${f(x.perplexityByTail.unigram).padStart(7)}  ${f(x.perplexityByTail.bounded).padStart(7)}  ${(100 * x.listedRate).toFixed(1)}%`)
+    const tails = x.perplexityByTail
+    lines.push(`${id.padEnd(55)} ${x.model.padEnd(14)} ${f(x.exactPerplexity).padStart(6)}   ` +
+      `${f(tails.uniform).padStart(15)}  ${f(tails.unigram).padStart(7)}  ${f(tails.bounded).padStart(7)}  ${(100 * x.listedRate).toFixed(1)}%`)
   }
   lines.push('')
   lines.push('ensemble                 rule      weighting   tail      robust  perplexity')
   for (const v of [...r.variants].sort((a, b) => a.perplexity - b.perplexity)) {
-    lines.push(`${v.models.map(m => m.replace(/^meshtest-/, '')).join('+').padEnd(24)} ${v.rule.padEnd(9)} ${v.weighting.padEnd(11)} ${v.tail.padEnd(9)} ${(v.robust ? 'on' : 'off').padEnd(7)} ${f(v.perplexity).padStart(10)}${v.robust ? `  (${v.screened ?? 0} frames screened${(v.banned ?? []).length > 0 ? `, banned ${(v.banned ?? []).length}` : ''})` : ''}`)
+    const models = v.models.map(m => m.replace(/^meshtest-/, '')).join('+')
+    const banned = (v.banned ?? []).length > 0 ? `, banned ${(v.banned ?? []).length}` : ''
+    const screened = v.robust ? `  (${v.screened ?? 0} frames screened${banned})` : ''
+    lines.push(`${models.padEnd(24)} ${v.rule.padEnd(9)} ${v.weighting.padEnd(11)} ${v.tail.padEnd(9)} ${(v.robust ? 'on' : 'off').padEnd(7)} ` +
+      `${f(v.perplexity).padStart(10)}${screened}`)
   }
   // what robust-by-default costs an honest mesh: each robust variant against the same one without
   const costs = r.variants.filter(v => v.robust).map(v => {
-    const off = r.variants.find(w => !w.robust && w.rule === v.rule && w.weighting === v.weighting && w.tail === v.tail && w.experts.join() === v.experts.join())
+    const off = r.variants.find(w =>
+      !w.robust && w.rule === v.rule && w.weighting === v.weighting && w.tail === v.tail && w.experts.join() === v.experts.join())
     return off != null ? v.perplexity / off.perplexity - 1 : undefined
   }).filter((x): x is number => x !== undefined)
   if (costs.length > 0) {
     lines.push('')
-    lines.push(`robust (screening + reputation) vs off, same variant: ${(100 * Math.min(...costs)).toFixed(2)} % to ${(100 * Math.max(...costs)).toFixed(2)} % perplexity (${costs.length} variants)`)
+    lines.push(`robust (screening + reputation) vs off, same variant: ${(100 * Math.min(...costs)).toFixed(2)} % to ` +
+      `${(100 * Math.max(...costs)).toFixed(2)} % perplexity (${costs.length} variants)`)
   }
   lines.push('')
-  lines.push(`best: ${r.ensemble.models.join('+')} ${r.ensemble.rule} / ${r.ensemble.weighting} / ${r.ensemble.tail}: ${f(r.ensemble.perplexity)} (perplexity weighting β = ${r.weightingParams.beta}, n₀ = ${r.weightingParams.priorTokens}; fixed = ${r.weightingParams.fixed})`)
+  const e = r.ensemble
+  const w = r.weightingParams
+  lines.push(`best: ${e.models.join('+')} ${e.rule} / ${e.weighting} / ${e.tail}: ${f(e.perplexity)} ` +
+    `(perplexity weighting β = ${w.beta}, n₀ = ${w.priorTokens}; fixed = ${w.fixed})`)
   return lines.join('\n') + '\n'
 }

@@ -146,7 +146,15 @@ export class ModelHost {
   /** cumulative frame timings, for status and benchmarks */
   readonly stats = { positions: 0, forwardMs: 0, frameMs: 0 }
 
-  private constructor (modelPath: string, summary: GgufSummary, model: LlamaModel, context: LlamaContext, maxSessions: number, threads: number, gpu: string | false) {
+  private constructor (
+    modelPath: string,
+    summary: GgufSummary,
+    model: LlamaModel,
+    context: LlamaContext,
+    maxSessions: number,
+    threads: number,
+    gpu: string | false
+  ) {
     this.modelPath = modelPath
     this.summary = summary
     this.model = model
@@ -319,7 +327,9 @@ export class ModelSession {
       const lastOut = toks.length - 1
       const score = opts.scorePrompt === true && tokens.length > 1
       const target = opts.target
-      if (target !== undefined && (!Number.isInteger(target) || target < 0 || target >= this.host.summary.vocabSize)) throw new Error(`target ${target} outside the vocabulary`)
+      if (target !== undefined && (!Number.isInteger(target) || target < 0 || target >= this.host.summary.vocabSize)) {
+        throw new Error(`target ${target} outside the vocabulary`)
+      }
       const logits = toks.map((_, i) => i >= firstOut || score)
       let promptLogprob = 0
       let promptOk = score && this.native != null
@@ -354,7 +364,9 @@ export class ModelSession {
         if (this.native != null) {
           const ids = new Uint32Array(k)
           const logprobs = new Float32Array(k)
-          const tail = wantTarget ? this.native.topkWithTarget(batchLogitIndex, ids, logprobs, target, scratch) : this.native.topk(batchLogitIndex, ids, logprobs)
+          const tail = wantTarget
+            ? this.native.topkWithTarget(batchLogitIndex, ids, logprobs, target, scratch)
+            : this.native.topk(batchLogitIndex, ids, logprobs)
           if (tail >= 0) {
             const frame: Frame = { position: pos, ids, logprobs, tailMass: tail }
             if (wantTarget) {

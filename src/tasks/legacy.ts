@@ -72,7 +72,9 @@ export function migrateLegacyLayout (db: DatabaseSync): LegacyAgentTask[] {
     for (const [name, ddl] of ADDED_COLUMNS) db.exec(`ALTER TABLE tasks ADD COLUMN ${name} ${ddl}`)
     return []
   }
-  if (!(cols.includes('state') && cols.includes('actions'))) throw new TaskDatabaseError(`the tasks table has an unknown layout (columns ${cols.join(', ').slice(0, 300)})`)
+  if (!(cols.includes('state') && cols.includes('actions'))) {
+    throw new TaskDatabaseError(`the tasks table has an unknown layout (columns ${cols.join(', ').slice(0, 300)})`)
+  }
   db.exec(`DROP INDEX IF EXISTS tasks_state; DROP INDEX IF EXISTS tasks_finding; ALTER TABLE tasks RENAME TO ${LEGACY_AGENT_TABLE}`)
   const rows = db.prepare(`SELECT * FROM ${LEGACY_AGENT_TABLE} ORDER BY seq`).all() as unknown as LegacyRow[]
   return rows.map((r): LegacyAgentTask => {
@@ -104,7 +106,18 @@ function legacyFacts (actions: TaskAction[], state: ActionState): AgentTaskFacts
     const tiers = actions.map(a => (Tier as unknown as Record<string, unknown>)[a.tier]).map(t => typeof t === 'number' ? t : Tier.DEPLOY_MAJOR)
     const tier = Math.max(Tier.READ_ONLY, ...tiers) as Tier
     const lead = actions[0]
-    facts = { state, status: 'queued', approval: 'auto', approvalReason: lead?.reason ?? '', needs: [], tier, tierName: Tier[tier], knownAction: actions.every(a => a.known), type: lead?.type ?? '', params: lead?.params ?? {} }
+    facts = {
+      state,
+      status: 'queued',
+      approval: 'auto',
+      approvalReason: lead?.reason ?? '',
+      needs: [],
+      tier,
+      tierName: Tier[tier],
+      knownAction: actions.every(a => a.known),
+      type: lead?.type ?? '',
+      params: lead?.params ?? {}
+    }
   }
   return { ...facts, state, ...storedOf(state) }
 }
