@@ -47,7 +47,9 @@ export function defaultThresholds (n: number): Thresholds {
 }
 
 export function validateConfig (c: GovernanceConfig): GovernanceConfig {
-  if (typeof c.meshId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(c.meshId)) throw new GovernanceConfigError(`meshId must be 1–64 characters of [A-Za-z0-9._-], got "${c.meshId}"`)
+  if (typeof c.meshId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(c.meshId)) {
+    throw new GovernanceConfigError(`meshId must be 1–64 characters of [A-Za-z0-9._-], got "${c.meshId}"`)
+  }
   try {
     c = { ...c, keyholders: c.keyholders.map(k => ({ ...k, publicKey: canonicalPublicKey(k.publicKey) })) }
   } catch (err) {
@@ -64,11 +66,17 @@ export function validateConfig (c: GovernanceConfig): GovernanceConfig {
   }
   for (const [kind, t] of Object.entries(c.thresholds)) {
     if (!Number.isInteger(t) || t < 1) throw new GovernanceConfigError(`threshold ${kind} must be an integer ≥ 1, got ${t}`)
-    if (t > n) throw new GovernanceConfigError(`threshold ${kind} is ${t} but there are only ${n} keyholder(s): the mesh could never reach it${kind === 'resume' ? ' (a HALT could never be lifted)' : ''}`)
+    if (t > n) {
+      const why = kind === 'resume' ? ' (a HALT could never be lifted)' : ''
+      throw new GovernanceConfigError(`threshold ${kind} is ${t} but there are only ${n} keyholder(s): the mesh could never reach it${why}`)
+    }
   }
   // fewer keyholders than a RESUME quorum must never be able to replace the keyholders
   // (they could then lock the RESUME quorum out): docs/security.md
-  if (c.thresholds.keyholders < c.thresholds.resume) throw new GovernanceConfigError(`threshold keyholders (${c.thresholds.keyholders}) must be at least threshold resume (${c.thresholds.resume}): otherwise fewer keyholders than a RESUME quorum could replace the keyholders`)
+  if (c.thresholds.keyholders < c.thresholds.resume) {
+    throw new GovernanceConfigError(`threshold keyholders (${c.thresholds.keyholders}) must be at least threshold resume (${c.thresholds.resume}): ` +
+      'otherwise fewer keyholders than a RESUME quorum could replace the keyholders')
+  }
   if (!Number.isFinite(c.reviewPeriodMs) || c.reviewPeriodMs < 0) throw new GovernanceConfigError('reviewPeriodHours must be ≥ 0')
   if (!Number.isInteger(c.revertOnHalt) || c.revertOnHalt < 0) throw new GovernanceConfigError('revertOnHalt must be an integer ≥ 0')
   return c
@@ -85,7 +93,9 @@ const THRESHOLD_KEYS = ['halt', 'resume', 'deployMinor', 'deployMajor', 'phase',
 export const GovernanceFileSchema = z.strictObject({
   meshId: z.unknown(),
   keyholders: z.array(z.unknown(), { error: 'must be a list of keyholders' }),
-  thresholds: z.strictObject(Object.fromEntries(THRESHOLD_KEYS.map(k => [k, z.number().optional()])) as Record<keyof Thresholds, z.ZodOptional<z.ZodNumber>>).optional(),
+  thresholds: z.strictObject(
+    Object.fromEntries(THRESHOLD_KEYS.map(k => [k, z.number().optional()])) as Record<keyof Thresholds, z.ZodOptional<z.ZodNumber>>
+  ).optional(),
   reviewPeriodHours: z.number().optional(),
   revertOnHalt: z.number().optional()
 })
@@ -171,7 +181,8 @@ export function configToJson (c: GovernanceConfig): object {
 /** short, stable identifier of a configuration (printed on start, compared across peers) */
 export function configDigest (c: GovernanceConfig): string {
   const keys = c.keyholders.map(k => keyHex(k.publicKey)).sort()
-  return createHash('sha256').update(JSON.stringify({ m: c.meshId, k: keys, t: c.thresholds, r: c.reviewPeriodMs, h: c.revertOnHalt })).digest('hex').slice(0, 16)
+  const fields = JSON.stringify({ m: c.meshId, k: keys, t: c.thresholds, r: c.reviewPeriodMs, h: c.revertOnHalt })
+  return createHash('sha256').update(fields).digest('hex').slice(0, 16)
 }
 
 /**

@@ -147,7 +147,15 @@ export function createMotion (action: Action, proposer: string, nowMs: number, n
 
 /** The VOTE message on a motion (sign it with createEnvelope). */
 export function voteMessage (m: Motion, approve: boolean, o: { meshId: string, version: number, issuedAtMs: number, ttlMs?: number }): Message {
-  return { kind: Kind.VOTE, motionId: motionId(m), approve, meshId: o.meshId, version: o.version, issuedAtMs: o.issuedAtMs, expiresAtMs: o.issuedAtMs + (o.ttlMs ?? APPROVAL_TTL_MS) }
+  return {
+    kind: Kind.VOTE,
+    motionId: motionId(m),
+    approve,
+    meshId: o.meshId,
+    version: o.version,
+    issuedAtMs: o.issuedAtMs,
+    expiresAtMs: o.issuedAtMs + (o.ttlMs ?? APPROVAL_TTL_MS)
+  }
 }
 
 /** approvals a motion of this tier needs */

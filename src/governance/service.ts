@@ -7,7 +7,10 @@
  * Authority comes only from keyholder signatures inside the payload; gossipsub's own
  * signature only tells which peer published.
  */
-import { serviceCapabilities, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PeerStore, type Stream, type Connection, type Startable, type TypedEventTarget, type Libp2pEvents, type IdentifyResult } from '@libp2p/interface'
+import {
+  serviceCapabilities, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PeerStore, type Stream, type Connection, type Startable,
+  type TypedEventTarget, type Libp2pEvents, type IdentifyResult
+} from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import type { GossipSub, TopicValidatorResult, Message as PubsubMessage } from '@libp2p/gossipsub'
 import { lpStream } from '@libp2p/utils'
@@ -35,7 +38,9 @@ const REJECT = 'reject' as TopicValidatorResult
 const IGNORE = 'ignore' as TopicValidatorResult
 
 /** refusals that prove the sender forged or mangled something (gossipsub Reject: penalised) */
-export const FORGERY_CODES: ReadonlySet<RefusalCode> = new Set<RefusalCode>(['malformed', 'mesh', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds'])
+export const FORGERY_CODES: ReadonlySet<RefusalCode> = new Set<RefusalCode>([
+  'malformed', 'mesh', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds'
+])
 /** a catch-up from one peer ends after this many forgeries in its answer */
 const MAX_SYNC_FORGERIES = 4
 /** per remote address: at most this many catch-ups served per window */
@@ -381,7 +386,12 @@ export class GovernanceService implements Startable {
    * offence), then `work` under a 5 s deadline tied to the stream's life; closes the stream,
    * or aborts it on any failure.
    */
-  private async serve (stream: Stream, connection: Connection, limiter: RateLimiter | undefined, work: (lp: ReturnType<typeof lpStream>, signal: AbortSignal) => Promise<void>): Promise<void> {
+  private async serve (
+    stream: Stream,
+    connection: Connection,
+    limiter: RateLimiter | undefined,
+    work: (lp: ReturnType<typeof lpStream>, signal: AbortSignal) => Promise<void>
+  ): Promise<void> {
     const life = streamLifetime(stream)
     const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
     try {
@@ -451,7 +461,8 @@ export class GovernanceService implements Startable {
       throw err
     }
     // state messages in version order (votes are independent)
-    const ordered = got.map(b => { try { return { b, v: decodeEnvelope(b).message.version } } catch { return { b, v: -1 } } }).filter(x => x.v >= 0).sort((a, b) => a.v - b.v)
+    const versioned = got.map(b => { try { return { b, v: decodeEnvelope(b).message.version } } catch { return { b, v: -1 } } })
+    const ordered = versioned.filter(x => x.v >= 0).sort((a, b) => a.v - b.v)
     let accepted = 0
     let forgeries = got.length - ordered.length
     let latest: Uint8Array | undefined
@@ -500,6 +511,9 @@ function withDeadline (options: AbortOptions, ms: number): AbortSignal {
   return options.signal ?? AbortSignal.timeout(ms)
 }
 
-const PUSH_ANSWERS = new Set<string>(['applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'lifts-older'])
+const PUSH_ANSWERS = new Set<string>([
+  'applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds',
+  'stale', 'replayed-vote', 'lifts-older'
+])
 /** most envelopes read from one catch-up answer (state log, keyholder changes, votes) */
 const MAX_SYNC_ENVELOPES = 1024
