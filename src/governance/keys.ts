@@ -77,7 +77,7 @@ export async function generateKeyholderKey (out: string): Promise<KeyholderKey> 
 }
 
 export async function loadKeyholderKey (path: string): Promise<KeyholderKey> {
-  // parsed JSON: any value, its fields unchecked until read
+  // parsed JSON: whatever the file holds, its fields unchecked until read
   let json: { type?: unknown, privateKey?: unknown } | null | undefined
   try {
     json = JSON.parse(await readFile(path, 'utf8')) as typeof json
