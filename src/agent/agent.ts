@@ -12,7 +12,7 @@ import type { Router } from '../router/router.js'
 import type { GovernanceService } from '../governance/service.js'
 import { Tier, classifyAction, gate, gateContext } from '../governance/tiers.js'
 import { canonicalJson } from '../governance/motions.js'
-import { HaltedError } from '../util/errors.js'
+import { HaltedError, errorMessage } from '../util/errors.js'
 import { JsonConstraint } from './json-constraint-tokens.js'
 import { buildPrompt, meaningful, mergeEvidence, taskView, tokenizerPieceTable, type TaskView } from './task-text.js'
 import type { AgentStore, CycleState } from './store.js'
@@ -161,8 +161,8 @@ export class Agent {
         const r = await this.runCycle({ injected: o.injected?.() })
         o.onCycle?.(r)
         if (r.state === 'halted') this.stopLoop()
-      } catch (err: any) {
-        this.log(`cycle failed: ${err?.message ?? err}`)
+      } catch (err) {
+        this.log(`cycle failed: ${errorMessage(err)}`)
       }
       if (this.looping) {
         this.timer = setTimeout(() => { void tick() }, intervalMs)
@@ -234,7 +234,16 @@ export class Agent {
     try {
       checkpoint()
       const prev = this.previousSummary(cycle)
-      const metrics = await collectMetrics({ node: this.o.node, router: this.o.router, governance: this.o.governance, traffic: this.traffic, previous: prev, injected: o.injected, signal, now: this.now() })
+      const metrics = await collectMetrics({
+        node: this.o.node,
+        router: this.o.router,
+        governance: this.o.governance,
+        traffic: this.traffic,
+        previous: prev,
+        injected: o.injected,
+        signal,
+        now: this.now()
+      })
       report.metrics = metrics
       Object.assign(summary, { experts: metrics.experts.map(e => e.id), rejected: metrics.governance.rejected })
       store.addSamples(cycle, metricsToSamples(metrics), this.now())
@@ -244,7 +253,9 @@ export class Agent {
       const n = metrics.experts.length
       const usable = metrics.experts.filter(e => !e.circuitOpen)
       const fb = this.fallback.update(n)
-      if (fb.changed) this.log(fb.active ? `centralised fallback engaged: ${n} experts < ${this.fallback.minExperts}` : `centralised fallback released: ${n} experts`)
+      if (fb.changed) {
+        this.log(fb.active ? `centralised fallback engaged: ${n} experts < ${this.fallback.minExperts}` : `centralised fallback released: ${n} experts`)
+      }
       report.mode = fb.active ? 'fallback' : 'distributed'
       report.capacity = capacityReport(n, k, metrics.governance.phase, cfg, fb.active)
 
@@ -282,7 +293,13 @@ export class Agent {
         }
       }
       for (const s of streams) report.streams[s.name] = s.experts
-      Object.assign(summary, { mode: report.mode, streams: report.streams, capacity: report.capacity, findings: report.findings.map(f => f.key), suppressed: report.suppressed })
+      Object.assign(summary, {
+        mode: report.mode,
+        streams: report.streams,
+        capacity: report.capacity,
+        findings: report.findings.map(f => f.key),
+        suppressed: report.suppressed
+      })
 
       const ctx: CycleContext = { cycle, signal, metrics, fallback: fb.active, checkpoint }
       // independent task streams run concurrently; no expert serves two of them
@@ -298,20 +315,25 @@ export class Agent {
       await this.audit(ctx, metrics.experts.map(e => e.id), report)
       checkpoint()
       report.state = 'done'
-    } catch (err: any) {
+    } catch (err) {
       const h = this.haltReason
       if (h != null || err instanceof HaltedError || (signal.aborted && signal.reason instanceof HaltedError)) {
         report.state = 'halted'
-        report.haltReason = h ?? (signal.reason instanceof HaltedError ? signal.reason.message : String(err?.message ?? err))
+        report.haltReason = h ?? (signal.reason instanceof HaltedError ? signal.reason.message : errorMessage(err))
       } else {
         report.state = 'failed'
-        report.error = String(err?.message ?? err)
+        report.error = errorMessage(err)
       }
       this.log(`cycle ${cycle} ${report.state}: ${report.haltReason ?? report.error}`)
     } finally {
       if (this.ctrl === ctrl) this.ctrl = undefined
       report.endedAt = this.now()
-      store.endCycle(cycle, report.state as CycleState, report.mode, { ...summary, ...(report.haltReason != null ? { haltReason: report.haltReason } : {}), ...(report.error != null ? { error: report.error } : {}) }, report.endedAt)
+      const ended = {
+        ...summary,
+        ...(report.haltReason != null ? { haltReason: report.haltReason } : {}),
+        ...(report.error != null ? { error: report.error } : {})
+      }
+      store.endCycle(cycle, report.state as CycleState, report.mode, ended, report.endedAt)
       store.prune(report.endedAt)
     }
     report.stored = store.tasks.ofCycle(cycle)
@@ -324,17 +346,19 @@ export class Agent {
       ctx.checkpoint()
       try {
         await this.propose(f, s, ctx)
-      } catch (err: any) {
-        if (err instanceof HaltedError || this.haltReason != null || ctx.signal.aborted) throw (this.haltReason != null && !(err instanceof HaltedError) ? new HaltedError(`halted by governance: ${this.haltReason}`) : err)
+      } catch (err) {
+        if (err instanceof HaltedError || this.haltReason != null || ctx.signal.aborted) {
+          throw (this.haltReason != null && !(err instanceof HaltedError) ? new HaltedError(`halted by governance: ${this.haltReason}`) : err)
+        }
         // no generation possible (no experts, timeout, context too short): the finding is still recorded
-        this.log(`proposal for ${f.key} failed (${err?.message ?? err}): deterministic task`)
+        this.log(`proposal for ${f.key} failed (${errorMessage(err)}): deterministic task`)
         this.record(ctx, {
           domain: f.domains[0],
           title: f.title,
           rationale: f.summary,
           evidence: f.evidence,
           actions: [{ type: 'report', params: { title: f.title.slice(0, 200), body: f.summary } }]
-        }, 'detector', f, { error: String(err?.message ?? err), stream: s.name })
+        }, 'detector', f, { error: errorMessage(err), stream: s.name })
       }
     }
   }
@@ -344,13 +368,21 @@ export class Agent {
     const cfg = this.config
     const router = this.o.router
     const types = allowedActionTypes(f, ctx.fallback ? Tier.SUGGEST : Tier.DEPLOY_MAJOR)
-    const schema = taskSchema({ domains: f.domains, actionTypes: types, experts: f.experts.length > 0 ? f.experts : undefined, configKeys: f.configKeys, limits: cfg.limits })
+    const schema = taskSchema({
+      domains: f.domains,
+      actionTypes: types,
+      experts: f.experts.length > 0 ? f.experts : undefined,
+      configKeys: f.configKeys,
+      limits: cfg.limits
+    })
     const prompt = buildPrompt(f, types)
     const promptTokens = router.tokenizer.encodePrompt(prompt).length
-    const ctxLen = Math.min(...ctx.metrics.experts.filter(e => s.experts.includes(e.id) && e.contextLength != null).map(e => e.contextLength as number), Infinity)
+    const contextLengths = ctx.metrics.experts.filter(e => s.experts.includes(e.id) && e.contextLength != null).map(e => e.contextLength as number)
+    const ctxLen = Math.min(...contextLengths, Infinity)
     const maxTokens = Math.min(cfg.maxTokens ?? 240, (Number.isFinite(ctxLen) ? ctxLen : 512) - promptTokens - 2)
     const constraint = new JsonConstraint(schema, tokenizerPieceTable(router.tokenizer), maxTokens)
-    const k = ctx.fallback ? 1 : fractalK({ baseK: cfg.k ?? 3, priority: priorityOf(f.severity), complexity: complexityOf(f.evidence.length, types.length), available: s.experts.length })
+    const complexity = complexityOf(f.evidence.length, types.length)
+    const k = ctx.fallback ? 1 : fractalK({ baseK: cfg.k ?? 3, priority: priorityOf(f.severity), complexity, available: s.experts.length })
     const timeout = AbortSignal.timeout(cfg.generateTimeoutMs ?? 120_000)
     const t0 = performance.now()
     const result = await router.generate(prompt, {
@@ -398,7 +430,13 @@ export class Agent {
   }
 
   /** classifies and gates every action, runs the read-only ones, stores the task (its state: its actions' worst, src/tasks/model.ts) */
-  private record (ctx: CycleContext, t: { domain: string, title: string, rationale: string, evidence: string[], actions: ProposedAction[] }, source: string, f: Finding | undefined, meta: Record<string, unknown>): TaskRecord {
+  private record (
+    ctx: CycleContext,
+    t: { domain: string, title: string, rationale: string, evidence: string[], actions: ProposedAction[] },
+    source: string,
+    f: Finding | undefined,
+    meta: Record<string, unknown>
+  ): TaskRecord {
     const snapshot = this.o.governance?.state.snapshot() ?? { phase: 0, readOnly: false }
     const gctx = gateContext(snapshot, this.now())
     const outputs: string[] = []
@@ -438,7 +476,12 @@ export class Agent {
   }
 
   /** the only actions the agent runs: read-only reports (a text report of the finding and the metrics) */
-  private runReadOnly (action: { type: string, params: Record<string, unknown> }, t: { title: string, evidence: string[] }, f: Finding | undefined, m: MeshMetrics): string {
+  private runReadOnly (
+    action: { type: string, params: Record<string, unknown> },
+    t: { title: string, evidence: string[] },
+    f: Finding | undefined,
+    m: MeshMetrics
+  ): string {
     if (action.type !== 'report') return `${action.type}: nothing to run`
     const p = action.params
     const lines = [`# ${String(p.title ?? t.title)}`]
@@ -446,7 +489,11 @@ export class Agent {
     if (f != null) lines.push('', `finding: ${f.kind} (${f.severity}): ${f.title}`)
     lines.push('', 'evidence:', ...t.evidence.map(e => `- ${e}`))
     const g = m.governance
-    lines.push('', `metrics: ${m.experts.length} experts online; ${m.bytesPerExpertToken != null ? m.bytesPerExpertToken.toFixed(0) : '–'} bytes per expert per token; ${m.tokensPerSecond != null ? m.tokensPerSecond.toFixed(1) : '–'} tokens/s; governance version ${g.version}, phase ${g.phase}, ${g.halted ? 'HALTED' : 'running'}${g.readOnly ? ' (read-only)' : ''}, rejected ${g.rejected.forged} forged / ${g.rejected.replay} replayed; DHT routing table ${m.dht.routingTableSize}`)
+    const bytes = m.bytesPerExpertToken != null ? m.bytesPerExpertToken.toFixed(0) : '–'
+    const tps = m.tokensPerSecond != null ? m.tokensPerSecond.toFixed(1) : '–'
+    lines.push('', `metrics: ${m.experts.length} experts online; ${bytes} bytes per expert per token; ${tps} tokens/s; ` +
+      `governance version ${g.version}, phase ${g.phase}, ${g.halted ? 'HALTED' : 'running'}${g.readOnly ? ' (read-only)' : ''}, ` +
+      `rejected ${g.rejected.forged} forged / ${g.rejected.replay} replayed; DHT routing table ${m.dht.routingTableSize}`)
     return lines.join('\n')
   }
 
@@ -456,30 +503,43 @@ export class Agent {
     const checks: SpotCheck[] = []
     for (const [a, b] of spotCheckPairs(experts, ctx.cycle, cfg.spotCheckPairs ?? 1)) {
       ctx.checkpoint()
-      checks.push(await spotCheck(this.o.router, a, b, { prompt: AUDIT_PROMPTS[ctx.cycle % AUDIT_PROMPTS.length], tokens: cfg.spotCheckTokens ?? 4, signal: ctx.signal, divergentTv: cfg.divergentTv }))
+      const prompt = AUDIT_PROMPTS[ctx.cycle % AUDIT_PROMPTS.length]
+      checks.push(await spotCheck(this.o.router, a, b, { prompt, tokens: cfg.spotCheckTokens ?? 4, signal: ctx.signal, divergentTv: cfg.divergentTv }))
     }
     ctx.checkpoint()
     const gov = this.o.governance
-    const govChecks = gov != null ? await checkGovernancePeers(gov, await governancePeers(gov, cfg.auditPeers ?? 8, experts), { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(cfg.auditTimeoutMs ?? 3_000)]) }) : []
+    const govChecks = gov != null
+      ? await checkGovernancePeers(gov, await governancePeers(gov, cfg.auditPeers ?? 8, experts), {
+        signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(cfg.auditTimeoutMs ?? 3_000)])
+      })
+      : []
     ctx.checkpoint()
     report.audit = { spotChecks: checks, governance: govChecks }
     const local = gov?.state.snapshot()
     const evidence: string[] = []
     for (const c of checks) {
       if (c.error != null) evidence.push(`spot check ${c.a} vs ${c.b}: failed: ${c.error.slice(0, 100)}`)
-      else evidence.push(`spot check ${c.a} vs ${c.b}: top-token agreement ${Math.round(c.agreement * c.positions)}/${c.positions}, mean TV distance ${c.meanTv.toFixed(3)}${c.divergent ? ': DIVERGENT' : ''}`)
+      else {
+        evidence.push(`spot check ${c.a} vs ${c.b}: top-token agreement ${Math.round(c.agreement * c.positions)}/${c.positions}, ` +
+          `mean TV distance ${c.meanTv.toFixed(3)}${c.divergent ? ': DIVERGENT' : ''}`)
+      }
     }
     if (local != null) evidence.push(`local governance: version ${local.version}, ${local.halted != null ? 'halted' : 'not halted'}, phase ${local.phase}`)
     for (const g of govChecks) {
       if (g.error != null) evidence.push(`peer ${g.peer}: governance sync failed: ${g.error.slice(0, 100)}`)
-      else evidence.push(`peer ${g.peer}: governance version ${g.version}, ${g.halted === true ? 'halted' : 'not halted'}, phase ${g.phase}${(g.forged ?? 0) > 0 ? `, ${g.forged} forged envelope(s) served` : ''}: ${g.consistent ? 'consistent' : 'INCONSISTENT'}`)
+      else {
+        const forged = (g.forged ?? 0) > 0 ? `, ${g.forged} forged envelope(s) served` : ''
+        evidence.push(`peer ${g.peer}: governance version ${g.version}, ${g.halted === true ? 'halted' : 'not halted'}, phase ${g.phase}${forged}: ` +
+          (g.consistent ? 'consistent' : 'INCONSISTENT'))
+      }
     }
     const issues = checks.filter(c => c.divergent).length + govChecks.filter(g => !g.consistent).length
     const title = `security audit, cycle ${ctx.cycle}: ${issues === 0 ? 'no issue' : `${issues} issue(s)`}`
     this.record(ctx, {
       domain: 'security',
       title,
-      rationale: `Every cycle: ${checks.length} expert spot check(s) (same positions, temperature 0) and the governance state of ${govChecks.length} peer(s) compared with this node's.`,
+      rationale: `Every cycle: ${checks.length} expert spot check(s) (same positions, temperature 0) ` +
+        `and the governance state of ${govChecks.length} peer(s) compared with this node's.`,
       evidence,
       actions: [{ type: 'report', params: { title, body: evidence.join('\n').slice(0, 65536) } }]
     }, 'audit', undefined, { spotChecks: checks, governance: govChecks })

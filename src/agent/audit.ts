@@ -18,7 +18,7 @@ import type { Aggregated } from '../aggregate/types.js'
 import type { Router } from '../router/router.js'
 import { GOV_SYNC_PROTOCOL, GovernanceService } from '../governance/service.js'
 import { GovernanceState } from '../governance/state.js'
-import { HaltedError } from '../util/errors.js'
+import { HaltedError, errorMessage } from '../util/errors.js'
 
 export interface SpotCheck {
   a: string
@@ -50,7 +50,12 @@ export function tvDistance (p: Aggregated, q: Aggregated): number {
 
 const top = (a: Aggregated): number => a.ids.length > 0 ? a.ids[0] : -1
 
-export async function spotCheck (router: Router, a: string, b: string, o: { prompt: string, tokens?: number, signal?: AbortSignal, divergentTv?: number }): Promise<SpotCheck> {
+export async function spotCheck (
+  router: Router,
+  a: string,
+  b: string,
+  o: { prompt: string, tokens?: number, signal?: AbortSignal, divergentTv?: number }
+): Promise<SpotCheck> {
   const n = Math.max(1, o.tokens ?? 4)
   const distA: Aggregated[] = []
   const distB: Aggregated[] = []
@@ -68,9 +73,9 @@ export async function spotCheck (router: Router, a: string, b: string, o: { prom
         return { ids: Uint32Array.of(tokens[generated.length]), probs: Float64Array.of(1), restProb: 0, restCount: 0 }
       }
     })
-  } catch (err: any) {
+  } catch (err) {
     if (err instanceof HaltedError || o.signal?.aborted === true) throw err
-    return { a, b, positions: 0, agreement: 0, meanTv: 0, divergent: false, error: String(err?.message ?? err) }
+    return { a, b, positions: 0, agreement: 0, meanTv: 0, divergent: false, error: errorMessage(err) }
   }
   const m = Math.min(distA.length, distB.length)
   let agree = 0
@@ -156,8 +161,8 @@ export async function checkGovernancePeers (gov: GovernanceService, peers: reado
       const consistent = s.version === local.version && (s.halted?.version ?? 0) === (local.halted?.version ?? 0) && s.phase === local.phase
       const forged = Math.max(0, probe.state.rejected.forged - baseline)
       return { peer: peer.toString(), version: s.version, halted: s.halted != null, phase: s.phase, forged, consistent: consistent && forged === 0 }
-    } catch (err: any) {
-      return { peer: peer.toString(), consistent: false, error: String(err?.message ?? err) }
+    } catch (err) {
+      return { peer: peer.toString(), consistent: false, error: errorMessage(err) }
     }
   }))
 }

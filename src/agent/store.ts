@@ -35,7 +35,26 @@ export interface CycleRecord {
   state: CycleState
   mode?: string
   /** summary: experts online, governance counters, streams, capacity… */
-  summary: Record<string, any>
+  summary: Record<string, unknown>
+}
+
+/** a row of `cycles` */
+interface CycleRow {
+  id: number
+  started: number
+  ended: number | null
+  state: CycleState
+  mode: string | null
+  summary: string | null
+}
+
+/** a row of `samples`: labels as JSON text */
+interface SampleRow {
+  cycle: number
+  at: number
+  name: string
+  labels: string
+  value: number
 }
 
 export interface AgentStoreOptions {
@@ -115,18 +134,18 @@ export class AgentStore {
   }
 
   cycle (id: number): CycleRecord | undefined {
-    const r = this.s.cycleGet.get(id) as any
+    const r = this.s.cycleGet.get(id) as CycleRow | undefined
     return r != null ? cycleFromRow(r) : undefined
   }
 
   /** the last finished cycle before `id` (churn, counter deltas) */
   previousCycle (id: number): CycleRecord | undefined {
-    const r = this.s.cyclePrev.get(id) as any
+    const r = this.s.cyclePrev.get(id) as CycleRow | undefined
     return r != null ? cycleFromRow(r) : undefined
   }
 
   cycles (limit = 20): CycleRecord[] {
-    return (this.s.cycleList.all(clampLimit(limit)) as any[]).map(cycleFromRow)
+    return (this.s.cycleList.all(clampLimit(limit)) as unknown as CycleRow[]).map(cycleFromRow)
   }
 
   // ---------------------------------------------------------------- samples
@@ -142,12 +161,13 @@ export class AgentStore {
   }
 
   samples (cycle: number): StoredSample[] {
-    return (this.s.samplesOfCycle.all(cycle) as any[]).map(sampleFromRow)
+    return (this.s.samplesOfCycle.all(cycle) as unknown as SampleRow[]).map(sampleFromRow)
   }
 
   /** newest first */
   series (name: string, opts: { sinceMs?: number, limit?: number } = {}): StoredSample[] {
-    return (this.s.samplesByName.all(name, opts.sinceMs ?? 0, clampLimit(opts.limit ?? 500, 100_000)) as any[]).map(sampleFromRow)
+    const rows = this.s.samplesByName.all(name, opts.sinceMs ?? 0, clampLimit(opts.limit ?? 500, 100_000)) as unknown as SampleRow[]
+    return rows.map(sampleFromRow)
   }
 
   // ---------------------------------------------------------------- retention
@@ -175,10 +195,17 @@ function clampLimit (n: number, max = 1000): number {
   return Math.max(1, Math.min(max, Math.floor(n)))
 }
 
-function cycleFromRow (r: any): CycleRecord {
-  return { id: Number(r.id), started: Number(r.started), ...(r.ended != null ? { ended: Number(r.ended) } : {}), state: r.state, ...(r.mode != null ? { mode: r.mode } : {}), summary: JSON.parse(r.summary ?? '{}') }
+function cycleFromRow (r: CycleRow): CycleRecord {
+  return {
+    id: Number(r.id),
+    started: Number(r.started),
+    ...(r.ended != null ? { ended: Number(r.ended) } : {}),
+    state: r.state,
+    ...(r.mode != null ? { mode: r.mode } : {}),
+    summary: JSON.parse(r.summary ?? '{}') as Record<string, unknown>
+  }
 }
 
-function sampleFromRow (r: any): StoredSample {
-  return { cycle: Number(r.cycle), at: Number(r.at), name: r.name, labels: JSON.parse(r.labels), value: Number(r.value) }
+function sampleFromRow (r: SampleRow): StoredSample {
+  return { cycle: Number(r.cycle), at: Number(r.at), name: r.name, labels: JSON.parse(r.labels) as Record<string, string>, value: Number(r.value) }
 }

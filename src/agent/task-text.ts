@@ -3,6 +3,7 @@
  * model's evidence with the detector's, the task views of `meshllm agent|tasks --json`, and
  * the tokenizer's piece table the JSON constraint works on.
  */
+import type { Token } from 'node-llama-cpp'
 import type { RouterTokenizer } from '../router/tokenizer.js'
 import { ACTIONS, Tier } from '../governance/tiers.js'
 import { buildPieceTable, type PieceTable } from './json-constraint-tokens.js'
@@ -35,7 +36,7 @@ export function tokenizerPieceTable (tok: RouterTokenizer): PieceTable {
   if (t != null) return t
   const texts: Array<string | undefined> = new Array(tok.vocabSize)
   for (let id = 0; id < tok.vocabSize; id++) {
-    try { texts[id] = tok.model.detokenize([id] as any) } catch { texts[id] = undefined }
+    try { texts[id] = tok.model.detokenize([id as Token]) } catch { texts[id] = undefined }
   }
   let eos = tok.model.tokens.eos as number | null | undefined
   if (eos == null) for (let id = 0; id < tok.vocabSize && eos == null; id++) if (tok.isEndOfGeneration(id)) eos = id

@@ -8,6 +8,7 @@ import { aggregateGeneral, type TailModel } from './general.js'
 import { AggregationError, PRODUCT_EPSILON } from './common.js'
 import { defaultTailPrior, type TailPrior } from './prior.js'
 import { applyContextTail } from './context-tail.js'
+import { errorMessage } from '../util/errors.js'
 
 export { AggregationError, PRODUCT_EPSILON }
 
@@ -101,8 +102,8 @@ export function aggregate (inputs: WeightedDist[], opts: AggregateOptions): Aggr
     if (tail !== 'uniform' && prior == null) {
       try {
         prior = defaultTailPrior(V)
-      } catch (err: any) {
-        throw new AggregationError(`the ${tail} tail needs a prior: ${err.message}`)
+      } catch (err) {
+        throw new AggregationError(`the ${tail} tail needs a prior: ${errorMessage(err)}`)
       }
     }
     return aggregateGeneral(inputs, { rule, vocabSize: V, tail, prior, trim: opts.trim })

@@ -15,6 +15,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { gunzipSync, gzipSync } from 'node:zlib'
+import { errorMessage } from '../util/errors.js'
 
 export interface TailPrior {
   /** weight per token id, all > 0, mean 1 over the vocabulary */
@@ -90,8 +91,8 @@ export function decodeTailPrior (bytes: Uint8Array, name = 'prior'): TailPrior {
   let raw: Uint8Array
   try {
     raw = bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzipSync(bytes) : bytes
-  } catch (err: any) {
-    throw new TailPriorError(`${name}: not gzip: ${err.message}`)
+  } catch (err) {
+    throw new TailPriorError(`${name}: not gzip: ${errorMessage(err)}`)
   }
   if (raw.byteLength < 16 || new TextDecoder().decode(raw.subarray(0, 8)) !== MAGIC) throw new TailPriorError(`${name}: not a tail prior (magic)`)
   const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength)

@@ -12,6 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
 import { readSecretFile } from '../util/secret-file.js'
 import { createSecureContext } from 'node:tls'
+import { errorMessage } from '../util/errors.js'
 
 export class ApiConfigError extends Error {
   static override name = 'ApiConfigError'
@@ -63,7 +64,10 @@ export function readApiTokenFile (path: string): string {
  * `--api-token <token>` is refused with ApiTokenError: argv is world-readable through `ps`.
  */
 export function resolveApiToken (src: ApiTokenSources): string | undefined {
-  if (src.flag != null) throw new ApiTokenError('--api-token is refused: a command line is visible to every user in `ps`; put the token in a file only you can read (--api-token-file <path>, chmod 600) or in MESHLLM_API_TOKEN')
+  if (src.flag != null) {
+    throw new ApiTokenError('--api-token is refused: a command line is visible to every user in `ps`; ' +
+      'put the token in a file only you can read (--api-token-file <path>, chmod 600) or in MESHLLM_API_TOKEN')
+  }
   if (src.file != null) return readApiTokenFile(src.file)
   const t = (src.env ?? process.env).MESHLLM_API_TOKEN
   return t != null && t !== '' ? t : undefined
@@ -82,8 +86,8 @@ export function readTlsFiles (certPath: string | undefined, keyPath: string | un
 export function checkTls (tls: TlsOptions): void {
   try {
     createSecureContext({ cert: tls.cert, key: tls.key })
-  } catch (err: any) {
-    throw new ApiTlsError(`--tls-cert/--tls-key: ${String(err?.message ?? err).split('\n')[0]}`)
+  } catch (err) {
+    throw new ApiTlsError(`--tls-cert/--tls-key: ${errorMessage(err).split('\n')[0]}`)
   }
 }
 
@@ -124,13 +128,18 @@ export function isLoopback (host: string): boolean {
  * is either TLS or explicitly behind a TLS-terminating reverse proxy (InsecureBindError).
  */
 export function checkBind (host: string, token: string | undefined, what: string, transport: { tls?: boolean, insecureBehindProxy?: boolean } = {}): void {
-  if (token != null && (token.length < 8 || /\s/.test(token))) throw new ApiConfigError('the API token must be at least 8 characters without whitespace (e.g. `openssl rand -hex 32`)')
+  if (token != null && (token.length < 8 || /\s/.test(token))) {
+    throw new ApiConfigError('the API token must be at least 8 characters without whitespace (e.g. `openssl rand -hex 32`)')
+  }
   if (isLoopback(host)) return
   if (token == null) {
-    throw new ApiConfigError(`refusing to serve the ${what} API on ${host}, which is not a loopback address, without a token: use --api-token-file <path> or set MESHLLM_API_TOKEN (clients then send "authorization: Bearer <token>")`)
+    throw new ApiConfigError(`refusing to serve the ${what} API on ${host}, which is not a loopback address, without a token: ` +
+      'use --api-token-file <path> or set MESHLLM_API_TOKEN (clients then send "authorization: Bearer <token>")')
   }
   if (transport.tls !== true && transport.insecureBehindProxy !== true) {
-    throw new InsecureBindError(`refusing to serve the ${what} API on ${host}, which is not a loopback address, in clear text (the token would cross the network readable): pass --tls-cert <pem> --tls-key <pem>, or --insecure-behind-proxy when a TLS-terminating reverse proxy is the only way in (docs/api.md)`)
+    throw new InsecureBindError(`refusing to serve the ${what} API on ${host}, which is not a loopback address, in clear text ` +
+      '(the token would cross the network readable): pass --tls-cert <pem> --tls-key <pem>, ' +
+      'or --insecure-behind-proxy when a TLS-terminating reverse proxy is the only way in (docs/api.md)')
   }
 }
 

@@ -15,6 +15,7 @@
 import { JinjaTemplateChatWrapper, resolveChatWrapper, type ChatHistoryItem, type ChatWrapper } from 'node-llama-cpp'
 import type { RouterTokenizer } from '../router/tokenizer.js'
 import { invalid } from './errors.js'
+import { errorMessage } from '../util/errors.js'
 
 export interface ChatMessage {
   role: 'system' | 'developer' | 'user' | 'assistant'
@@ -49,7 +50,8 @@ export class ChatFormatter {
     if (opts.template != null) {
       return new ChatFormatter(tokenizer, new JinjaTemplateChatWrapper({ template: opts.template, tokenizer: tokenizer.model.tokenizer }), 'custom')
     }
-    const md: any = tokenizer.model.fileInfo?.metadata
+    // a GGUF file may lack any metadata its type declares
+    const md: { tokenizer?: { chat_template?: unknown } } | undefined = tokenizer.model.fileInfo?.metadata
     const template = md?.tokenizer?.chat_template
     if (typeof template === 'string' && template.length > 0) {
       const w = resolveChatWrapper(tokenizer.model, { warningLogs: false })
@@ -76,8 +78,8 @@ export class ChatFormatter {
     let state
     try {
       state = this.wrapper.generateContextState({ chatHistory: history })
-    } catch (err: any) {
-      throw invalid(`the chat template cannot render these messages: ${err.message ?? err}`, 'messages')
+    } catch (err) {
+      throw invalid(`the chat template cannot render these messages: ${errorMessage(err)}`, 'messages')
     }
     const tokens = state.contextText.tokenize(this.tokenizer.model.tokenizer) as number[]
     const stop: string[] = []

@@ -24,14 +24,16 @@ export class ApiError extends Error {
   }
 }
 
-export const invalid = (message: string, param: string | null = null, code: string | null = null): ApiError => new ApiError('invalid_argument', message, param, code)
+export const invalid = (message: string, param: string | null = null, code: string | null = null): ApiError =>
+  new ApiError('invalid_argument', message, param, code)
 
 /** Maps any error (ours, the router's, governance's) to an ApiError. Never throws. */
 export function toApiError (err: unknown): ApiError {
   if (err instanceof ApiError) return err
-  const e = err as any
-  const name: string = e?.remoteName ?? e?.name ?? ''
-  const message: string = String(e?.message ?? e ?? 'unknown error')
+  // anything can be thrown: each field is checked where it is used
+  const e = err as { remoteName?: unknown, name?: unknown, message?: unknown } | null | undefined
+  const name = e?.remoteName ?? e?.name ?? ''
+  const message = String(e?.message ?? e ?? 'unknown error')
   switch (name) {
     case 'HaltedError': return new ApiError('failed_precondition', message, null, 'mesh_halted')
     case 'NoExpertsError': return new ApiError('unavailable', message, null, 'no_experts')

@@ -7,6 +7,7 @@ import { ApiError, invalid, toApiError } from './errors.js'
 import type { GovernanceApi } from './governance-api.js'
 import type { StatusApi } from './status.js'
 import type { ApiContext, ExpertInfo, LocalExpert, RegisterExpertResult } from './types.js'
+import { errorMessage, errorName } from '../util/errors.js'
 
 export interface RegisterExpertParams {
   model: string
@@ -24,7 +25,13 @@ export class ExpertsApi {
    * `given`: the expert this node already serves (RegisterExpert is then refused);
    * `attachDefaults`: defaults for RegisterExpert (e.g. threads)
    */
-  constructor (private readonly ctx: ApiContext, private readonly governance: GovernanceApi, private readonly status: StatusApi, private readonly given?: LocalExpert, private readonly attachDefaults: Partial<AttachExpertOptions> = {}) {}
+  constructor (
+    private readonly ctx: ApiContext,
+    private readonly governance: GovernanceApi,
+    private readonly status: StatusApi,
+    private readonly given?: LocalExpert,
+    private readonly attachDefaults: Partial<AttachExpertOptions> = {}
+  ) {}
 
   /** the expert this node serves, if any */
   get local (): LocalExpert | undefined {
@@ -45,8 +52,13 @@ export class ExpertsApi {
       if (v != null && v !== 0 && (!Number.isSafeInteger(v) || v < 1 || v > max)) throw invalid(`${name} must be an integer in [1, ${max}]`, name)
     }
     if (o.contextSize != null && o.contextSize !== 0 && o.contextSize < 16) throw invalid('context_size must be at least 16', 'context_size')
-    if (this.given != null) throw new ApiError('failed_precondition', `this node already serves ${this.given.host.summary.name} (one expert per node)`, 'model', 'expert_exists')
-    if (this.attached != null || this.attaching) throw new ApiError('failed_precondition', `this node already ${this.attaching ? 'is loading' : `serves ${this.attached?.host.summary.name}`} an expert (one expert per node)`, 'model', 'expert_exists')
+    if (this.given != null) {
+      throw new ApiError('failed_precondition', `this node already serves ${this.given.host.summary.name} (one expert per node)`, 'model', 'expert_exists')
+    }
+    if (this.attached != null || this.attaching) {
+      const doing = this.attaching ? 'is loading' : `serves ${this.attached?.host.summary.name}`
+      throw new ApiError('failed_precondition', `this node already ${doing} an expert (one expert per node)`, 'model', 'expert_exists')
+    }
     this.attaching = true
     const d = this.attachDefaults
     try {
@@ -64,12 +76,12 @@ export class ExpertsApi {
       this.attached = a
       this.status.noteModel(this.ctx.node.peerId.toString(), a.host.summary.name)
       return { record: a.record, tokensPerSecond: a.tokensPerSecond, threads: a.host.threads, info: this.status.localInfo(a.record) as ExpertInfo }
-    } catch (err: any) {
-      if (err?.name === 'ExpertAlreadyAttachedError') throw new ApiError('failed_precondition', err.message, 'model', 'expert_exists')
+    } catch (err) {
+      if (errorName(err) === 'ExpertAlreadyAttachedError') throw new ApiError('failed_precondition', errorMessage(err), 'model', 'expert_exists')
       if (err instanceof ApiError) throw err
       const e = toApiError(err)
       // a file that is not a loadable GGUF is the caller's input
-      if (e.kind === 'internal') throw new ApiError('invalid_argument', `cannot load model "${o.model.slice(0, 256)}": ${err?.message ?? err}`, 'model')
+      if (e.kind === 'internal') throw new ApiError('invalid_argument', `cannot load model "${o.model.slice(0, 256)}": ${errorMessage(err)}`, 'model')
       throw e
     } finally {
       this.attaching = false

@@ -5,7 +5,7 @@
  * chat template and the OpenAI model ids.
  */
 import type { GenerateResult, TokenEvent } from '../router/router.js'
-import { HaltedError, NoExpertsError, IncompatibleTokenizerError } from '../util/errors.js'
+import { HaltedError, NoExpertsError, IncompatibleTokenizerError, errorName } from '../util/errors.js'
 import { GENERATE_DEFAULTS, InvalidGenerateOptionError, validateGenerateOptions, type ValidGenerateOptions } from '../router/options.js'
 import { ApiError, invalid, toApiError } from './errors.js'
 import { ChatFormatter, type ChatMessage } from './chat.js'
@@ -17,7 +17,12 @@ export class GenerationApi {
   private chat?: ChatFormatter
 
   /** `chatTemplate`: a Jinja chat template overriding the model's */
-  constructor (private readonly ctx: ApiContext, private readonly governance: GovernanceApi, private readonly status: StatusApi, private readonly chatTemplate?: string) {}
+  constructor (
+    private readonly ctx: ApiContext,
+    private readonly governance: GovernanceApi,
+    private readonly status: StatusApi,
+    private readonly chatTemplate?: string
+  ) {}
 
   /** Validates a request against the mesh (halt, experts online, the experts' context) before any token is generated. */
   async prepare (p: GenerateParams, signal?: AbortSignal): Promise<PreparedGeneration> {
@@ -27,7 +32,16 @@ export class GenerationApi {
     // the one validation of every interface (src/router/options.ts): every option, the same ranges and messages
     let v: ValidGenerateOptions
     try {
-      v = validateGenerateOptions({ k: p.k, maxTokens: p.maxTokens, temperature: p.temperature, topK: p.topK, topP: p.topP, seed: p.seed, stop: p.stop ?? [], rule: p.rule === '' ? undefined : p.rule }, { maxTokens: this.ctx.maxTokensLimit, maxTokensName: nMax })
+      v = validateGenerateOptions({
+        k: p.k,
+        maxTokens: p.maxTokens,
+        temperature: p.temperature,
+        topK: p.topK,
+        topP: p.topP,
+        seed: p.seed,
+        stop: p.stop ?? [],
+        rule: p.rule === '' ? undefined : p.rule
+      }, { maxTokens: this.ctx.maxTokensLimit, maxTokensName: nMax })
     } catch (err) {
       if (err instanceof InvalidGenerateOptionError) throw invalid(err.message, err.option, err.option === 'rule' ? 'unknown_rule' : null)
       throw err
@@ -51,7 +65,9 @@ export class GenerationApi {
     if (p.experts != null && p.experts.length > 0) {
       const want = new Set(p.experts)
       compatible = compatible.filter(r => want.has(r.peerId.toString()))
-      if (compatible.length === 0) throw new ApiError('unavailable', `none of the requested experts is online (${p.experts.length} asked)`, 'experts', 'no_experts')
+      if (compatible.length === 0) {
+        throw new ApiError('unavailable', `none of the requested experts is online (${p.experts.length} asked)`, 'experts', 'no_experts')
+      }
     }
     if (compatible.length === 0) {
       if (incompatible.length > 0) throw toApiError(new IncompatibleTokenizerError(`found ${incompatible.length} expert(s), none with this router's tokenizer`))
@@ -60,10 +76,13 @@ export class GenerationApi {
     const contextLength = Math.min(...compatible.map(r => r.contextLength))
     const room = contextLength - 1 - tokens.length
     if (room < 1) {
-      throw invalid(`the prompt has ${tokens.length} tokens; the experts' context is ${contextLength} tokens (1 needed for generation)`, nPrompt, 'context_length_exceeded')
+      const message = `the prompt has ${tokens.length} tokens; the experts' context is ${contextLength} tokens (1 needed for generation)`
+      throw invalid(message, nPrompt, 'context_length_exceeded')
     }
     if (maxTokens != null && maxTokens > room) {
-      throw invalid(`${nMax} of ${maxTokens} is beyond the context: the experts' context is ${contextLength} tokens and the prompt has ${tokens.length}, so at most ${room} can be generated`, nMax, 'context_length_exceeded')
+      const message = `${nMax} of ${maxTokens} is beyond the context: the experts' context is ${contextLength} tokens ` +
+        `and the prompt has ${tokens.length}, so at most ${room} can be generated`
+      throw invalid(message, nMax, 'context_length_exceeded')
     }
     return {
       tokens,
@@ -92,8 +111,8 @@ export class GenerationApi {
     try {
       this.governance.checkHalt()
       return await this.ctx.router.generate(prep.tokens, { ...prep.options, signal, onToken: o.onToken })
-    } catch (err: any) {
-      if (err instanceof HaltedError || err?.name === 'HaltedError') throw toApiError(err)
+    } catch (err) {
+      if (err instanceof HaltedError || errorName(err) === 'HaltedError') throw toApiError(err)
       if (timeout.aborted) throw new ApiError('deadline_exceeded', `generation exceeded ${limitMs} ms`, null, 'timeout')
       if (o.signal?.aborted === true) {
         const reason = o.signal.reason
@@ -126,7 +145,11 @@ export class GenerationApi {
     let r = await this.status.refreshExperts(false)
     if (!r.compatible.some(x => x.modelName === model)) r = await this.status.refreshExperts(true)
     const ids = r.compatible.filter(x => x.modelName === model).map(x => x.peerId.toString())
-    if (ids.length === 0) throw invalid(`The model \`${model.slice(0, 128)}\` does not exist on this mesh: use "meshllm" (the whole mesh) or one of ${JSON.stringify(await this.modelIds())}`, 'model', 'model_not_found')
+    if (ids.length === 0) {
+      const known = JSON.stringify(await this.modelIds())
+      const message = `The model \`${model.slice(0, 128)}\` does not exist on this mesh: use "meshllm" (the whole mesh) or one of ${known}`
+      throw invalid(message, 'model', 'model_not_found')
+    }
     return ids
   }
 }

@@ -11,6 +11,7 @@ import { PHASES } from '../governance/tiers.js'
 import type { GovernanceSnapshot } from '../governance/state.js'
 import { ApiError, invalid } from './errors.js'
 import type { ApiContext, GovernanceEventInfo, GovernanceStateInfo, HaltInfo, RelayResult } from './types.js'
+import { errorMessage } from '../util/errors.js'
 
 /** governance events kept for GetGovernanceState.recent */
 const LOG_SIZE = 50
@@ -51,10 +52,23 @@ export class GovernanceApi {
 
   state (): GovernanceStateInfo {
     const g = this.ctx.governance
-    if (g == null) return { meshId: '', version: 0, halt: this.haltState(), readOnly: false, phase: 0, phaseName: PHASES[0].name, keyholders: [], configDigest: '', recent: this.log }
+    if (g == null) {
+      return {
+        meshId: '',
+        version: 0,
+        halt: this.haltState(),
+        readOnly: false,
+        phase: 0,
+        phaseName: PHASES[0].name,
+        keyholders: [],
+        configDigest: '',
+        recent: this.log
+      }
+    }
     const st = g.state
     const snap = st.snapshot()
-    const hs = (h: { version: number, reason: string, atMs: number } | undefined): HaltInfo => ({ halted: h != null, reason: h?.reason ?? '', version: h?.version ?? 0, atMs: h?.atMs ?? 0 })
+    const hs = (h: { version: number, reason: string, atMs: number } | undefined): HaltInfo =>
+      ({ halted: h != null, reason: h?.reason ?? '', version: h?.version ?? 0, atMs: h?.atMs ?? 0 })
     return {
       meshId: snap.meshId,
       version: snap.version,
@@ -95,9 +109,9 @@ export class GovernanceApi {
       const env = decodeEnvelope(bytes)
       kind = Kind[env.message.kind]
       version = env.message.version
-    } catch (err: any) {
-      if (haltOnly) throw deny(`malformed: ${err.message}`)
-      throw invalid(`malformed governance envelope: ${err.message}`, 'envelope')
+    } catch (err) {
+      if (haltOnly) throw deny(`malformed: ${errorMessage(err)}`)
+      throw invalid(`malformed governance envelope: ${errorMessage(err)}`, 'envelope')
     }
     if (haltOnly && kind !== 'HALT') throw deny(`a ${kind} envelope, not a HALT: use RelayGovernanceMessage`, kind, version)
     this.relayVia = via
@@ -109,7 +123,15 @@ export class GovernanceApi {
     }
     if (!r.applied) throw deny(`${r.code}: ${r.reason}`, kind, version, FORGERY.has(r.code ?? 'malformed'))
     const refused = Object.entries(r.peers).filter(([a]) => a !== 'applied' && a !== 'known' && a !== 'no-answer').reduce((n, [, c]) => n + (c ?? 0), 0)
-    return { accepted: true, kind, version, recipients: r.gossipRecipients, peersApplied: (r.peers.applied ?? 0) + (r.peers.known ?? 0), peersRefused: refused, state: this.state() }
+    return {
+      accepted: true,
+      kind,
+      version,
+      recipients: r.gossipRecipients,
+      peersApplied: (r.peers.applied ?? 0) + (r.peers.known ?? 0),
+      peersRefused: refused,
+      state: this.state()
+    }
   }
 }
 

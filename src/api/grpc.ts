@@ -31,8 +31,9 @@ export const LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Num
 
 export function loadMeshProto (): { packageDefinition: protoLoader.PackageDefinition, service: grpc.ServiceDefinition } {
   const packageDefinition = protoLoader.loadSync(protoPath(), LOADER_OPTIONS)
-  const pkg = grpc.loadPackageDefinition(packageDefinition) as any
-  return { packageDefinition, service: pkg.meshllm.v1.MeshLLM.service }
+  const pkg = grpc.loadPackageDefinition(packageDefinition)
+  const v1 = (pkg.meshllm as grpc.GrpcObject).v1 as grpc.GrpcObject
+  return { packageDefinition, service: (v1.MeshLLM as grpc.ServiceClientConstructor).service }
 }
 
 function existsSyncSafe (p: string): boolean {
@@ -61,12 +62,48 @@ function authInterceptor (token: string): grpc.ServerInterceptor {
         const v = metadata.get('authorization')[0]
         const m = typeof v === 'string' ? /^Bearer\s+(.+)$/i.exec(v.trim()) : null
         if (m != null && tokenMatches(m[1], token)) { next(metadata); return }
-        call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: m == null ? 'missing metadata "authorization: Bearer <token>"' : 'invalid API token', metadata: new grpc.Metadata() })
+        call.sendStatus({
+          code: grpc.status.UNAUTHENTICATED,
+          details: m == null ? 'missing metadata "authorization: Bearer <token>"' : 'invalid API token',
+          metadata: new grpc.Metadata()
+        })
       }).build()
     const responder = new grpc.ResponderBuilder().withStart(next => { next(listener) }).build()
     return new grpc.ServerInterceptingCall(call, responder)
   }
 }
+
+// the requests as proto-loader decodes them (LOADER_OPTIONS: camelCase, defaults filled in,
+// uint64 as Number, bytes as Buffer); a proto3 `optional` field is null or absent when unset
+
+interface RegisterExpertRequest { model: string, threads: number, maxSessions: number, contextSize: number, gpu: string }
+interface RefreshRequest { refresh: boolean }
+interface ListExpertsRequest { refresh: boolean, includeIncompatible: boolean }
+interface SubmitSelfTaskRequest { type: string, paramsJson: string, description: string, priority: number, source: string }
+interface GetTaskRequest { id: string }
+interface ListTasksRequest { status: string, limit: number, offset: number }
+/** HaltMeshRequest, RelayGovernanceMessageRequest */
+interface EnvelopeRequest { envelope: unknown }
+
+interface GenerateRequest {
+  prompt: string
+  k: number
+  maxTokens: number
+  temperature?: number | null
+  topK: number
+  topP?: number | null
+  seed?: number | null
+  stop: string[]
+  rule: string
+  experts: string[]
+  ignoreEos: boolean
+}
+
+/** proto GenerateSummary */
+export type GenerateSummaryProto = ReturnType<typeof resultSummary> & { tokensPerSecond: number }
+
+/** proto GenerateResponse: one of its `event`s */
+type GenerateResponse = { token: { index: number, id: number, text: string, experts: string[] } } | { summary: GenerateSummaryProto }
 
 /** proto Task (camelCase, as proto-loader takes it) */
 export interface TaskProto {
@@ -119,7 +156,7 @@ function taskToProto (t: TaskRecord): TaskProto {
   }
 }
 
-export function summaryToProto (r: GenerateResult): Record<string, any> {
+export function summaryToProto (r: GenerateResult): GenerateSummaryProto {
   return { ...resultSummary(r), tokensPerSecond: r.tokensPerSecond }
 }
 
@@ -134,7 +171,10 @@ export async function startGrpcServer (api: MeshApi, o: GrpcServerOptions): Prom
     api.metrics.error('grpc', e.kind)
     return { code: GRPC_CODE[e.kind], details: e.message }
   }
-  const unary = <Req, Res>(method: string, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> => {
+  const unary = <Req, Res>(
+    method: string,
+    fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res
+  ): grpc.handleUnaryCall<Req, Res> => {
     return (call, callback) => {
       api.metrics.request('grpc', method)
       Promise.resolve().then(async () => await fn(call.request, call)).then(
@@ -145,29 +185,41 @@ export async function startGrpcServer (api: MeshApi, o: GrpcServerOptions): Prom
   }
 
   const handlers: grpc.UntypedServiceImplementation = {
-    RegisterExpert: unary<any, any>('RegisterExpert', async (req) => {
+    RegisterExpert: unary('RegisterExpert', async (req: RegisterExpertRequest) => {
       const r = await api.experts.register({ model: req.model, threads: req.threads, maxSessions: req.maxSessions, contextSize: req.contextSize, gpu: req.gpu })
       return { expert: r.info, measuredTokensPerSecond: r.tokensPerSecond, threads: r.threads }
     }),
-    GetRouterStatus: unary<any, any>('GetRouterStatus', async (req) => await api.status.routerStatus(req.refresh === true)),
-    ListExperts: unary<any, any>('ListExperts', async (req) => ({ experts: await api.status.listExperts(req.refresh === true, req.includeIncompatible === true) })),
-    SubmitSelfTask: unary<any, any>('SubmitSelfTask', (req) => taskToProto(api.tasks.submit({ type: req.type, paramsJson: req.paramsJson, description: req.description, priority: req.priority, source: req.source !== '' ? req.source : 'grpc' }))),
-    GetTask: unary<any, any>('GetTask', (req) => taskToProto(api.tasks.get(req.id))),
-    ListTasks: unary<any, any>('ListTasks', (req) => {
+    GetRouterStatus: unary('GetRouterStatus', async (req: RefreshRequest) => await api.status.routerStatus(req.refresh === true)),
+    ListExperts: unary('ListExperts', async (req: ListExpertsRequest) => ({
+      experts: await api.status.listExperts(req.refresh === true, req.includeIncompatible === true)
+    })),
+    SubmitSelfTask: unary('SubmitSelfTask', (req: SubmitSelfTaskRequest) => taskToProto(api.tasks.submit({
+      type: req.type,
+      paramsJson: req.paramsJson,
+      description: req.description,
+      priority: req.priority,
+      source: req.source !== '' ? req.source : 'grpc'
+    }))),
+    GetTask: unary('GetTask', (req: GetTaskRequest) => taskToProto(api.tasks.get(req.id))),
+    ListTasks: unary('ListTasks', (req: ListTasksRequest) => {
       const r = api.tasks.list({ status: req.status, limit: req.limit, offset: req.offset })
       return { tasks: r.tasks.map(taskToProto), total: r.total }
     }),
-    HaltMesh: unary<any, any>('HaltMesh', async (req) => await api.governance.relay(toBytes(req.envelope), 'grpc', true)),
-    RelayGovernanceMessage: unary<any, any>('RelayGovernanceMessage', async (req) => await api.governance.relay(toBytes(req.envelope), 'grpc', false)),
-    GetGovernanceState: unary<any, any>('GetGovernanceState', () => api.governance.state()),
-    Generate: (call: grpc.ServerWritableStream<any, any>) => {
+    HaltMesh: unary('HaltMesh', async (req: EnvelopeRequest) => await api.governance.relay(toBytes(req.envelope), 'grpc', true)),
+    RelayGovernanceMessage: unary('RelayGovernanceMessage', async (req: EnvelopeRequest) => await api.governance.relay(toBytes(req.envelope), 'grpc', false)),
+    GetGovernanceState: unary('GetGovernanceState', () => api.governance.state()),
+    Generate: (call: grpc.ServerWritableStream<GenerateRequest, GenerateResponse>) => {
       api.metrics.request('grpc', 'Generate')
       const ctrl = new AbortController()
       call.on('cancelled', () => { ctrl.abort(new ApiError('deadline_exceeded', 'cancelled by the client', null, 'cancelled')) })
       const deadline = call.getDeadline()
-      const ms = deadline instanceof Date ? deadline.getTime() - Date.now() : typeof deadline === 'number' && Number.isFinite(deadline) ? deadline - Date.now() : Infinity
+      const ms = deadline instanceof Date
+        ? deadline.getTime() - Date.now()
+        : typeof deadline === 'number' && Number.isFinite(deadline) ? deadline - Date.now() : Infinity
       let timer: NodeJS.Timeout | undefined
-      if (Number.isFinite(ms)) timer = setTimeout(() => { ctrl.abort(new ApiError('deadline_exceeded', 'deadline exceeded', null, 'deadline')) }, Math.max(0, ms))
+      if (Number.isFinite(ms)) {
+        timer = setTimeout(() => { ctrl.abort(new ApiError('deadline_exceeded', 'deadline exceeded', null, 'deadline')) }, Math.max(0, ms))
+      }
       void (async () => {
         try {
           const req = call.request

@@ -9,6 +9,7 @@ import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { ApiError, HTTP_ERROR, invalid, openAiErrorBody, toApiError } from './errors.js'
+import { errorMessage } from '../util/errors.js'
 import { bearer, tokenMatches, type TlsOptions } from './auth.js'
 import type { MeshApi } from './service.js'
 import type { PreparedGeneration } from './types.js'
@@ -32,6 +33,15 @@ export interface HttpApiServer {
 }
 
 const OPEN_PATHS = new Set(['/', '/dashboard', '/healthz', '/favicon.ico'])
+
+/** the response headers of a server-sent event stream */
+const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' }
+
+/** the routes the request counter names (any other path is one series, "other") */
+const ROUTES = new Set([
+  '/', '/dashboard', '/healthz', '/metrics', '/api/status', '/api/experts', '/api/governance', '/api/tasks', '/api/dashboard', '/api/events',
+  '/v1/models', '/v1/completions', '/v1/chat/completions'
+])
 
 export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Promise<HttpApiServer> {
   const maxBody = o.maxBodyBytes ?? 1024 * 1024
@@ -67,14 +77,17 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
     if (o.token == null && !hostAllowed(req.headers.host)) {
       // without a token the server is bound to loopback: refuse other Host names (DNS rebinding)
       req.resume()
-      sendError(res, new ApiError('permission_denied', `Host "${String(req.headers.host).slice(0, 64)}" is not a loopback name: without an API token this server only answers requests for 127.0.0.1, [::1] or localhost`, null, 'bad_host'))
+      const host = String(req.headers.host).slice(0, 64)
+      sendError(res, new ApiError('permission_denied', `Host "${host}" is not a loopback name: without an API token this server only answers requests for ` +
+        '127.0.0.1, [::1] or localhost', null, 'bad_host'))
       return
     }
     if (o.token != null && !OPEN_PATHS.has(path)) {
       const given = bearer(req.headers.authorization)
       if (given == null || !tokenMatches(given, o.token)) {
         req.resume()
-        sendError(res, new ApiError('unauthenticated', given == null ? 'missing "authorization: Bearer <token>" header' : 'invalid API token', null, 'invalid_api_key'))
+        const message = given == null ? 'missing "authorization: Bearer <token>" header' : 'invalid API token'
+        sendError(res, new ApiError('unauthenticated', message, null, 'invalid_api_key'))
         return
       }
     }
@@ -82,14 +95,19 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
       if (methods.includes(method)) return true
       req.resume()
       api.metrics.error('http', 'invalid_argument')
-      sendJson(res, 405, openAiErrorBody(new ApiError('invalid_argument', `${method} is not allowed on ${path}: use ${methods.join(' or ')}`, null, 'method_not_allowed')), { allow: methods.join(', '), 'x-should-retry': 'false' })
+      const e = new ApiError('invalid_argument', `${method} is not allowed on ${path}: use ${methods.join(' or ')}`, null, 'method_not_allowed')
+      sendJson(res, 405, openAiErrorBody(e), { allow: methods.join(', '), 'x-should-retry': 'false' })
       return false
     }
     switch (path) {
       case '/':
       case '/dashboard':
         if (!allow('GET', 'HEAD')) return
-        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:" })
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'cache-control': 'no-store',
+          'content-security-policy': "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:"
+        })
         res.end(method === 'HEAD' ? undefined : DASHBOARD_HTML)
         return
       case '/favicon.ico':
@@ -119,7 +137,11 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
         // ListTasks over HTTP: the node's task table, the agent's tasks and the submitted ones
         if (!allow('GET')) return
         const q = url.searchParams
-        sendJson(res, 200, api.tasks.list({ status: q.get('status') ?? undefined, limit: queryInt(q.get('limit'), 'limit'), offset: queryInt(q.get('offset'), 'offset') }))
+        sendJson(res, 200, api.tasks.list({
+          status: q.get('status') ?? undefined,
+          limit: queryInt(q.get('limit'), 'limit'),
+          offset: queryInt(q.get('offset'), 'offset')
+        }))
         return
       }
       case '/api/dashboard':
@@ -150,7 +172,9 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
         if (path.startsWith('/v1/models/')) {
           if (!allow('GET')) return
           const id = decodeURIComponent(path.slice('/v1/models/'.length))
-          if (!(await api.generation.modelIds()).includes(id)) throw new ApiError('not_found', `The model \`${id.slice(0, 128)}\` does not exist on this mesh`, 'model', 'model_not_found')
+          if (!(await api.generation.modelIds()).includes(id)) {
+            throw new ApiError('not_found', `The model \`${id.slice(0, 128)}\` does not exist on this mesh`, 'model', 'model_not_found')
+          }
           sendJson(res, 200, modelObject(api, id))
           return
         }
@@ -160,7 +184,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
   }
 
   function events (req: IncomingMessage, res: ServerResponse): void {
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+    res.writeHead(200, SSE_HEADERS)
     res.flushHeaders()
     sse.add(res)
     const send = (event: string, data: unknown): void => { if (!res.writableEnded) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) }
@@ -184,11 +208,11 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
     res.on('close', cleanup)
   }
 
-  async function completions (req: IncomingMessage, res: ServerResponse, body: Record<string, any>, chat: boolean): Promise<void> {
+  async function completions (req: IncomingMessage, res: ServerResponse, body: JsonObject, chat: boolean): Promise<void> {
     const model = body.model
     if (typeof model !== 'string' || model.length === 0) throw invalid('you must provide a model parameter', 'model', 'missing_required_parameter')
     const stream = optBool(body.stream, 'stream') ?? false
-    const includeUsage = stream && body.stream_options != null && typeof body.stream_options === 'object' && body.stream_options.include_usage === true
+    const includeUsage = stream && isObject(body.stream_options) && body.stream_options.include_usage === true
     if (body.n != null && body.n !== 1) throw invalid('only n = 1 is supported', 'n')
     rejectUnsupported(body)
     const maxName = chat && body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'
@@ -263,7 +287,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
     const write = (data: unknown): void => {
       if (!started) {
         started = true
-        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+        res.writeHead(200, SSE_HEADERS)
       }
       if (!res.writableEnded) res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`)
     }
@@ -274,7 +298,12 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
       model,
       system_fingerprint: null,
       choices: [chat
-        ? { index: 0, delta: finish != null ? {} : first ? { role: 'assistant', content: delta ?? '' } : { content: delta }, logprobs: null, finish_reason: finish }
+        ? {
+            index: 0,
+            delta: finish != null ? {} : first ? { role: 'assistant', content: delta ?? '' } : { content: delta },
+            logprobs: null,
+            finish_reason: finish
+          }
         : { index: 0, text: delta ?? '', logprobs: null, finish_reason: finish }],
       ...(includeUsage ? { usage: null } : {})
     })
@@ -289,7 +318,10 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
       })
       if (chat && !started) write(chunk('', null, true))
       write(chunk(chat ? null : '', finishReason(result)))
-      if (includeUsage) write({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage: usage(prep, result), meshllm: meshExtras(result) })
+      if (includeUsage) {
+        const object = chat ? 'chat.completion.chunk' : 'text_completion'
+        write({ id, object, created, model, choices: [], usage: usage(prep, result), meshllm: meshExtras(result) })
+      }
       write('[DONE]')
       res.end()
     } catch (err) {
@@ -321,7 +353,7 @@ export async function startHttpServer (api: MeshApi, o: HttpServerOptions): Prom
 
 function routeName (path: string): string {
   if (path.startsWith('/v1/models/')) return '/v1/models/:id'
-  return ['/', '/dashboard', '/healthz', '/metrics', '/api/status', '/api/experts', '/api/governance', '/api/tasks', '/api/dashboard', '/api/events', '/v1/models', '/v1/completions', '/v1/chat/completions'].includes(path) ? path : 'other'
+  return ROUTES.has(path) ? path : 'other'
 }
 
 /** a non-negative integer query parameter (absent: undefined) */
@@ -337,7 +369,15 @@ function sendJson (res: ServerResponse, status: number, body: unknown, headers: 
   res.end(text)
 }
 
-async function readJson (req: IncomingMessage, limit: number): Promise<Record<string, any>> {
+/** a JSON object as parsed: every value unchecked */
+type JsonObject = Record<string, unknown>
+
+/** a non-null object (a JSON object or array) whose fields may be read */
+function isObject (v: unknown): v is JsonObject {
+  return v != null && typeof v === 'object'
+}
+
+async function readJson (req: IncomingMessage, limit: number): Promise<JsonObject> {
   const declared = Number(req.headers['content-length'] ?? NaN)
   const tooLarge = (): ApiError => new ApiError('payload_too_large', `request body exceeds ${limit} bytes`, null, 'request_too_large')
   if (Number.isFinite(declared) && declared > limit) { req.resume(); throw tooLarge() }
@@ -359,15 +399,15 @@ async function readJson (req: IncomingMessage, limit: number): Promise<Record<st
   let body: unknown
   try {
     body = JSON.parse(text)
-  } catch (err: any) {
-    throw invalid(`We could not parse the JSON body of your request: ${err.message}`, null, 'invalid_json')
+  } catch (err) {
+    throw invalid(`We could not parse the JSON body of your request: ${errorMessage(err)}`, null, 'invalid_json')
   }
-  if (body == null || typeof body !== 'object' || Array.isArray(body)) throw invalid('the request body must be a JSON object', null, 'invalid_json')
-  return body as Record<string, any>
+  if (!isObject(body) || Array.isArray(body)) throw invalid('the request body must be a JSON object', null, 'invalid_json')
+  return body
 }
 
 /** parameters we cannot honour are refused rather than silently ignored (their defaults are fine) */
-function rejectUnsupported (b: Record<string, any>): void {
+function rejectUnsupported (b: JsonObject): void {
   const no = (param: string, what: string): never => { throw invalid(`${what} is not supported by meshllm`, param, 'unsupported_parameter') }
   if (b.logprobs != null && b.logprobs !== false && b.logprobs !== 0) no('logprobs', 'logprobs')
   if (b.top_logprobs != null && b.top_logprobs !== 0) no('top_logprobs', 'top_logprobs')
@@ -376,9 +416,9 @@ function rejectUnsupported (b: Record<string, any>): void {
   if (typeof b.suffix === 'string' && b.suffix !== '') no('suffix', 'suffix (insertion)')
   if (Array.isArray(b.tools) && b.tools.length > 0) no('tools', 'tool calling')
   if (Array.isArray(b.functions) && b.functions.length > 0) no('functions', 'function calling')
-  if (b.response_format != null && b.response_format.type !== 'text') no('response_format', 'response_format other than text')
+  if (b.response_format != null && (b.response_format as { type?: unknown }).type !== 'text') no('response_format', 'response_format other than text')
   for (const p of ['presence_penalty', 'frequency_penalty']) if (b[p] != null && b[p] !== 0) no(p, p)
-  if (b.logit_bias != null && Object.keys(b.logit_bias).length > 0) no('logit_bias', 'logit_bias')
+  if (b.logit_bias != null && Object.keys(b.logit_bias as object).length > 0) no('logit_bias', 'logit_bias')
 }
 
 function hostAllowed (host: string | undefined): boolean {
@@ -404,17 +444,26 @@ function parsePrompt (p: unknown): string | number[] {
   throw invalid('prompt must be a string, a one-element array of strings, or an array of token ids', 'prompt')
 }
 
-const ROLES = new Set(['system', 'developer', 'user', 'assistant'])
+const ROLES: ReadonlySet<unknown> = new Set<ChatMessage['role']>(['system', 'developer', 'user', 'assistant'])
+
+function isRole (v: unknown): v is ChatMessage['role'] {
+  return ROLES.has(v)
+}
+
+/** an OpenAI content part of type text */
+function isTextPart (p: unknown): p is { type: 'text', text: string } {
+  return (p as { type?: unknown } | null | undefined)?.type === 'text' && typeof (p as { text?: unknown }).text === 'string'
+}
 
 function parseMessages (m: unknown): ChatMessage[] {
   if (!Array.isArray(m) || m.length === 0) throw invalid('messages must be a non-empty array', 'messages')
   if (m.length > 1024) throw invalid('at most 1024 messages', 'messages')
-  return m.map((x: any, i: number) => {
-    if (x == null || typeof x !== 'object') throw invalid(`messages[${i}] must be an object`, `messages[${i}]`)
-    if (!ROLES.has(x.role)) throw invalid(`messages[${i}].role must be one of system, developer, user, assistant`, `messages[${i}].role`)
+  return m.map((x: unknown, i: number) => {
+    if (!isObject(x)) throw invalid(`messages[${i}] must be an object`, `messages[${i}]`)
+    if (!isRole(x.role)) throw invalid(`messages[${i}].role must be one of system, developer, user, assistant`, `messages[${i}].role`)
     let content: string
     if (typeof x.content === 'string') content = x.content
-    else if (Array.isArray(x.content) && x.content.every((p: any) => p?.type === 'text' && typeof p.text === 'string')) content = x.content.map((p: any) => p.text).join('')
+    else if (Array.isArray(x.content) && x.content.every(isTextPart)) content = x.content.map(p => p.text).join('')
     else if (x.content == null && x.role === 'assistant') content = ''
     else throw invalid(`messages[${i}].content must be a string or an array of text parts`, `messages[${i}].content`)
     return { role: x.role, content }

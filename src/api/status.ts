@@ -8,6 +8,7 @@ import { GENERATE_DEFAULTS } from '../router/options.js'
 import { expertRecordKey, openExpertRecord, type ExpertRecord } from '../wire/record.js'
 import type { GovernanceApi } from './governance-api.js'
 import type { ApiContext, DashboardSnapshot, ExpertInfo, ExpertLists, LocalExpert, RouterStatusInfo } from './types.js'
+import { errorMessage } from '../util/errors.js'
 
 /** finished generations kept for "recent tokens/s" */
 const RECENT_GENERATIONS = 256
@@ -25,7 +26,12 @@ export class StatusApi {
   /** the router observer feeding throughput and the 'token' / 'generation' events */
   readonly observer: RouterObserver
 
-  constructor (private readonly ctx: ApiContext, private readonly governance: GovernanceApi, private readonly localExpert: () => LocalExpert | undefined, private readonly tasks: () => DashboardSnapshot['tasks']) {
+  constructor (
+    private readonly ctx: ApiContext,
+    private readonly governance: GovernanceApi,
+    private readonly localExpert: () => LocalExpert | undefined,
+    private readonly tasks: () => DashboardSnapshot['tasks']
+  ) {
     this.observer = {
       onToken: (ev: TokenEvent) => {
         const sec = Math.floor(Date.now() / 1000)
@@ -38,9 +44,16 @@ export class StatusApi {
         if (ev.result != null) {
           this.recent.push({ at: Date.now(), tokens: ev.result.tokens, ms: ev.result.elapsedMs })
           if (this.recent.length > RECENT_GENERATIONS) this.recent.shift()
-          ctx.events.emit('generation', { tokens: ev.result.tokens, tokensPerSecond: ev.result.tokensPerSecond, experts: ev.result.experts, finishReason: ev.result.finishReason, at: Date.now() })
+          const r = ev.result
+          ctx.events.emit('generation', {
+            tokens: r.tokens,
+            tokensPerSecond: r.tokensPerSecond,
+            experts: r.experts,
+            finishReason: r.finishReason,
+            at: Date.now()
+          })
         } else {
-          ctx.events.emit('generation', { error: String((ev.error as any)?.message ?? ev.error), at: Date.now() })
+          ctx.events.emit('generation', { error: errorMessage(ev.error), at: Date.now() })
         }
       }
     }
@@ -72,7 +85,9 @@ export class StatusApi {
     const id = r.peerId.toString()
     const h = this.ctx.router.health.entries().find(([k]) => k === id)?.[1]
     const now = Date.now()
-    const state = h == null || h.samples + h.failures === 0 ? 'unknown' : h.openUntil > now ? 'circuit_open' : h.consecutiveFailures > 0 ? 'degraded' : 'healthy'
+    const state = h == null || h.samples + h.failures === 0
+      ? 'unknown'
+      : h.openUntil > now ? 'circuit_open' : h.consecutiveFailures > 0 ? 'degraded' : 'healthy'
     return {
       peerId: id,
       model: r.modelName,
@@ -108,7 +123,7 @@ export class StatusApi {
     const node = this.ctx.node
     try {
       let best: ExpertRecord | undefined
-      for await (const ev of node.services.dht.get(expertRecordKey(node.peerId), { signal: signal ?? AbortSignal.timeout(3_000) }) as AsyncIterable<any>) {
+      for await (const ev of node.services.dht.get(expertRecordKey(node.peerId), { signal: signal ?? AbortSignal.timeout(3_000) })) {
         if (ev.name === 'VALUE') {
           try {
             const r = await openExpertRecord(ev.value)
@@ -175,7 +190,8 @@ export class StatusApi {
       policy: {
         defaultK: this.ctx.defaultK,
         defaultRule: GENERATE_DEFAULTS.rule,
-        selection: 'weighted: K distinct experts per token, weight = capacity × reliability / latency EWMA; circuit-open and busy experts skipped; hedging and replacement on failure',
+        selection: 'weighted: K distinct experts per token, weight = capacity × reliability / latency EWMA; ' +
+          'circuit-open and busy experts skipped; hedging and replacement on failure',
         maxTokensLimit: this.ctx.maxTokensLimit
       },
       stats: {

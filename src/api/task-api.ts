@@ -10,6 +10,7 @@ import { ApiError, invalid } from './errors.js'
 import { TASK_STATUSES, assessTask, type TaskRecord, type TaskStatus } from '../tasks/model.js'
 import type { TaskStore } from '../tasks/store.js'
 import type { DashboardTask } from './types.js'
+import { errorMessage } from '../util/errors.js'
 
 /** the bounds of a submitted task */
 export const TASK_LIMITS = Object.freeze({
@@ -47,19 +48,23 @@ export class TasksApi {
 
   submit (t: SubmitTaskParams): TaskRecord {
     const L = TASK_LIMITS
-    if (typeof t.type !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(t.type)) throw invalid('type must be 1–128 characters of [A-Za-z0-9_.:-] (an action type, e.g. "report")', 'type')
+    if (typeof t.type !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(t.type)) {
+      throw invalid('type must be 1–128 characters of [A-Za-z0-9_.:-] (an action type, e.g. "report")', 'type')
+    }
     let params: Record<string, unknown> = {}
     if (t.paramsJson != null && t.paramsJson !== '') {
       if (t.paramsJson.length > L.paramsJsonBytes) throw invalid('params_json exceeds 64 KiB', 'params_json')
       let v: unknown
-      try { v = JSON.parse(t.paramsJson) } catch (err: any) { throw invalid(`params_json is not JSON: ${err.message}`, 'params_json') }
+      try { v = JSON.parse(t.paramsJson) } catch (err) { throw invalid(`params_json is not JSON: ${errorMessage(err)}`, 'params_json') }
       if (v == null || typeof v !== 'object' || Array.isArray(v)) throw invalid('params_json must be a JSON object', 'params_json')
       params = v as Record<string, unknown>
     }
     const description = t.description ?? ''
     if (description.length > L.descriptionChars) throw invalid(`description exceeds ${L.descriptionChars} characters`, 'description')
     const priority = t.priority ?? 0
-    if (!Number.isSafeInteger(priority) || Math.abs(priority) > L.priority) throw invalid(`priority must be an integer in [-${L.priority}, ${L.priority}]`, 'priority')
+    if (!Number.isSafeInteger(priority) || Math.abs(priority) > L.priority) {
+      throw invalid(`priority must be an integer in [-${L.priority}, ${L.priority}]`, 'priority')
+    }
     const source = (t.source ?? '').slice(0, L.sourceChars)
     const snap: GovernanceSnapshot | { readOnly: boolean, phase: number } = this.governance?.state.snapshot() ?? { readOnly: false, phase: 0 }
     return this.store.add({ type: t.type, params, description, priority, source }, assessTask(t.type, params, snap))
@@ -76,7 +81,8 @@ export class TasksApi {
     const status = o.status == null || o.status === '' ? undefined : o.status
     if (status != null && !TASK_STATUSES.includes(status as TaskStatus)) throw invalid(`status must be one of ${TASK_STATUSES.join(', ')}`, 'status')
     if (o.limit != null && o.limit > TASK_LIMITS.listLimit) throw invalid(`limit must be at most ${TASK_LIMITS.listLimit}`, 'limit')
-    return this.store.list({ status: status as TaskStatus | undefined, limit: o.limit != null && o.limit > 0 ? o.limit : TASK_LIMITS.defaultListLimit, offset: o.offset ?? 0 })
+    const limit = o.limit != null && o.limit > 0 ? o.limit : TASK_LIMITS.defaultListLimit
+    return this.store.list({ status: status as TaskStatus | undefined, limit, offset: o.offset ?? 0 })
   }
 
   /** the dashboard's view: the total and the `n` latest tasks, in brief */

@@ -39,20 +39,40 @@ async function int (v: string | undefined, name: string, min: number, max = Numb
   return intOption(v, name, min, max)
 }
 
+/** the option values of `meshllm eval` (src/cli/commands/eval.ts): strings, as on the command line */
+export interface EvalValues {
+  heldout?: string
+  bootstrap?: string[]
+  k?: string
+  experts?: string[]
+  'max-tokens'?: string
+  window?: string
+  prompt?: string
+  rules?: string
+  weighting?: string
+  tails?: string
+  weights?: string
+  beta?: string
+  subsets?: boolean
+  robust?: string
+  tokenizer?: string
+  json?: boolean
+}
+
 /** `meshllm eval` (options and --help: src/cli/commands/eval.ts) */
-export async function evalCommand (values: Record<string, any>): Promise<void> {
+export async function evalCommand (values: EvalValues): Promise<void> {
   const result = await runEvalCommand(values)
   if (values.json === true) process.stdout.write(JSON.stringify(result) + '\n')
   else process.stdout.write(formatEvalResult(result))
 }
 
 /** The command on already-parsed option values (strings, as on the command line); returns the result without printing it. */
-export async function runEvalCommand (values: Record<string, any>): Promise<EvalResult> {
-  if (values.heldout == null) await usage('eval needs --heldout <file>')
+export async function runEvalCommand (values: EvalValues): Promise<EvalResult> {
+  if (values.heldout == null) return await usage('eval needs --heldout <file>')
   const bootstrap: string[] = values.bootstrap ?? []
   if (bootstrap.length === 0) await usage('eval needs --bootstrap <multiaddr>')
   for (const a of bootstrap) parseMultiaddr(a)
-  const experts: string[] | undefined = values.experts != null ? (values.experts as string[]).flatMap(s => s.split(',')).map(s => s.trim()).filter(s => s.length > 0) : undefined
+  const experts: string[] | undefined = values.experts?.flatMap(s => s.split(',')).map(s => s.trim()).filter(s => s.length > 0)
   let fixedWeights: Record<string, number> | undefined
   if (values.weights != null) {
     fixedWeights = {}
@@ -111,27 +131,39 @@ export async function runEvalCommand (values: Record<string, any>): Promise<Eval
 export function formatEvalResult (r: EvalResult): string {
   const f = (x: number | null | undefined): string => x == null ? '—' : x.toFixed(1)
   const lines: string[] = []
-  lines.push(`${r.positions} positions (${r.windows} windows of ≤ 256 tokens, ${r.documents} documents), ${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token`)
+  lines.push(`${r.positions} positions (${r.windows} windows of ≤ 256 tokens, ${r.documents} documents), ` +
+    `${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token`)
   lines.push('')
   lines.push('expert                                                  model          exact   frames: uniform  unigram  bounded  listed')
   for (const [id, x] of Object.entries(r.experts)) {
-    lines.push(`${id.padEnd(55)} ${x.model.padEnd(14)} ${f(x.exactPerplexity).padStart(6)}   ${f(x.perplexityByTail.uniform).padStart(15)}  ${f(x.perplexityByTail.unigram).padStart(7)}  ${f(x.perplexityByTail.bounded).padStart(7)}  ${(100 * x.listedRate).toFixed(1)}%`)
+    const tails = x.perplexityByTail
+    lines.push(`${id.padEnd(55)} ${x.model.padEnd(14)} ${f(x.exactPerplexity).padStart(6)}   ` +
+      `${f(tails.uniform).padStart(15)}  ${f(tails.unigram).padStart(7)}  ${f(tails.bounded).padStart(7)}  ${(100 * x.listedRate).toFixed(1)}%`)
   }
   lines.push('')
   lines.push('ensemble                 rule      weighting   tail      robust  perplexity')
   for (const v of [...r.variants].sort((a, b) => a.perplexity - b.perplexity)) {
-    lines.push(`${v.models.map(m => m.replace(/^meshtest-/, '')).join('+').padEnd(24)} ${v.rule.padEnd(9)} ${v.weighting.padEnd(11)} ${v.tail.padEnd(9)} ${(v.robust ? 'on' : 'off').padEnd(7)} ${f(v.perplexity).padStart(10)}${v.robust ? `  (${v.screened ?? 0} frames screened${(v.banned ?? []).length > 0 ? `, banned ${(v.banned ?? []).length}` : ''})` : ''}`)
+    const models = v.models.map(m => m.replace(/^meshtest-/, '')).join('+')
+    const banned = (v.banned ?? []).length > 0 ? `, banned ${(v.banned ?? []).length}` : ''
+    const screened = v.robust ? `  (${v.screened ?? 0} frames screened${banned})` : ''
+    lines.push(`${models.padEnd(24)} ${v.rule.padEnd(9)} ${v.weighting.padEnd(11)} ${v.tail.padEnd(9)} ${(v.robust ? 'on' : 'off').padEnd(7)} ` +
+      `${f(v.perplexity).padStart(10)}${screened}`)
   }
   // what robust-by-default costs an honest mesh: each robust variant against the same one without
   const costs = r.variants.filter(v => v.robust).map(v => {
-    const off = r.variants.find(w => !w.robust && w.rule === v.rule && w.weighting === v.weighting && w.tail === v.tail && w.experts.join() === v.experts.join())
+    const off = r.variants.find(w =>
+      !w.robust && w.rule === v.rule && w.weighting === v.weighting && w.tail === v.tail && w.experts.join() === v.experts.join())
     return off != null ? v.perplexity / off.perplexity - 1 : undefined
   }).filter((x): x is number => x !== undefined)
   if (costs.length > 0) {
     lines.push('')
-    lines.push(`robust (screening + reputation) vs off, same variant: ${(100 * Math.min(...costs)).toFixed(2)} % to ${(100 * Math.max(...costs)).toFixed(2)} % perplexity (${costs.length} variants)`)
+    lines.push(`robust (screening + reputation) vs off, same variant: ${(100 * Math.min(...costs)).toFixed(2)} % to ` +
+      `${(100 * Math.max(...costs)).toFixed(2)} % perplexity (${costs.length} variants)`)
   }
   lines.push('')
-  lines.push(`best: ${r.ensemble.models.join('+')} ${r.ensemble.rule} / ${r.ensemble.weighting} / ${r.ensemble.tail}: ${f(r.ensemble.perplexity)} (perplexity weighting β = ${r.weightingParams.beta}, n₀ = ${r.weightingParams.priorTokens}; fixed = ${r.weightingParams.fixed})`)
+  const e = r.ensemble
+  const w = r.weightingParams
+  lines.push(`best: ${e.models.join('+')} ${e.rule} / ${e.weighting} / ${e.tail}: ${f(e.perplexity)} ` +
+    `(perplexity weighting β = ${w.beta}, n₀ = ${w.priorTokens}; fixed = ${w.fixed})`)
   return lines.join('\n') + '\n'
 }

@@ -23,9 +23,48 @@ import { summarizeGguf, type GgufSummary } from './tokenizer.js'
 import { BusyError, ContextOverflowError } from '../util/errors.js'
 import { nativeFramesFor, type NativeFrames } from './native.js'
 
-// LlamaSampler is not exported by node-llama-cpp's entry point; it is a stable internal of the
+// The node-llama-cpp internals this file uses, declared as far as it uses them: they are not in
+// its public types (nor is its AddonTypes.d.ts exported), and they are stable internals of the
 // pinned version (package.json pins node-llama-cpp 3.21.1).
-const { LlamaSampler } = await import(new URL('./evaluator/LlamaContext/LlamaSampler.js', import.meta.resolve('node-llama-cpp')).href)
+
+/** a sampler's configuration as a sequence resolves it (opaque here) */
+type SamplerConfig = unknown
+
+/** LlamaSampler: not exported by node-llama-cpp's entry point */
+interface Sampler {
+  /** the native AddonSampler */
+  _sampler: unknown
+  applyConfig: (config: SamplerConfig) => unknown
+  asyncDispose: () => Promise<void>
+}
+
+/** a context's native AddonContext (LlamaContext._ctx) */
+interface AddonContext {
+  /**
+   * [token, probabilities, confidence]: the probabilities ([id, q, id, q, …]) when asked for,
+   * the confidence (full-vocabulary probability of the token) when asked for
+   */
+  sampleToken: (batchLogitIndex: number, sampler: unknown, probabilities: boolean, confidence: boolean) => Promise<[number, number[], number]>
+}
+
+/** LlamaContextSequence's batch decoder */
+interface SequenceInternals {
+  _resolveSamplerConfig: (options: { temperature: number, topK?: number, topP?: number, minP?: number, seed?: number }) => SamplerConfig
+  _tokenMeter: unknown
+  /** evaluates `tokens`; `onLogits` runs for each position whose `logits` entry is true */
+  _decodeTokens: (
+    tokens: number[],
+    logits: boolean[],
+    evaluationPriority: number,
+    tokenMeter: unknown,
+    contextShift: { size: number, strategy: 'eraseBeginning' },
+    onLogits: (batchLogitIndex: number, tokenIndex: number) => undefined | Promise<undefined>
+  ) => Promise<unknown>
+}
+
+const { LlamaSampler } = await import(new URL('./evaluator/LlamaContext/LlamaSampler.js', import.meta.resolve('node-llama-cpp')).href) as {
+  LlamaSampler: new (model: LlamaModel) => Sampler
+}
 
 export interface ModelHostOptions {
   modelPath: string
@@ -107,7 +146,15 @@ export class ModelHost {
   /** cumulative frame timings, for status and benchmarks */
   readonly stats = { positions: 0, forwardMs: 0, frameMs: 0 }
 
-  private constructor (modelPath: string, summary: GgufSummary, model: LlamaModel, context: LlamaContext, maxSessions: number, threads: number, gpu: string | false) {
+  private constructor (
+    modelPath: string,
+    summary: GgufSummary,
+    model: LlamaModel,
+    context: LlamaContext,
+    maxSessions: number,
+    threads: number,
+    gpu: string | false
+  ) {
     this.modelPath = modelPath
     this.summary = summary
     this.model = model
@@ -206,8 +253,8 @@ export class ModelSession {
   /** the native frame helper (exact top-k straight from the logits), when available */
   private readonly native: NativeFrames | undefined
   /** fallback samplers, created on first use */
-  private topK: any
-  private greedy: any
+  private topK: Sampler | undefined
+  private greedy: Sampler | undefined
   private closed = false
   private busy = false
   lastUsed = Date.now()
@@ -229,15 +276,16 @@ export class ModelSession {
     return this.seq.nextTokenIndex
   }
 
-  private samplers (): { topK: any, greedy: any } {
+  private samplers (): { topK: Sampler, greedy: Sampler } {
     if (this.topK == null) {
-      const seqAny = this.seq as any
+      const seq = this.seq as unknown as SequenceInternals
       this.topK = new LlamaSampler(this.host.model)
-      this.topK.applyConfig(seqAny._resolveSamplerConfig({ temperature: 1, topK: 256, topP: 1, minP: 0, seed: 1 }))
+      this.topK.applyConfig(seq._resolveSamplerConfig({ temperature: 1, topK: 256, topP: 1, minP: 0, seed: 1 }))
       this.greedy = new LlamaSampler(this.host.model)
-      this.greedy.applyConfig(seqAny._resolveSamplerConfig({ temperature: 0 }))
+      this.greedy.applyConfig(seq._resolveSamplerConfig({ temperature: 0 }))
     }
-    return { topK: this.topK, greedy: this.greedy }
+    // both were created together
+    return { topK: this.topK, greedy: this.greedy as Sampler }
   }
 
   /**
@@ -279,13 +327,15 @@ export class ModelSession {
       const lastOut = toks.length - 1
       const score = opts.scorePrompt === true && tokens.length > 1
       const target = opts.target
-      if (target !== undefined && (!Number.isInteger(target) || target < 0 || target >= this.host.summary.vocabSize)) throw new Error(`target ${target} outside the vocabulary`)
+      if (target !== undefined && (!Number.isInteger(target) || target < 0 || target >= this.host.summary.vocabSize)) {
+        throw new Error(`target ${target} outside the vocabulary`)
+      }
       const logits = toks.map((_, i) => i >= firstOut || score)
       let promptLogprob = 0
       let promptOk = score && this.native != null
       const scratch = new Float64Array(1)
-      const ctx = (this.host.context as any)._ctx
-      const seqAny = this.seq as any
+      const ctx = (this.host.context as unknown as { _ctx: AddonContext })._ctx
+      const seqInternals = this.seq as unknown as SequenceInternals
       const position = this.position
       const k = Math.max(1, Math.min(256, topK, this.host.summary.vocabSize))
       const frames: Array<Frame | undefined> = new Array(draft.length + 1)
@@ -295,7 +345,8 @@ export class ModelSession {
       let frameMs = 0
       // the logits of this batch are valid inside the callback (node-llama-cpp decodes the
       // next batch only after every callback of this one has settled)
-      await seqAny._decodeTokens(toks, logits, 5, seqAny._tokenMeter, { size: 1, strategy: 'eraseBeginning' }, (batchLogitIndex: number, tokenIndex: number) => {
+      const shift = { size: 1, strategy: 'eraseBeginning' } as const
+      await seqInternals._decodeTokens(toks, logits, 5, seqInternals._tokenMeter, shift, (batchLogitIndex: number, tokenIndex: number) => {
         const f0 = performance.now()
         if (t1 < 0) t1 = f0
         if (score && tokenIndex < tokens.length - 1) {
@@ -313,7 +364,9 @@ export class ModelSession {
         if (this.native != null) {
           const ids = new Uint32Array(k)
           const logprobs = new Float32Array(k)
-          const tail = wantTarget ? this.native.topkWithTarget(batchLogitIndex, ids, logprobs, target, scratch) : this.native.topk(batchLogitIndex, ids, logprobs)
+          const tail = wantTarget
+            ? this.native.topkWithTarget(batchLogitIndex, ids, logprobs, target, scratch)
+            : this.native.topk(batchLogitIndex, ids, logprobs)
           if (tail >= 0) {
             const frame: Frame = { position: pos, ids, logprobs, tailMass: tail }
             if (wantTarget) {

@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { defaultLogger } from '@libp2p/logger'
 import type { LlamaContext, LlamaModel } from 'node-llama-cpp'
+import { errorMessage } from '../util/errors.js'
 
 const log = defaultLogger().forComponent('meshllm:expert:native')
 
@@ -27,6 +28,14 @@ interface Addon {
   frameOf: (logits: Float32Array, ids: Uint32Array, logprobs: Float32Array, generic?: boolean, target?: number, out?: Float64Array) => number
   logprobOf?: (logits: Float32Array, target: number, generic?: boolean) => number
   info: () => { library: string, offsets: Record<string, number>, variant: string }
+}
+
+/** node-llama-cpp internals the helper is handed (not in its public types): the native context and model */
+interface NativeHandles {
+  /** LlamaContext._ctx: the native AddonContext */
+  context: { _ctx?: { getContextSize: () => number } }
+  /** LlamaModel._model: the native AddonModel */
+  model: { _model?: object }
 }
 
 /** topk() result codes below zero */
@@ -94,8 +103,8 @@ function loadAddon (): Addon | undefined {
   try {
     addon = createRequire(import.meta.url)(path) as Addon
     log('loaded %s', path)
-  } catch (err: any) {
-    loadError = `cannot load ${path}: ${err?.message ?? err}`
+  } catch (err) {
+    loadError = `cannot load ${path}: ${errorMessage(err)}`
   }
   return addon
 }
@@ -109,8 +118,8 @@ export function nativeFramesFor (context: LlamaContext, model: LlamaModel, vocab
     lastReason = 'disabled by MESHLLM_NATIVE=0'
     return undefined
   }
-  const ctx = (context as any)._ctx as object | undefined
-  const mdl = (model as any)._model as object | undefined
+  const ctx = (context as unknown as NativeHandles['context'])._ctx
+  const mdl = (model as unknown as NativeHandles['model'])._model
   if (ctx == null || mdl == null) {
     lastReason = 'node-llama-cpp internals (_ctx / _model) not found'
     log(lastReason)
@@ -128,10 +137,10 @@ export function nativeFramesFor (context: LlamaContext, model: LlamaModel, vocab
     reason = loadError ?? 'not loaded'
   } else {
     try {
-      const contextSize = (ctx as any).getContextSize() as number
+      const contextSize = ctx.getContextSize()
       reason = a.probe(ctx, mdl, contextSize, vocabSize)
-    } catch (err: any) {
-      reason = `probe failed: ${err?.message ?? err}`
+    } catch (err) {
+      reason = `probe failed: ${errorMessage(err)}`
     }
   }
   if (reason !== '') {
@@ -149,7 +158,7 @@ export function nativeFramesFor (context: LlamaContext, model: LlamaModel, vocab
     let r = fn()
     if (r === NATIVE_NO_CONTEXT) {
       try {
-        if (probe(ctx, mdl, (ctx as any).getContextSize(), vocabSize) === '') r = fn()
+        if (probe(ctx, mdl, ctx.getContextSize(), vocabSize) === '') r = fn()
       } catch {}
     }
     if (r < 0 && !warned) {

@@ -15,9 +15,9 @@ const HASHED_BY_TEXT = new Set([1, 2, 6])
 export interface TokenizerMetadata {
   model: string
   pre?: string
-  tokens: string[]
-  tokenType?: number[]
-  merges?: string[]
+  tokens: readonly string[]
+  tokenType?: readonly number[]
+  merges?: readonly string[]
   bosTokenId?: number
 }
 
@@ -79,18 +79,39 @@ const FILE_TYPES: Record<number, string> = {
   32: 'BF16'
 }
 
+/**
+ * The GGUF metadata summarizeGguf reads. node-llama-cpp's GgufMetadata is assignable to it; every
+ * field is optional here because a file may lack any of them.
+ */
+interface GgufFields {
+  general?: { name?: string, architecture?: string, file_type?: number }
+  tokenizer?: {
+    ggml?: {
+      model: string
+      pre?: string
+      tokens?: readonly string[]
+      token_type?: readonly number[]
+      merges?: readonly string[]
+      bos_token_id?: number
+      eos_token_id?: number
+    }
+  }
+}
+
 /** Reads a GGUF's metadata (no tensors) and computes its tokenizer fingerprint. */
 export async function summarizeGguf (path: string): Promise<GgufSummary> {
   const info = await readGgufFileInfo(path, { readTensorInfo: false, logWarnings: false })
-  const md: any = info.metadata
+  const md: GgufFields = info.metadata
   const tk = md.tokenizer?.ggml
   if (tk?.tokens == null) throw new Error(`${path}: GGUF has no tokenizer.ggml.tokens`)
   const arch: string = md.general?.architecture ?? 'unknown'
   const fileType: number | undefined = md.general?.file_type
+  // the architecture's own section ("llama", "qwen2", …), when the file has one
+  const archFields = (md as Record<string, { context_length?: unknown } | undefined>)[arch]
   return {
     name: md.general?.name ?? path.split('/').pop() ?? 'model',
     architecture: arch,
-    contextLength: Number(md[arch]?.context_length ?? 0),
+    contextLength: Number(archFields?.context_length ?? 0),
     vocabSize: tk.tokens.length,
     quantization: fileType != null ? (FILE_TYPES[fileType] ?? `type${fileType}`) : 'unknown',
     fingerprint: tokenizerFingerprint({

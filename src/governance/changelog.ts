@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { dirname } from 'node:path'
 import type { GovernanceConfig } from './config.js'
 import type { Tier } from './tiers.js'
+import { errorMessage } from '../util/errors.js'
 
 export interface ChangeRecord {
   id: string
@@ -94,8 +95,8 @@ export class ChangeLog {
         e.revertedAtMs = this.now()
         delete e.revertError
         report.reverted.push(e.id)
-      } catch (err: any) {
-        e.revertError = String(err?.message ?? err)
+      } catch (err) {
+        e.revertError = errorMessage(err)
         report.failed.push({ id: e.id, error: e.revertError })
       }
     }

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { canonicalPublicKey, formatPublicKey, keyHex } from './keys.js'
 import { GovernanceConfigError } from './errors.js'
+import { errorCode, errorMessage } from '../util/errors.js'
 import { z } from 'zod'
 
 export interface Thresholds {
@@ -46,11 +47,13 @@ export function defaultThresholds (n: number): Thresholds {
 }
 
 export function validateConfig (c: GovernanceConfig): GovernanceConfig {
-  if (typeof c.meshId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(c.meshId)) throw new GovernanceConfigError(`meshId must be 1–64 characters of [A-Za-z0-9._-], got "${c.meshId}"`)
+  if (typeof c.meshId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(c.meshId)) {
+    throw new GovernanceConfigError(`meshId must be 1–64 characters of [A-Za-z0-9._-], got "${c.meshId}"`)
+  }
   try {
     c = { ...c, keyholders: c.keyholders.map(k => ({ ...k, publicKey: canonicalPublicKey(k.publicKey) })) }
-  } catch (err: any) {
-    throw new GovernanceConfigError(err.message)
+  } catch (err) {
+    throw new GovernanceConfigError(errorMessage(err))
   }
   const n = c.keyholders.length
   if (n === 0) throw new GovernanceConfigError('a governance file needs at least one keyholder')
@@ -63,11 +66,17 @@ export function validateConfig (c: GovernanceConfig): GovernanceConfig {
   }
   for (const [kind, t] of Object.entries(c.thresholds)) {
     if (!Number.isInteger(t) || t < 1) throw new GovernanceConfigError(`threshold ${kind} must be an integer ≥ 1, got ${t}`)
-    if (t > n) throw new GovernanceConfigError(`threshold ${kind} is ${t} but there are only ${n} keyholder(s): the mesh could never reach it${kind === 'resume' ? ' (a HALT could never be lifted)' : ''}`)
+    if (t > n) {
+      const why = kind === 'resume' ? ' (a HALT could never be lifted)' : ''
+      throw new GovernanceConfigError(`threshold ${kind} is ${t} but there are only ${n} keyholder(s): the mesh could never reach it${why}`)
+    }
   }
   // fewer keyholders than a RESUME quorum must never be able to replace the keyholders
   // (they could then lock the RESUME quorum out): docs/security.md
-  if (c.thresholds.keyholders < c.thresholds.resume) throw new GovernanceConfigError(`threshold keyholders (${c.thresholds.keyholders}) must be at least threshold resume (${c.thresholds.resume}): otherwise fewer keyholders than a RESUME quorum could replace the keyholders`)
+  if (c.thresholds.keyholders < c.thresholds.resume) {
+    throw new GovernanceConfigError(`threshold keyholders (${c.thresholds.keyholders}) must be at least threshold resume (${c.thresholds.resume}): ` +
+      'otherwise fewer keyholders than a RESUME quorum could replace the keyholders')
+  }
   if (!Number.isFinite(c.reviewPeriodMs) || c.reviewPeriodMs < 0) throw new GovernanceConfigError('reviewPeriodHours must be ≥ 0')
   if (!Number.isInteger(c.revertOnHalt) || c.revertOnHalt < 0) throw new GovernanceConfigError('revertOnHalt must be an integer ≥ 0')
   return c
@@ -84,7 +93,9 @@ const THRESHOLD_KEYS = ['halt', 'resume', 'deployMinor', 'deployMajor', 'phase',
 export const GovernanceFileSchema = z.strictObject({
   meshId: z.unknown(),
   keyholders: z.array(z.unknown(), { error: 'must be a list of keyholders' }),
-  thresholds: z.strictObject(Object.fromEntries(THRESHOLD_KEYS.map(k => [k, z.number().optional()])) as Record<keyof Thresholds, z.ZodOptional<z.ZodNumber>>).optional(),
+  thresholds: z.strictObject(
+    Object.fromEntries(THRESHOLD_KEYS.map(k => [k, z.number().optional()])) as Record<keyof Thresholds, z.ZodOptional<z.ZodNumber>>
+  ).optional(),
   reviewPeriodHours: z.number().optional(),
   revertOnHalt: z.number().optional()
 })
@@ -107,11 +118,11 @@ function fileError (source: string, issue: z.core.$ZodIssue, known: readonly str
 
 /** Parses and validates a governance file's JSON text. Unknown keys are refused (GovernanceConfigError). */
 export function parseConfig (text: string, source = 'governance file'): GovernanceConfig {
-  let j: any
+  let j: unknown
   try {
     j = JSON.parse(text)
-  } catch (err: any) {
-    throw new GovernanceConfigError(`${source}: not JSON: ${err.message}`)
+  } catch (err) {
+    throw new GovernanceConfigError(`${source}: not JSON: ${errorMessage(err)}`)
   }
   if (j == null || typeof j !== 'object' || Array.isArray(j)) throw new GovernanceConfigError(`${source}: not an object`)
   const file = GovernanceFileSchema.safeParse(j)
@@ -131,8 +142,8 @@ export function parseConfig (text: string, source = 'governance file'): Governan
     }
     try {
       return { name: entry.name, publicKey: canonicalPublicKey(entry.publicKey) }
-    } catch (err: any) {
-      throw new GovernanceConfigError(`${source}: ${err.message}`)
+    } catch (err) {
+      throw new GovernanceConfigError(`${source}: ${errorMessage(err)}`)
     }
   })
   const n = keyholders.length
@@ -151,8 +162,8 @@ export async function loadConfig (path: string): Promise<GovernanceConfig> {
   let text: string
   try {
     text = await readFile(path, 'utf8')
-  } catch (err: any) {
-    throw new GovernanceConfigError(`cannot read governance file ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
+  } catch (err) {
+    throw new GovernanceConfigError(`cannot read governance file ${path}: ${errorCode(err) === 'ENOENT' ? 'no such file' : errorMessage(err)}`)
   }
   return parseConfig(text, path)
 }
@@ -170,7 +181,8 @@ export function configToJson (c: GovernanceConfig): object {
 /** short, stable identifier of a configuration (printed on start, compared across peers) */
 export function configDigest (c: GovernanceConfig): string {
   const keys = c.keyholders.map(k => keyHex(k.publicKey)).sort()
-  return createHash('sha256').update(JSON.stringify({ m: c.meshId, k: keys, t: c.thresholds, r: c.reviewPeriodMs, h: c.revertOnHalt })).digest('hex').slice(0, 16)
+  const fields = JSON.stringify({ m: c.meshId, k: keys, t: c.thresholds, r: c.reviewPeriodMs, h: c.revertOnHalt })
+  return createHash('sha256').update(fields).digest('hex').slice(0, 16)
 }
 
 /**

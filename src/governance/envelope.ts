@@ -18,6 +18,7 @@
 import type { PrivateKey } from '@libp2p/interface'
 import { canonicalPublicKey, keyHex, verifySignature } from './keys.js'
 import { EnvelopeError } from './errors.js'
+import { errorMessage } from '../util/errors.js'
 import type { GovernanceConfig, Thresholds } from './config.js'
 
 export enum Kind {
@@ -99,7 +100,13 @@ class Reader {
   need (n: number): void { if (this.pos + n > this.b.length) throw new EnvelopeError('truncated') }
   u8 (): number { this.need(1); return this.b[this.pos++] }
   u16 (): number { this.need(2); const v = (this.b[this.pos] << 8) | this.b[this.pos + 1]; this.pos += 2; return v }
-  u32 (): number { this.need(4); const v = ((this.b[this.pos] << 24) >>> 0) + (this.b[this.pos + 1] << 16) + (this.b[this.pos + 2] << 8) + this.b[this.pos + 3]; this.pos += 4; return v }
+  u32 (): number {
+    this.need(4)
+    const v = ((this.b[this.pos] << 24) >>> 0) + (this.b[this.pos + 1] << 16) + (this.b[this.pos + 2] << 8) + this.b[this.pos + 3]
+    this.pos += 4
+    return v
+  }
+
   u64 (): number {
     const hi = this.u32(); const lo = this.u32()
     if (hi >= 2 ** 21) throw new EnvelopeError('u64 beyond 2^53')
@@ -188,7 +195,7 @@ export function decodePayload (payload: Uint8Array): Message {
       if (n < 1 || n > 64) throw new EnvelopeError('1–64 keyholders')
       const keyholders: Uint8Array[] = []
       for (let i = 0; i < n; i++) keyholders.push(Uint8Array.from(br.bytes(32)))
-      const t: any = {}
+      const t = {} as Thresholds
       for (const k of THRESHOLD_ORDER) t[k] = br.u8()
       body = { kind, keyholders, thresholds: t, reviewPeriodMs: br.u32() * 1000, revertOnHalt: br.u8() }
       break
@@ -235,7 +242,9 @@ export function decodeEnvelope (bytes: Uint8Array): Envelope {
   for (let i = 0; i < n; i++) {
     const publicKey = Uint8Array.from(r.bytes(32))
     // canonical: strictly ascending keys, so no key appears twice
-    if (i > 0 && compareBytes(signatures[i - 1].publicKey, publicKey) >= 0) throw new EnvelopeError('signature entries are not in ascending key order (or a key is repeated)')
+    if (i > 0 && compareBytes(signatures[i - 1].publicKey, publicKey) >= 0) {
+      throw new EnvelopeError('signature entries are not in ascending key order (or a key is repeated)')
+    }
     signatures.push({ publicKey, signature: Uint8Array.from(r.bytes(64)) })
   }
   r.end()
@@ -317,16 +326,20 @@ export function inspectEnvelope (bytes: Uint8Array, config: GovernanceConfig, no
   let env: Envelope
   try {
     env = decodeEnvelope(bytes)
-  } catch (err: any) {
-    return refuse('malformed', `malformed: ${err.message}`)
+  } catch (err) {
+    return refuse('malformed', `malformed: ${errorMessage(err)}`)
   }
   const m = env.message
   if (m.meshId !== config.meshId) return refuse('mesh', `for mesh "${m.meshId}", this is "${config.meshId}"`)
   if (m.issuedAtMs > now + MAX_CLOCK_SKEW_MS) return refuse('future', 'issued in the future')
-  if (m.version > now + MAX_CLOCK_SKEW_MS) return refuse('future', `version ${m.version} is beyond this node's clock (${now}) plus ${MAX_CLOCK_SKEW_MS / 60_000} min`)
+  if (m.version > now + MAX_CLOCK_SKEW_MS) {
+    return refuse('future', `version ${m.version} is beyond this node's clock (${now}) plus ${MAX_CLOCK_SKEW_MS / 60_000} min`)
+  }
   if (m.expiresAtMs <= m.issuedAtMs || m.expiresAtMs - m.issuedAtMs > MAX_LIFETIME_MS) return refuse('lifetime', 'bad lifetime')
   if (m.expiresAtMs + MAX_CLOCK_SKEW_MS <= now && opts.allowExpired !== true) return refuse('expired', 'expired')
-  if (m.kind === Kind.RESUME && m.liftsVersion >= m.version) return refuse('malformed', `malformed: RESUME version ${m.version} lifts a later version ${m.liftsVersion}`)
+  if (m.kind === Kind.RESUME && m.liftsVersion >= m.version) {
+    return refuse('malformed', `malformed: RESUME version ${m.version} lifts a later version ${m.liftsVersion}`)
+  }
   const holders = new Set(config.keyholders.map(k => keyHex(k.publicKey)))
   const newHolders = m.kind === Kind.KEYHOLDERS ? new Set(m.keyholders.map(k => keyHex(k))) : new Set<string>()
   let eligible = 0
@@ -340,8 +353,12 @@ export function inspectEnvelope (bytes: Uint8Array, config: GovernanceConfig, no
   const need = thresholdFor(m.kind, config.thresholds)
   if (eligible < need) return refuse('threshold', `${eligible} keyholder signature(s), ${need} needed for ${Kind[m.kind]}`)
   if (m.kind === Kind.KEYHOLDERS) {
-    for (const t of THRESHOLD_ORDER) if (m.thresholds[t] < 1 || m.thresholds[t] > m.keyholders.length) return refuse('unsafe-thresholds', `new threshold ${t} unreachable`)
-    if (m.thresholds.keyholders < m.thresholds.resume) return refuse('unsafe-thresholds', `new keyholders threshold ${m.thresholds.keyholders} is below the RESUME threshold ${m.thresholds.resume}`)
+    for (const t of THRESHOLD_ORDER) {
+      if (m.thresholds[t] < 1 || m.thresholds[t] > m.keyholders.length) return refuse('unsafe-thresholds', `new threshold ${t} unreachable`)
+    }
+    if (m.thresholds.keyholders < m.thresholds.resume) {
+      return refuse('unsafe-thresholds', `new keyholders threshold ${m.thresholds.keyholders} is below the RESUME threshold ${m.thresholds.resume}`)
+    }
     if (eligibleNew < m.thresholds.keyholders) return refuse('threshold', `new keyholder set: ${eligibleNew} signature(s), ${m.thresholds.keyholders} needed`)
   }
   return { ok: true, envelope: env, signers: [] }
@@ -353,7 +370,12 @@ export function inspectEnvelope (bytes: Uint8Array, config: GovernanceConfig, no
  * signature, so a forgery costs at most one verification), and verification stops once
  * the threshold is met (VOTE: every entry is verified, each signer's vote counts).
  */
-export async function verifySigners (env: Envelope, config: GovernanceConfig, counter?: { count: number }, skip?: (publicKey: Uint8Array) => boolean): Promise<Verdict> {
+export async function verifySigners (
+  env: Envelope,
+  config: GovernanceConfig,
+  counter?: { count: number },
+  skip?: (publicKey: Uint8Array) => boolean
+): Promise<Verdict> {
   const m = env.message
   const holders = new Set(config.keyholders.map(k => keyHex(k.publicKey)))
   const newHolders = m.kind === Kind.KEYHOLDERS ? new Set(m.keyholders.map(k => keyHex(k))) : new Set<string>()
@@ -367,7 +389,9 @@ export async function verifySigners (env: Envelope, config: GovernanceConfig, co
     if (skip?.(s.publicKey) === true) continue
     verificationStats.count++
     if (counter != null) counter.count++
-    if (!await verifySignature(s.publicKey, data, s.signature)) return refuse('bad-signature', `the signature of ${keyHex(s.publicKey).slice(0, 16)}… does not verify`)
+    if (!await verifySignature(s.publicKey, data, s.signature)) {
+      return refuse('bad-signature', `the signature of ${keyHex(s.publicKey).slice(0, 16)}… does not verify`)
+    }
     const h = keyHex(s.publicKey)
     if (holders.has(h)) signers.push(s.publicKey)
     if (newHolders.has(h)) newCount++

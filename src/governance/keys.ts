@@ -8,6 +8,7 @@ import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf, publicKe
 import type { PrivateKey } from '@libp2p/interface'
 import { link, readFile, unlink, writeFile } from 'node:fs/promises'
 import { GovernanceKeyError } from './errors.js'
+import { errorCode, errorMessage } from '../util/errors.js'
 
 export const PUBLIC_KEY_PREFIX = 'ed25519:'
 
@@ -66,8 +67,8 @@ export async function generateKeyholderKey (out: string): Promise<KeyholderKey> 
   // link, not rename: refuses atomically when `out` exists (rename would replace it)
   try {
     await link(tmp, out)
-  } catch (err: any) {
-    if (err.code === 'EEXIST') throw new GovernanceKeyError(`${out} exists: a keyholder key is never replaced (choose another file)`)
+  } catch (err) {
+    if (errorCode(err) === 'EEXIST') throw new GovernanceKeyError(`${out} exists: a keyholder key is never replaced (choose another file)`)
     throw err
   } finally {
     await unlink(tmp).catch(() => {})
@@ -76,11 +77,12 @@ export async function generateKeyholderKey (out: string): Promise<KeyholderKey> 
 }
 
 export async function loadKeyholderKey (path: string): Promise<KeyholderKey> {
-  let json: any
+  // parsed JSON: whatever the file holds, its fields unchecked until read
+  let json: { type?: unknown, privateKey?: unknown } | null | undefined
   try {
-    json = JSON.parse(await readFile(path, 'utf8'))
-  } catch (err: any) {
-    throw new GovernanceKeyError(`cannot read keyholder key ${path}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
+    json = JSON.parse(await readFile(path, 'utf8')) as typeof json
+  } catch (err) {
+    throw new GovernanceKeyError(`cannot read keyholder key ${path}: ${errorCode(err) === 'ENOENT' ? 'no such file' : errorMessage(err)}`)
   }
   if (json?.type !== KEY_FILE_TYPE || typeof json.privateKey !== 'string') throw new GovernanceKeyError(`${path} is not a meshllm keyholder key file`)
   const privateKey = privateKeyFromProtobuf(Buffer.from(json.privateKey, 'base64'))

@@ -13,6 +13,7 @@ import { Kind, type Message } from './envelope.js'
 import { canonicalPublicKey, keyHex } from './keys.js'
 import type { VoteRecord } from './state.js'
 import { Tier, classifyAction, type Action } from './tiers.js'
+import { errorMessage } from '../util/errors.js'
 
 export const MAX_MOTION_BYTES = 8 * 1024
 export const MOTION_DOMAIN = 'meshllm-motion-v1\u0000'
@@ -65,29 +66,40 @@ export function canonicalJson (v: unknown, depth = 0): string {
   if (typeof v === 'object') {
     const proto = Object.getPrototypeOf(v)
     if (proto !== Object.prototype && proto !== null) throw new MotionError('only plain objects, arrays, strings, finite numbers, booleans and null')
-    const keys = Object.keys(v).filter(k => (v as any)[k] !== undefined).sort()
-    return `{${keys.map(k => `${JSON.stringify(k)}:${canonicalJson((v as any)[k], depth + 1)}`).join(',')}}`
+    const o = v as Record<string, unknown>
+    const keys = Object.keys(o).filter(k => o[k] !== undefined).sort()
+    return `{${keys.map(k => `${JSON.stringify(k)}:${canonicalJson(o[k], depth + 1)}`).join(',')}}`
   }
   throw new MotionError(`cannot encode a ${typeof v}`)
 }
 
 const NONCE = /^[A-Za-z0-9_-]{1,64}$/
 
-function checkMotion (m: any): Motion {
-  const fail = (why: string): never => { throw new MotionError(`invalid motion: ${why}`) }
-  if (m == null || typeof m !== 'object' || Array.isArray(m)) fail('not an object')
+/** a JSON object: its fields unchecked */
+type Fields = Record<string, unknown>
+
+function isFields (v: unknown): v is Fields {
+  return v != null && typeof v === 'object' && !Array.isArray(v)
+}
+
+/** `m` itself when it is a motion (any value: a decoded one or a caller's); throws MotionError */
+function checkMotion (m: unknown): Motion {
+  // typed, not inferred, so that a call narrows like a throw
+  const fail: (why: string) => never = (why) => { throw new MotionError(`invalid motion: ${why}`) }
+  if (!isFields(m)) fail('not an object')
   const keys = Object.keys(m).sort().join(',')
   if (keys !== 'action,nonce,proposedAtMs,proposer,tier') fail(`fields must be action, nonce, proposedAtMs, proposer, tier (got ${keys.slice(0, 100)})`)
   const a = m.action
-  if (a == null || typeof a !== 'object' || Array.isArray(a)) fail('action must be an object')
+  if (!isFields(a)) fail('action must be an object')
   const akeys = Object.keys(a).sort().join(',')
   if (akeys !== 'type' && akeys !== 'params,type') fail('action fields must be type and optional params')
   if (typeof a.type !== 'string' || a.type.length < 1 || a.type.length > 64) fail('action type must be 1–64 characters')
-  if (!Number.isInteger(m.tier) || m.tier < 0 || m.tier > 4) fail('tier must be 0–4')
+  // Number.isInteger / isSafeInteger are false for anything but a number
+  if (typeof m.tier !== 'number' || !Number.isInteger(m.tier) || m.tier < 0 || m.tier > 4) fail('tier must be 0–4')
   if (typeof m.proposer !== 'string' || m.proposer.length < 1 || m.proposer.length > 128) fail('proposer must be 1–128 characters')
-  if (!Number.isSafeInteger(m.proposedAtMs) || m.proposedAtMs < 0) fail('proposedAtMs must be a non-negative integer')
+  if (typeof m.proposedAtMs !== 'number' || !Number.isSafeInteger(m.proposedAtMs) || m.proposedAtMs < 0) fail('proposedAtMs must be a non-negative integer')
   if (typeof m.nonce !== 'string' || !NONCE.test(m.nonce)) fail('nonce must be 1–64 characters of [A-Za-z0-9_-]')
-  return m as Motion
+  return m as unknown as Motion
 }
 
 export function encodeMotion (m: Motion): Uint8Array {
@@ -101,13 +113,13 @@ export function encodeMotion (m: Motion): Uint8Array {
 /** Strict: at most 8 KiB, valid UTF-8, exactly the motion fields, and in canonical form. Throws MotionError. */
 export function decodeMotion (bytes: Uint8Array): Motion {
   if (bytes.length > MAX_MOTION_BYTES) throw new MotionError(`motion of ${bytes.length} bytes exceeds ${MAX_MOTION_BYTES}`)
-  let m: any
+  let parsed: unknown
   try {
-    m = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes))
-  } catch (err: any) {
-    throw new MotionError(`motion is not UTF-8 JSON: ${err.message}`)
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes))
+  } catch (err) {
+    throw new MotionError(`motion is not UTF-8 JSON: ${errorMessage(err)}`)
   }
-  checkMotion(m)
+  const m = checkMotion(parsed)
   const again = encodeMotion(m)
   if (again.length !== bytes.length || !again.every((x, i) => x === bytes[i])) throw new MotionError('motion is not in canonical form')
   return m
@@ -135,7 +147,15 @@ export function createMotion (action: Action, proposer: string, nowMs: number, n
 
 /** The VOTE message on a motion (sign it with createEnvelope). */
 export function voteMessage (m: Motion, approve: boolean, o: { meshId: string, version: number, issuedAtMs: number, ttlMs?: number }): Message {
-  return { kind: Kind.VOTE, motionId: motionId(m), approve, meshId: o.meshId, version: o.version, issuedAtMs: o.issuedAtMs, expiresAtMs: o.issuedAtMs + (o.ttlMs ?? APPROVAL_TTL_MS) }
+  return {
+    kind: Kind.VOTE,
+    motionId: motionId(m),
+    approve,
+    meshId: o.meshId,
+    version: o.version,
+    issuedAtMs: o.issuedAtMs,
+    expiresAtMs: o.issuedAtMs + (o.ttlMs ?? APPROVAL_TTL_MS)
+  }
 }
 
 /** approvals a motion of this tier needs */

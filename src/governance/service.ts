@@ -7,7 +7,10 @@
  * Authority comes only from keyholder signatures inside the payload; gossipsub's own
  * signature only tells which peer published.
  */
-import { serviceCapabilities, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PeerStore, type Stream, type Connection, type Startable, type TypedEventTarget, type Libp2pEvents, type IdentifyResult } from '@libp2p/interface'
+import {
+  serviceCapabilities, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PeerStore, type Stream, type Connection, type Startable,
+  type TypedEventTarget, type Libp2pEvents, type IdentifyResult
+} from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import type { GossipSub, TopicValidatorResult, Message as PubsubMessage } from '@libp2p/gossipsub'
 import { lpStream } from '@libp2p/utils'
@@ -18,6 +21,7 @@ import { streamLifetime } from '../util/stream-lifetime.js'
 import { Strikes } from '../node/blocklist.js'
 import { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic } from './gossip-score.js'
 import { RateLimitedError, RateLimiter, addressKey } from '../util/rate-limit.js'
+import { errorMessage, errorName } from '../util/errors.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { streamTo } from '../node/reach.js'
 
@@ -34,7 +38,9 @@ const REJECT = 'reject' as TopicValidatorResult
 const IGNORE = 'ignore' as TopicValidatorResult
 
 /** refusals that prove the sender forged or mangled something (gossipsub Reject: penalised) */
-export const FORGERY_CODES: ReadonlySet<RefusalCode> = new Set<RefusalCode>(['malformed', 'mesh', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds'])
+export const FORGERY_CODES: ReadonlySet<RefusalCode> = new Set<RefusalCode>([
+  'malformed', 'mesh', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds'
+])
 /** a catch-up from one peer ends after this many forgeries in its answer */
 const MAX_SYNC_FORGERIES = 4
 /** per remote address: at most this many catch-ups served per window */
@@ -252,7 +258,7 @@ export class GovernanceService implements Startable {
       const r = await this.apply(data, 'gossip')
       if (r.accepted) return ACCEPT
       return FORGERY_CODES.has(r.code) ? REJECT : IGNORE
-    } catch (err: any) {
+    } catch (err) {
       this.log.error('validator failure: %e', err)
       return REJECT
     }
@@ -282,7 +288,7 @@ export class GovernanceService implements Startable {
         if (m.kind === Kind.HALT) l.onHalt?.(m.reason, m.version)
         if (m.kind === Kind.RESUME && r.noop !== true) l.onResume?.(m.version)
         l.onChange?.(this.state.snapshot(), m.kind)
-      } catch (err: any) {
+      } catch (err) {
         this.log.error('governance listener failed: %e', err)
       }
     }
@@ -317,8 +323,8 @@ export class GovernanceService implements Startable {
     try {
       const res = await pubsub.publish(this.topic, bytes)
       return res.recipients.length
-    } catch (err: any) {
-      this.log('gossip publish failed: %s', err.message)
+    } catch (err) {
+      this.log('gossip publish failed: %s', errorMessage(err))
       return 0
     }
   }
@@ -354,8 +360,8 @@ export class GovernanceService implements Startable {
       const answer = new TextDecoder().decode((await lp.read({ signal })).subarray())
       await stream.close({ signal }).catch(() => {})
       return PUSH_ANSWERS.has(answer) ? answer as PushAnswer : 'no-answer'
-    } catch (err: any) {
-      stream.abort(err)
+    } catch (err) {
+      stream.abort(err as Error)
       throw err
     }
   }
@@ -380,16 +386,21 @@ export class GovernanceService implements Startable {
    * offence), then `work` under a 5 s deadline tied to the stream's life; closes the stream,
    * or aborts it on any failure.
    */
-  private async serve (stream: Stream, connection: Connection, limiter: RateLimiter | undefined, work: (lp: ReturnType<typeof lpStream>, signal: AbortSignal) => Promise<void>): Promise<void> {
+  private async serve (
+    stream: Stream,
+    connection: Connection,
+    limiter: RateLimiter | undefined,
+    work: (lp: ReturnType<typeof lpStream>, signal: AbortSignal) => Promise<void>
+  ): Promise<void> {
     const life = streamLifetime(stream)
     const signal = AbortSignal.any([AbortSignal.timeout(5_000), life.signal])
     try {
       if (limiter != null && !limiter.take(addressKey(connection))) throw new RateLimitedError(`too many governance requests from ${addressKey(connection)}`)
       await work(lpStream(stream, lengthPrefixOptions(MAX_ENVELOPE_BYTES)), signal)
       await stream.close({ signal })
-    } catch (err: any) {
+    } catch (err) {
       if (err instanceof RateLimitedError) this.offence(connection)
-      stream.abort(err)
+      stream.abort(err as Error)
     } finally {
       life.dispose()
     }
@@ -437,9 +448,9 @@ export class GovernanceService implements Startable {
         let msg
         try {
           msg = await lp.read({ signal })
-        } catch (err: any) {
+        } catch (err) {
           // a clean end of the answer; a reset (a refusal, a peer gone) is a failed catch-up
-          if (err.name === 'UnexpectedEOFError' && stream.status !== 'reset' && stream.status !== 'aborted') break
+          if (errorName(err) === 'UnexpectedEOFError' && stream.status !== 'reset' && stream.status !== 'aborted') break
           throw err
         }
         got.push(msg.subarray())
@@ -450,7 +461,8 @@ export class GovernanceService implements Startable {
       throw err
     }
     // state messages in version order (votes are independent)
-    const ordered = got.map(b => { try { return { b, v: decodeEnvelope(b).message.version } } catch { return { b, v: -1 } } }).filter(x => x.v >= 0).sort((a, b) => a.v - b.v)
+    const versioned = got.map(b => { try { return { b, v: decodeEnvelope(b).message.version } } catch { return { b, v: -1 } } })
+    const ordered = versioned.filter(x => x.v >= 0).sort((a, b) => a.v - b.v)
     let accepted = 0
     let forgeries = got.length - ordered.length
     let latest: Uint8Array | undefined
@@ -499,6 +511,9 @@ function withDeadline (options: AbortOptions, ms: number): AbortSignal {
   return options.signal ?? AbortSignal.timeout(ms)
 }
 
-const PUSH_ANSWERS = new Set<string>(['applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds', 'stale', 'replayed-vote', 'lifts-older'])
+const PUSH_ANSWERS = new Set<string>([
+  'applied', 'known', 'malformed', 'mesh', 'future', 'expired', 'lifetime', 'not-keyholder', 'threshold', 'bad-signature', 'unsafe-thresholds',
+  'stale', 'replayed-vote', 'lifts-older'
+])
 /** most envelopes read from one catch-up answer (state log, keyholder changes, votes) */
 const MAX_SYNC_ENVELOPES = 1024

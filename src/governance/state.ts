@@ -72,7 +72,15 @@ export class GovernanceState {
   }
 
   snapshot (): GovernanceSnapshot {
-    return { meshId: this.config.meshId, version: this.version, halted: this.halted, readOnly: this.readOnly, phase: this.phase, lastHalt: this.lastHalt, lastResumeAtMs: this.lastResumeAtMs }
+    return {
+      meshId: this.config.meshId,
+      version: this.version,
+      halted: this.halted,
+      readOnly: this.readOnly,
+      phase: this.phase,
+      lastHalt: this.lastHalt,
+      lastResumeAtMs: this.lastResumeAtMs
+    }
   }
 
   get haltReason (): string | undefined {
@@ -117,14 +125,22 @@ export class GovernanceState {
     if (!inspected.ok) return this.refused(inspected)
     const m = inspected.envelope.message
     // the very message in force: 'known' (a second copy, not an attack); an older one is 'stale'
-    if (m.kind !== Kind.VOTE && m.version === this.version && this.isLatest(inspected.envelope.payload)) return this.refused({ ok: false, code: 'known', reason: `${Kind[m.kind]} version ${m.version} is already applied here` }, inspected.envelope)
+    if (m.kind !== Kind.VOTE && m.version === this.version && this.isLatest(inspected.envelope.payload)) {
+      return this.refused({ ok: false, code: 'known', reason: `${Kind[m.kind]} version ${m.version} is already applied here` }, inspected.envelope)
+    }
     if (m.kind !== Kind.VOTE) {
-      if (m.version <= this.version) return this.refused({ ok: false, code: 'stale', reason: `version ${m.version} is not above the accepted version ${this.version} (replay or stale)` }, inspected.envelope)
+      if (m.version <= this.version) {
+        const reason = `version ${m.version} is not above the accepted version ${this.version} (replay or stale)`
+        return this.refused({ ok: false, code: 'stale', reason }, inspected.envelope)
+      }
       if (m.kind === Kind.RESUME) {
         // not halted here (this node never saw the halt it lifts, or saw the RESUME first):
         // still taken, as a version step, once its signatures verify (noop), so the older
         // HALT it answers can never be applied afterwards
-        if (this.halted != null && m.liftsVersion < this.halted.version) return this.refused({ ok: false, code: 'lifts-older', reason: `RESUME lifts version ${m.liftsVersion}, the halt in force is version ${this.halted.version}` }, inspected.envelope)
+        if (this.halted != null && m.liftsVersion < this.halted.version) {
+          const reason = `RESUME lifts version ${m.liftsVersion}, the halt in force is version ${this.halted.version}`
+          return this.refused({ ok: false, code: 'lifts-older', reason }, inspected.envelope)
+        }
       }
     } else {
       const rec = this.votes.get(keyHex(m.motionId))
@@ -133,7 +149,9 @@ export class GovernanceState {
     }
     // VOTE: only the entries of signers whose vote this would change are verified
     const voteRec = m.kind === Kind.VOTE ? this.votes.get(keyHex(m.motionId)) : undefined
-    const staleVoter = m.kind === Kind.VOTE ? (pk: Uint8Array): boolean => { const p = voteRec?.get(keyHex(pk)); return p != null && m.version <= p.version } : undefined
+    const staleVoter = m.kind === Kind.VOTE
+      ? (pk: Uint8Array): boolean => { const p = voteRec?.get(keyHex(pk)); return p != null && m.version <= p.version }
+      : undefined
     const v = await verifySigners(inspected.envelope, this.config, this.verifications, staleVoter)
     if (!v.ok) return this.refused(v, inspected.envelope)
     if (m.kind === Kind.VOTE) {
@@ -217,8 +235,9 @@ export class GovernanceState {
     try {
       this.persist()
       this.persistError = undefined
-    } catch (err: any) {
-      this.persistError = err
+    } catch (err) {
+      // what writing a file throws: an Error
+      this.persistError = err as Error
     }
   }
 

@@ -42,6 +42,24 @@ export interface LegacyAgentTask {
   facts: AgentTaskFacts
 }
 
+/** a row of the agent's former table (LEGACY_AGENT_TABLE): JSON columns as text */
+interface LegacyRow {
+  id: string
+  created: number
+  updated: number
+  cycle: number
+  domain: string
+  title: string
+  rationale: string
+  evidence: string
+  actions: string
+  state: string
+  output: string | null
+  source: string
+  finding_key: string | null
+  meta: string | null
+}
+
 /**
  * Brings a former layout over, inside the caller's transaction, before the current schema is
  * created: returns the agent rows to insert (then the caller drops LEGACY_AGENT_TABLE).
@@ -54,22 +72,25 @@ export function migrateLegacyLayout (db: DatabaseSync): LegacyAgentTask[] {
     for (const [name, ddl] of ADDED_COLUMNS) db.exec(`ALTER TABLE tasks ADD COLUMN ${name} ${ddl}`)
     return []
   }
-  if (!(cols.includes('state') && cols.includes('actions'))) throw new TaskDatabaseError(`the tasks table has an unknown layout (columns ${cols.join(', ').slice(0, 300)})`)
+  if (!(cols.includes('state') && cols.includes('actions'))) {
+    throw new TaskDatabaseError(`the tasks table has an unknown layout (columns ${cols.join(', ').slice(0, 300)})`)
+  }
   db.exec(`DROP INDEX IF EXISTS tasks_state; DROP INDEX IF EXISTS tasks_finding; ALTER TABLE tasks RENAME TO ${LEGACY_AGENT_TABLE}`)
-  return (db.prepare(`SELECT * FROM ${LEGACY_AGENT_TABLE} ORDER BY seq`).all() as any[]).map((r): LegacyAgentTask => {
+  const rows = db.prepare(`SELECT * FROM ${LEGACY_AGENT_TABLE} ORDER BY seq`).all() as unknown as LegacyRow[]
+  return rows.map((r): LegacyAgentTask => {
     const actions = JSON.parse(r.actions) as TaskAction[]
-    const state = (ACTION_STATES.includes(r.state) ? r.state : 'queued') as ActionState
+    const state = (ACTION_STATES.includes(r.state as ActionState) ? r.state : 'queued') as ActionState
     const task: AgentTask = {
       cycle: Number(r.cycle),
       domain: r.domain,
       title: r.title,
       rationale: r.rationale,
-      evidence: JSON.parse(r.evidence),
+      evidence: JSON.parse(r.evidence) as string[],
       actions,
       ...(r.output != null ? { output: r.output } : {}),
       source: r.source,
       ...(r.finding_key != null ? { findingKey: r.finding_key } : {}),
-      ...(r.meta != null ? { meta: JSON.parse(r.meta) } : {})
+      ...(r.meta != null ? { meta: JSON.parse(r.meta) as Record<string, unknown> } : {})
     }
     return { id: r.id, created: Number(r.created), updated: Number(r.updated), task, facts: legacyFacts(actions, state) }
   })
@@ -85,7 +106,18 @@ function legacyFacts (actions: TaskAction[], state: ActionState): AgentTaskFacts
     const tiers = actions.map(a => (Tier as unknown as Record<string, unknown>)[a.tier]).map(t => typeof t === 'number' ? t : Tier.DEPLOY_MAJOR)
     const tier = Math.max(Tier.READ_ONLY, ...tiers) as Tier
     const lead = actions[0]
-    facts = { state, status: 'queued', approval: 'auto', approvalReason: lead?.reason ?? '', needs: [], tier, tierName: Tier[tier], knownAction: actions.every(a => a.known), type: lead?.type ?? '', params: lead?.params ?? {} }
+    facts = {
+      state,
+      status: 'queued',
+      approval: 'auto',
+      approvalReason: lead?.reason ?? '',
+      needs: [],
+      tier,
+      tierName: Tier[tier],
+      knownAction: actions.every(a => a.known),
+      type: lead?.type ?? '',
+      params: lead?.params ?? {}
+    }
   }
   return { ...facts, state, ...storedOf(state) }
 }

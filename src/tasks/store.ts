@@ -23,7 +23,8 @@ import { randomBytes } from 'node:crypto'
 import { Tier } from '../governance/tiers.js'
 import {
   InvalidTaskError, TASK_STATUSES, TaskNotFoundError, agentTaskFacts, stateCondition, stateOf,
-  type ActionState, type AgentTask, type AgentTaskFacts, type Approval, type NewTask, type TaskAction, type TaskAssessment, type TaskOrigin, type TaskRecord, type TaskState, type TaskStatus
+  type ActionState, type AgentTask, type AgentTaskFacts, type Approval, type NewTask, type TaskAction, type TaskAssessment, type TaskOrigin,
+  type TaskRecord, type TaskState, type TaskStatus
 } from './model.js'
 import { ADDED_COLUMNS, LEGACY_AGENT_TABLE, migrateLegacyLayout } from './legacy.js'
 
@@ -83,16 +84,30 @@ interface Row {
   meta: string | null
 }
 
+/** a row of `approvals` */
+interface ApprovalRow {
+  task_id: string
+  at: number
+  by: string
+  decision: ApprovalRecord['decision']
+  note: string
+}
+
 type NewRow = Omit<Row, 'seq'>
-const COLUMNS: ReadonlyArray<keyof NewRow> = ['id', 'origin', 'type', 'params', 'description', 'status', 'tier', 'known_action', 'approval', 'approval_reason', 'needs',
-  'priority', 'source', 'created_at', 'updated_at', 'result', 'title', 'domain', 'evidence', 'actions', 'cycle', 'finding_key', 'meta']
+const COLUMNS: ReadonlyArray<keyof NewRow> = [
+  'id', 'origin', 'type', 'params', 'description', 'status', 'tier', 'known_action', 'approval', 'approval_reason', 'needs',
+  'priority', 'source', 'created_at', 'updated_at', 'result', 'title', 'domain', 'evidence', 'actions', 'cycle', 'finding_key', 'meta'
+]
+
+/** the prepared statements */
+type Statement = 'insert' | 'get' | 'ofCycle' | 'count' | 'openByFinding' | 'setStatus' | 'approvalInsert' | 'approvalsOf' | 'pruneApprovals' | 'pruneTasks'
 
 export class TaskStore {
   readonly path: string
   /** the connection: the agent's cycles and samples (src/agent/store.ts) share it, one database */
   readonly db: DatabaseSync
   readonly maxTasks: number
-  private s: Record<'insert' | 'get' | 'ofCycle' | 'count' | 'openByFinding' | 'setStatus' | 'approvalInsert' | 'approvalsOf' | 'pruneApprovals' | 'pruneTasks', StatementSync>
+  private s: Record<Statement, StatementSync>
   private txDepth = 0
 
   constructor (path = ':memory:', opts: TaskStoreOptions = {}) {
@@ -257,9 +272,13 @@ export class TaskStore {
    */
   addApproval (taskId: string, a: { by: string, decision: 'approve' | 'reject', note?: string }, now = Date.now()): ApprovalRecord {
     if (a.decision !== 'approve' && a.decision !== 'reject') throw new InvalidTaskError('decision must be approve or reject')
-    if (typeof a.by !== 'string' || a.by.length === 0 || a.by.length > APPROVAL_LIMITS.byChars) throw new InvalidTaskError(`by must have 1–${APPROVAL_LIMITS.byChars} characters`)
+    if (typeof a.by !== 'string' || a.by.length === 0 || a.by.length > APPROVAL_LIMITS.byChars) {
+      throw new InvalidTaskError(`by must have 1–${APPROVAL_LIMITS.byChars} characters`)
+    }
     const note = a.note ?? ''
-    if (typeof note !== 'string' || note.length > APPROVAL_LIMITS.noteChars) throw new InvalidTaskError(`note must have at most ${APPROVAL_LIMITS.noteChars} characters`)
+    if (typeof note !== 'string' || note.length > APPROVAL_LIMITS.noteChars) {
+      throw new InvalidTaskError(`note must have at most ${APPROVAL_LIMITS.noteChars} characters`)
+    }
     if (this.get(taskId) == null) throw new TaskNotFoundError(`no task "${String(taskId).slice(0, 128)}"`)
     this.tx(() => {
       this.s.approvalInsert.run(taskId, now, a.by, a.decision, note)
@@ -269,7 +288,8 @@ export class TaskStore {
   }
 
   approvals (taskId: string): ApprovalRecord[] {
-    return (this.s.approvalsOf.all(taskId) as any[]).map(r => ({ taskId: r.task_id, at: Number(r.at), by: r.by, decision: r.decision, note: r.note }))
+    const rows = this.s.approvalsOf.all(taskId) as unknown as ApprovalRow[]
+    return rows.map(r => ({ taskId: r.task_id, at: Number(r.at), by: r.by, decision: r.decision, note: r.note }))
   }
 
   close (): void {
@@ -375,7 +395,17 @@ function fromRow (r: Row): TaskRecord {
     domain: r.domain,
     evidence: JSON.parse(r.evidence),
     // an API task's one action, from its columns (its gate state: stateOf, queued)
-    actions: r.origin === 'api' ? [{ type: r.type, params: JSON.parse(r.params), tier: Tier[tier], known: Number(r.known_action) === 1, state: stateOf('queued', approval, tier) as ActionState, reason: r.approval_reason, needs: JSON.parse(r.needs) }] : JSON.parse(r.actions),
+    actions: r.origin === 'api'
+      ? [{
+          type: r.type,
+          params: JSON.parse(r.params),
+          tier: Tier[tier],
+          known: Number(r.known_action) === 1,
+          state: stateOf('queued', approval, tier) as ActionState,
+          reason: r.approval_reason,
+          needs: JSON.parse(r.needs)
+        }]
+      : JSON.parse(r.actions),
     ...(r.cycle != null ? { cycle: Number(r.cycle) } : {}),
     ...(r.finding_key != null ? { findingKey: r.finding_key } : {}),
     ...(r.meta != null ? { meta: JSON.parse(r.meta) } : {})

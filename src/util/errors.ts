@@ -37,3 +37,26 @@ export class BusyError extends Error {
   static override name = 'BusyError'
   override name = 'BusyError'
 }
+
+/**
+ * What a caught value may carry. Anything can be thrown, so every field is unknown until
+ * checked; `?.` on a primitive or a missing field gives undefined, as on an Error.
+ */
+type Thrown = { message?: unknown, name?: unknown, code?: unknown } | null | undefined
+
+/** a caught value's message: its `message` when it has one, else the value itself, as a string */
+export function errorMessage (err: unknown): string {
+  return String((err as Thrown)?.message ?? err)
+}
+
+/** a caught value's `name` (an Error's class name), when it is a string */
+export function errorName (err: unknown): string | undefined {
+  const name = (err as Thrown)?.name
+  return typeof name === 'string' ? name : undefined
+}
+
+/** a Node.js system error's `code` (ENOENT, EEXIST, …), when it has one */
+export function errorCode (err: unknown): string | undefined {
+  const code = (err as Thrown)?.code
+  return code == null ? undefined : String(code)
+}

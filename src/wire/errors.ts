@@ -2,6 +2,7 @@
  * Named errors of the wire layer. Callers (and tests) tell them apart by `.name`;
  * a decoder never throws anything else on untrusted input.
  */
+import { errorMessage } from '../util/errors.js'
 
 /** not a valid message: truncated or garbage protobuf, missing/extra fields, bad status byte */
 export class MalformedMessageError extends Error {
@@ -51,8 +52,8 @@ export function isWireError (err: unknown): err is Error {
 export function rethrowAs<T> (wrap: (message: string) => Error, fn: () => T): T {
   try {
     return fn()
-  } catch (err: any) {
+  } catch (err) {
     if (isWireError(err)) throw err
-    throw wrap(String(err?.message ?? err))
+    throw wrap(errorMessage(err))
   }
 }

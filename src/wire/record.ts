@@ -13,6 +13,7 @@ import { ExpiredRecordError, InvalidRecordError, OversizedMessageError, rethrowA
 import { ExpertRecord as PbExpertRecord } from './pb/record.js'
 import { FINGERPRINT_BYTES, MAX_RECORD_BYTES } from './types.js'
 import { PbWriter } from './varint.js'
+import { errorMessage } from '../util/errors.js'
 import type { PeerId, PrivateKey, Record } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Uint8ArrayList } from 'uint8arraylist'
@@ -175,8 +176,8 @@ export async function openExpertRecord (bytes: Uint8Array | Uint8ArrayList, { no
   let envelope: RecordEnvelope
   try {
     envelope = await RecordEnvelope.openAndCertify(buf, EXPERT_RECORD_DOMAIN)
-  } catch (err: any) {
-    throw invalid(`envelope: ${err?.message ?? err}`)
+  } catch (err) {
+    throw invalid(`envelope: ${errorMessage(err)}`)
   }
   // protons ignores wire types, so some bit flips in tags decode to the same envelope:
   // accept only the canonical encoding, which makes the stored bytes non-malleable
