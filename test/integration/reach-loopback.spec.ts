@@ -52,10 +52,10 @@ describe('reach on loopback: relay limits and a bootstrap node restarting', func
     const stream = await conn.newStream(SINK, { runOnLimitedConnection: true })
     const chunk = new Uint8Array(16 * 1024)
     let sent = 0
-    let closed = false
-    stream.addEventListener('close', () => { closed = true }, { once: true })
+    const ended = { closed: false }
+    stream.addEventListener('close', () => { ended.closed = true }, { once: true })
     // send until the stream ends under us (the relay cut the connection) or 1 MiB went out
-    while (sent < 1024 * 1024 && !closed) {
+    while (sent < 1024 * 1024 && !ended.closed) {
       try {
         if (!stream.send(chunk)) await new Promise(resolve => { stream.addEventListener('drain', resolve, { once: true }); stream.addEventListener('close', resolve, { once: true }) })
       } catch { break }
