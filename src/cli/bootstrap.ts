@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { UsageError } from './errors.js'
+import { errorMessage, errorCode } from '../util/errors.js'
 
 /** the config file is bad: not JSON, unknown keys, a bootstrap list that is not strings (exit 2) */
 export class ConfigFileError extends UsageError {
@@ -37,13 +38,13 @@ export function defaultBootstrap (env: NodeJS.ProcessEnv = process.env): { addrs
   let text: string
   try {
     text = readFileSync(file, 'utf8')
-  } catch (err: any) {
-    if (err.code === 'ENOENT') return { addrs: [], source: 'none' }
-    throw new ConfigFileError(`cannot read ${file}: ${err.message}`)
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return { addrs: [], source: 'none' }
+    throw new ConfigFileError(`cannot read ${file}: ${errorMessage(err)}`)
   }
   if (text.length > MAX_CONFIG_BYTES) throw new ConfigFileError(`${file} is larger than ${MAX_CONFIG_BYTES} bytes`)
   let json: unknown
-  try { json = JSON.parse(text) } catch (err: any) { throw new ConfigFileError(`${file} is not JSON: ${err.message}`) }
+  try { json = JSON.parse(text) } catch (err) { throw new ConfigFileError(`${file} is not JSON: ${errorMessage(err)}`) }
   if (json == null || typeof json !== 'object' || Array.isArray(json)) throw new ConfigFileError(`${file} must hold a JSON object ({"bootstrap": ["/dns4/…/p2p/…"]})`)
   const unknown = Object.keys(json).filter(k => k !== 'bootstrap')
   if (unknown.length > 0) throw new ConfigFileError(`${file}: unknown key "${unknown[0].slice(0, 64)}" (known: bootstrap)`)

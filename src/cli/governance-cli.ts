@@ -6,7 +6,7 @@ import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join as joinPath } from 'node:path'
 import { createMeshNode, connectBootstrap, parseMultiaddr, type MeshNode } from '../node/node.js'
-import { NoPeersError } from '../util/errors.js'
+import { NoPeersError, errorCode } from '../util/errors.js'
 import { generateKeyholderKey, loadKeyholderKey, formatPublicKey, canonicalPublicKey } from '../governance/keys.js'
 import { configToJson, configDigest, defaultConfig, isDevGovernance, defaultThresholds, loadConfig, validateConfig, type GovernanceConfig } from '../governance/config.js'
 import { Kind, MAX_LIFETIME_MS, addSignatures, createEnvelope, decodeEnvelope, type Message } from '../governance/envelope.js'
@@ -185,8 +185,8 @@ async function exists (path: string): Promise<boolean> {
   try {
     await lstat(path)
     return true
-  } catch (err: any) {
-    if (err.code === 'ENOENT') return false
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return false
     throw err
   }
 }

@@ -29,6 +29,7 @@ import { vote } from './commands/vote.js'
 import { phase } from './commands/phase.js'
 import { sign } from './commands/sign.js'
 import { submit } from './commands/submit.js'
+import { errorMessage, errorName } from '../util/errors.js'
 
 export { EXIT, UsageError, exitCodeFor }
 
@@ -73,7 +74,7 @@ export function cli (argv: string[]): Argv {
     .demandCommand(1, 'needs a command (meshllm --help lists them)')
     .fail((msg: string | null | undefined, err: Error | undefined) => {
       // a command's own error (handler): as it is, for exitCodeFor; yargs' (parsing, validation): a UsageError
-      if (err != null && err.name !== 'YError') throw err
+      if (err != null && errorName(err) !== 'YError') throw err
       throw new UsageError(oneLine(msg ?? err?.message ?? 'usage error'))
     })
   // --bootstrap, when not given: MESHLLM_BOOTSTRAP, else the config file (src/cli/bootstrap.ts)
@@ -110,9 +111,9 @@ export async function main (argv: string[]): Promise<void> {
     await run(argv)
     await flush()
     process.exit(EXIT.OK)
-  } catch (err: any) {
-    process.stderr.write(`meshllm: ${oneLine(String(err?.message ?? err))}\n`)
-    if (process.env.MESHLLM_DEBUG != null) process.stderr.write(`${err?.stack}\n`)
+  } catch (err) {
+    process.stderr.write(`meshllm: ${oneLine(errorMessage(err))}\n`)
+    if (process.env.MESHLLM_DEBUG != null) process.stderr.write(`${(err as Error | undefined)?.stack}\n`)
     await flush()
     process.exit(exitCodeFor(err))
   }

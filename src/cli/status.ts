@@ -6,6 +6,7 @@ import { RouterTokenizer } from '../router/tokenizer.js'
 import { fingerprintHex } from '../expert/tokenizer.js'
 import { UsageError } from './errors.js'
 import type { Values } from './args.js'
+import { errorMessage } from '../util/errors.js'
 
 /** options: src/cli/commands/status.ts */
 export async function statusCommand (values: Values): Promise<void> {
@@ -24,8 +25,8 @@ export async function statusCommand (values: Values): Promise<void> {
       let error: string | undefined
       try {
         rttMs = await (node.services.ping as any).ping(r.peerId, { signal: AbortSignal.timeout(3_000) })
-      } catch (err: any) {
-        error = err.message
+      } catch (err) {
+        error = errorMessage(err)
       }
       return {
         peerId: r.peerId.toString(),

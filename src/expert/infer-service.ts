@@ -14,6 +14,7 @@ import type { EvaluateOptions, EvaluateResult, ModelSession } from './model-host
 import type { GgufSummary } from './tokenizer.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
+import { errorMessage, errorName, asError } from '../util/errors.js'
 
 /** sessions one remote peer may hold on this expert at once, unless configured otherwise */
 export const DEFAULT_MAX_SESSIONS_PER_PEER = 2
@@ -207,18 +208,18 @@ export class InferService implements Startable {
         let msg
         try {
           msg = await lp.read({ signal: AbortSignal.any([AbortSignal.timeout(this.idleTimeoutMs), stop]) })
-        } catch (err: any) {
+        } catch (err) {
           if (halted.signal.aborted) throw halted.signal.reason
           if (lifetime.signal.aborted) throw lifetime.signal.reason
-          if (err.name === 'AbortError' || err.name === 'TimeoutError') {
+          if (errorName(err) === 'AbortError' || errorName(err) === 'TimeoutError') {
             this.stats.sessionsEvicted++
             throw new RequestError(Status.INVALID_REQUEST, `session idle for ${this.idleTimeoutMs} ms: evicted`)
           }
           // a length prefix over the limit, refused before its body is read
-          if (LENGTH_ERRORS.has(err.name)) throw new RequestError(Status.INVALID_REQUEST, `${err.name}: ${err.message}`)
+          if (LENGTH_ERRORS.has(errorName(err) ?? '')) throw new RequestError(Status.INVALID_REQUEST, `${errorName(err)}: ${errorMessage(err)}`)
           // remote closed its side (possibly mid-request): the session ends, and so does our side
-          if (err.name === 'UnexpectedEOFError' || stream.readStatus !== 'readable') {
-            await stream.close({ signal: AbortSignal.timeout(this.writeTimeoutMs) }).catch((e: Error) => { stream.abort(e) })
+          if (errorName(err) === 'UnexpectedEOFError' || stream.readStatus !== 'readable') {
+            await stream.close({ signal: AbortSignal.timeout(this.writeTimeoutMs) }).catch((e: Error) => { stream.abort(asError(e)) })
             return
           }
           throw err
@@ -227,8 +228,8 @@ export class InferService implements Startable {
         let req
         try {
           req = decodeRequest(msg)
-        } catch (err: any) {
-          throw new RequestError(Status.INVALID_REQUEST, `${err.name}: ${err.message}`)
+        } catch (err) {
+          throw new RequestError(Status.INVALID_REQUEST, `${errorName(err)}: ${errorMessage(err)}`)
         }
         const reason = this.haltReason()
         if (reason != null) throw new RequestError(Status.HALTED, `halted by governance: ${reason}`)
@@ -254,9 +255,9 @@ export class InferService implements Startable {
           }
           try {
             session = this.host.openSession()
-          } catch (err: any) {
+          } catch (err) {
             this.stats.sessionsRefused++
-            throw new RequestError(Status.BUSY, err.message)
+            throw new RequestError(Status.BUSY, errorMessage(err))
           }
           this.sessionsByPeer.set(peer, held + 1)
           openedAt = Date.now()
@@ -289,27 +290,27 @@ export class InferService implements Startable {
         for (const f of frames) await write(encodeFrameResponse(f))
         this.stats.frames += frames.length
       }
-    } catch (err: any) {
+    } catch (err) {
       if (lifetime.signal.aborted && !halted.signal.aborted) {
         // the router went away: nobody to answer
         this.stats.sessionsGone++
         log('session ends: the router went away')
-        stream.abort(err)
+        stream.abort(asError(err))
       } else if (err instanceof RequestError) {
         log('session ends: %s', err.message)
         try {
           await write(err.status === Status.HALTED ? encodeHaltedResponse(err.message, this.init.haltEnvelope?.()) : encodeErrorResponse(err.status, err.message))
           await stream.close({ signal: AbortSignal.timeout(this.writeTimeoutMs) })
-        } catch (e: any) {
-          stream.abort(e)
+        } catch (e) {
+          stream.abort(asError(e))
         }
       } else {
         log.error('session failed: %e', err)
         try {
-          await write(encodeErrorResponse(Status.INTERNAL, String(err.message ?? err)))
+          await write(encodeErrorResponse(Status.INTERNAL, errorMessage(err)))
           await stream.close({ signal: AbortSignal.timeout(1000) })
         } catch {
-          stream.abort(err)
+          stream.abort(asError(err))
         }
       }
     } finally {

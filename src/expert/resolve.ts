@@ -11,7 +11,7 @@ import { basename, join, resolve } from 'node:path'
 import { homedir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { resolveModelFile } from 'node-llama-cpp'
-import { ModelNotFoundError } from '../util/errors.js'
+import { ModelNotFoundError, errorMessage } from '../util/errors.js'
 
 export const BUNDLED_MODELS = ['meshtest-a', 'meshtest-b', 'meshtest-c'] as const
 
@@ -45,8 +45,8 @@ export async function resolveModel (spec: string, opts: { progress?: boolean } =
   if (/^[a-z][a-z0-9+.-]*:/i.test(spec) && !spec.startsWith('file:')) {
     try {
       return await resolveModelFile(spec, { directory: join(cacheDir(), 'models'), cli: opts.progress === true })
-    } catch (err: any) {
-      throw new ModelNotFoundError(`cannot resolve model "${spec}": ${err.message ?? err}`)
+    } catch (err) {
+      throw new ModelNotFoundError(`cannot resolve model "${spec}": ${errorMessage(err)}`)
     }
   }
   const path = resolve(spec.startsWith('file:') ? fileURLToPath(spec) : spec)

@@ -8,6 +8,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { errorCode } from '../util/errors.js'
 
 /** another live process holds this data directory */
 export class DataDirInUseError extends Error {
@@ -35,8 +36,8 @@ function alive (pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true
-  } catch (err: any) {
-    return err.code === 'EPERM'
+  } catch (err) {
+    return errorCode(err) === 'EPERM'
   }
 }
 
@@ -67,8 +68,8 @@ export function lockDataDir (dir: string): () => void {
         heldHere.delete(file)
         try { if (readFileSync(file, 'utf8') === String(process.pid)) rmSync(file) } catch {}
       }
-    } catch (err: any) {
-      if (err.code !== 'EEXIST') throw err
+    } catch (err) {
+      if (errorCode(err) !== 'EEXIST') throw err
       let owner = NaN
       try { owner = Number(readFileSync(file, 'utf8')) } catch {}
       if (alive(owner) && owner !== process.pid) throw new DataDirInUseError(`data directory ${dir} is in use by process ${owner}: give this node its own --data-dir`)

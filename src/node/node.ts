@@ -20,7 +20,7 @@ import { publicListenAddresses, reachParts, trackUpgrades, type ReachOptions, ty
 
 /** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
 const DHT_NAMESPACE = 'meshllm'
-import { BadMultiaddrError, NoPeersError } from '../util/errors.js'
+import { BadMultiaddrError, NoPeersError, errorMessage, errorCode } from '../util/errors.js'
 
 export const DHT_PROTOCOL = '/meshllm/kad/1.0.0'
 
@@ -81,8 +81,8 @@ export type MeshNode = Libp2p<MeshServices & Record<string, any>>
 export function parseMultiaddr (s: string): Multiaddr {
   try {
     return multiaddr(s)
-  } catch (err: any) {
-    throw new BadMultiaddrError(`bad multiaddr "${s}": ${err.message ?? err}`)
+  } catch (err) {
+    throw new BadMultiaddrError(`bad multiaddr "${s}": ${errorMessage(err)}`)
   }
 }
 
@@ -92,8 +92,8 @@ export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey
   const file = join(dataDir, 'peer.key')
   try {
     return privateKeyFromProtobuf(await readFile(file))
-  } catch (err: any) {
-    if (err.code !== 'ENOENT') throw err
+  } catch (err) {
+    if (errorCode(err) !== 'ENOENT') throw err
   }
   const key = await generateKeyPair('Ed25519')
   const tmp = `${file}.${process.pid}.tmp`

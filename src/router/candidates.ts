@@ -143,7 +143,7 @@ export function observedAddressGroups (node: MeshNode): LruMap<string, string> {
       if (g != null) map.set(conn.remotePeer.toString(), g)
     }
     for (const conn of node.getConnections()) note(conn)
-    node.addEventListener('connection:open', (e: CustomEvent<any>) => { note(e.detail) })
+    node.addEventListener('connection:open', (e) => { note(e.detail) })
     observedByNode.set(node, map)
     m = map
   }

@@ -18,7 +18,7 @@ const FETCH_CONCURRENCY = 8
 
 async function fetchRecord (node: MeshNode, peerId: PeerId, options: AbortOptions): Promise<ExpertRecord | undefined> {
   let best: ExpertRecord | undefined
-  for await (const ev of node.services.dht.get(expertRecordKey(peerId), options) as AsyncIterable<any>) {
+  for await (const ev of node.services.dht.get(expertRecordKey(peerId), options)) {
     if (ev.name === 'VALUE') {
       try {
         const r = await openExpertRecord(ev.value)
@@ -54,7 +54,7 @@ export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, 
   const peers = new Map<string, PeerId>()
   const key = await expertProvidersCid()
   try {
-    for await (const ev of node.services.dht.findProviders(key, { signal }) as AsyncIterable<any>) {
+    for await (const ev of node.services.dht.findProviders(key, { signal })) {
       if (ev.name === 'PROVIDER') {
         for (const p of ev.providers) {
           if (p.id.equals(node.peerId)) continue
@@ -65,7 +65,7 @@ export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, 
         }
       }
     }
-  } catch (err: any) {
+  } catch (err) {
     if (!signal.aborted) throw err
   }
   // at most FETCH_CONCURRENCY record lookups at a time: each is a DHT query whose streams

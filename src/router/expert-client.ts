@@ -4,7 +4,7 @@ import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { MeshNode } from '../node/node.js'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, type Frame, type OpenInfo } from '../wire/types.js'
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../wire/infer-codec.js'
-import { ExpertError } from '../util/errors.js'
+import { ExpertError, asError } from '../util/errors.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { connectionFor, isCircuit, isPublicAddress, streamTo } from '../node/reach.js'
 
@@ -172,14 +172,14 @@ export class ExpertSession {
     try {
       await this.lp.write(encodeRequest({ type: 'close' }), { signal: signal() })
       await this.stream.close({ signal: signal() })
-    } catch (err: any) {
-      this.stream.abort(err)
+    } catch (err) {
+      this.stream.abort(asError(err))
     }
   }
 
   abort (err: Error): void {
     this.closed = true
-    this.stream.abort(err)
+    this.stream.abort(asError(err))
   }
 }
 

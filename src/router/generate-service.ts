@@ -15,6 +15,7 @@ import { GENERATE_DEFAULTS, GENERATE_LIMITS, STOP_LIMITS, validateGenerateOption
 import { streamLifetime } from '../util/stream-lifetime.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { errorMessage, errorName, asError } from '../util/errors.js'
 
 export const GENERATE_PROTOCOL = '/meshllm/generate/1.0.0'
 const MAX_REQUEST = 64 * 1024
@@ -167,14 +168,14 @@ export class GenerateService implements Startable {
       // not bounded by the generation's deadline: the error event of a generation past its
       // deadline is followed by a close, not a reset
       await stream.close({ signal: AbortSignal.any([lifetime.signal, AbortSignal.timeout(writeTimeoutMs)]) })
-    } catch (err: any) {
-      if (lifetime.signal.aborted || err?.name === SlowClientError.name) {
+    } catch (err) {
+      if (lifetime.signal.aborted || errorName(err) === SlowClientError.name) {
         this.stats.clientGone++
-        this.log('generate client went away: %s', err?.message ?? err)
+        this.log('generate client went away: %s', errorMessage(err))
       } else {
         this.log.error('generate stream failed: %e', err)
       }
-      stream.abort(err)
+      stream.abort(asError(err))
     } finally {
       lifetime.dispose()
       if (admitted) {
@@ -227,12 +228,12 @@ export class GenerateService implements Startable {
       await chain
       if (writeFailure != null) throw writeFailure
       await send({ done: resultToDone(result) })
-    } catch (err: any) {
+    } catch (err) {
       await chain // never rejects: failures went to `fail`
       // the client is gone or stopped reading: there is no one to tell
       if (writeFailure != null) throw writeFailure
       if (gone.aborted) throw gone.reason
-      await send({ error: { name: err.name ?? 'Error', message: String(err.message ?? err) } })
+      await send({ error: { name: errorName(err) ?? 'Error', message: errorMessage(err) } })
     }
   }
 }
@@ -385,11 +386,11 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
       try {
         ev = await pb.read(GenerateEvent, { signal })
         lastSign = performance.now()
-      } catch (err: any) {
+      } catch (err) {
         if (liveness.signal.aborted) throw liveness.signal.reason
         if (signal.aborted) throw err
         // the routing peer died, restarted or dropped the connection mid-generation
-        throw new RoutingPeerClosedError(`the routing peer closed the stream before the generation ended (${index} token(s) received): ${err.message ?? err}`)
+        throw new RoutingPeerClosedError(`the routing peer closed the stream before the generation ended (${index} token(s) received): ${errorMessage(err)}`)
       }
       if (ev.token != null) {
         tokenIds.push(ev.token.id)
@@ -420,8 +421,8 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
         throw new Error('empty generate event')
       }
     }
-  } catch (err: any) {
-    stream.abort(err)
+  } catch (err) {
+    stream.abort(asError(err))
     throw err
   } finally {
     clearInterval(watchdog)

@@ -13,7 +13,7 @@ import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
 import { createRng, sample, speculativeStep, speculativeStepSampled, type Proposal } from '../aggregate/sampling.js'
 import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
-import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpertsError } from '../util/errors.js'
+import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpertsError, asError, errorMessage, errorName } from '../util/errors.js'
 import type { Drafter } from './drafter.js'
 import { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { robustAggregate } from './reputation.js'
@@ -77,7 +77,7 @@ export class Generation {
         await this.tokenLoop()
       }
       return this.finish(speculation)
-    } catch (err: any) {
+    } catch (err) {
       const e = this.signal.aborted && this.signal.reason instanceof HaltedError ? this.signal.reason : err
       if (this.core.observers.size > 0) this.core.notify('onGeneration', { error: e, perExpert: sessionTraffic(this.candidates) })
       throw e
@@ -151,7 +151,7 @@ export class Generation {
       const opened = c.session == null
       c.session ??= await this.core.connect(c.record.peerId, { signal })
       value = await request(c.session, opened)
-    } catch (e: any) {
+    } catch (e) {
       const err = e instanceof ExpertHaltedError ? await this.core.expertHalted(e) : e
       if (err instanceof HaltedError) throw err
       if (this.signal.aborted) throw this.signal.reason
@@ -165,14 +165,15 @@ export class Generation {
   }
 
   /** an expert failed (error, timeout, invalid frame, unverified halt): it is not asked again by this generation */
-  handleFailure (c: Candidate, err: any, ms: number): void {
+  handleFailure (c: Candidate, err: unknown, ms: number): void {
     const { core } = this
-    core.log('expert %s failed: %s', c.id, err.message)
-    core.health.failure(c.id, String(err.message ?? err))
+    const message = errorMessage(err)
+    core.log('expert %s failed: %s', c.id, message)
+    core.health.failure(c.id, message)
     if (err instanceof InvalidFrameError) core.reputation.penalize(c.id)
-    if (core.observers.size > 0) core.notify('onExpertRequest', { expert: c.id, ms, ok: false, error: String(err.message ?? err), errorName: String(err?.name ?? 'Error') })
+    if (core.observers.size > 0) core.notify('onExpertRequest', { expert: c.id, ms, ok: false, error: message, errorName: errorName(err) ?? 'Error' })
     c.failed = true
-    c.session?.abort(err)
+    c.session?.abort(asError(err))
     c.session = undefined
   }
 

@@ -60,3 +60,8 @@ export function errorCode (err: unknown): string | undefined {
   const code = (err as Thrown)?.code
   return code == null ? undefined : String(code)
 }
+
+/** a caught value as an Error (an Error as it is; anything else wrapped, its text the message) */
+export function asError (err: unknown): Error {
+  return err instanceof Error ? err : new Error(errorMessage(err))
+}
