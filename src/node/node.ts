@@ -57,7 +57,7 @@ export interface MeshNodeOptions {
    */
   reach?: ReachOptions
   /**
-   * keep libp2p's peer store (and the DHT's records) in `<dataDir>/datastore`, so a restarted
+   * keep libp2p's peer store (and the DHT's records) in `<dataDir>/peers.db`, so a restarted
    * node knows its peers, not only its bootstrap list (default: true with a dataDir)
    */
   persistPeers?: boolean
@@ -156,7 +156,7 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   // loaded only when asked for
   const metrics = opts.metrics != null ? (await import('@libp2p/prometheus-metrics')).prometheusMetrics({ registry: opts.metrics, collectDefaultMetrics: false }) : undefined
 
-  const datastore = opts.minimal !== true && opts.dataDir != null && opts.persistPeers !== false ? await openDatastore(join(opts.dataDir, 'datastore')) : undefined
+  const datastore = opts.minimal !== true && opts.dataDir != null && opts.persistPeers !== false ? await openDatastore(join(opts.dataDir, 'peers.db')) : undefined
   let node
   try {
     node = await createLibp2p({
@@ -190,8 +190,14 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
     if (node.status === 'started') save()
     else node.addEventListener('start', save, { once: true })
   }
-  // libp2p neither opens nor closes a datastore it is given
-  if (datastore != null) node.addEventListener('stop', () => { datastore.close().catch(() => {}) }, { once: true })
+  // libp2p neither opens nor closes a datastore it is given: stopping the node saves it
+  if (datastore != null) {
+    const stop = node.stop.bind(node)
+    node.stop = async () => {
+      await stop()
+      await datastore.close().catch(() => {})
+    }
+  }
   const mesh = node as unknown as MeshNode
   if (opts.minimal !== true) {
     keepRoutingTableToDhtServers(mesh)
@@ -253,12 +259,10 @@ async function savePorts (addrs: string[], dataDir: string): Promise<void> {
   await rename(tmp, file)
 }
 
-/** libp2p's peer store and the DHT's records on disk (datastore-fs: pure JavaScript, one file per key) */
-async function openDatastore (path: string): Promise<import('datastore-fs').FsDatastore> {
-  const { FsDatastore } = await import('datastore-fs')
-  const ds = new FsDatastore(path, { createIfMissing: true })
-  await ds.open()
-  return ds
+/** libp2p's peer store and the DHT's records: in memory, saved in the data directory (snapshot-datastore.ts) */
+async function openDatastore (path: string): Promise<import('./snapshot-datastore.js').SnapshotDatastore> {
+  const { SnapshotDatastore } = await import('./snapshot-datastore.js')
+  return await SnapshotDatastore.open(path)
 }
 
 /**

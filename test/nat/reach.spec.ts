@@ -98,7 +98,7 @@ describe('reach: NATed experts, relays, hole punching and mDNS (network namespac
     assert.equal(out.reach[peerOf(e1.addr)], 'relayed')
     assert.equal(out.reach[peerOf(e2.addr)], 'relayed')
     // `meshllm status` says how each expert is reached
-    const st = await cli(router, ['status', ...boot, '--json'])
+    const st = await router.run(process.execPath, [BIN, 'status', ...boot, '--json'], { timeoutMs: 60_000 })
     assert.equal(st.code, 0, st.stderr)
     const reach = Object.fromEntries(JSON.parse(st.stdout).experts.map((x: { peerId: string, reach: string }) => [x.peerId, x.reach]))
     assert.deepEqual([reach[peerOf(e1.addr)], reach[peerOf(e2.addr)], reach[peerOf(relay1.addr)]], ['relayed', 'relayed', 'direct'])
