@@ -7,13 +7,13 @@
  * against its health, penalised when its frame was invalid, reported to the observers, its
  * session dropped and the expert not asked again by this generation.
  */
-import type { Frame } from '../wire/types.js'
+import { Status, type Frame } from '../wire/types.js'
 import { aggregate } from '../aggregate/aggregate.js'
 import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
 import { createRng, sample, speculativeStep, speculativeStepSampled, type Proposal } from '../aggregate/sampling.js'
 import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
-import { ContextOverflowError, HaltedError, IncompatibleTokenizerError, NoExpertsError, asError, errorMessage, errorName } from '../util/errors.js'
+import { ContextOverflowError, ExpertError, HaltedError, IncompatibleTokenizerError, NoExpertsError, asError, errorMessage, errorName } from '../util/errors.js'
 import type { Drafter } from './drafter.js'
 import { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { robustAggregate } from './reputation.js'
@@ -169,7 +169,10 @@ export class Generation {
     const { core } = this
     const message = errorMessage(err)
     core.log('expert %s failed: %s', c.id, message)
-    core.health.failure(c.id, message)
+    // BUSY is an expert at its session limit (or this peer at its quota there), not a broken
+    // one: it is left out of this generation, but its circuit stays closed for the others
+    // (opening it on BUSY made 50 concurrent generations starve the ones already served)
+    if (!isBusy(err)) core.health.failure(c.id, message)
     if (err instanceof InvalidFrameError) core.reputation.penalize(c.id)
     if (core.observers.size > 0) core.notify('onExpertRequest', { expert: c.id, ms, ok: false, error: message, errorName: errorName(err) ?? 'Error' })
     c.failed = true
@@ -485,4 +488,9 @@ export class Generation {
 
 function hex (b: Uint8Array): string {
   return Buffer.from(b).toString('hex').slice(0, 16)
+}
+
+/** an expert's BUSY answer (ExpertError with status BUSY) */
+export function isBusy (err: unknown): boolean {
+  return err instanceof ExpertError && err.status === Status.BUSY
 }

@@ -22,6 +22,7 @@ import { RouterTokenizer } from '../../src/router/tokenizer.js'
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../../src/wire/infer-codec.js'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, type InferRequest } from '../../src/wire/types.js'
 import { waitFor } from '../helpers/wait.js'
+import { abortListenersLeft } from '../helpers/service-harness.js'
 
 const PROMPT = Uint32Array.from([128000, 791, 10206])
 const REQUEST: GenerateRequest = { prompt: 'The kernel', k: 1, maxTokens: 200, temperature: 0.8, topK: 0, topP: 0.95, seed: 11n, hasSeed: true, stop: [], rule: 'mixture' }
@@ -252,31 +253,15 @@ describe('hostile clients: vanishing at every point of a stream (real nodes)', f
     })
 
     it('24 requests on one session leave no abort listener behind on a live signal', async () => {
-      // counts 'abort' listeners added minus removed, per signal, while the session runs
-      const net = new Map<AbortSignal, number>()
-      const proto = AbortSignal.prototype as any
-      const hadOwn = Object.prototype.hasOwnProperty.call(proto, 'addEventListener')
-      const add = proto.addEventListener
-      const remove = proto.removeEventListener
-      proto.addEventListener = function (this: AbortSignal, type: string, ...rest: unknown[]) {
-        if (type === 'abort') net.set(this, (net.get(this) ?? 0) + 1)
-        return add.call(this, type, ...rest)
-      }
-      proto.removeEventListener = function (this: AbortSignal, type: string, ...rest: unknown[]) {
-        if (type === 'abort') net.set(this, (net.get(this) ?? 0) - 1)
-        return remove.call(this, type, ...rest)
-      }
-      let most = 0
-      try {
-        const s = await openInfer()
+      // 'abort' listeners added minus removed, per signal, while the session runs (counted while it is still open)
+      let s: Awaited<ReturnType<typeof openInfer>> | undefined
+      const most = await abortListenersLeft(async () => {
+        s = await openInfer()
         assert.equal(decodeOpenResponse(await s.request(open())).status, Status.OK)
         for (let i = 0; i < 24; i++) assert.equal(decodeFrameResponse(await s.request({ type: 'step', tokens: Uint32Array.from([279 + i]) })).status, Status.OK)
-        for (const [signal, n] of net) if (!signal.aborted) most = Math.max(most, n)
-        await s.lp.write(encodeRequest({ type: 'close' }), { signal: AbortSignal.timeout(5_000) })
-        await s.stream.close()
-      } finally {
-        if (hadOwn) { proto.addEventListener = add; proto.removeEventListener = remove } else { delete proto.addEventListener; delete proto.removeEventListener }
-      }
+      })
+      await s?.lp.write(encodeRequest({ type: 'close' }), { signal: AbortSignal.timeout(5_000) })
+      await s?.stream.close()
       assert.ok(most < 8, `a live signal holds ${most} abort listeners after 24 requests`)
       noEscapes()
     })

@@ -95,3 +95,14 @@ describe('expert selection: Sybil colocation penalty', () => {
     }
   })
 })
+
+describe('BUSY is not a failure of the expert', () => {
+  it('isBusy: an ExpertError with status BUSY only (a generation leaves that expert out; its circuit stays closed)', async () => {
+    const { isBusy } = await import('../../src/router/generation.js')
+    const { ExpertError } = await import('../../src/util/errors.js')
+    const { Status } = await import('../../src/wire/types.js')
+    assert.equal(isBusy(new ExpertError('BUSY: 2 sessions', Status.BUSY)), true)
+    for (const s of [Status.INTERNAL, Status.INVALID_REQUEST, Status.CONTEXT_FULL, Status.INCOMPATIBLE]) assert.equal(isBusy(new ExpertError('x', s)), false)
+    assert.equal(isBusy(new Error('BUSY')), false)
+  })
+})
