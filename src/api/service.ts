@@ -10,6 +10,7 @@
  *
  * Transport code only converts requests, calls a facade and maps ApiError kinds.
  */
+import { API_EXPERT_REFRESH_MS } from '../node/periodic.js'
 import { EventEmitter } from 'node:events'
 import type { MeshNode } from '../node/node.js'
 import type { Router } from '../router/router.js'
@@ -45,7 +46,7 @@ export interface MeshApiOptions {
   chatTemplate?: string
   /** defaults for RegisterExpert (e.g. threads) */
   attachDefaults?: Partial<AttachExpertOptions>
-  /** period of the background expert refresh (ms, default 10 000) */
+  /** period of the background expert refresh (ms, default API_EXPERT_REFRESH_MS: 60 s) */
   refreshMs?: number
   /**
    * the prom-client registry /metrics serves (default: a new one); give the one the node's
@@ -109,7 +110,7 @@ export class MeshApi {
     const refresh = (): void => {
       if (this.closed) return
       this.status.refreshExperts(false).catch(() => {}).finally(() => {
-        if (!this.closed) { this.refreshTimer = setTimeout(refresh, opts.refreshMs ?? 10_000); this.refreshTimer.unref() }
+        if (!this.closed) { this.refreshTimer = setTimeout(refresh, opts.refreshMs ?? API_EXPERT_REFRESH_MS); this.refreshTimer.unref() }
       })
     }
     this.refreshTimer = setTimeout(refresh, 0)

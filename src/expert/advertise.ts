@@ -7,13 +7,15 @@ import type { Logger, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { nodePrivateKey, type MeshNode } from '../node/node.js'
 import { sealExpertRecord, expertRecordKey, expertProvidersCid, MAX_RECORD_LIFETIME_MS, type ExpertRecord } from '../wire/record.js'
+import { RECORD_REFRESH_MS, RECORD_TTL_MS } from '../node/periodic.js'
+import { routingTableSize } from '../node/dht-internals.js'
 import { INFER_PROTOCOL } from '../wire/types.js'
 import type { ModelHost } from './model-host.js'
 
 export interface AdvertiserOptions {
-  /** record lifetime (ms); default 120 s, at most MAX_RECORD_LIFETIME_MS (1 h: readers refuse longer) */
+  /** record lifetime (ms); default RECORD_TTL_MS (30 min), at most MAX_RECORD_LIFETIME_MS (1 h: readers refuse longer) */
   ttlMs?: number
-  /** re-publication period (ms); default 30 s, at most half the lifetime (a record is refreshed before it expires) */
+  /** re-publication period (ms); default RECORD_REFRESH_MS (10 min), at most half the lifetime (a record is refreshed before it expires) */
   refreshMs?: number
   tokensPerSecond: number
   /**
@@ -44,8 +46,8 @@ export class ExpertAdvertiser {
   constructor (private readonly node: MeshNode, private readonly host: ModelHost, private readonly opts: AdvertiserOptions, private readonly log: Logger) {
     this.privateKey = opts.privateKey ?? nodePrivateKey(node)
     if (!this.privateKey.publicKey.equals(node.peerId.publicKey)) throw new WrongIdentityKeyError('the advertiser\'s private key is not the node\'s identity key: peers would refuse its record')
-    this.ttlMs = Math.min(opts.ttlMs ?? 120_000, MAX_RECORD_LIFETIME_MS)
-    this.refreshMs = Math.min(opts.refreshMs ?? 30_000, Math.floor(this.ttlMs / 2))
+    this.ttlMs = Math.min(opts.ttlMs ?? RECORD_TTL_MS, MAX_RECORD_LIFETIME_MS)
+    this.refreshMs = Math.min(opts.refreshMs ?? RECORD_REFRESH_MS, Math.floor(this.ttlMs / 2))
   }
 
   buildRecord (): ExpertRecord {
@@ -83,16 +85,35 @@ export class ExpertAdvertiser {
     for (const r of results) if (r.status === 'rejected') this.log('advertise: %s', r.reason?.message ?? r.reason)
     this.lastRecord = record
     this.lastPublishedAt = Date.now()
+    this.routingAtPublish = routingTableSize(dht)
+  }
+
+  /** the DHT routing table's size when the record was last published */
+  private routingAtPublish = 0
+
+  /**
+   * A record published while this node knew few DHT peers (the mesh's first peers, a node
+   * that just joined) was stored on those few, not on the peers closest to its keys: it is
+   * published again each time the routing table has doubled, until it holds K (20) peers.
+   * At most ~5 publications more per node, then only RECORD_REFRESH_MS.
+   */
+  private readonly onGrowth = (): void => {
+    if (this.timer == null || this.routingAtPublish >= DHT_K) return
+    const now = routingTableSize(this.node.services.dht)
+    if (now >= Math.max(1, 2 * this.routingAtPublish)) this.tick()
   }
 
   start (): void {
     this.timer = setTimeout(this.tick, this.refreshMs)
+    this.growth = setInterval(this.onGrowth, GROWTH_CHECK_MS)
+    this.growth.unref()
     // the node's addresses changed (a relay reservation gained or lost, a port mapped): the
     // record follows within ADDRESS_CHANGE_DELAY_MS instead of at the next refresh
     this.node.addEventListener('self:peer:update', this.onAddresses)
   }
 
   stop (): void {
+    clearInterval(this.growth)
     clearTimeout(this.timer)
     this.timer = undefined
     clearTimeout(this.soon)
@@ -101,6 +122,7 @@ export class ExpertAdvertiser {
   }
 
   private soon?: NodeJS.Timeout
+  private growth?: NodeJS.Timeout
   private publishing = false
 
   private readonly tick = (): void => {
@@ -122,6 +144,11 @@ export class ExpertAdvertiser {
     this.soon = setTimeout(this.tick, ADDRESS_CHANGE_DELAY_MS)
   }
 }
+
+/** kad-dht's bucket size: a routing table this big no longer grows the record's placement much */
+const DHT_K = 20
+/** how often the routing table's growth is checked (a local read, no traffic) */
+const GROWTH_CHECK_MS = 5_000
 
 /** how soon a changed address set is re-advertised (ms; several changes in a row are one publication) */
 export const ADDRESS_CHANGE_DELAY_MS = 1_000

@@ -43,6 +43,13 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   reach?: ReachOptions
   /** serve the DHT (default true; an expert behind NAT, reached through a relay, is a client) */
   dhtServer?: boolean
+  /**
+   * a model host already loaded in this process, shared with other experts of the process
+   * (the scale harness, bench/scale-host.ts: many full nodes, one copy of the weights and one
+   * session pool). The expert neither loads nor closes it; `model` must name the same model.
+   * Default: the expert loads its own.
+   */
+  host?: ModelHost
 }
 
 export interface Expert {
@@ -71,11 +78,12 @@ async function waitForCircuitAddress (node: MeshNode, ms: number): Promise<boole
 
 export async function startExpert (opts: ExpertOptions): Promise<Expert> {
   const log = defaultLogger().forComponent('meshllm:expert')
-  const modelPath = await resolveModel(opts.model, { progress: opts.progress })
-  const host = await ModelHost.load({ ...opts, modelPath })
+  const shared = opts.host
+  const host = shared ?? await ModelHost.load({ ...opts, modelPath: await resolveModel(opts.model, { progress: opts.progress }) })
+  const closeHost = async (): Promise<void> => { if (shared == null) await host.close() }
   let node: MeshNode | undefined
   try {
-    const tokensPerSecond = await host.measureSpeed()
+    const tokensPerSecond = shared != null ? (sharedSpeed.get(shared) ?? await measureShared(shared)) : await host.measureSpeed()
     log('model %s loaded: %d tokens/s, %d threads, gpu %s', host.summary.name, tokensPerSecond.toFixed(1), host.threads, host.gpu)
     const privateKey = opts.dataDir != null ? await loadOrCreateIdentity(opts.dataDir) : await generateKeyPair('Ed25519')
     node = await createMeshNode({
@@ -112,12 +120,20 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
         advertiser.stop()
         await service.stop().catch(() => {})
         await n.stop()
-        await host.close()
+        await closeHost()
       }
     }
   } catch (err) {
     if (node != null) await Promise.resolve(node.stop()).catch(() => {})
-    await host.close().catch(() => {})
+    await closeHost().catch(() => {})
     throw err
   }
+}
+
+/** a shared host's speed, measured once (every expert on it advertises the same) */
+const sharedSpeed = new WeakMap<ModelHost, number>()
+async function measureShared (host: ModelHost): Promise<number> {
+  const tps = await host.measureSpeed()
+  sharedSpeed.set(host, tps)
+  return tps
 }

@@ -24,6 +24,7 @@ import { RateLimitedError, RateLimiter, addressKey } from '../util/rate-limit.js
 import { errorMessage, errorName } from '../util/errors.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { streamTo } from '../node/reach.js'
+import { GOVERNANCE_RESYNC_MS } from '../node/periodic.js'
 
 export { GOVERNANCE_TOPIC_SCORE, GossipsubInternalsChangedError, scoreTopic, RateLimitedError, addressKey }
 
@@ -50,7 +51,7 @@ const SYNC_START_RATE = { perWindow: 8, windowMs: 10_000 }
 /** per remote address: refused (forged) pushes per window; past it, its pushes are not read */
 const PUSH_RATE = { perWindow: 16, windowMs: 10_000 }
 /** every node catches up from one random connected peer this often (ms) */
-const RESYNC_MS = 60_000
+const RESYNC_MS = GOVERNANCE_RESYNC_MS
 /** a peer refused this often within the window is hung up on and blocked for blockMs */
 export const ABUSE = { strikes: 8, windowMs: 10_000, blockMs: 60_000 }
 

@@ -16,6 +16,8 @@ import { join } from 'node:path'
 import type { Registry } from 'prom-client'
 import { PeerBlocklist } from './blocklist.js'
 import { assertDhtInternals, onRoutingTableAdd, removeFromRoutingTable, routingTableSize } from './dht-internals.js'
+import { BOOTSTRAP_KEEP_ALIVE_MS, CONNECTION_BUDGET, CONNECTION_PING_MS, DHT_SETTINGS } from './periodic.js'
+import { connectionBudget, type ConnectionBudgetInit } from './connection-budget.js'
 import { publicListenAddresses, reachParts, trackUpgrades, type ReachOptions, type ReachService } from './reach.js'
 
 /** kad-dht key namespace of expert records (keys "/meshllm/<peer id multihash>") */
@@ -56,6 +58,8 @@ export interface MeshNodeOptions {
    * node runs the circuit relay transport and DCUtR whatever this says; a minimal node neither.
    */
   reach?: ReachOptions
+  /** how many connections the node keeps, and when an idle one may go (default CONNECTION_BUDGET) */
+  connectionBudget?: ConnectionBudgetInit
   /**
    * keep libp2p's peer store (and the DHT's records) in `<dataDir>/peers.db`, so a restarted
    * node knows its peers, not only its bootstrap list (default: true with a dataDir)
@@ -135,6 +139,12 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
         peerInfoMapper: passthroughMapper,
         allowQueryWithZeroPeers: true,
         initialQuerySelfInterval: 200,
+        // sized for a mesh, not for IPFS (src/node/periodic.ts)
+        alpha: DHT_SETTINGS.alpha,
+        disjointPaths: DHT_SETTINGS.disjointPaths,
+        querySelfInterval: DHT_SETTINGS.querySelfMs,
+        providers: { provideValidity: DHT_SETTINGS.providerValidityMs, cleanupInterval: DHT_SETTINGS.providerCleanupMs },
+        reprovide: { threshold: DHT_SETTINGS.reprovideThresholdMs, interval: DHT_SETTINGS.reprovideIntervalMs, validity: DHT_SETTINGS.providerValidityMs },
         validators: { [DHT_NAMESPACE]: async (key: Uint8Array, value: Uint8Array) => { await validateExpertRecordEntry(key, value) } },
         selectors: { [DHT_NAMESPACE]: (key: Uint8Array, records: Uint8Array[]) => selectExpertRecord(key, records) }
       }),
@@ -152,6 +162,8 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   const blocked = (peer: PeerId): boolean => blocklist.isBlocked(peer.toString())
   const reach = opts.minimal !== true ? await reachParts(opts.reach ?? {}, blocked) : undefined
   if (reach != null) Object.assign(services, reach.services)
+  // a node keeps about CONNECTION_BUDGET.target connections, whatever the mesh's size
+  if (opts.minimal !== true) services.connectionBudget = connectionBudget(opts.connectionBudget ?? CONNECTION_BUDGET)
   Object.assign(services, opts.services ?? {})
   // loaded only when asked for
   const metrics = opts.metrics != null ? (await import('@libp2p/prometheus-metrics')).prometheusMetrics({ registry: opts.metrics, collectDefaultMetrics: false }) : undefined
@@ -166,10 +178,13 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
       addresses: { listen: [...listen, ...(reach?.listen ?? [])], announce, appendAnnounce: publicListenAddresses(listen.map(a => multiaddr(a))).map(a => a.toString()) },
       transports: [tcp(), ...(reach?.transports ?? [])],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      // yamux's keep-alive pings every connection every 30 s and acts on nothing (a failed ping
+      // is logged); libp2p's connection monitor (CONNECTION_PING_MS) is what closes dead ones
+      streamMuxers: [yamux({ enableKeepAlive: false })],
       // addresses are dialled one after another: an unreachable LAN address of a peer behind
       // another NAT must not use up the whole dial before its relay address is tried
       connectionManager: { maxConnections: 512, addressDialTimeout: 3_000, dialTimeout: 15_000 },
+      connectionMonitor: { pingInterval: CONNECTION_PING_MS },
       // peers blocked for abuse (PeerBlocklist) are refused right after the handshake, and
       // get no relay reservation or relayed connection from this node
       connectionGater: {
@@ -331,7 +346,10 @@ export async function connectBootstrap (node: MeshNode, addrs: string[], timeout
     const results = await Promise.allSettled(targets.map(async ma => node.dial(ma, { signal: AbortSignal.timeout(Math.max(500, deadline - Date.now())) })))
     const ok = results.filter(r => r.status === 'fulfilled').length
     // libp2p redials a keep-alive peer when its connection drops (a bootstrap node restarting)
-    for (const r of results) if (r.status === 'fulfilled') await node.peerStore.merge(r.value.remotePeer, { tags: { [KEEP_ALIVE]: { value: 1 } } }).catch(() => {})
+    // while the node finds its own neighbours; past BOOTSTRAP_KEEP_ALIVE_MS the tag lapses, so
+    // a bootstrap node's connection budget may close the connection for good (were it kept,
+    // every peer of the mesh would hold one to the bootstrap node, and redial it when closed)
+    for (const r of results) if (r.status === 'fulfilled') await node.peerStore.merge(r.value.remotePeer, { tags: { [KEEP_ALIVE]: { value: 1, ttl: BOOTSTRAP_KEEP_ALIVE_MS } } }).catch(() => {})
     if (ok > 0) {
       const dhtReady = options.waitForDht !== false && await waitForDhtPeers(node, Math.max(1_000, deadline - Date.now()))
       // relay reservations once the DHT has peers (ReachService: never with an empty routing table)

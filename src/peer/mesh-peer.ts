@@ -51,8 +51,12 @@ export interface MeshPeerInit {
   governance: GovernanceConfig
   /** how long start waits for a peer to answer the governance catch-up (ms, default 10 s) */
   catchUpMs?: number
-  /** the tokenizer the router uses (default: an expert's own model, else the bundled meshtest-c) */
-  tokenizer?: string
+  /**
+   * the tokenizer the router uses: a model (path or bundled name) it loads, or one already
+   * loaded and shared with other peers of this process, which the peer then does not close
+   * (default: an expert's own model, else the bundled meshtest-c)
+   */
+  tokenizer?: string | RouterTokenizer
   /**
    * router settings (haltReason and verifyHalt are MeshPeer's: the peer's own governance;
    * local is the peer's own expert, used in process by its router)
@@ -99,10 +103,11 @@ export class MeshPeer {
   readonly api: ApiHandle | undefined
   private readonly listeners: { [E in keyof MeshPeerEvents]: Set<MeshPeerEvents[E]> } = { halt: new Set(), resume: new Set(), revert: new Set() }
   private readonly tokenizer: RouterTokenizer
+  private readonly ownsTokenizer: boolean
   private readonly releaseDataDir: (() => void) | undefined
   private stopping: Promise<void> | undefined
 
-  private constructor (parts: { node: MeshNode, router: Router, governance: GovernanceService, state: GovernanceState, changes?: ChangeLog, expert?: Expert, api?: ApiHandle, tokenizer: RouterTokenizer, releaseDataDir?: () => void }) {
+  private constructor (parts: { node: MeshNode, router: Router, governance: GovernanceService, state: GovernanceState, changes?: ChangeLog, expert?: Expert, api?: ApiHandle, tokenizer: RouterTokenizer, ownsTokenizer: boolean, releaseDataDir?: () => void }) {
     this.node = parts.node
     this.router = parts.router
     this.governance = parts.governance
@@ -111,6 +116,7 @@ export class MeshPeer {
     this.expert = parts.expert
     this.api = parts.api
     this.tokenizer = parts.tokenizer
+    this.ownsTokenizer = parts.ownsTokenizer
     this.releaseDataDir = parts.releaseDataDir
   }
 
@@ -213,8 +219,9 @@ export class MeshPeer {
       }
       if (governance == null) throw new Error('governance did not start')
       const gov = governance
-      const tokenizer = await RouterTokenizer.load(init.tokenizer ?? expert?.host.modelPath ?? 'meshtest-c')
-      cleanup.push(async () => { await tokenizer.close() })
+      const sharedTokenizer = typeof init.tokenizer === 'object' ? init.tokenizer : undefined
+      const tokenizer = sharedTokenizer ?? await RouterTokenizer.load((typeof init.tokenizer === 'string' ? init.tokenizer : undefined) ?? expert?.host.modelPath ?? 'meshtest-c')
+      if (sharedTokenizer == null) cleanup.push(async () => { await tokenizer.close() })
       // the peer's own expert serves its router in process (no dial), like any other expert
       const own = expert
       const local = own != null ? { peerId: node.peerId, record: () => own.advertiser.lastRecord ?? own.advertiser.buildRecord(), openStream: async (o: AbortOptions) => await own.service.openLocal(o) } : undefined
@@ -224,7 +231,7 @@ export class MeshPeer {
         const { startApi } = await import('../api/index.js')
         api = await startApi({ ...init.api, node, router, governance: gov, expert, tasks: init.dataDir != null ? taskDbPath(init.dataDir) : undefined, metricsRegistry: metrics })
       }
-      peer = new MeshPeer({ node, router, governance: gov, state, changes, expert, api, tokenizer, releaseDataDir })
+      peer = new MeshPeer({ node, router, governance: gov, state, changes, expert, api, tokenizer, ownsTokenizer: sharedTokenizer == null, releaseDataDir })
       return peer
     } catch (err) {
       for (const c of cleanup.reverse()) await c().catch(() => {})
@@ -239,7 +246,7 @@ export class MeshPeer {
       const steps: Array<() => Promise<unknown>> = [
         async () => await this.api?.close(),
         async () => await this.governance.stop(),
-        async () => await this.tokenizer.close(),
+        async () => { if (this.ownsTokenizer) await this.tokenizer.close() },
         async () => { if (this.expert != null) await this.expert.stop(); else await this.node.stop() }
       ]
       for (const s of steps) await s().catch(() => {})

@@ -34,10 +34,14 @@ export interface RouterCore {
   notify: <K extends keyof RouterObserver>(name: K, ev: Parameters<NonNullable<RouterObserver[K]>>[0]) => void
   /** an expert's HALTED: HaltedError when the router's governance verified it, else that expert's failure */
   expertHalted: (err: ExpertHaltedError) => Promise<Error>
-  experts: (force: boolean, signal: AbortSignal) => Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }>
+  /** known experts (Router.experts): at least `want` sought when fewer are known */
+  experts: (force: boolean, signal: AbortSignal, want?: number) => Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }>
   /** a session with an expert: in process for this node's own expert (RouterOptions.local), else dialled */
   connect: (peerId: PeerId, options: AbortOptions) => Promise<ExpertSession>
 }
+
+/** RouterOptions.discoverySample's default: experts one discovery fetches, and one generation chooses among */
+export const DEFAULT_DISCOVERY_SAMPLE = 32
 
 /** the address group of this node's own expert (in process: observed by nobody, trusted by this node) */
 const LOCAL_GROUP = 'local'
@@ -152,4 +156,23 @@ export function observedAddressGroups (node: MeshNode): LruMap<string, string> {
 
 function priorLatency (r: ExpertRecord): number {
   return r.tokensPerSecond > 0 ? 1000 / r.tokensPerSecond + 5 : 100
+}
+
+/**
+ * The experts one generation chooses among, at most `n` of the known ones: this node's own
+ * expert first, then those this router measured and may use (fastest first), then unmeasured
+ * ones at random, and those it may not use now (open circuit, banned) last. A generation needs
+ * K experts and a few spare, not the whole mesh: selection, screening and the step deadline
+ * then cost O(n), not O(N).
+ */
+export function candidatePool (records: ExpertRecord[], n: number, health: HealthTable, available: (id: string) => boolean, localId?: string): ExpertRecord[] {
+  if (records.length <= n) return records
+  const rank = records.map(r => {
+    const id = r.peerId.toString()
+    const h = health.peek(id)
+    const group = id === localId ? 0 : !available(id) ? 3 : h != null && h.samples > 0 ? 1 : 2
+    return { r, group, key: group === 1 ? (h?.latencyMs ?? 0) : Math.random() }
+  })
+  rank.sort((a, b) => a.group - b.group || a.key - b.key)
+  return rank.slice(0, n).map(x => x.r)
 }

@@ -18,7 +18,7 @@ import type { Drafter } from './drafter.js'
 import { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { robustAggregate } from './reputation.js'
 import { GENERATE_DEFAULTS, robustByDefault } from './options.js'
-import { candidateSelection, checkFrame, InvalidFrameError, sessionTraffic, stepDeadline, type Candidate, type RouterCore, type Selection } from './candidates.js'
+import { DEFAULT_DISCOVERY_SAMPLE, candidatePool, candidateSelection, checkFrame, InvalidFrameError, sessionTraffic, stepDeadline, type Candidate, type RouterCore, type Selection } from './candidates.js'
 import type { GenerateOptions, GenerateResult, SpeculationStats, StepTrace, TokenEvent } from './router.js'
 
 interface Framed { id: string, frame: Frame }
@@ -89,9 +89,12 @@ export class Generation {
   /** the candidates (compatible experts, restricted to opts.experts), the prompt's tokens, the effective K */
   async selectExperts (): Promise<void> {
     const { core, opts } = this
-    let { compatible, incompatible } = await core.experts(false, this.signal)
-    if (compatible.length === 0) ({ compatible, incompatible } = await core.experts(true, this.signal))
+    // a sample of the mesh: K experts and spares (RouterOptions.discoverySample, at least 2K)
+    const sample = Math.max(2 * this.k, core.options.discoverySample ?? DEFAULT_DISCOVERY_SAMPLE)
+    let { compatible, incompatible } = await core.experts(false, this.signal, sample)
+    if (compatible.length === 0) ({ compatible, incompatible } = await core.experts(true, this.signal, sample))
     if (opts.experts != null) compatible = compatible.filter(r => opts.experts?.includes(r.peerId.toString()))
+    compatible = candidatePool(compatible, sample, core.health, core.available, core.options.local?.peerId.toString())
     if (compatible.length === 0) {
       if (incompatible.length > 0) {
         throw new IncompatibleTokenizerError(`found ${incompatible.length} expert(s) but none with this router's tokenizer (fingerprint ${hex(core.tokenizer.fingerprint)}): ${incompatible.map(r => `${r.modelName} ${hex(r.tokenizerFingerprint)}`).join(', ')}`)

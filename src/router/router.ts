@@ -26,7 +26,7 @@ import { ReputationTable, type ReputationOptions } from './reputation.js'
 import type { RouterTokenizer } from './tokenizer.js'
 import { validateGenerateOptions } from './options.js'
 import type { SelectionPolicy } from './selection.js'
-import { observedAddressGroups, type RouterCore } from './candidates.js'
+import { DEFAULT_DISCOVERY_SAMPLE, observedAddressGroups, type RouterCore } from './candidates.js'
 import { Generation } from './generation.js'
 
 /**
@@ -163,9 +163,15 @@ export interface RouterOptions {
   minStepDeadlineMs?: number
   /** hard limit for one expert request (ms): past it the expert is dropped */
   requestTimeoutMs?: number
-  /** how long discovery results are reused (ms) */
+  /** how long discovery results are used before a refresh (ms, default 10 s) */
   discoveryTtlMs?: number
+  /** one discovery's bound (ms, default 4 s) */
   discoveryTimeoutMs?: number
+  /**
+   * how many compatible experts a discovery fetches records for before it stops, and how many
+   * candidates one generation chooses among (default DEFAULT_DISCOVERY_SAMPLE, 32; at least 2K)
+   */
+  discoverySample?: number
   /** this router's own (verified) governance state: the halt reason while halted */
   haltReason?: () => string | undefined
   /**
@@ -254,7 +260,7 @@ export class Router {
       checkHalt: () => { this.checkHalt() },
       notify: (name, ev) => { this.notify(name, ev) },
       expertHalted: async (err) => await this.expertHalted(err),
-      experts: async (force, signal) => await this.experts(force, signal),
+      experts: async (force, signal, want) => await this.experts(force, signal, want),
       connect: async (peerId, options) => {
         const local = opts.local
         if (local != null && peerId.equals(local.peerId)) return ExpertSession.local(peerId, await local.openStream(options))
@@ -268,30 +274,64 @@ export class Router {
     return this.health.available(id) && !this.reputation.banned(id)
   }
 
-  /** experts currently known (compatible), refreshed from the DHT when stale */
-  async experts (force = false, signal?: AbortSignal): Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }> {
+  /**
+   * Experts currently known (compatible). A router samples the mesh, it does not enumerate it:
+   * a discovery stops once `want` compatible records are in (default RouterOptions
+   * .discoverySample), and one discovery at a time runs for all of this router's generations.
+   * Known records are used while they are valid; past `discoveryTtlMs` a full sample is
+   * refreshed in the background (the generation goes on with what is known), a sample short
+   * of `want` (a small mesh, or one still being found) is refreshed before answering.
+   */
+  async experts (force = false, signal?: AbortSignal, want?: number): Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }> {
     const ttl = this.opts.discoveryTtlMs ?? 10_000
+    const sample = Math.max(want ?? 0, this.opts.discoverySample ?? DEFAULT_DISCOVERY_SAMPLE)
     const now = Date.now()
-    // nothing known: ask again at once, unless this node's own expert can serve meanwhile
-    if (force || now - this.knownAt > ttl || (this.known.length === 0 && this.opts.local == null)) {
-      // unknown providers first (a new expert is seen at once), known ones next (refresh; kept
-      // anyway until their records expire), recently failed ones last
-      const knownIds = new Set(this.known.map(x => x.peerId.toString()))
-      const priority = (id: string): number => (this.recordFailures.peek(id) ?? 0) > now ? 2 : knownIds.has(id) ? 1 : 0
-      const r = await discoverExperts(this.node, this.tokenizer.fingerprint, { signal: AbortSignal.any([AbortSignal.timeout(this.opts.discoveryTimeoutMs ?? 4_000), ...(signal != null ? [signal] : [])]), priority })
-      const after = Date.now()
-      for (const id of r.missing ?? []) this.recordFailures.set(id, after + RECORD_RETRY_MS)
-      for (const x of r.compatible) this.recordFailures.delete(x.peerId.toString())
-      // a signed record stays valid until it expires: one that this round did not get to (or
-      // could not fetch) is kept until then; the circuit breaker handles a dead expert
-      const fresh = new Map(r.compatible.map(x => [x.peerId.toString(), x]))
-      for (const x of this.known) if (!fresh.has(x.peerId.toString())) fresh.set(x.peerId.toString(), x)
-      // bounded (identities are free): this round's records first, then the kept ones
-      this.known = [...fresh.values()].filter(x => x.expiresAtMs > after).slice(0, MAX_TRACKED_EXPERTS)
-      this.incompatible = r.incompatible
-      this.knownAt = after
+    this.known = this.known.filter(x => x.expiresAtMs > now)
+    const stale = now - this.knownAt > ttl
+    // nothing known: ask at once, unless this node's own expert can serve meanwhile
+    const nothing = this.known.length === 0 && this.opts.local == null
+    if (force || nothing || (stale && this.known.length < sample)) {
+      await this.discover(sample, signal)
+    } else if (stale) {
+      this.discover(sample).catch(err => { this.log('background discovery failed: %e', err) })
     }
     return { compatible: this.withLocal(this.known), incompatible: this.incompatible }
+  }
+
+  /** the discovery in flight (one at a time per router, shared by every caller) */
+  private discovering?: Promise<void>
+
+  /** runs a discovery, or joins the one in flight; `signal` ends only this caller's wait */
+  private async discover (want: number, signal?: AbortSignal): Promise<void> {
+    this.discovering ??= this.runDiscovery(want).finally(() => { this.discovering = undefined })
+    if (signal == null) { await this.discovering; return }
+    signal.throwIfAborted()
+    let onAbort: (() => void) | undefined
+    try {
+      await Promise.race([this.discovering, new Promise<never>((resolve, reject) => { onAbort = () => { reject(signal.reason) }; signal.addEventListener('abort', onAbort, { once: true }) })])
+    } finally {
+      if (onAbort != null) signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  private async runDiscovery (want: number): Promise<void> {
+    const now = Date.now()
+    // unknown providers first (a new expert is seen at once), known ones next (refresh; kept
+    // anyway until their records expire), recently failed ones last
+    const knownIds = new Set(this.known.map(x => x.peerId.toString()))
+    const priority = (id: string): number => (this.recordFailures.peek(id) ?? 0) > now ? 2 : knownIds.has(id) ? 1 : 0
+    const r = await discoverExperts(this.node, this.tokenizer.fingerprint, { signal: AbortSignal.timeout(this.opts.discoveryTimeoutMs ?? 4_000), priority, want })
+    const after = Date.now()
+    for (const id of r.missing ?? []) this.recordFailures.set(id, after + RECORD_RETRY_MS)
+    for (const x of r.compatible) this.recordFailures.delete(x.peerId.toString())
+    // a signed record stays valid until it expires: one that this round did not get to (or
+    // could not fetch) is kept until then; the circuit breaker handles a dead expert
+    const fresh = new Map(r.compatible.map(x => [x.peerId.toString(), x]))
+    for (const x of this.known) if (!fresh.has(x.peerId.toString())) fresh.set(x.peerId.toString(), x)
+    // bounded (identities are free): this round's records first, then the kept ones
+    this.known = [...fresh.values()].filter(x => x.expiresAtMs > after).slice(0, MAX_TRACKED_EXPERTS)
+    this.incompatible = r.incompatible
+    this.knownAt = after
   }
 
   /** the discovered experts and, first, this node's own when its tokenizer is the router's */

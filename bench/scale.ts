@@ -1,0 +1,112 @@
+/**
+ * `npm run bench:scale` — what one node costs as the mesh grows (issue 13), written to
+ * bench/scale.json and bench/scale.svg. Never part of `npm test` (test/integration/scale.spec.ts
+ * runs a 30-peer version of the same harness).
+ *
+ * For each mesh size (--sizes 3,10,30,100,300): a mesh of real meshllm peers (bench/scale-mesh.ts:
+ * processes of bench/scale-host.ts, 50 complete peers each sharing one loaded meshtest-c), then
+ *  1. idle: after --settle-s seconds, the processes' CPU time over --idle-s seconds, per peer
+ *     (% of one core), and RSS per peer;
+ *  2. cold generate: `meshllm generate --max-tokens 1 --k 3 --json` in a new process against
+ *     one bootstrap peer: the router's elapsedMs and the whole command's wall time (--runs);
+ *  3. status: `meshllm status --json`: wall time and how many experts it saw;
+ *  4. DHT: every peer's expert record looked up by the peers of another process (success %);
+ *  5. HALT: `meshllm halt` against one peer; when each peer applied it (first → last, and
+ *     command start → last), then a 2-of-3 RESUME.
+ * Options: --sizes, --per-process 50, --settle-s 30, --idle-s 60, --runs 3, --out bench/scale.json
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir, cpus, loadavg } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ScaleMesh, meshllm, type CpuSample } from './scale-mesh.js'
+
+const args = process.argv.slice(2)
+const opt = (name: string, d: string): string => args.includes(name) ? args[args.indexOf(name) + 1] : d
+const SIZES = opt('--sizes', '3,10,30,100,300').split(',').map(Number)
+const PER_PROCESS = Number(opt('--per-process', '50'))
+const SETTLE_S = Number(opt('--settle-s', '30'))
+const IDLE_S = Number(opt('--idle-s', '60'))
+const RUNS = Number(opt('--runs', '3'))
+const ONLY = new Set(opt('--only', 'idle,generate,status,dht,halt').split(','))
+const OUT = opt('--out', fileURLToPath(new URL('../../bench/scale.json', import.meta.url)))
+const log = (s: string): void => { process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`) }
+const round = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+const cpuOf = (s: CpuSample[]): number => s.reduce((n, x) => n + x.user + x.system, 0)
+
+async function measure (n: number, dir: string): Promise<Record<string, unknown>> {
+  const t0 = performance.now()
+  const mesh = await ScaleMesh.start({ nodes: n, perProcess: PER_PROCESS, dir, log })
+  const result: Record<string, unknown> = { nodes: n, processes: mesh.hosts.length, startS: round((performance.now() - t0) / 1000) }
+  try {
+    if (ONLY.has('idle')) {
+      await sleep(SETTLE_S * 1000)
+      const a = await mesh.cpu(); const w0 = performance.now()
+      await sleep(IDLE_S * 1000)
+      const b = await mesh.cpu(); const wall = performance.now() - w0
+      const pct = (cpuOf(b) - cpuOf(a)) / 1000 / wall * 100
+      const rss = b.reduce((x, s) => x + s.rss, 0)
+      result.idle = { seconds: round(wall / 1000), cpuPercentPerNode: round(pct / n, 3), cpuPercentAll: round(pct, 1), rssMiBPerNode: round(rss / n / 2 ** 20, 1), loadavg1: round(loadavg()[0], 2), stats: await mesh.stats() }
+      log(`${n} peers idle: ${round(pct / n, 3)} % of a core per peer (${round(pct, 1)} % in all), ${round(rss / n / 2 ** 20, 1)} MiB RSS per peer`)
+    }
+    if (ONLY.has('generate')) {
+      const runs = []
+      for (let i = 0; i < RUNS; i++) {
+        const via = mesh.addrs[Math.floor(Math.random() * mesh.addrs.length)]
+        const r = await meshllm(['generate', '--bootstrap', via, '--governance', mesh.governance.file, '--max-tokens', '1', '--k', '3', '--json', 'The kernel'])
+        let j: { elapsedMs?: number, effectiveK?: number } = {}
+        try { j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') } catch {}
+        runs.push({ code: r.code, elapsedMs: j.elapsedMs, effectiveK: j.effectiveK, wallMs: r.wallMs, error: r.code !== 0 ? r.stderr.slice(-300) : undefined })
+        log(`${n} peers generate: ${JSON.stringify(runs[runs.length - 1])}`)
+      }
+      const ok = runs.filter(r => r.code === 0)
+      result.generate = { runs, medianElapsedMs: ok.length > 0 ? median(ok.map(r => r.elapsedMs ?? 0)) : null, medianWallMs: ok.length > 0 ? median(ok.map(r => r.wallMs)) : null }
+    }
+    if (ONLY.has('status')) {
+      const r = await meshllm(['status', '--bootstrap', mesh.bootstrap, '--json'])
+      let seen: number | undefined
+      try { const j = JSON.parse(r.stdout); seen = j.seen ?? j.experts?.length } catch {}
+      result.status = { code: r.code, wallMs: r.wallMs, seen }
+      log(`${n} peers status: ${r.wallMs} ms, ${seen} seen`)
+    }
+    if (ONLY.has('dht')) {
+      const from = mesh.hosts.length > 1 ? 1 : 0
+      const r = await mesh.lookup(from, mesh.peerIds)
+      result.dht = { asked: r.asked, found: r.found, percent: round(100 * r.found / r.asked, 2), ms: r.ms }
+      log(`${n} peers DHT: ${r.found}/${r.asked} records found in ${r.ms} ms`)
+    }
+    if (ONLY.has('halt')) {
+      const target = mesh.addrs[mesh.addrs.length - 1]
+      const start = Date.now()
+      const h = await meshllm(['halt', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[0], '--reason', 'scale bench', '--bootstrap', target, '--json'])
+      let times: Array<number | null> = []
+      for (let waited = 0; waited < 30_000; waited += 250) {
+        times = await mesh.halts()
+        if (times.every(t => t != null)) break
+        await sleep(250)
+      }
+      const got = times.filter((t): t is number => t != null)
+      result.halt = { code: h.code, reached: got.length, of: n, firstToLastMs: got.length > 0 ? Math.max(...got) - Math.min(...got) : null, commandStartToLastMs: got.length > 0 ? Math.max(...got) - start : null, commandMs: h.wallMs }
+      log(`${n} peers HALT: ${JSON.stringify(result.halt)}`)
+      const res = await meshllm(['resume', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[1], '--key', mesh.governance.keyFiles[2], '--bootstrap', target])
+      if (res.code !== 0) log(`resume failed: ${res.stderr.slice(-300)}`)
+    }
+  } finally {
+    await mesh.stop()
+  }
+  return result
+}
+
+const results: Array<Record<string, unknown>> = []
+for (const n of SIZES) {
+  const dir = await mkdtemp(join(tmpdir(), `meshllm-scale-${n}-`))
+  try {
+    results.push(await measure(n, dir))
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+  await writeFile(OUT, JSON.stringify({ date: new Date().toISOString(), machine: `${cpus().length} × ${cpus()[0]?.model ?? '?'}`, perProcess: PER_PROCESS, settleS: SETTLE_S, idleS: IDLE_S, results }, null, 2) + '\n')
+}
+log(`written ${OUT}`)
