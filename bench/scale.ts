@@ -5,36 +5,48 @@
  *
  * For each mesh size (--sizes 3,10,30,100,300): a mesh of real meshllm peers (bench/scale-mesh.ts:
  * processes of bench/scale-host.ts, 50 complete peers each sharing one loaded meshtest-c), then
- *  1. idle: after --settle-s seconds, the processes' CPU time over --idle-s seconds, per peer
- *     (% of one core), and RSS per peer;
+ *  1. idle: after --settle-s seconds (150: past the connection budget's first trims), the
+ *     processes' CPU time over --idle-s seconds, per peer (% of one core), RSS per peer, and
+ *     connections, routing table and gossipsub peers per peer;
  *  2. cold generate: `meshllm generate --max-tokens 1 --k 3 --json` in a new process against
  *     one bootstrap peer: the router's elapsedMs and the whole command's wall time (--runs);
  *  3. status: `meshllm status --json`: wall time and how many experts it saw;
  *  4. DHT: every peer's expert record looked up by the peers of another process (success %);
  *  5. HALT: `meshllm halt` against one peer; when each peer applied it (first → last, and
  *     command start → last), then a 2-of-3 RESUME.
- * Options: --sizes, --per-process 50, --settle-s 30, --idle-s 60, --runs 3, --out bench/scale.json
+ * Options: --sizes, --per-process 50, --settle-s 150, --idle-s 60, --runs 3, --out bench/scale.json
+ * (the chart goes beside it: bench/scale.svg)
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir, cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ScaleMesh, meshllm, type CpuSample } from './scale-mesh.js'
+import { renderScaleChart, type ScaleRow } from './scale-chart.js'
 
 const args = process.argv.slice(2)
 const opt = (name: string, d: string): string => args.includes(name) ? args[args.indexOf(name) + 1] : d
 const SIZES = opt('--sizes', '3,10,30,100,300').split(',').map(Number)
 const PER_PROCESS = Number(opt('--per-process', '50'))
-const SETTLE_S = Number(opt('--settle-s', '30'))
+// past the connection budget's 2 min: the idle state a long-running mesh is in
+const SETTLE_S = Number(opt('--settle-s', '150'))
 const IDLE_S = Number(opt('--idle-s', '60'))
 const RUNS = Number(opt('--runs', '3'))
 const ONLY = new Set(opt('--only', 'idle,generate,status,dht,halt').split(','))
 const OUT = opt('--out', fileURLToPath(new URL('../../bench/scale.json', import.meta.url)))
+const CHART = OUT.replace(/\.json$/, '.svg')
 const log = (s: string): void => { process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`) }
 const round = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const cpuOf = (s: CpuSample[]): number => s.reduce((n, x) => n + x.user + x.system, 0)
+
+/** connections, streams, routing table and gossipsub peers per node, from the hosts' sums */
+function perNode (stats: Array<Record<string, number>>, n: number): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const k of ['connections', 'streams', 'routingTable', 'pubsubPeers']) out[k] = round(stats.reduce((x, s) => x + (s[k] ?? 0), 0) / n, 1)
+  return out
+}
 
 async function measure (n: number, dir: string): Promise<Record<string, unknown>> {
   const t0 = performance.now()
@@ -48,7 +60,7 @@ async function measure (n: number, dir: string): Promise<Record<string, unknown>
       const b = await mesh.cpu(); const wall = performance.now() - w0
       const pct = (cpuOf(b) - cpuOf(a)) / 1000 / wall * 100
       const rss = b.reduce((x, s) => x + s.rss, 0)
-      result.idle = { seconds: round(wall / 1000), cpuPercentPerNode: round(pct / n, 3), cpuPercentAll: round(pct, 1), rssMiBPerNode: round(rss / n / 2 ** 20, 1), loadavg1: round(loadavg()[0], 2), stats: await mesh.stats() }
+      result.idle = { seconds: round(wall / 1000), cpuPercentPerNode: round(pct / n, 3), cpuPercentAll: round(pct, 1), rssMiBPerNode: round(rss / n / 2 ** 20, 1), loadavg1: round(loadavg()[0], 2), perNode: perNode(await mesh.stats(), n) }
       log(`${n} peers idle: ${round(pct / n, 3)} % of a core per peer (${round(pct, 1)} % in all), ${round(rss / n / 2 ** 20, 1)} MiB RSS per peer`)
     }
     if (ONLY.has('generate')) {
@@ -66,10 +78,10 @@ async function measure (n: number, dir: string): Promise<Record<string, unknown>
     }
     if (ONLY.has('status')) {
       const r = await meshllm(['status', '--bootstrap', mesh.bootstrap, '--json'])
-      let seen: number | undefined
-      try { const j = JSON.parse(r.stdout); seen = j.seen ?? j.experts?.length } catch {}
-      result.status = { code: r.code, wallMs: r.wallMs, seen }
-      log(`${n} peers status: ${r.wallMs} ms, ${seen} seen`)
+      let j: { seen?: number, experts?: unknown[], missing?: unknown[], phasesMs?: unknown } = {}
+      try { j = JSON.parse(r.stdout) } catch {}
+      result.status = { code: r.code, wallMs: r.wallMs, seen: j.seen, records: j.experts?.length, missing: j.missing?.length, phasesMs: j.phasesMs }
+      log(`${n} peers status: ${JSON.stringify(result.status)}`)
     }
     if (ONLY.has('dht')) {
       const from = mesh.hosts.length > 1 ? 1 : 0
@@ -107,6 +119,8 @@ for (const n of SIZES) {
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
-  await writeFile(OUT, JSON.stringify({ date: new Date().toISOString(), machine: `${cpus().length} × ${cpus()[0]?.model ?? '?'}`, perProcess: PER_PROCESS, settleS: SETTLE_S, idleS: IDLE_S, results }, null, 2) + '\n')
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? '?'}`
+  await writeFile(OUT, JSON.stringify({ date: new Date().toISOString(), machine, perProcess: PER_PROCESS, settleS: SETTLE_S, idleS: IDLE_S, results }, null, 2) + '\n')
+  await writeFile(CHART, renderScaleChart(results as unknown as ScaleRow[], machine))
 }
-log(`written ${OUT}`)
+log(`written ${OUT} and ${CHART}`)

@@ -9,7 +9,10 @@ import { nodePrivateKey, type MeshNode } from '../node/node.js'
 import { sealExpertRecord, expertRecordKey, expertProvidersCid, MAX_RECORD_LIFETIME_MS, type ExpertRecord } from '../wire/record.js'
 import { RECORD_REFRESH_MS, RECORD_TTL_MS } from '../node/periodic.js'
 import { routingTableSize } from '../node/dht-internals.js'
-import { INFER_PROTOCOL } from '../wire/types.js'
+import { INFER_PROTOCOL, MAX_RECORD_BYTES, RECORD_PROTOCOL } from '../wire/types.js'
+import { lpStream } from '@libp2p/utils'
+import { lengthPrefixOptions } from '../wire/length-prefix.js'
+import { asError } from '../util/errors.js'
 import type { ModelHost } from './model-host.js'
 
 export interface AdvertiserOptions {
@@ -40,6 +43,8 @@ export class ExpertAdvertiser {
   /** re-publication period actually used (ms, ≤ ttlMs / 2) */
   readonly refreshMs: number
   lastRecord?: ExpertRecord
+  /** the sealed envelope of lastRecord: what /meshllm/record answers */
+  lastEnvelope?: Uint8Array
   lastPublishedAt = 0
   private readonly privateKey: PrivateKey
 
@@ -84,6 +89,7 @@ export class ExpertAdvertiser {
     ])
     for (const r of results) if (r.status === 'rejected') this.log('advertise: %s', r.reason?.message ?? r.reason)
     this.lastRecord = record
+    this.lastEnvelope = envelope
     this.lastPublishedAt = Date.now()
     this.routingAtPublish = routingTableSize(dht)
   }
@@ -101,6 +107,29 @@ export class ExpertAdvertiser {
     if (this.timer == null || this.routingAtPublish >= DHT_K) return
     const now = routingTableSize(this.node.services.dht)
     if (now >= Math.max(1, 2 * this.routingAtPublish)) this.tick()
+  }
+
+  /**
+   * Serves /meshllm/record: the last published envelope, one length-prefixed message, then the
+   * stream closes. A router that knows a provider reads its record from the expert itself in
+   * one round trip on the connection it will use, instead of a DHT lookup (a few round trips
+   * to other peers); the DHT stays the fallback. Nothing is signed per request.
+   */
+  async serveRecord (): Promise<void> {
+    await this.node.handle(RECORD_PROTOCOL, (stream) => {
+      const envelope = this.lastEnvelope
+      const signal = AbortSignal.timeout(RECORD_STREAM_MS)
+      void (async () => {
+        if (envelope == null) throw new Error('no record published yet')
+        const lp = lpStream(stream, lengthPrefixOptions(MAX_RECORD_BYTES))
+        await lp.write(envelope, { signal })
+        await stream.close({ signal })
+      })().catch(err => { stream.abort(asError(err)) })
+    }, { maxInboundStreams: 16, maxOutboundStreams: 1, runOnLimitedConnection: true })
+  }
+
+  async unserveRecord (): Promise<void> {
+    await this.node.unhandle(RECORD_PROTOCOL).catch(() => {})
   }
 
   start (): void {
@@ -144,6 +173,9 @@ export class ExpertAdvertiser {
     this.soon = setTimeout(this.tick, ADDRESS_CHANGE_DELAY_MS)
   }
 }
+
+/** a /meshllm/record stream's whole life (ms) */
+export const RECORD_STREAM_MS = 5_000
 
 /** kad-dht's bucket size: a routing table this big no longer grows the record's placement much */
 const DHT_K = 20

@@ -108,6 +108,7 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
     // behind NAT: the record should carry the relay address routers can dial
     if ((opts.reach?.relayReservations ?? 0) > 0) await waitForCircuitAddress(node, RELAY_ADDRESS_WAIT_MS)
     await advertiser.publish()
+    await advertiser.serveRecord()
     advertiser.start()
     const n = node
     return {
@@ -118,6 +119,7 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
       tokensPerSecond,
       stop: async () => {
         advertiser.stop()
+        await advertiser.unserveRecord()
         await service.stop().catch(() => {})
         await n.stop()
         await closeHost()

@@ -143,7 +143,6 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
         alpha: DHT_SETTINGS.alpha,
         disjointPaths: DHT_SETTINGS.disjointPaths,
         querySelfInterval: DHT_SETTINGS.querySelfMs,
-        providers: { provideValidity: DHT_SETTINGS.providerValidityMs, cleanupInterval: DHT_SETTINGS.providerCleanupMs },
         reprovide: { threshold: DHT_SETTINGS.reprovideThresholdMs, interval: DHT_SETTINGS.reprovideIntervalMs, validity: DHT_SETTINGS.providerValidityMs },
         validators: { [DHT_NAMESPACE]: async (key: Uint8Array, value: Uint8Array) => { await validateExpertRecordEntry(key, value) } },
         selectors: { [DHT_NAMESPACE]: (key: Uint8Array, records: Uint8Array[]) => selectExpertRecord(key, records) }

@@ -1,6 +1,6 @@
 /**
- * Every periodic task a mesh node runs, in one place, with what it costs (docs/architecture.md,
- * "What a node does when idle", derives its table from these). A mesh of 300 must afford them:
+ * Every periodic task a mesh node runs, in one place; what each costs is in docs/scale.md
+ * ("What a node does when idle"). A mesh of 300 must afford them:
  * each is O(1) per node per period, whatever the mesh's size, except where said.
  */
 
@@ -17,10 +17,12 @@ export const DHT_SETTINGS = {
   alpha: 3,
   /** disjoint query paths (S/Kademlia's d; kad-dht's default: α) */
   disjointPaths: 3,
-  /** how long a DHT server keeps a provider record (kad-dht's default 48 h) */
+  /**
+   * how long a DHT server keeps a provider record (kad-dht's default 48 h). kad-dht 16 drops
+   * expired ones in its re-provider's pass (every reprovideIntervalMs), so a departed expert
+   * is listed for up to 30 + 10 min
+   */
   providerValidityMs: 30 * minute,
-  /** how often a DHT server drops expired provider records (kad-dht's default 1 h) */
-  providerCleanupMs: 5 * minute,
   /**
    * kad-dht's own re-provider: it re-provides only records within this of expiry. The expert's
    * advertiser re-provides every RECORD_REFRESH_MS (< validity − threshold), so this is the

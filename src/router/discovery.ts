@@ -5,6 +5,11 @@ import type { MeshNode } from '../node/node.js'
 import { openExpertRecord, expertRecordKey, expertProvidersCid, type ExpertRecord } from '../wire/record.js'
 import { MAX_TRACKED_EXPERTS } from './health.js'
 import { localProviders, providersFromHolders } from '../node/dht-internals.js'
+import { streamTo } from '../node/reach.js'
+import { lpStream } from '@libp2p/utils'
+import { lengthPrefixOptions } from '../wire/length-prefix.js'
+import { MAX_RECORD_BYTES, RECORD_PROTOCOL } from '../wire/types.js'
+import { asError } from '../util/errors.js'
 
 export interface DiscoveryResult {
   compatible: ExpertRecord[]
@@ -26,7 +31,33 @@ const FETCH_CONCURRENCY = 8
  */
 const RECORD_GRACE_MS = 250
 
+/** how long a record is asked of the expert itself before the DHT is asked (ms) */
+const DIRECT_RECORD_MS = 1_500
+
+/** the expert's record from the expert (/meshllm/record), on the connection a session would use */
+async function fetchRecordDirect (node: MeshNode, peerId: PeerId, options: AbortOptions): Promise<ExpertRecord | undefined> {
+  const signal = AbortSignal.any([...(options.signal != null ? [options.signal] : []), AbortSignal.timeout(DIRECT_RECORD_MS)])
+  const stream = await streamTo(node, peerId, RECORD_PROTOCOL, { signal })
+  try {
+    const lp = lpStream(stream, lengthPrefixOptions(MAX_RECORD_BYTES))
+    const r = await openExpertRecord(await lp.read({ signal }))
+    await stream.close({ signal }).catch(() => {})
+    return r.peerId.equals(peerId) ? r : undefined
+  } catch (err) {
+    stream.abort(asError(err))
+    throw err
+  }
+}
+
+/** the record from the expert itself, else (no route, old expert, bad answer) from the DHT */
 async function fetchRecord (node: MeshNode, peerId: PeerId, options: AbortOptions): Promise<ExpertRecord | undefined> {
+  const direct = await fetchRecordDirect(node, peerId, options).catch(() => undefined)
+  if (direct != null) return direct
+  options.signal?.throwIfAborted()
+  return await fetchRecordFromDht(node, peerId, options)
+}
+
+async function fetchRecordFromDht (node: MeshNode, peerId: PeerId, options: AbortOptions): Promise<ExpertRecord | undefined> {
   const done = new AbortController()
   let grace: NodeJS.Timeout | undefined
   let best: ExpertRecord | undefined

@@ -1,6 +1,8 @@
 /** In-memory forms of the messages of /meshllm/infer/1.0.0 (spec: protocols/infer.md). */
 
 export const INFER_PROTOCOL = '/meshllm/infer/1.0.0'
+/** an expert's own signed record, straight from the expert (protocols/record.md §6) */
+export const RECORD_PROTOCOL = '/meshllm/record/1.0.0'
 export const INFER_PROTOCOL_VERSION = 1
 /** LLaMA-3 vocabulary size: every token id on the wire is below this. */
 export const VOCAB_SIZE = 128256

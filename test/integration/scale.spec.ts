@@ -14,6 +14,12 @@ import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/
 import { Router } from '../../src/router/router.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'
 import { discoverExperts } from '../../src/router/discovery.js'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { lpStream } from '@libp2p/utils'
+import { lengthPrefixOptions } from '../../src/wire/length-prefix.js'
+import { MAX_RECORD_BYTES, RECORD_PROTOCOL } from '../../src/wire/types.js'
+import { openExpertRecord } from '../../src/wire/record.js'
 
 const PEERS = 30
 
@@ -79,6 +85,16 @@ describe('scale: 30 peers', function () {
     after(async function () {
       await tokenizer?.close()
       await node?.stop()
+    })
+
+    it('an expert answers /meshllm/record with its own signed record', async function () {
+      const expert = peerIdFromString(mesh.peerIds[11])
+      const stream = await node.dialProtocol(multiaddr(mesh.addrs[11]), RECORD_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+      const lp = lpStream(stream, lengthPrefixOptions(MAX_RECORD_BYTES))
+      const record = await openExpertRecord(await lp.read({ signal: AbortSignal.timeout(5_000) }))
+      assert.ok(record.peerId.equals(expert))
+      assert.equal(Buffer.from(record.tokenizerFingerprint).toString('hex'), Buffer.from(tokenizer.fingerprint).toString('hex'))
+      await stream.close()
     })
 
     it('a discovery that wants 8 experts stops short of fetching all 30 records', async function () {
