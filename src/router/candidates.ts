@@ -34,8 +34,8 @@ export interface RouterCore {
   notify: <K extends keyof RouterObserver>(name: K, ev: Parameters<NonNullable<RouterObserver[K]>>[0]) => void
   /** an expert's HALTED: HaltedError when the router's governance verified it, else that expert's failure */
   expertHalted: (err: ExpertHaltedError) => Promise<Error>
-  /** known experts (Router.experts): at least `want` sought when fewer are known */
-  experts: (force: boolean, signal: AbortSignal, want?: number) => Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }>
+  /** known experts (Router.experts): at least `want` sought when fewer are known, waiting for `first` of them */
+  experts: (force: boolean, signal: AbortSignal, want?: number, first?: number) => Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }>
   /** a session with an expert: in process for this node's own expert (RouterOptions.local), else dialled */
   connect: (peerId: PeerId, options: AbortOptions) => Promise<ExpertSession>
 }

@@ -260,7 +260,7 @@ export class Router {
       checkHalt: () => { this.checkHalt() },
       notify: (name, ev) => { this.notify(name, ev) },
       expertHalted: async (err) => await this.expertHalted(err),
-      experts: async (force, signal, want) => await this.experts(force, signal, want),
+      experts: async (force, signal, want, first) => await this.experts(force, signal, want, first),
       connect: async (peerId, options) => {
         const local = opts.local
         if (local != null && peerId.equals(local.peerId)) return ExpertSession.local(peerId, await local.openStream(options))
@@ -282,7 +282,7 @@ export class Router {
    * refreshed in the background (the generation goes on with what is known), a sample short
    * of `want` (a small mesh, or one still being found) is refreshed before answering.
    */
-  async experts (force = false, signal?: AbortSignal, want?: number): Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }> {
+  async experts (force = false, signal?: AbortSignal, want?: number, first?: number): Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }> {
     const ttl = this.opts.discoveryTtlMs ?? 10_000
     const sample = Math.max(want ?? 0, this.opts.discoverySample ?? DEFAULT_DISCOVERY_SAMPLE)
     const now = Date.now()
@@ -290,31 +290,39 @@ export class Router {
     const stale = now - this.knownAt > ttl
     // nothing known: ask at once, unless this node's own expert can serve meanwhile
     const nothing = this.known.length === 0 && this.opts.local == null
+    const background = (): void => { this.discover(sample).catch(err => { this.log('background discovery failed: %e', err) }) }
     if (force || nothing || (stale && this.known.length < sample)) {
-      await this.discover(sample, signal)
+      // a caller that can start with `first` experts waits for those only; the rest of the
+      // sample is filled in the background when the discovery stopped short of the mesh
+      const n = Math.min(sample, Math.max(1, first ?? sample))
+      const more = await this.discover(n, signal)
+      if (n < sample && more) background()
     } else if (stale) {
-      this.discover(sample).catch(err => { this.log('background discovery failed: %e', err) })
+      background()
     }
     return { compatible: this.withLocal(this.known), incompatible: this.incompatible }
   }
 
   /** the discovery in flight (one at a time per router, shared by every caller) */
-  private discovering?: Promise<void>
+  private discovering?: Promise<boolean>
 
-  /** runs a discovery, or joins the one in flight; `signal` ends only this caller's wait */
-  private async discover (want: number, signal?: AbortSignal): Promise<void> {
+  /**
+   * runs a discovery, or joins the one in flight; `signal` ends only this caller's wait.
+   * Resolves true when it stopped at `want` records (the mesh may have more).
+   */
+  private async discover (want: number, signal?: AbortSignal): Promise<boolean> {
     this.discovering ??= this.runDiscovery(want).finally(() => { this.discovering = undefined })
-    if (signal == null) { await this.discovering; return }
+    if (signal == null) return await this.discovering
     signal.throwIfAborted()
     let onAbort: (() => void) | undefined
     try {
-      await Promise.race([this.discovering, new Promise<never>((resolve, reject) => { onAbort = () => { reject(signal.reason) }; signal.addEventListener('abort', onAbort, { once: true }) })])
+      return await Promise.race([this.discovering, new Promise<never>((resolve, reject) => { onAbort = () => { reject(signal.reason) }; signal.addEventListener('abort', onAbort, { once: true }) })])
     } finally {
       if (onAbort != null) signal.removeEventListener('abort', onAbort)
     }
   }
 
-  private async runDiscovery (want: number): Promise<void> {
+  private async runDiscovery (want: number): Promise<boolean> {
     const now = Date.now()
     // unknown providers first (a new expert is seen at once), known ones next (refresh; kept
     // anyway until their records expire), recently failed ones last
@@ -332,6 +340,7 @@ export class Router {
     this.known = [...fresh.values()].filter(x => x.expiresAtMs > after).slice(0, MAX_TRACKED_EXPERTS)
     this.incompatible = r.incompatible
     this.knownAt = after
+    return r.compatible.length >= want
   }
 
   /** the discovered experts and, first, this node's own when its tokenizer is the router's */
