@@ -91,8 +91,9 @@ export class Generation {
     const { core, opts } = this
     // a sample of the mesh: K experts and spares (RouterOptions.discoverySample, at least 2K)
     const sample = Math.max(2 * this.k, core.options.discoverySample ?? DEFAULT_DISCOVERY_SAMPLE)
-    // the first token waits for K experts and two spares, not for the whole sample
-    const first = this.k + 2
+    // the first token waits for K experts and two spares, not for the whole sample (unless the
+    // caller named its experts: those may not be among the first found)
+    const first = opts.experts != null ? sample : this.k + 2
     let { compatible, incompatible } = await core.experts(false, this.signal, sample, first)
     if (compatible.length === 0) ({ compatible, incompatible } = await core.experts(true, this.signal, sample, first))
     if (opts.experts != null) compatible = compatible.filter(r => opts.experts?.includes(r.peerId.toString()))

@@ -233,10 +233,11 @@ describe('adversarial: governance on real nodes', function () {
       assert.equal(seen(), before)
     })
 
-    it('catch-up is rate-limited per address: 24 requests in a row get at most 16 answers', async () => {
+    it('catch-up is rate-limited per address: 40 requests in a row get at most 16 answers per 10 s window', async () => {
       assert.ok(fast.gov.state.catchUp().length > 0, 'nothing to catch up: answers and refusals would look alike')
       let answered = 0
-      for (let i = 0; i < 24; i++) {
+      const t0 = Date.now()
+      for (let i = 0; i < 40; i++) {
         try {
           const stream = await forger.dialProtocol(fast.node.peerId, GOV_SYNC_PROTOCOL)
           const lp = lpStream(stream)
@@ -248,7 +249,11 @@ describe('adversarial: governance on real nodes', function () {
           await stream.close().catch(() => {})
         } catch {}
       }
-      assert.ok(answered >= 1 && answered <= 16, `${answered} answered`)
+      // the limit is per address (every loopback peer shares 127.0.0.1) and per fixed window,
+      // which other peers' catch-ups may have opened before the loop: the loop may see a window
+      // end (and a new one begin) once per 10 s it runs, and once more
+      const windows = 1 + Math.ceil((Date.now() - t0) / 10_000)
+      assert.ok(answered >= 1 && answered <= 16 * windows && answered < 40, `${answered} answered in ${windows} window(s)`)
     })
   })
 
