@@ -13,6 +13,7 @@ import { INFER_PROTOCOL, MAX_RECORD_BYTES, RECORD_PROTOCOL } from '../wire/types
 import { lpStream } from '@libp2p/utils'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
 import { asError } from '../util/errors.js'
+import { streamLifetime } from '../util/stream-lifetime.js'
 import type { ModelHost } from './model-host.js'
 
 export interface AdvertiserOptions {
@@ -104,7 +105,9 @@ export class ExpertAdvertiser {
    * At most ~5 publications more per node, then only RECORD_REFRESH_MS.
    */
   private readonly onGrowth = (): void => {
-    if (this.timer == null || this.routingAtPublish >= DHT_K) return
+    if (this.timer == null) return
+    // placed well enough: only RECORD_REFRESH_MS from now on
+    if (this.routingAtPublish >= DHT_K) { clearInterval(this.growth); return }
     const now = routingTableSize(this.node.services.dht)
     if (now >= Math.max(1, 2 * this.routingAtPublish)) this.tick()
   }
@@ -118,13 +121,15 @@ export class ExpertAdvertiser {
   async serveRecord (): Promise<void> {
     await this.node.handle(RECORD_PROTOCOL, (stream) => {
       const envelope = this.lastEnvelope
-      const signal = AbortSignal.timeout(RECORD_STREAM_MS)
+      // the work lives as long as the stream, and RECORD_STREAM_MS at most
+      const lifetime = streamLifetime(stream)
+      const signal = AbortSignal.any([lifetime.signal, AbortSignal.timeout(RECORD_STREAM_MS)])
       void (async () => {
         if (envelope == null) throw new Error('no record published yet')
         const lp = lpStream(stream, lengthPrefixOptions(MAX_RECORD_BYTES))
         await lp.write(envelope, { signal })
         await stream.close({ signal })
-      })().catch(err => { stream.abort(asError(err)) })
+      })().catch(err => { stream.abort(asError(err)) }).finally(lifetime.dispose)
     }, { maxInboundStreams: 16, maxOutboundStreams: 1, runOnLimitedConnection: true })
   }
 

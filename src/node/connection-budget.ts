@@ -55,8 +55,6 @@ export class ConnectionBudget implements Startable {
   private readonly log: Logger
   private timer?: NodeJS.Timeout
   private running = false
-  /** connections this budget closed (for tests and metrics) */
-  closed = 0
 
   constructor (private readonly components: ConnectionBudgetComponents, init: ConnectionBudgetInit = {}) {
     this.target = init.target ?? CONNECTION_BUDGET.target
@@ -98,7 +96,6 @@ export class ConnectionBudget implements Startable {
       n++
       await c.close(options).catch(err => { c.abort(err) })
     }
-    this.closed += n
     if (n > 0) this.log('closed %d idle connection(s), %d open', n, this.components.connectionManager.getConnections().length)
     return n
   }

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import type { Registry } from 'prom-client'
 import { PeerBlocklist } from './blocklist.js'
 import { assertDhtInternals, onRoutingTableAdd, removeFromRoutingTable, routingTableSize } from './dht-internals.js'
-import { BOOTSTRAP_KEEP_ALIVE_MS, CONNECTION_BUDGET, CONNECTION_PING_MS, DHT_SETTINGS } from './periodic.js'
+import { BOOTSTRAP_KEEP_ALIVE_MS, CONNECTION_PING_MS, DHT_SETTINGS } from './periodic.js'
 import { connectionBudget, type ConnectionBudgetInit } from './connection-budget.js'
 import { publicListenAddresses, reachParts, trackUpgrades, type ReachOptions, type ReachService } from './reach.js'
 
@@ -162,7 +162,7 @@ export async function createMeshNode (opts: MeshNodeOptions = {}): Promise<MeshN
   const reach = opts.minimal !== true ? await reachParts(opts.reach ?? {}, blocked) : undefined
   if (reach != null) Object.assign(services, reach.services)
   // a node keeps about CONNECTION_BUDGET.target connections, whatever the mesh's size
-  if (opts.minimal !== true) services.connectionBudget = connectionBudget(opts.connectionBudget ?? CONNECTION_BUDGET)
+  if (opts.minimal !== true) services.connectionBudget = connectionBudget(opts.connectionBudget)
   Object.assign(services, opts.services ?? {})
   // loaded only when asked for
   const metrics = opts.metrics != null ? (await import('@libp2p/prometheus-metrics')).prometheusMetrics({ registry: opts.metrics, collectDefaultMetrics: false }) : undefined

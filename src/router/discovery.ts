@@ -113,8 +113,9 @@ export const DEFAULT_DISCOVERY_MS = 5_000
 
 /**
  * Finds experts: the providers of the "all experts" key (one DHT lookup, providers streamed
- * as they arrive), and their signed records (a DHT lookup each, FETCH_CONCURRENCY at a time,
- * started as soon as a provider is known, best priority first, random within a priority).
+ * as they arrive), and their signed records (from each expert itself, else a DHT lookup;
+ * FETCH_CONCURRENCY at a time, started as soon as a provider is known, best priority first,
+ * random within a priority).
  * Stops when `want` compatible records are in, when the caller's signal ends (default:
  * DEFAULT_DISCOVERY_MS), or when every provider's record was tried.
  */
@@ -153,18 +154,18 @@ export async function discoverExperts (node: MeshNode, fingerprint: Uint8Array, 
       notify()
       const lookupSignal = opts.lookupTimeoutMs != null ? AbortSignal.any([signal, AbortSignal.timeout(opts.lookupTimeoutMs)]) : signal
       // every holder's providers (status), or the first answer's (a router's sample)
-      const events = opts.allHolders === true ? [] : node.services.dht.findProviders(key, { signal: lookupSignal })
       if (opts.allHolders === true) {
         await providersFromHolders(node.services.dht, key, (ids) => { for (const id of ids) add(id); notify() }, { signal: lookupSignal })
-      }
-      for await (const ev of events) {
-        if (ev.name !== 'PROVIDER') continue
-        for (const p of ev.providers) {
-          const known = peers.has(p.id.toString())
-          add(p.id)
-          if (!known && peers.has(p.id.toString()) && p.multiaddrs?.length > 0) await node.peerStore.merge(p.id, { multiaddrs: p.multiaddrs }).catch(() => {})
+      } else {
+        for await (const ev of node.services.dht.findProviders(key, { signal: lookupSignal })) {
+          if (ev.name !== 'PROVIDER') continue
+          for (const p of ev.providers) {
+            const known = peers.has(p.id.toString())
+            add(p.id)
+            if (!known && peers.has(p.id.toString()) && p.multiaddrs?.length > 0) await node.peerStore.merge(p.id, { multiaddrs: p.multiaddrs }).catch(() => {})
+          }
+          notify()
         }
-        notify()
       }
     } catch (err) {
       if (!signal.aborted && opts.lookupTimeoutMs == null) throw err
