@@ -50,8 +50,10 @@ const SYNC_RATE = { perWindow: 16, windowMs: 10_000 }
 const SYNC_START_RATE = { perWindow: 8, windowMs: 10_000 }
 /** per remote address: refused (forged) pushes per window; past it, its pushes are not read */
 const PUSH_RATE = { perWindow: 16, windowMs: 10_000 }
-/** every node catches up from one random connected peer this often (ms) */
+/** every node catches up from one peer this often (ms): a connected one and a remembered one by turns */
 const RESYNC_MS = GOVERNANCE_RESYNC_MS
+/** peers remembered for the re-sync rounds that reach past this node's connections (resync) */
+export const KNOWN_PEERS = 256
 /** a peer refused this often within the window is hung up on and blocked for blockMs */
 export const ABUSE = { strikes: 8, windowMs: 10_000, blockMs: 60_000 }
 
@@ -210,16 +212,39 @@ export class GovernanceService implements Startable {
     await this.components.registrar.handle(GOV_SYNC_PROTOCOL, this.handleSync, { maxInboundStreams: 32, maxOutboundStreams: 32, runOnLimitedConnection: true })
     await this.components.registrar.handle(GOV_PUSH_PROTOCOL, this.handlePush, { maxInboundStreams: 8, maxOutboundStreams: 64, runOnLimitedConnection: true })
     this.components.events.addEventListener('peer:identify', this.onConnect)
-    // anti-entropy: one catch-up from one random peer per RESYNC_MS, whatever else happened
-    this.resyncTimer = setInterval(() => {
-      const peers = this.peers()
-      if (peers.length === 0) return
-      const peer = peers[Math.floor(Math.random() * peers.length)]
-      void this.syncFrom(peer).catch(err => this.log('re-sync from %p failed: %s', peer, err.message))
-    }, RESYNC_MS)
+    // anti-entropy: one catch-up per RESYNC_MS, whatever else happened
+    this.resyncTimer = setInterval(() => { this.resync() }, RESYNC_MS)
     this.resyncTimer.unref()
     this.started = true
   }
+
+  /**
+   * One catch-up: on even rounds from a random connected peer, on odd rounds from a random
+   * peer this node has seen speak the sync protocol, dialled if it is not connected. A node
+   * whose connections all lie on one side of a partition that has healed (gossipsub dials
+   * nobody; libp2p redials only the peers kad-dht keeps alive, its closest, which may all lie
+   * on the same side) still hears the other side within 2 × RESYNC_MS; then gossip spreads
+   * what it learnt. At most one dial per node per 2 × RESYNC_MS; the connection budget closes
+   * the connection once idle.
+   */
+  private resync (): void {
+    const connected = this.peers()
+    const pool = this.resyncRound++ % 2 === 1 && this.known.size > 0 ? [...this.known.values()] : connected
+    if (pool.length === 0) return
+    const peer = pool[Math.floor(Math.random() * pool.length)]
+    const id = peer.toString()
+    // the catch-up a new connection's identify would start is this one
+    if (!this.lastSyncFrom.take(id)) return
+    void this.syncFrom(peer).catch(err => {
+      this.log('re-sync from %p failed: %s', peer, err.message)
+      // gone or unreachable: forgotten until it connects again
+      if (this.components.connectionManager.getConnections(peer).length === 0) this.known.delete(id)
+    })
+  }
+
+  private resyncRound = 0
+  /** peers seen speaking GOV_SYNC_PROTOCOL, the KNOWN_PEERS most recent (what odd re-sync rounds pick from) */
+  private readonly known = new Map<string, PeerId>()
 
   /** libp2p calls it once every component started (gossipsub included) */
   afterStart (): void {
@@ -419,6 +444,9 @@ export class GovernanceService implements Startable {
   private onConnect (evt: CustomEvent<IdentifyResult>): void {
     const peer = evt.detail.peerId
     if (!(evt.detail.protocols ?? []).includes(GOV_SYNC_PROTOCOL)) return
+    this.known.delete(peer.toString())
+    this.known.set(peer.toString(), peer)
+    if (this.known.size > KNOWN_PEERS) this.known.delete(this.known.keys().next().value as string)
     // at most SYNC_START_RATE in all (new peer ids are free), and one per peer per 5 s;
     // the periodic re-sync (start()) catches up whatever these limits skip
     if (this.syncStarted.exhausted('all')) return
