@@ -101,13 +101,14 @@ export class ExpertAdvertiser {
   /**
    * A record published while this node knew few DHT peers (the mesh's first peers, a node
    * that just joined) was stored on those few, not on the peers closest to its keys: it is
-   * published again each time the routing table has doubled, until it holds K (20) peers.
-   * At most ~5 publications more per node, then only RECORD_REFRESH_MS.
+   * published again each time the routing table has doubled since. A mesh that keeps growing
+   * moves the K closest peers of every key; a routing table holds about K·log2(N/K) peers, so
+   * this is O(log N) publications per node in its lifetime (1 → 2 → … → 160 at 300 peers), on
+   * top of RECORD_REFRESH_MS. (At 100 peers, stopping at K left 6 % of records unfound before
+   * the first refresh.)
    */
   private readonly onGrowth = (): void => {
     if (this.timer == null) return
-    // placed well enough: only RECORD_REFRESH_MS from now on
-    if (this.routingAtPublish >= DHT_K) { clearInterval(this.growth); return }
     const now = routingTableSize(this.node.services.dht)
     if (now >= Math.max(1, 2 * this.routingAtPublish)) this.tick()
   }
@@ -138,7 +139,7 @@ export class ExpertAdvertiser {
   }
 
   start (): void {
-    this.timer = setTimeout(this.tick, this.refreshMs)
+    this.timer = setTimeout(this.tick, this.nextRefreshMs())
     this.growth = setInterval(this.onGrowth, GROWTH_CHECK_MS)
     this.growth.unref()
     // the node's addresses changed (a relay reservation gained or lost, a port mapped): the
@@ -159,13 +160,22 @@ export class ExpertAdvertiser {
   private growth?: NodeJS.Timeout
   private publishing = false
 
+  /**
+   * refreshMs ± 20 % at random: peers that started together (a host restarted, a harness) do
+   * not re-publish together (at 200 peers, 50 that joined within a minute doubled their
+   * process's CPU for that minute every 10 min); never past the TTL's half
+   */
+  private nextRefreshMs (): number {
+    return Math.min(Math.round(this.refreshMs * (0.8 + 0.4 * Math.random())), Math.floor(this.ttlMs / 2))
+  }
+
   private readonly tick = (): void => {
     if (this.publishing) return
     this.publishing = true
     clearTimeout(this.timer)
     this.publish().catch(err => this.log.error('advertise failed: %e', err)).finally(() => {
       this.publishing = false
-      if (this.timer != null) this.timer = setTimeout(this.tick, this.refreshMs)
+      if (this.timer != null) this.timer = setTimeout(this.tick, this.nextRefreshMs())
     })
   }
 
@@ -182,8 +192,6 @@ export class ExpertAdvertiser {
 /** a /meshllm/record stream's whole life (ms) */
 export const RECORD_STREAM_MS = 5_000
 
-/** kad-dht's bucket size: a routing table this big no longer grows the record's placement much */
-const DHT_K = 20
 /** how often the routing table's growth is checked (a local read, no traffic) */
 const GROWTH_CHECK_MS = 5_000
 
