@@ -11,10 +11,17 @@
  * one per line, with one JSON line each:
  *   {"cmd":"cpu"}                     process CPU time (µs), RSS and heap (bytes), peer count
  *   {"cmd":"halts"}                   per peer: when it applied a HALT (Date.now ms) or null
- *   {"cmd":"lookup","peers":[…]}      this process's peers fetch those experts' DHT records
+ *   {"cmd":"lookup","peers":[…]}      this process's peers fetch those experts' DHT records (found,
+ *                                     missing, time to the first valid copy: p50, p95)
  *   {"cmd":"stats"}                   connections, DHT routing table, gossipsub peers (summed)
  *   {"cmd":"profile","ms":…,"file":…} a V8 CPU profile of this process for ms, written to file
  *   {"cmd":"inbound"}                 inbound streams per protocol (all peers) since the last ask
+ *   {"cmd":"partition","a":[…],"b":[…],"ms":…}
+ *                                     a network partition between peer sets a and b for ms: this
+ *                                     process's peers on either side refuse the other side (the
+ *                                     blocklist every node has, whose connection gater refuses a
+ *                                     peer right after the handshake, both ways) and hang up on
+ *                                     it; it heals when the blocks expire
  *   {"cmd":"stop"}                    stops every peer, then exits
  */
 import { createInterface } from 'node:readline'
@@ -28,7 +35,7 @@ import { resolveModel } from '../src/expert/resolve.js'
 import { RouterTokenizer } from '../src/router/tokenizer.js'
 import { expertRecordKey, openExpertRecord } from '../src/wire/record.js'
 import { routingTableSize } from '../src/node/dht-internals.js'
-import { errorMessage } from '../src/util/errors.js'
+import { errorMessage, errorName } from '../src/util/errors.js'
 
 const args = process.argv.slice(2)
 const one = (name: string, d?: string): string | undefined => args.includes(name) ? args[args.indexOf(name) + 1] : d
@@ -50,6 +57,17 @@ const peers: MeshPeer[] = []
 const haltAt = new Map<string, number>()
 
 async function startPeer (i: number, boot: string[]): Promise<MeshPeer> {
+  try {
+    return await startPeerOnce(i, boot)
+  } catch (err) {
+    // on 2 cores at 300 peers a joiner's three bootstrap peers (another process's) can all be
+    // too busy to answer within connectBootstrap's 10 s: once more, through peers of this process
+    if (errorName(err) !== 'NoPeersError' || peers.length === 0) throw err
+    return await startPeerOnce(i, [...peers].sort(() => Math.random() - 0.5).slice(0, 3).map(p => p.node.getMultiaddrs()[0].toString()))
+  }
+}
+
+async function startPeerOnce (i: number, boot: string[]): Promise<MeshPeer> {
   const dataDir = join(DIR, `p${i}`)
   await mkdir(dataDir, { recursive: true })
   const peer = await MeshPeer.start({
@@ -81,31 +99,38 @@ await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
 for (const p of peers) countInbound(p)
 out({ ready: true, startMs: Math.round(performance.now() - t0), addrs: peers.map(p => p.node.getMultiaddrs()[0].toString()) })
 
-async function lookup (ids: string[]): Promise<{ asked: number, found: number, missing: string[], ms: number }> {
+async function lookup (ids: string[]): Promise<{ asked: number, found: number, missing: string[], ms: number, firstValueMs: { p50: number, p95: number } | null }> {
   const start = performance.now()
   const missing: string[] = []
+  const took: number[] = []
   let found = 0
   let i = 0
-  // each record looked up by a different peer of this process, 8 at a time
+  // each record looked up by a different peer of this process, 8 at a time; a lookup ends at
+  // the first valid copy (what a router's discovery waits for) or after 10 s
   await Promise.all(Array.from({ length: 8 }, async () => {
     while (i < ids.length) {
       const id = ids[i]
       const peer = peers[i++ % peers.length]
       let ok = false
+      const t = performance.now()
+      const ac = new AbortController()
+      const signal = AbortSignal.any([ac.signal, AbortSignal.timeout(10_000)])
       try {
         const pid = peerIdFromString(id)
-        for await (const ev of peer.node.services.dht.get(expertRecordKey(pid), { signal: AbortSignal.timeout(10_000) })) {
+        for await (const ev of peer.node.services.dht.get(expertRecordKey(pid), { signal })) {
           if (ev.name === 'VALUE') {
             const r = await openExpertRecord(ev.value).catch(() => undefined)
-            if (r?.peerId.equals(pid) === true) ok = true
+            if (r?.peerId.equals(pid) === true) { ok = true; break }
           }
         }
       } catch {}
-      if (ok) found++
-      else missing.push(id)
+      ac.abort()
+      if (ok) { found++; took.push(performance.now() - t) } else missing.push(id)
     }
   }))
-  return { asked: ids.length, found, missing, ms: Math.round(performance.now() - start) }
+  took.sort((a, b) => a - b)
+  const q = (p: number): number => Math.round(took[Math.min(took.length - 1, Math.floor(p * took.length))])
+  return { asked: ids.length, found, missing, ms: Math.round(performance.now() - start), firstValueMs: took.length > 0 ? { p50: q(0.5), p95: q(0.95) } : null }
 }
 
 function stats (): unknown {
@@ -136,6 +161,22 @@ function takeInbound (): Record<string, number> {
   return o
 }
 
+async function partition (a: string[], b: string[], ms: number): Promise<{ closed: number }> {
+  const sides = [new Set(a), new Set(b)]
+  let closed = 0
+  await Promise.all(peers.map(async (p) => {
+    const me = p.node.peerId.toString()
+    const other = sides[0].has(me) ? sides[1] : sides[1].has(me) ? sides[0] : undefined
+    if (other == null) return
+    for (const id of other) p.node.services.blocklist.block(id, ms)
+    await Promise.all(p.node.getConnections().filter(c => other.has(c.remotePeer.toString())).map(async (c) => {
+      closed++
+      await c.close({ signal: AbortSignal.timeout(2_000) }).catch(err => { c.abort(err) })
+    }))
+  }))
+  return { closed }
+}
+
 async function profile (ms: number, file: string): Promise<{ file: string }> {
   const { Session } = await import('node:inspector/promises')
   const { writeFile } = await import('node:fs/promises')
@@ -163,6 +204,7 @@ createInterface({ input: process.stdin }).on('line', (line) => {
       case 'lookup': out(await lookup(cmd.peers ?? [])); break
       case 'stats': out(stats()); break
       case 'inbound': out(takeInbound()); break
+      case 'partition': { const c = cmd as { a?: string[], b?: string[], ms?: number }; out(await partition(c.a ?? [], c.b ?? [], c.ms ?? 30_000)); break }
       case 'profile': out(await profile((cmd as { ms?: number }).ms ?? 10_000, (cmd as { file?: string }).file ?? join(DIR, 'cpu.cpuprofile'))); break
       case 'stop':
         await Promise.all(peers.map(async p => { await p.stop().catch(() => {}) }))

@@ -135,8 +135,14 @@ export class ScaleMesh {
   }
 
   /** the peers of host `host` fetch the given experts' DHT records */
-  async lookup (host: number, peers: string[]): Promise<{ asked: number, found: number, missing: string[], ms: number }> {
+  async lookup (host: number, peers: string[]): Promise<{ asked: number, found: number, missing: string[], ms: number, firstValueMs: { p50: number, p95: number } | null }> {
     return await this.ask(host, { cmd: 'lookup', peers })
+  }
+
+  /** a network partition between peer sets a and b (peer ids) for ms, then it heals; how many connections were cut */
+  async partition (a: string[], b: string[], ms: number): Promise<number> {
+    const r = await Promise.all(this.hosts.map(async (_, i) => await this.ask<{ closed: number }>(i, { cmd: 'partition', a, b, ms })))
+    return r.reduce((n, x) => n + x.closed, 0)
   }
 
   async stop (): Promise<void> {

@@ -13,8 +13,13 @@
  *  3. status: `meshllm status --json`: wall time and how many experts it saw;
  *  4. DHT: every peer's expert record looked up by the peers of another process (success %);
  *  5. HALT: `meshllm halt` against one peer; when each peer applied it (first → last, and
- *     command start → last), then a 2-of-3 RESUME.
- * Options: --sizes, --per-process 50, --settle-s 150, --idle-s 60, --runs 3, --out bench/scale.json
+ *     command start → last), then a 2-of-3 RESUME;
+ *  6. partition: the last process's peers (the last third of a one-process mesh) cut off from
+ *     the rest for --partition-s (each side's connection gater refuses the other, connections
+ *     hung up); a HALT issued on the other side; whether it leaked across, and how long after
+ *     the partition healed the cut-off peers had it (first, last); then a RESUME.
+ * Options: --sizes, --per-process 50, --settle-s 150, --idle-s 60, --runs 3, --partition-s 30,
+ * --only idle,generate,status,dht,halt,partition, --out bench/scale.json
  * (the chart goes beside it: bench/scale.svg)
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -23,6 +28,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ScaleMesh, meshllm, type CpuSample } from './scale-mesh.js'
 import { renderScaleChart, type ScaleRow } from './scale-chart.js'
+import { GOVERNANCE_RESYNC_MS } from '../src/node/periodic.js'
 
 const args = process.argv.slice(2)
 const opt = (name: string, d: string): string => args.includes(name) ? args[args.indexOf(name) + 1] : d
@@ -32,7 +38,10 @@ const PER_PROCESS = Number(opt('--per-process', '50'))
 const SETTLE_S = Number(opt('--settle-s', '150'))
 const IDLE_S = Number(opt('--idle-s', '60'))
 const RUNS = Number(opt('--runs', '3'))
-const ONLY = new Set(opt('--only', 'idle,generate,status,dht,halt').split(','))
+const ONLY = new Set(opt('--only', 'idle,generate,status,dht,halt,partition').split(','))
+const PARTITION_MS = Number(opt('--partition-s', '30')) * 1000
+// two re-sync rounds (GOVERNANCE_RESYNC_MS) and some
+const CATCH_UP_WAIT_MS = 3 * GOVERNANCE_RESYNC_MS
 const OUT = opt('--out', fileURLToPath(new URL('../../bench/scale.json', import.meta.url)))
 const CHART = OUT.replace(/\.json$/, '.svg')
 const log = (s: string): void => { process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`) }
@@ -86,7 +95,7 @@ async function measure (n: number, dir: string): Promise<Record<string, unknown>
     if (ONLY.has('dht')) {
       const from = mesh.hosts.length > 1 ? 1 : 0
       const r = await mesh.lookup(from, mesh.peerIds)
-      result.dht = { asked: r.asked, found: r.found, percent: round(100 * r.found / r.asked, 2), ms: r.ms }
+      result.dht = { asked: r.asked, found: r.found, percent: round(100 * r.found / r.asked, 2), ms: r.ms, firstValueMs: r.firstValueMs }
       log(`${n} peers DHT: ${r.found}/${r.asked} records found in ${r.ms} ms`)
     }
     if (ONLY.has('halt')) {
@@ -103,6 +112,25 @@ async function measure (n: number, dir: string): Promise<Record<string, unknown>
       result.halt = { code: h.code, reached: got.length, of: n, firstToLastMs: got.length > 0 ? Math.max(...got) - Math.min(...got) : null, commandStartToLastMs: got.length > 0 ? Math.max(...got) - start : null, commandMs: h.wallMs }
       log(`${n} peers HALT: ${JSON.stringify(result.halt)}`)
       const res = await meshllm(['resume', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[1], '--key', mesh.governance.keyFiles[2], '--bootstrap', target])
+      if (res.code !== 0) log(`resume failed: ${res.stderr.slice(-300)}`)
+    }
+    if (ONLY.has('partition')) {
+      // the last process's peers (the last third in a one-process mesh) cut off for PARTITION_MS;
+      // a HALT issued on the other side meanwhile; when did the cut-off side have it after healing
+      const ids = mesh.peerIds
+      const cut = mesh.hosts.length > 1 ? ids.length - mesh.hosts[mesh.hosts.length - 1].addrs.length : ids.length - Math.max(1, Math.floor(ids.length / 3))
+      const healAt = Date.now() + PARTITION_MS
+      const closed = await mesh.partition(ids.slice(0, cut), ids.slice(cut), PARTITION_MS)
+      const h = await meshllm(['halt', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[0], '--reason', 'partition', '--bootstrap', mesh.addrs[0], '--json'])
+      let times = await mesh.halts()
+      while (Date.now() < healAt - 1_000 && times.slice(0, cut).some(t => t == null)) { await sleep(250); times = await mesh.halts() }
+      const leaked = times.slice(cut).filter(t => t != null).length
+      await sleep(Math.max(0, healAt - Date.now()))
+      while (Date.now() < healAt + CATCH_UP_WAIT_MS && times.some(t => t == null)) { await sleep(250); times = await mesh.halts() }
+      const late = times.slice(cut).filter((t): t is number => t != null)
+      result.partition = { code: h.code, cutOff: ids.length - cut, connectionsCut: closed, partitionMs: PARTITION_MS, leaked, caughtUp: late.length, healToFirstMs: late.length > 0 ? Math.min(...late) - healAt : null, healToLastMs: late.length === ids.length - cut ? Math.max(...late) - healAt : null }
+      log(`${n} peers partition: ${JSON.stringify(result.partition)}`)
+      const res = await meshllm(['resume', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[1], '--key', mesh.governance.keyFiles[2], '--bootstrap', mesh.addrs[0]])
       if (res.code !== 0) log(`resume failed: ${res.stderr.slice(-300)}`)
     }
   } finally {

@@ -3,7 +3,8 @@
  * meshllm peers in two processes (bench/scale-host.ts), then what a user does against them,
  * each from its own process or node: a cold one-token generate, `status` a page at a time, a
  * router that samples instead of enumerating, every expert's record found in the DHT, and a
- * keyholder's HALT reaching all 30. No timing is asserted (bench/scale.json has the numbers).
+ * keyholder's HALT reaching all 30, and the side of a partition that missed a HALT catching up
+ * once it heals. No timing is asserted (bench/scale.json has the numbers).
  */
 import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -137,6 +138,40 @@ describe('scale: 30 peers', function () {
       if (halts.every(t => t == null)) break
       await new Promise(resolve => setTimeout(resolve, 100))
     }
+    assert.equal(halts.filter(t => t != null).length, 0)
+  })
+
+  it('a HALT issued during a partition reaches the cut-off side once the partition heals', async function () {
+    const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+    const waitHalts = async (until: (h: Array<number | null>) => boolean, ms: number): Promise<Array<number | null>> => {
+      const end = Date.now() + ms
+      let h = await mesh.halts()
+      while (!until(h) && Date.now() < end) { await sleep(250); h = await mesh.halts() }
+      return h
+    }
+    // peers 20 … 29 (10 of the second process's 15) are cut off from the other 20
+    const A = 20
+    const PARTITION_MS = 20_000
+    const healAt = Date.now() + PARTITION_MS
+    assert.ok(await mesh.partition(mesh.peerIds.slice(0, A), mesh.peerIds.slice(A), PARTITION_MS) > 0)
+    const h = await meshllm(['halt', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[0], '--reason', 'partition', '--bootstrap', mesh.addrs[0], '--json'])
+    assert.equal(h.code, 0, h.stderr)
+    let halts = await waitHalts(x => x.slice(0, A).every(t => t != null), healAt - Date.now() - 1_000)
+    assert.ok(Date.now() < healAt, 'still partitioned')
+    assert.equal(halts.slice(0, A).filter(t => t != null).length, A)
+    // the partition held: nothing reached the other side
+    assert.equal(halts.slice(A).filter(t => t != null).length, 0)
+    // healed: no connection crosses it any more; libp2p redials the peers kad-dht keeps alive
+    // (its closest), every other re-sync round dials a remembered peer, and a new connection
+    // starts a catch-up: within 2 × 60 s of rounds at most
+    await sleep(healAt - Date.now())
+    halts = await waitHalts(x => x.every(t => t != null), 150_000)
+    assert.equal(halts.filter(t => t != null).length, PEERS)
+    // a RESUME from the side that was cut off reaches everyone too (gossip over the few
+    // connections that cross, or the next catch-up)
+    const r = await meshllm(['resume', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[1], '--key', mesh.governance.keyFiles[2], '--bootstrap', mesh.addrs[A]])
+    assert.equal(r.code, 0, r.stderr)
+    halts = await waitHalts(x => x.every(t => t == null), 150_000)
     assert.equal(halts.filter(t => t != null).length, 0)
   })
 })
