@@ -130,6 +130,17 @@ export class ScaleMesh {
     return r.flatMap(x => x.halts)
   }
 
+  /** polls halts() every 250 ms until `until` holds or `ms` have passed; the last answer */
+  async waitHalts (until: (halts: Array<number | null>) => boolean, ms: number): Promise<Array<number | null>> {
+    const end = Date.now() + ms
+    let h = await this.halts()
+    while (!until(h) && Date.now() < end) {
+      await new Promise(resolve => setTimeout(resolve, 250))
+      h = await this.halts()
+    }
+    return h
+  }
+
   async stats (): Promise<Array<Record<string, number>>> {
     return await Promise.all(this.hosts.map(async (_, i) => await this.ask<Record<string, number>>(i, { cmd: 'stats' })))
   }

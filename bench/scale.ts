@@ -102,12 +102,7 @@ async function measure (n: number, dir: string): Promise<Record<string, unknown>
       const target = mesh.addrs[mesh.addrs.length - 1]
       const start = Date.now()
       const h = await meshllm(['halt', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[0], '--reason', 'scale bench', '--bootstrap', target, '--json'])
-      let times: Array<number | null> = []
-      for (let waited = 0; waited < 30_000; waited += 250) {
-        times = await mesh.halts()
-        if (times.every(t => t != null)) break
-        await sleep(250)
-      }
+      const times = await mesh.waitHalts(t => t.every(x => x != null), 30_000)
       const got = times.filter((t): t is number => t != null)
       result.halt = { code: h.code, reached: got.length, of: n, firstToLastMs: got.length > 0 ? Math.max(...got) - Math.min(...got) : null, commandStartToLastMs: got.length > 0 ? Math.max(...got) - start : null, commandMs: h.wallMs }
       log(`${n} peers HALT: ${JSON.stringify(result.halt)}`)
@@ -122,11 +117,10 @@ async function measure (n: number, dir: string): Promise<Record<string, unknown>
       const healAt = Date.now() + PARTITION_MS
       const closed = await mesh.partition(ids.slice(0, cut), ids.slice(cut), PARTITION_MS)
       const h = await meshllm(['halt', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[0], '--reason', 'partition', '--bootstrap', mesh.addrs[0], '--json'])
-      let times = await mesh.halts()
-      while (Date.now() < healAt - 1_000 && times.slice(0, cut).some(t => t == null)) { await sleep(250); times = await mesh.halts() }
+      let times = await mesh.waitHalts(t => t.slice(0, cut).every(x => x != null), healAt - 1_000 - Date.now())
       const leaked = times.slice(cut).filter(t => t != null).length
       await sleep(Math.max(0, healAt - Date.now()))
-      while (Date.now() < healAt + CATCH_UP_WAIT_MS && times.some(t => t == null)) { await sleep(250); times = await mesh.halts() }
+      times = await mesh.waitHalts(t => t.every(x => x != null), CATCH_UP_WAIT_MS)
       const late = times.slice(cut).filter((t): t is number => t != null)
       result.partition = { code: h.code, cutOff: ids.length - cut, connectionsCut: closed, partitionMs: PARTITION_MS, leaked, caughtUp: late.length, healToFirstMs: late.length > 0 ? Math.min(...late) - healAt : null, healToLastMs: late.length === ids.length - cut ? Math.max(...late) - healAt : null }
       log(`${n} peers partition: ${JSON.stringify(result.partition)}`)

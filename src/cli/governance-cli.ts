@@ -56,7 +56,7 @@ export function refuseDevGovernanceOffLoopback (config: GovernanceConfig, addrs:
 }
 
 /** A short-lived client node joined to the mesh's governance, caught up from its bootstrap peers. */
-export async function governanceClient (config: GovernanceConfig, bootstrap: string[], timings?: Timings, options: { minimal?: boolean } = {}): Promise<{ node: MeshNode, gov: GovernanceService, close: () => Promise<void> }> {
+export async function governanceClient (config: GovernanceConfig, bootstrap: string[], timings?: Timings, options: { minimal?: boolean, requireCatchUp?: boolean } = {}): Promise<{ node: MeshNode, gov: GovernanceService, close: () => Promise<void> }> {
   refuseDevGovernanceOffLoopback(config, bootstrap)
   const node = await createMeshNode({ listen: [], dhtServer: false, minimal: options.minimal })
   await node.start()
@@ -67,8 +67,11 @@ export async function governanceClient (config: GovernanceConfig, bootstrap: str
     // a keyholder tool needs connections, not the DHT: no wait for a routing table
     await connectBootstrap(node, bootstrap, 10_000, { waitForDht: false })
     timings?.mark('connect')
-    await gov.syncAll()
+    const sync = await gov.catchUp(10_000)
     timings?.mark('catch-up')
+    // a keyholder message is numbered from the state learnt here: without any answer, "not
+    // halted" or version 0 would be this tool's guess, not the mesh's state
+    if (options.requireCatchUp === true && sync.answered === 0) throw new NoPeersError(`no mesh peer answered the governance catch-up within 10 s (${sync.peers} connected): the mesh's version and halt are unknown`)
   } catch (err) {
     await gov.stop(); await node.stop()
     throw err
@@ -248,7 +251,7 @@ export async function keyholderCommand (cmd: 'halt' | 'resume' | 'vote' | 'phase
   const config = await governanceConfigFrom(values.governance)
   // learn the current version and halt from the mesh first, then sign and submit over the
   // same connections
-  const { gov, close } = await governanceClient(config, bootstrap, timings, { minimal: true })
+  const { gov, close } = await governanceClient(config, bootstrap, timings, { minimal: true, requireCatchUp: true })
   try {
     const st = gov.state
     const base = baseMessage(st.config, st.version + 1)

@@ -513,6 +513,21 @@ export class GovernanceService implements Startable {
   }
 
   /**
+   * syncAll until at least one peer answers, within `deadlineMs`: a peer may refuse while it
+   * serves others (catch-ups served are rate-limited per address), so a round nobody answered
+   * is tried again every 500 ms. What the last round gave.
+   */
+  async catchUp (deadlineMs: number): Promise<{ peers: number, answered: number, applied: number }> {
+    const deadline = Date.now() + deadlineMs
+    let sync = await this.syncAll({ signal: AbortSignal.timeout(Math.min(5_000, deadlineMs)) })
+    while (sync.answered === 0 && sync.peers > 0 && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 500))
+      sync = await this.syncAll({ signal: AbortSignal.timeout(Math.max(500, deadline - Date.now())) })
+    }
+    return sync
+  }
+
+  /**
    * Catches up from every connected peer (within 5 s, or until `options.signal` aborts): how
    * many peers answered, and how many envelopes were applied.
    */

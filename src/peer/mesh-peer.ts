@@ -175,12 +175,7 @@ export class MeshPeer {
         cleanup.push(async () => { await gov.stop() })
         // bounded wait for an answer (a peer may refuse while it serves others): then serve
         // with this node's own state, and say so
-        const deadline = Date.now() + (init.catchUpMs ?? 10_000)
-        let sync = await gov.syncAll({ signal: AbortSignal.timeout(Math.min(5_000, init.catchUpMs ?? 10_000)) })
-        while (sync.answered === 0 && sync.peers > 0 && Date.now() < deadline) {
-          await new Promise(resolve => setTimeout(resolve, 500))
-          sync = await gov.syncAll({ signal: AbortSignal.timeout(Math.max(500, deadline - Date.now())) })
-        }
+        const sync = await gov.catchUp(init.catchUpMs ?? 10_000)
         if ((init.bootstrap ?? []).length > 0 && sync.answered === 0) log(`warning: no peer answered the governance catch-up (${sync.peers} connected): serving with this node's own state${state.halted != null ? ' (HALTED)' : ''}`)
         else if (sync.answered > 0) log(`governance: caught up from ${sync.answered} peer(s): version ${state.version}${state.halted != null ? `, HALTED: ${state.halted.reason}` : ''}`)
         return gov

