@@ -20,12 +20,17 @@ export interface AggregateOptions {
    * how an expert's tail mass is spread over the ids it did not list (docs/aggregation.md §1):
    * 'uniform' (default), 'unigram' (in proportion to `prior`), 'bounded' (like 'unigram', but
    * no unlisted id above the expert's least probable listed id), 'context' ('bounded', then the
-   * unlisted mass favours tokens of `context`: src/aggregate/context-tail.ts)
+   * unlisted mass favours tokens of `context`: src/aggregate/context-tail.ts), 'local'
+   * ('bounded' with `prior` = the next-token distribution of the router's own model at this
+   * step, then the 'context' boost when `context` is given)
    */
   tail?: TailModel
-  /** the 'context' tail: the tokens so far (prompt and generated), oldest first */
+  /** the 'context' tail (and 'local', optional): the tokens so far (prompt and generated), oldest first */
   context?: ArrayLike<number>
-  /** the prior of the 'unigram' and 'bounded' tails; default: the shipped models/tail-prior.bin.gz */
+  /**
+   * the prior of the 'unigram' and 'bounded' tails (default: the shipped
+   * models/tail-prior.bin.gz); the 'local' tail requires it: this step's `localTailPrior()`
+   */
   prior?: TailPrior
   /** rule 'trimmed': fraction of the total weight cut from each end (default 0.25) */
   trim?: number
@@ -93,6 +98,14 @@ export function aggregate (inputs: WeightedDist[], opts: AggregateOptions): Aggr
   if (tail === 'context') {
     if (opts.context == null) throw new AggregationError("the 'context' tail needs the context tokens")
     return applyContextTail(aggregate(inputs, { ...opts, tail: 'bounded' }), opts.context)
+  }
+  if (tail === 'local') {
+    // the 'bounded' shape with this step's distribution of the router's own model as the
+    // prior, then (given the context) the 'context' boost of tokens the context holds
+    if (opts.prior == null) throw new AggregationError("the 'local' tail needs the local model's distribution (prior)")
+    if (inputs.length === 0) throw new AggregationError('no inputs')
+    const agg = aggregateGeneral(inputs, { rule, vocabSize: V, tail: 'bounded', prior: opts.prior, trim: opts.trim })
+    return opts.context != null ? applyContextTail(agg, opts.context) : agg
   }
   if (tail !== 'uniform' && tail !== 'unigram' && tail !== 'bounded') throw new AggregationError(`unknown tail ${String(tail)}`)
   const K = inputs.length

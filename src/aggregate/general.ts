@@ -15,12 +15,16 @@
  */
 import type { Aggregated, AggregationRule, WeightedDist } from './types.js'
 import { AggregationError, PRODUCT_EPSILON } from './common.js'
-import { priorOrder, type TailPrior } from './prior.js'
+import { priorHead, priorOrder, type TailPrior } from './prior.js'
 
 /** how an expert's unlisted mass is shaped per expert (this file) */
 export type ShapeTail = 'uniform' | 'unigram' | 'bounded'
-/** every tail model of aggregate(): the shapes, and 'context' (src/aggregate/context-tail.ts) */
-export type TailModel = ShapeTail | 'context'
+/**
+ * every tail model of aggregate(): the shapes, 'context' (src/aggregate/context-tail.ts) and
+ * 'local' (the 'bounded' shape with, at every step, the router's own model's distribution as
+ * the prior: src/router/local-model.ts)
+ */
+export type TailModel = ShapeTail | 'context' | 'local'
 
 /**
  * 'bounded' tail: an id that another expert lists but this one does not gets this fraction of
@@ -40,6 +44,8 @@ export interface GeneralOptions {
   prior?: TailPrior
   /** 'trimmed': fraction of the weight cut from each end, in [0, 0.5) */
   trim?: number
+  /** 'bounded': ids other experts list but this one does not go just below its least listed id (default true) */
+  colisted?: boolean
 }
 
 let markCap = 0
@@ -71,14 +77,34 @@ interface Prepared {
  */
 function boundedTail (prior: TailPrior, listed: Int32Array, st: number, tail: number, cap: number, unlistedWeight: number, unlisted: number,
   outIds: number[], outVals: number[]): number {
-  const order = priorOrder(prior)
+  const head = priorHead(prior)
+  if (head.bound > 0) {
+    // a per-step prior ordered only at its head: enough unless the cap reaches past it
+    const start = outIds.length
+    const c = boundedTailOver(head.order, head.bound, prior, listed, st, tail, cap, unlistedWeight, unlisted, outIds, outVals)
+    if (c !== undefined) return c
+    for (let i = start; i < outIds.length; i++) listed[outIds[i]] = -1
+    outIds.length = start
+    outVals.length = start
+  }
+  return boundedTailOver(priorOrder(prior), 0, prior, listed, st, tail, cap, unlistedWeight, unlisted, outIds, outVals) as number
+}
+
+/**
+ * boundedTail over `order` (the full order, bound 0; or a head holding every id heavier than
+ * `bound`): undefined when a head ran out before the cap stopped binding
+ */
+function boundedTailOver (order: Uint32Array, bound: number, prior: TailPrior, listed: Int32Array, st: number, tail: number, cap: number, unlistedWeight: number, unlisted: number,
+  outIds: number[], outVals: number[]): number | undefined {
   const pi = prior.weights
   let left = tail
   let R = unlistedWeight
   let c = R > 0 ? left / R : 0
   const start = outIds.length
   let seen = 0
-  for (let k = 0; k < order.length && seen < unlisted; k++) {
+  let k = 0
+  let broke = false
+  for (; k < order.length && seen < unlisted; k++) {
     const t = order[k]
     if (listed[t] === st) continue
     seen++
@@ -90,8 +116,13 @@ function boundedTail (prior: TailPrior, listed: Int32Array, st: number, tail: nu
     R -= pi[t]
     // R is a difference of much larger sums: recompute it when cancellation could bite
     if (R < 1e-6 * prior.total) R = unmarkedWeight(pi, listed, st)
-    if (left <= 0 || R <= 0) break
+    if (left <= 0 || R <= 0) { broke = true; break }
     c = left / R
+  }
+  if (bound > 0 && !broke && k === order.length && seen < unlisted) {
+    // the head is used up: every other id weighs at most `bound`
+    if (c * bound <= cap) return c
+    return undefined
   }
   // every unlisted id would be capped: no shape satisfies the cap, keep the plain prior shape
   for (let i = start; i < outIds.length; i++) listed[outIds[i]] = -1
@@ -212,7 +243,7 @@ export function aggregateGeneral (inputs: WeightedDist[], opts: GeneralOptions):
 
   // tails: c_e, and with 'bounded' the explicit values of co-listed and capped ids
   const listedAny: number[] = []
-  if (tailModel === 'bounded' && prepared.length > 1) {
+  if (tailModel === 'bounded' && opts.colisted !== false && prepared.length > 1) {
     const m = marks(V)
     for (const x of prepared) for (const id of x.ids) if (m[id] !== stamp) { m[id] = stamp; listedAny.push(id) }
   }

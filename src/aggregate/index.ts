@@ -3,7 +3,7 @@ export type { SparseDist, WeightedDist, AggregationRule, Aggregated, SamplingOpt
 export { aggregate, AggregationError, PRODUCT_EPSILON, probabilityOf } from './aggregate.js'
 export { DEFAULT_TRIM } from './general.js'
 export type { TailModel } from './general.js'
-export { tailPriorFromWeights, encodeTailPrior, decodeTailPrior, loadTailPrior, defaultTailPrior, defaultTailPriorPath, TailPriorError } from './prior.js'
+export { tailPriorFromWeights, localTailPrior, encodeTailPrior, decodeTailPrior, loadTailPrior, defaultTailPrior, defaultTailPriorPath, TailPriorError } from './prior.js'
 export type { TailPrior } from './prior.js'
 export { perplexityWeights, DEFAULT_PERPLEXITY_BETA, DEFAULT_PERPLEXITY_PRIOR_TOKENS } from './weighting.js'
 export type { PromptScore } from './weighting.js'

@@ -26,6 +26,13 @@ export interface TailPrior {
   name: string
   /** token ids by descending weight (ties by ascending id); computed on first use */
   order?: Uint32Array
+  /**
+   * a prior built per step (the 'local' tail) sorts only its heaviest ids: `head` holds, by
+   * descending weight, its heaviest ids (none lighter than `headBound`), and every other id weighs at
+   * most `headBound`; `order` is then only computed if a consumer needs more
+   */
+  head?: Uint32Array
+  headBound?: number
 }
 
 const MAGIC = 'MLPRIOR1'
@@ -66,6 +73,55 @@ export function priorOrder (prior: TailPrior): Uint32Array {
     prior.order = Uint32Array.from(ids)
   }
   return prior.order
+}
+
+/** the heaviest ids first: `head` and its bound when the prior has one, else the full order (bound 0) */
+export function priorHead (prior: TailPrior): { order: Uint32Array, bound: number } {
+  if (prior.order == null && prior.head != null) return { order: prior.head, bound: prior.headBound ?? 0 }
+  return { order: priorOrder(prior), bound: 0 }
+}
+
+/** ids in the head of a per-step prior: enough for the cap of the 'bounded' shape almost always */
+export const LOCAL_HEAD = 2048
+
+/**
+ * The 'local' tail's prior for one step: the next-token distribution of a model the router
+ * runs itself (`probs`, length V, any positive scale; src/router/local-model.ts). Like
+ * tailPriorFromWeights, but O(V) instead of a sort: only the heaviest ≈ LOCAL_HEAD ids are
+ * ordered (histogram of log weights, then a sort of that head).
+ */
+export function localTailPrior (probs: ArrayLike<number>, name = 'local'): TailPrior {
+  const prior = tailPriorFromWeights(probs, name)
+  const w = prior.weights
+  const V = w.length
+  const BUCKETS = 256
+  const PER_BUCKET = 0.25 // nats
+  let max = 0
+  for (let i = 0; i < V; i++) if (w[i] > max) max = w[i]
+  const lmax = Math.log(max)
+  const counts = new Uint32Array(BUCKETS)
+  const bucketOf = (x: number): number => Math.min(BUCKETS - 1, Math.floor((lmax - Math.log(x)) / PER_BUCKET))
+  for (let i = 0; i < V; i++) counts[bucketOf(w[i])]++
+  // the first buckets holding at most LOCAL_HEAD ids together (at least the first bucket)
+  let take = 0
+  let n = 0
+  while (take < BUCKETS - 1 && n + counts[take] <= LOCAL_HEAD) n += counts[take++]
+  if (take === 0) { n = counts[0]; take = 1 }
+  if (take >= BUCKETS - 1) {
+    priorOrder(prior)
+    return prior
+  }
+  const ids: number[] = []
+  // the bound is the heaviest id left out, exactly (not the bucket edge: no rounding doubt)
+  let bound = 0
+  for (let i = 0; i < V; i++) {
+    if (bucketOf(w[i]) < take) ids.push(i)
+    else if (w[i] > bound) bound = w[i]
+  }
+  ids.sort((a, b) => w[b] - w[a] || a - b)
+  prior.head = Uint32Array.from(ids)
+  prior.headBound = bound
+  return prior
 }
 
 /** Prior → file bytes (gzip), quantised to `step` nats per level. */

@@ -40,7 +40,8 @@ export async function generate (values: Values): Promise<void> {
   const prompt = ([values.prompt ?? []].flat() as unknown[]).map(String).join(' ')
   if (prompt.length === 0) throw new UsageError('generate needs a prompt')
   const bootstrap: string[] = values.bootstrap ?? []
-  if (values.via != null && (values.tail != null || values.weighting != null)) throw new UsageError('--tail and --weighting are not carried by --via (the routing peer aggregates)')
+  if (values.via != null && (values.tail != null || values.weighting != null || values['local-model'] != null)) throw new UsageError('--tail, --weighting and --local-model are not carried by --via (the routing peer aggregates)')
+  if (values.tail === 'local' && values['local-model'] === 'none') throw new UsageError('--tail local needs a local model (--local-model is none)')
   if (values.via != null && (values.speculative === true || values.drafter != null)) throw new UsageError('--speculative and --drafter need --bootstrap (this process routes): --via does not carry them')
   if (values.drafter != null && values.speculative !== true) throw new UsageError('--drafter goes with --speculative')
   // the one validation of every interface (src/router/options.ts): InvalidGenerateOptionError, exit 2
@@ -56,7 +57,8 @@ export async function generate (values: Values): Promise<void> {
     seed: v.seed,
     stop: values.stop,
     rule: v.rule ?? D.rule,
-    tail: v.tail ?? D.tail,
+    // undefined: the router's default ('local' with its local model, else GENERATE_DEFAULTS.tail)
+    tail: v.tail,
     weighting: v.weighting ?? D.weighting,
     speculative: values.speculative === true,
     onToken: values.json === true ? undefined : (t: { text: string }) => { process.stdout.write(t.text) }
@@ -81,11 +83,23 @@ export async function generate (values: Values): Promise<void> {
   const governance = await governanceConfigFrom(values.governance, true)
   refuseDevGovernanceOffLoopback(governance, bootstrap)
   const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
+  let localModel: import('../router/local-model.js').LocalModel | undefined
   try {
+    const localSpec = values['local-model'] ?? values.tokenizer ?? 'meshtest-c'
+    if (localSpec !== 'none') {
+      const [{ LocalModel }, { RouterTokenizer }] = await Promise.all([import('../router/local-model.js'), import('../router/tokenizer.js')])
+      // its tokenizer must be the experts' one: compared with the router's
+      const tok = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
+      try {
+        localModel = await LocalModel.load(localSpec, { expect: { vocabSize: tok.vocabSize, fingerprint: tok.fingerprint } })
+      } finally {
+        await tok.close()
+      }
+    }
     // a routing-only peer: its governance (caught up first) is the only one that can halt it
     // no --bootstrap (nor MESHLLM_BOOTSTRAP, nor a config file): find the mesh on this LAN with mDNS
     const lan = bootstrap.length === 0
-    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer: values.tokenizer, router: { drafter }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
+    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer: values.tokenizer, router: { drafter, localModel }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
     try {
       if (lan) await joinLan(peer)
       const r = await peer.router.generate(prompt, opts)
@@ -96,6 +110,7 @@ export async function generate (values: Values): Promise<void> {
       await peer.stop()
     }
   } finally {
+    await localModel?.close()
     await drafter?.close()
   }
 }

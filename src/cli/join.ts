@@ -59,7 +59,10 @@ export async function join (values: Values): Promise<void> {
   const bar = process.stderr.isTTY ? new ProgressBar('loading model') : undefined
   // the one composition root: data-dir lock, governance and its catch-up before serving,
   // expert, router, routed generation, API, the HALT hookup, and the stop order
+  const localSpec: string | undefined = values['local-model'] != null && values['local-model'] !== 'none' ? values['local-model'] : undefined
+  const localModel = localSpec != null ? await (await import('../router/local-model.js')).LocalModel.load(localSpec) : undefined
   const peer = await MeshPeer.start({
+    router: localModel != null ? { localModel } : undefined,
     expert: {
       model: values.model,
       threads: int(values.threads, 'threads', 1),
@@ -82,6 +85,12 @@ export async function join (values: Values): Promise<void> {
     log: (line) => { process.stderr.write(line + '\n') }
   })
   bar?.done()
+  if (localModel != null && !localModel.matches(peer.router.tokenizer)) {
+    await peer.stop()
+    await localModel.close()
+    const { LocalModelMismatchError } = await import('../router/local-model.js')
+    throw new LocalModelMismatchError(`--local-model ${localSpec}: its tokenizer is not this expert's`)
+  }
   const expert = peer.expert!
   const api = peer.api
   if (api?.grpcPort != null) process.stdout.write(`grpc ${apiModule?.parseHostPort(values.grpc, '--grpc').host}:${api.grpcPort}\n`)
@@ -90,7 +99,7 @@ export async function join (values: Values): Promise<void> {
   for (const ma of peer.node.getMultiaddrs()) process.stdout.write(`listening ${ma.toString()}\n`)
   await new Promise<void>((resolve) => {
     const stop = (): void => {
-      Promise.race([peer.stop(), new Promise(resolve => setTimeout(resolve, 5_000))]).finally(resolve)
+      Promise.race([peer.stop().then(async () => await localModel?.close()), new Promise(resolve => setTimeout(resolve, 5_000))]).finally(resolve)
     }
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)

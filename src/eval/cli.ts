@@ -10,6 +10,7 @@
 import { createMeshNode, connectBootstrap, parseMultiaddr } from '../node/node.js'
 import { Router } from '../router/router.js'
 import { RouterTokenizer } from '../router/tokenizer.js'
+import { LocalModel } from '../router/local-model.js'
 import type { AggregationRule } from '../aggregate/types.js'
 import { RULES as ALL_RULES, TAILS as ALL_TAILS, WEIGHTINGS as ROUTER_WEIGHTINGS } from '../router/options.js'
 import type { TailModel } from '../aggregate/general.js'
@@ -55,6 +56,8 @@ export interface EvalValues {
   beta?: string
   subsets?: boolean
   robust?: string
+  documents?: string
+  'local-model'?: string
   tokenizer?: string
   json?: boolean
 }
@@ -93,19 +96,31 @@ export async function runEvalCommand (values: EvalValues): Promise<EvalResult> {
     prompt: await int(values.prompt, 'prompt', 0, 254),
     rules: await list(values.rules, 'rules', RULES, DEFAULT_RULES),
     weighting: await list(values.weighting, 'weighting', EVAL_WEIGHTINGS, DEFAULT_WEIGHTINGS),
-    tails: await list(values.tails, 'tails', TAILS, DEFAULT_TAILS),
+    tails: values.tails != null ? await list(values.tails, 'tails', TAILS, DEFAULT_TAILS) : undefined,
     fixedWeights,
     beta,
     subsets: values.subsets === true,
     robust: (await list(values.robust, 'robust', ['off', 'on'], ['off', 'on'])).map(x => x === 'on')
   }
+  let documents: [number, number] | undefined
+  if (values.documents != null) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(String(values.documents).trim())
+    if (m == null) await usage(`--documents: "${values.documents}" is not <first>[-<last>] (0-based document indices)`)
+    const first = Number(m![1])
+    const last = m![2] != null ? Number(m![2]) : Number.MAX_SAFE_INTEGER
+    if (last < first) await usage(`--documents: ${last} is before ${first}`)
+    documents = [first, last]
+  }
+  const localSpec = values['local-model']
   const heldout = readHeldout(values.heldout)
   // a terminal gets one line redrawn in place, a log whole lines every 10 %
   const bar = values.json === true ? undefined : new ProgressBar('eval', { width: 0 })
   const node = await createMeshNode({ listen: [], dhtServer: false })
   await node.start()
   const tokenizer = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
+  let localModel: LocalModel | undefined
   try {
+    if (localSpec != null && localSpec !== 'none') localModel = await LocalModel.load(localSpec, { expect: { vocabSize: tokenizer.vocabSize, fingerprint: tokenizer.fingerprint } })
     await connectBootstrap(node, bootstrap)
     const router = new Router(node, tokenizer)
     // the DHT may need a moment to know every expert the caller named
@@ -118,10 +133,13 @@ export async function runEvalCommand (values: EvalValues): Promise<EvalResult> {
       router,
       heldout,
       ...opts,
+      documents,
+      localModel,
       onProgress: bar != null ? (n, total) => { bar.update(total > 0 ? n / total : 1, `${n}/${total} positions`) } : undefined
     })
   } finally {
     bar?.done()
+    await localModel?.close()
     await tokenizer.close()
     await node.stop()
   }
@@ -162,8 +180,12 @@ export function formatEvalResult (r: EvalResult): string {
   }
   lines.push('')
   const e = r.ensemble
+  const b = r.best
   const w = r.weightingParams
-  lines.push(`best: ${e.models.join('+')} ${e.rule} / ${e.weighting} / ${e.tail}: ${f(e.perplexity)} ` +
+  for (const x of r.skipped) lines.push(`skipped: ${x.model} ${x.id}: ${x.error}`)
+  if (r.localModel != null) lines.push(`local model (the 'local' tail, not an expert): ${r.localModel.model}${r.localModel.exact ? '' : ' (top-256 only: no native helper)'}`)
+  lines.push(`ensemble (the router's default): ${e.models.join('+')} ${e.rule} / ${e.weighting} / ${e.tail}${e.robust ? ' / robust' : ''}: ${f(e.perplexity)}`)
+  lines.push(`best: ${b.models.join('+')} ${b.rule} / ${b.weighting} / ${b.tail}${b.robust ? ' / robust' : ''}: ${f(b.perplexity)} ` +
     `(perplexity weighting β = ${w.beta}, n₀ = ${w.priorTokens}; fixed = ${w.fixed})`)
   return lines.join('\n') + '\n'
 }

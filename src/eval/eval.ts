@@ -25,11 +25,13 @@ import type { Frame } from '../wire/types.js'
 import { aggregate, probabilityOf } from '../aggregate/aggregate.js'
 import type { AggregationRule, WeightedDist } from '../aggregate/types.js'
 import type { TailModel } from '../aggregate/general.js'
-import { defaultTailPrior, type TailPrior } from '../aggregate/prior.js'
+import { defaultTailPrior, localTailPrior, type TailPrior } from '../aggregate/prior.js'
+import type { LocalModel } from '../router/local-model.js'
+import { GENERATE_DEFAULTS, ROBUST_MIN_K, defaultTail, robustByDefault } from '../router/options.js'
+import { errorMessage } from '../util/errors.js'
 import { perplexityWeights, DEFAULT_PERPLEXITY_BETA, DEFAULT_PERPLEXITY_PRIOR_TOKENS } from '../aggregate/weighting.js'
 import { NoExpertsError } from '../util/errors.js'
 import { ReputationTable, robustAggregate } from '../router/reputation.js'
-import { ROBUST_MIN_K } from '../router/options.js'
 
 export type Weighting = 'uniform' | 'fixed' | 'perplexity'
 
@@ -92,8 +94,20 @@ export interface EvalOptions extends ScoreOptions {
    * positions spread over many documents; Infinity: each document to its end)
    */
   windowsPerDocument?: number
+  /**
+   * documents [first, last] (0-based, inclusive) of the held-out file to take windows from
+   * (default: all, in file order). docs/quality.md: report 0–30, tuning 31–59, unseen 60–91
+   */
+  documents?: [number, number]
+  /**
+   * the router's own model for the 'local' tail (src/router/local-model.ts): its full
+   * next-token distribution at every position, computed here beside the experts' frames
+   */
+  localModel?: LocalModel
   /** per-request deadline, ms (default 30 s) */
   requestTimeoutMs?: number
+  /** how long an expert may take to accept a session before it counts as unreachable (default 5 s) */
+  probeTimeoutMs?: number
   signal?: AbortSignal
   /** called after each window with the positions collected so far */
   onProgress?: (positions: number, total: number) => void
@@ -114,6 +128,45 @@ export interface Collected {
   bytes: number[]
   windows: number
   documents: number
+  /** experts found but not evaluated: unreachable, or failed during the collection */
+  skipped?: Array<{ id: string, model: string, error: string }>
+  /** the 'local' tail: the local model's name and, per position, its distribution (sparse, see LocalDist) */
+  local?: { model: string, exact: boolean, dists: LocalDist[] }
+}
+
+/**
+ * The local model's distribution at one position, kept sparse: exact weights (mean 1 over the
+ * vocabulary, localTailPrior's scale) of its heaviest ids (sorted, every id heavier than
+ * `bound`), of every id an expert listed there and of the true token; every other id gets
+ * `fill` = the rest of the total, evenly. Aggregation only reads weights at listed ids, the
+ * true token and the head, so the 'local' tail scores exactly as the router computes it.
+ */
+export interface LocalDist {
+  head: Uint32Array
+  bound: number
+  ids: Uint32Array
+  weights: Float64Array
+  fill: number
+}
+
+function sparseLocal (prior: TailPrior, keep: Iterable<number>): LocalDist {
+  const set = new Set<number>(keep)
+  const head = prior.head ?? new Uint32Array(0)
+  for (const t of head) set.add(t)
+  const ids = Uint32Array.from(set)
+  const weights = new Float64Array(ids.length)
+  let sum = 0
+  for (let i = 0; i < ids.length; i++) sum += (weights[i] = prior.weights[ids[i]])
+  const V = prior.weights.length
+  return { head, bound: prior.headBound ?? Infinity, ids, weights, fill: V > ids.length ? Math.max(0, V - sum) / (V - ids.length) : 0 }
+}
+
+function priorOfLocal (d: LocalDist, V: number, name: string): TailPrior {
+  const w = new Float64Array(V).fill(d.fill > 0 ? d.fill : 1e-300)
+  for (let i = 0; i < d.ids.length; i++) w[d.ids[i]] = d.weights[i]
+  const prior: TailPrior = { weights: w, total: V, name }
+  if (Number.isFinite(d.bound)) { prior.head = d.head; prior.headBound = Math.max(d.bound, d.fill) }
+  return prior
 }
 
 export interface ExpertQuality {
@@ -148,13 +201,22 @@ export interface EvalResult {
   positions: number
   windows: number
   documents: number
-  /** the best variant over the whole expert set */
+  /**
+   * the router's default configuration over the whole expert set: what `meshllm generate` uses
+   * with no flags (rule, weighting, tail and robustness of GENERATE_DEFAULTS, the 'local' tail
+   * only with a local model); `best` is the best variant, for reference
+   */
   ensemble: Variant
+  best: Variant
   variants: Variant[]
   experts: Record<string, ExpertQuality>
   /** bytes per expert per evaluated position, both directions, framing included */
   bytesPerExpertToken: number
   elapsedMs?: number
+  /** experts found but not evaluated, and why */
+  skipped: Array<{ id: string, model: string, error: string }>
+  /** the local model of the 'local' tail (never one of the experts), null without one */
+  localModel: { model: string, exact: boolean } | null
   weightingParams: { beta: number, priorTokens: number, fixed: 'given' | 'hindsight' }
 }
 
@@ -179,23 +241,41 @@ export async function collectFrames (opts: EvalOptions): Promise<Collected> {
   const bos = tok.bos ?? 128000
 
   let { compatible } = await router.experts(true, signal)
-  let chosen: ExpertRecord[]
+  let found: ExpertRecord[]
   if (opts.experts != null && opts.experts.length > 0) {
-    chosen = opts.experts.map(id => compatible.find(r => r.peerId.toString() === id)).filter((r): r is ExpertRecord => r != null)
-    const missing = opts.experts.filter(id => !chosen.some(r => r.peerId.toString() === id))
+    found = opts.experts.map(id => compatible.find(r => r.peerId.toString() === id)).filter((r): r is ExpertRecord => r != null)
+    const missing = opts.experts.filter(id => !found.some(r => r.peerId.toString() === id))
     if (missing.length > 0) throw new NoExpertsError(`expert(s) not found on the mesh: ${missing.join(', ')}`)
   } else {
     compatible = [...compatible].sort((a, b) => a.modelName.localeCompare(b.modelName) || a.peerId.toString().localeCompare(b.peerId.toString()))
-    chosen = compatible
+    found = compatible
   }
-  chosen = chosen.slice(0, Math.max(1, opts.k ?? 8))
-  if (chosen.length === 0) throw new NoExpertsError('no experts found on the mesh')
+  // an expert that left keeps its record in the DHT for a while: ask each for a session first,
+  // skip (and name) the ones that do not answer, and take K of the rest
+  const skipped: Array<{ id: string, model: string, error: string }> = []
+  const probeTimeout = opts.probeTimeoutMs ?? 5_000
+  const reachable = await Promise.all(found.map(async r => {
+    try {
+      const s = await ExpertSession.connect(router.node, r.peerId, { signal: AbortSignal.any([signal, AbortSignal.timeout(probeTimeout)]) })
+      await s.close()
+      return true
+    } catch (err) {
+      signal.throwIfAborted()
+      skipped.push({ id: r.peerId.toString(), model: r.modelName, error: errorMessage(err) })
+      return false
+    }
+  }))
+  let chosen = found.filter((_, i) => reachable[i]).slice(0, Math.max(1, opts.k ?? 8))
+  if (chosen.length === 0) throw new NoExpertsError(found.length === 0 ? 'no experts found on the mesh' : `none of the ${found.length} expert(s) found answered: ${skipped.map(x => `${x.model} ${x.id} (${x.error})`).join('; ')}`)
 
   // windows: [BOS, prompt tokens…, evaluated tokens…] of at most `window` tokens
+  const [firstDoc, lastDoc] = opts.documents ?? [0, Number.MAX_SAFE_INTEGER]
+  if (!(Number.isInteger(firstDoc) && Number.isInteger(lastDoc) && firstDoc >= 0 && lastDoc >= firstDoc)) throw new RangeError(`documents must be [first, last] with 0 ≤ first ≤ last, got [${firstDoc}, ${lastDoc}]`)
   const wins: Array<{ prompt: number[], tokens: number[] }> = []
   let documents = 0
   let positions = 0
-  for (const doc of opts.heldout) {
+  for (let d = firstDoc; d < opts.heldout.length && d <= lastDoc; d++) {
+    const doc = opts.heldout[d]
     if (positions >= maxPositions) break
     const ids = tok.model.tokenize(doc) as number[]
     if (ids.length <= prompt) continue
@@ -209,42 +289,80 @@ export async function collectFrames (opts: EvalOptions): Promise<Collected> {
       positions += tokens.length
     }
   }
+  if (positions === 0) throw new RangeError(`no positions in documents ${firstDoc}–${Math.min(lastDoc, opts.heldout.length - 1)} of ${opts.heldout.length}`)
   const targets = new Uint32Array(positions)
   const windowOf = new Uint32Array(positions)
+  const firstOf = new Uint32Array(wins.length)
   for (let w = 0, p = 0; w < wins.length; w++) {
+    firstOf[w] = p
     for (const t of wins[w].tokens) { targets[p] = t; windowOf[p++] = w }
   }
 
   const timeout = opts.requestTimeoutMs ?? 30_000
-  const frames: Frame[][] = chosen.map(() => new Array<Frame>(positions))
-  const promptScores = prompt > 0 ? chosen.map(() => new Array<{ logprob?: number, count?: number }>(wins.length)) : undefined
-  const bytes = chosen.map(() => 0)
+  let frames: Frame[][] = chosen.map(() => new Array<Frame>(positions))
+  let promptScores = prompt > 0 ? chosen.map(() => new Array<{ logprob?: number, count?: number }>(wins.length)) : undefined
+  let bytes = chosen.map(() => 0)
+  const failed = chosen.map(() => false)
   let done = 0
+  const progress = (): void => { opts.onProgress?.(done, positions) }
   await Promise.all(chosen.map(async (r, e) => {
     let p = 0
-    for (let w = 0; w < wins.length; w++) {
-      signal.throwIfAborted()
-      const { prompt: pr, tokens } = wins[w]
-      const reqSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(timeout)])
-      const session = await ExpertSession.connect(router.node, r.peerId, { signal: reqSignal() })
-      try {
-        let frame = await session.open(Uint32Array.from([bos, ...pr]), tok.fingerprint, { signal: reqSignal(), target: tokens[0], scorePrompt: pr.length > 0 })
-        if (promptScores != null) promptScores[e][w] = { logprob: session.info?.promptLogprob, count: session.info?.promptScored }
-        for (let i = 0; i < tokens.length; i++) {
-          if (i > 0) frame = await session.step(Uint32Array.of(tokens[i - 1]), { signal: reqSignal(), target: tokens[i] })
-          if (frame.position !== 1 + pr.length + i) throw new Error(`expert ${r.peerId.toString()}: frame for position ${frame.position}, expected ${1 + pr.length + i}`)
-          frames[e][p++] = frame
+    try {
+      for (let w = 0; w < wins.length; w++) {
+        signal.throwIfAborted()
+        const { prompt: pr, tokens } = wins[w]
+        const reqSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(timeout)])
+        const session = await ExpertSession.connect(router.node, r.peerId, { signal: reqSignal() })
+        try {
+          let frame = await session.open(Uint32Array.from([bos, ...pr]), tok.fingerprint, { signal: reqSignal(), target: tokens[0], scorePrompt: pr.length > 0 })
+          if (promptScores != null) promptScores[e][w] = { logprob: session.info?.promptLogprob, count: session.info?.promptScored }
+          for (let i = 0; i < tokens.length; i++) {
+            if (i > 0) frame = await session.step(Uint32Array.of(tokens[i - 1]), { signal: reqSignal(), target: tokens[i] })
+            if (frame.position !== 1 + pr.length + i) throw new Error(`expert ${r.peerId.toString()}: frame for position ${frame.position}, expected ${1 + pr.length + i}`)
+            frames[e][p++] = frame
+          }
+        } catch (err) {
+          session.abort(err as Error)
+          throw err
+        } finally {
+          await session.close()
+          bytes[e] += session.bytesSent + session.bytesReceived
         }
-      } catch (err) {
-        session.abort(err as Error)
-        throw err
-      } finally {
-        await session.close()
-        bytes[e] += session.bytesSent + session.bytesReceived
+        if (e === chosen.findIndex((_, j) => !failed[j])) { done = firstOf[w] + tokens.length; progress() }
       }
-      if (e === 0) { done += tokens.length; opts.onProgress?.(done, positions) }
+    } catch (err) {
+      // an expert that fails during the collection (it left, it broke) is skipped and named;
+      // the others go on, on the same positions
+      signal.throwIfAborted()
+      failed[e] = true
+      skipped.push({ id: r.peerId.toString(), model: r.modelName, error: errorMessage(err) })
     }
   }))
+  if (failed.some(f => f)) {
+    const keep = (_: unknown, e: number): boolean => !failed[e]
+    chosen = chosen.filter(keep)
+    frames = frames.filter(keep)
+    promptScores = promptScores?.filter(keep)
+    bytes = bytes.filter(keep)
+    if (chosen.length === 0) throw new NoExpertsError(`every expert failed: ${skipped.map(x => `${x.model} ${x.id} (${x.error})`).join('; ')}`)
+  }
+  // the local model's distribution at every position, once the frames are in: kept sparse
+  // (its head, the listed ids, the true token), so memory stays ≈ 30 KB per position
+  const local = opts.localModel
+  const localDists: LocalDist[] = new Array(positions)
+  if (local != null) {
+    for (let w = 0; w < wins.length; w++) {
+      const ctx = [bos, ...wins[w].prompt]
+      for (let i = 0; i < wins[w].tokens.length; i++) {
+        signal.throwIfAborted()
+        const p = firstOf[w] + i
+        const keep: number[] = [targets[p]]
+        for (const f of frames) for (const id of f[p].ids) keep.push(id)
+        localDists[p] = sparseLocal(localTailPrior(await local.distribution(ctx)), keep)
+        ctx.push(wins[w].tokens[i])
+      }
+    }
+  }
   return {
     experts: chosen.map(r => ({ id: r.peerId.toString(), model: r.modelName })),
     targets,
@@ -253,7 +371,9 @@ export async function collectFrames (opts: EvalOptions): Promise<Collected> {
     promptScores,
     bytes,
     windows: wins.length,
-    documents
+    documents,
+    skipped,
+    ...(local != null ? { local: { model: local.name, exact: local.exact, dists: localDists } } : {})
   }
 }
 
@@ -272,24 +392,37 @@ const ppl = (nll: number, n: number): number => Math.exp(nll / n)
 /** probabilities below this count as this (a log of 0 would make every perplexity infinite) */
 const MIN_P = 1e-300
 
+/** the router's default configuration for K experts (what `meshllm generate` uses with no flags), with or without a local model */
+export function defaultVariant (K: number, local: boolean): { rule: AggregationRule, weighting: Weighting, tail: TailModel, robust: boolean } {
+  return { rule: GENERATE_DEFAULTS.rule, weighting: GENERATE_DEFAULTS.weighting, tail: defaultTail(local), robust: robustByDefault(K) }
+}
+
 /** The pure part: perplexities of every expert and every ensemble variant on the collected positions. */
 export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalResult {
   const K = c.experts.length
   const N = c.targets.length
   if (N === 0) throw new RangeError('no positions to score')
-  const rules = opts.rules ?? DEFAULT_RULES
-  const weightings = opts.weighting ?? DEFAULT_WEIGHTINGS
-  const tails = opts.tails ?? DEFAULT_TAILS
+  // the router's default configuration is always among the variants: it is `ensemble`
+  const d = defaultVariant(K, c.local != null)
+  const withDefault = <T>(xs: T[], x: T): T[] => xs.includes(x) ? xs : [...xs, x]
+  const rules = withDefault(opts.rules ?? DEFAULT_RULES, d.rule)
+  const weightings = withDefault(opts.weighting ?? DEFAULT_WEIGHTINGS, d.weighting)
+  const tails = withDefault<TailModel>(opts.tails ?? (c.local != null ? [...DEFAULT_TAILS, 'local'] : DEFAULT_TAILS), d.tail)
+  const robustList = withDefault(opts.robust ?? [false, true], d.robust)
   const beta = opts.beta ?? DEFAULT_PERPLEXITY_BETA
   const n0 = opts.priorTokens ?? DEFAULT_PERPLEXITY_PRIOR_TOKENS
   const V = 128256
-  const needsPrior = tails.some(t => t !== 'uniform')
+  const needsPrior = tails.some(t => t !== 'uniform' && t !== 'local')
   const prior = needsPrior ? (opts.prior ?? defaultTailPrior(V)) : undefined
+  if (tails.includes('local') && c.local == null) throw new RangeError("the 'local' tail needs a local model (EvalOptions.localModel, --local-model)")
+  const localName = c.local != null ? `local:${c.local.model}` : 'local'
+  /** the prior of `tail` at position i: this position's local distribution for 'local' */
+  const priorAt = (tail: TailModel, i: number): TailPrior | undefined => tail === 'local' ? priorOfLocal((c.local as NonNullable<Collected['local']>).dists[i], V, localName) : prior
   const dist = (e: number, i: number): WeightedDist => ({ dist: c.frames[e][i], weight: 1 })
   // the 'context' tail's tokens before position i: the window's earlier (true) tokens
   const windowStart = new Uint32Array(N)
   for (let i = 0; i < N; i++) windowStart[i] = i > 0 && c.windowOf[i] === c.windowOf[i - 1] ? windowStart[i - 1] : i
-  const contextOf = (tail: TailModel, i: number): Uint32Array | undefined => tail === 'context' ? c.targets.subarray(windowStart[i], i) : undefined
+  const contextOf = (tail: TailModel, i: number): Uint32Array | undefined => tail === 'context' || tail === 'local' ? c.targets.subarray(windowStart[i], i) : undefined
 
   // per expert: frame perplexity per tail, exact perplexity
   const experts: Record<string, ExpertQuality> = {}
@@ -303,7 +436,7 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
     for (const tail of new Set<TailModel>(['uniform', ...tails])) {
       let nll = 0
       for (let i = 0; i < N; i++) {
-        const agg = aggregate([dist(e, i)], { vocabSize: V, tail, prior, context: contextOf(tail, i) })
+        const agg = aggregate([dist(e, i)], { vocabSize: V, tail, prior: priorAt(tail, i), context: contextOf(tail, i) })
         const p = probabilityOf(agg, c.targets[i])
         nll -= Math.log(Math.max(p, MIN_P))
         if (tail === 'uniform') {
@@ -359,7 +492,7 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
   const subsets = opts.subsets === true ? subsetsOf(K, 2) : [c.experts.map((_, e) => e)]
   const variants: Variant[] = []
   for (const sub of subsets) {
-    for (const robust of (opts.robust ?? [false, true]).filter(r => !r || sub.length >= ROBUST_MIN_K)) {
+    for (const robust of robustList.filter(r => !r || sub.length >= ROBUST_MIN_K)) {
       for (const rule of rules) {
         for (const weighting of weightings) {
           for (const tail of tails) {
@@ -368,12 +501,13 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
             // through the positions in order; a banned expert is left out, as the router would
             const table = robust ? new ReputationTable() : undefined
             for (let i = 0; i < N; i++) {
+              const lp = priorAt(tail, i)
               let ws: number[]
               if (weighting === 'uniform') ws = sub.map(() => 1)
               else if (weighting === 'fixed') ws = sub.map(e => fixed[e])
               else ws = perplexityWeights(sub.map(e => ({ logprob: prefixLp[e][i], count: prefixN[e][i] })), { beta, priorTokens: n0 })
               const run = (members: number[], keep: (j: number) => boolean = () => true, rw?: number[]): ReturnType<typeof aggregate> =>
-                aggregate(members.flatMap((m, j) => keep(j) ? [{ dist: c.frames[sub[m]][i], weight: ws[m] * (rw?.[j] ?? 1) }] : []), { rule, vocabSize: V, tail, prior, trim: opts.trim, context: contextOf(tail, i) })
+                aggregate(members.flatMap((m, j) => keep(j) ? [{ dist: c.frames[sub[m]][i], weight: ws[m] * (rw?.[j] ?? 1) }] : []), { rule, vocabSize: V, tail, prior: lp, trim: opts.trim, context: contextOf(tail, i) })
               let agg
               if (table == null) agg = run(sub.map((_, m) => m))
               else {
@@ -394,16 +528,21 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
     }
   }
   const full = variants.filter(v => v.experts.length === K)
-  const ensemble = full.reduce((a, b) => (b.perplexity < a.perplexity ? b : a), full[0])
+  const best = full.reduce((a, b) => (b.perplexity < a.perplexity ? b : a), full[0])
+  const ensemble = full.find(v => v.rule === d.rule && v.weighting === d.weighting && v.tail === d.tail && v.robust === d.robust)
+  if (ensemble == null) throw new RangeError(`the router's default (${d.rule} / ${d.weighting} / ${d.tail}${d.robust ? ' / robust' : ''}) is not among the variants asked for`)
   const totalBytes = c.bytes.reduce((a, b) => a + b, 0)
   return {
     positions: N,
     windows: c.windows,
     documents: c.documents,
     ensemble,
+    best,
     variants,
     experts,
     bytesPerExpertToken: totalBytes / (N * K),
+    skipped: c.skipped ?? [],
+    localModel: c.local != null ? { model: c.local.model, exact: c.local.exact } : null,
     weightingParams: { beta, priorTokens: n0, fixed: fixedGiven ? 'given' : 'hindsight' }
   }
 }

@@ -17,7 +17,9 @@ import { ContextOverflowError, ExpertError, HaltedError, IncompatibleTokenizerEr
 import type { Drafter } from './drafter.js'
 import { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { robustAggregate } from './reputation.js'
-import { GENERATE_DEFAULTS, robustByDefault } from './options.js'
+import { GENERATE_DEFAULTS, InvalidGenerateOptionError, defaultTail, robustByDefault } from './options.js'
+import type { TailModel } from '../aggregate/general.js'
+import type { TailPrior } from '../aggregate/prior.js'
 import { DEFAULT_DISCOVERY_SAMPLE, candidatePool, candidateSelection, checkFrame, InvalidFrameError, sessionTraffic, stepDeadline, type Candidate, type RouterCore, type Selection } from './candidates.js'
 import type { GenerateOptions, GenerateResult, SpeculationStats, StepTrace, TokenEvent } from './router.js'
 
@@ -50,6 +52,7 @@ export class Generation {
   private readonly maxTokens: number
   private readonly samplingOpts: SamplingOptions
   private readonly byPerplexity: boolean
+  private readonly tail: TailModel
   private byReputation = false
   private sel?: Selection
   private text = ''
@@ -62,12 +65,14 @@ export class Generation {
     this.maxTokens = opts.maxTokens ?? GENERATE_DEFAULTS.maxTokens
     this.rng = createRng(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
     this.samplingOpts = { temperature: opts.temperature ?? GENERATE_DEFAULTS.temperature, topK: opts.topK ?? GENERATE_DEFAULTS.topK, topP: opts.topP ?? GENERATE_DEFAULTS.topP }
-    this.byPerplexity = opts.weighting === 'perplexity'
+    this.byPerplexity = (opts.weighting ?? GENERATE_DEFAULTS.weighting) === 'perplexity'
+    this.tail = opts.tail ?? defaultTail(core.options.localModel != null)
   }
 
   /** runs the generation to its end; observers hear of its result or error; every session is closed */
   async run (): Promise<GenerateResult> {
     try {
+      if (this.tail === 'local' && this.core.options.localModel == null) throw new InvalidGenerateOptionError('tail', "the 'local' tail needs a router with a local model (--local-model)")
       await this.selectExperts()
       const drafter = this.core.options.drafter
       let speculation: SpeculationStats | undefined
@@ -132,11 +137,14 @@ export class Generation {
       this.signal.throwIfAborted()
       if (this.context.length >= this.maxContext - 1) { this.finishReason = 'context'; break }
       const t0 = performance.now()
+      // the local model's distribution is computed while the experts' frames are on their way
+      const local = this.localPrior()
+      local?.catch(() => {})
       const { frames, trace } = await this.step(this.effectiveK)
       trace.ms = performance.now() - t0
       this.steps.push(trace)
       for (const id of trace.experts) this.used.add(id)
-      const raw = this.aggregate(frames)
+      const raw = this.aggregate(frames, [], await local)
       const agg = opts.constrain != null ? opts.constrain(raw, this.generated) : raw
       const token = this.resolveEog(sample(agg, this.samplingOpts, this.rng), agg)
       if (token === undefined || this.emit(token, trace.experts)) break
@@ -367,7 +375,7 @@ export class Generation {
     let acceptedHere = 0
     let ended = false
     for (let i = 0; i <= draft.length; i++) {
-      const agg = this.aggregate(ok.map(r => ({ id: r.id, frame: r.frames[i] })), draft.slice(0, i))
+      const agg = this.aggregate(ok.map(r => ({ id: r.id, frame: r.frames[i] })), draft.slice(0, i), await this.localPrior(draft.slice(0, i)))
       let token: number | undefined
       let accepted = false
       if (i < draft.length) {
@@ -400,12 +408,20 @@ export class Generation {
     }), { beta: this.opts.perplexityBeta })
   }
 
+  /** the 'local' tail's prior after the context and `ahead` (the router's local model), else undefined */
+  private localPrior (ahead: number[] = []): Promise<TailPrior> | undefined {
+    if (this.tail !== 'local') return undefined
+    const local = this.core.options.localModel
+    if (local == null) throw new InvalidGenerateOptionError('tail', "the 'local' tail needs a router with a local model (--local-model)")
+    return local.prior([...this.context, ...ahead])
+  }
+
   /** `ahead`: tokens after the context that the frames' position already includes (speculative draft) */
-  private aggregate (frames: Framed[], ahead: number[] = []): Aggregated {
-    const { opts, core } = this
+  private aggregate (frames: Framed[], ahead: number[] = [], prior?: TailPrior): Aggregated {
+    const { opts, core, tail } = this
     const pw = this.promptWeights(frames.map(f => f.id))
-    const tokensSoFar = opts.tail === 'context' ? [...this.context.slice(-CONTEXT_WINDOW), ...ahead] : undefined
-    const run = (keep: (j: number) => boolean, rw: number[]): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule: this.rule, vocabSize: core.tokenizer.vocabSize, tail: opts.tail, context: tokensSoFar })
+    const tokensSoFar = tail === 'context' || tail === 'local' ? [...this.context.slice(-CONTEXT_WINDOW), ...ahead] : undefined
+    const run = (keep: (j: number) => boolean, rw: number[]): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule: this.rule, vocabSize: core.tokenizer.vocabSize, tail, context: tokensSoFar, prior })
     // robust: reputation-scaled weights, gross outliers of this step (K ≥ 3) screened out, every frame observed
     return this.byReputation ? robustAggregate(frames, core.reputation, core.tokenizer.vocabSize, run) : run(() => true, frames.map(() => 1))
   }

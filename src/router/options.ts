@@ -18,7 +18,7 @@ import type { GenerateOptions } from './router.js'
 
 export const RULES: readonly AggregationRule[] = ['mixture', 'product', 'median', 'trimmed']
 export const WEIGHTINGS = ['uniform', 'perplexity'] as const
-export const TAILS: readonly TailModel[] = ['uniform', 'unigram', 'bounded', 'context']
+export const TAILS: readonly TailModel[] = ['uniform', 'unigram', 'bounded', 'context', 'local']
 export const POLICIES: readonly SelectionPolicy[] = ['weighted', 'fastest', 'random']
 
 /** documented defaults (README "Generation options", docs/api.md): an option left undefined means this */
@@ -34,10 +34,20 @@ export const GENERATE_DEFAULTS = Object.freeze({
   /** nucleus sampling; 1 = off */
   topP: 0.95,
   rule: 'mixture' as AggregationRule,
-  weighting: 'uniform' as const,
-  tail: 'uniform' as TailModel,
+  /** expert weights from each expert's score of the prompt (docs/quality.md §2) */
+  weighting: 'perplexity' as (typeof WEIGHTINGS)[number],
+  /** the best wire-only tail; a router with a local model uses 'local' (defaultTail) */
+  tail: 'context' as TailModel,
   policy: 'weighted' as SelectionPolicy
 })
+
+/**
+ * the tail a generation uses when its options name none: 'local' when the router runs a local
+ * model (RouterOptions.localModel), else GENERATE_DEFAULTS.tail (the best wire-only tail)
+ */
+export function defaultTail (hasLocalModel: boolean): TailModel {
+  return hasLocalModel ? 'local' : GENERATE_DEFAULTS.tail
+}
 
 /** inclusive ranges (top_p: (0, 1]) */
 export const GENERATE_LIMITS = Object.freeze({

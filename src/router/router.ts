@@ -18,6 +18,7 @@ import type { ExpertRecord } from '../wire/record.js'
 import type { TailModel } from '../aggregate/general.js'
 import type { Aggregated, AggregationRule } from '../aggregate/types.js'
 import type { Drafter } from './drafter.js'
+import type { LocalModel } from './local-model.js'
 import { HaltedError } from '../util/errors.js'
 import { discoverExperts } from './discovery.js'
 import { ExpertSession, type ExpertHaltedError } from './expert-client.js'
@@ -63,12 +64,15 @@ export interface GenerateOptions {
   /**
    * per-prompt expert weights (docs/quality.md): 'perplexity' asks every expert to score the
    * prompt when its session opens (Open.score_prompt) and weighs it by
-   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; 'uniform' | 'perplexity', default 'uniform'
+   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; 'uniform' | 'perplexity', default 'perplexity'
    */
   weighting?: 'uniform' | 'perplexity'
   /** β of the perplexity weighting (default DEFAULT_PERPLEXITY_BETA) */
   perplexityBeta?: number
-  /** how each expert's tail mass is spread (aggregate's `tail`): uniform | unigram | bounded | context, default 'uniform' */
+  /**
+   * how each expert's tail mass is spread (aggregate's `tail`): uniform | unigram | bounded |
+   * context | local; default 'local' when the router has a local model, else 'context'
+   */
   tail?: TailModel
   /** how the K experts of each step are chosen (src/router/selection.ts): weighted | fastest | random, default 'weighted' */
   policy?: SelectionPolicy
@@ -183,6 +187,12 @@ export interface RouterOptions {
   verifyHalt?: (envelope: Uint8Array) => Promise<boolean>
   /** drafter for speculative decoding (GenerateOptions.speculative) */
   drafter?: Drafter
+  /**
+   * the router's own model for the 'local' tail (src/router/local-model.ts, docs/quality.md §3):
+   * with one, a generation's default tail is 'local'; without, 'context' (the best wire-only
+   * tail). Never one of the experts; the caller owns it (closes it after the router)
+   */
+  localModel?: LocalModel
   /** reputation and ban parameters (src/router/reputation.ts) */
   reputation?: ReputationOptions
   /**

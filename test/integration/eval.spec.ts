@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/peer/spawn.js'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
+import { LocalModel } from '../../src/router/local-model.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'
 import { ExpertSession } from '../../src/router/expert-client.js'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -74,11 +75,51 @@ describe('teacher-forced evaluation (3 expert processes)', function () {
       assert.ok(Number.isFinite(v.perplexity) && v.perplexity > 1, JSON.stringify(v))
       assert.equal(v.experts.length, v.models.length)
     }
+    // ensemble: the router's default configuration (robust at K = 3), not the best variant
     assert.equal(r.ensemble.experts.length, 3)
-    assert.ok(r.variants.every(v => v.experts.length < 3 || v.perplexity >= r.ensemble.perplexity))
+    assert.deepEqual([r.ensemble.rule, r.ensemble.weighting, r.ensemble.tail, r.ensemble.robust], ['mixture', 'perplexity', 'context', true])
+    assert.equal(r.localModel, null)
+    assert.deepEqual(r.skipped, [])
+    assert.ok(r.variants.every(v => v.experts.length < 3 || v.perplexity >= r.best.perplexity))
     assert.ok(r.bytesPerExpertToken > 100 && r.bytesPerExpertToken < 1100, `bytes ${r.bytesPerExpertToken}`)
     assert.ok(JSON.parse(JSON.stringify(r)).ensemble.perplexity === r.ensemble.perplexity)
     assert.match(formatEvalResult(r), /best: /)
+  })
+
+  it("--local-model: the 'local' tail from the router's own model; an expert that left is skipped and named", async () => {
+    // a fourth expert joins, is found, and leaves: its record stays in the DHT
+    const gone = await spawnExpert('meshtest-b', ['--bootstrap', experts[0].addr])
+    const goneId = gone.addr.split('/p2p/')[1]
+    for (let i = 0; i < 40; i++) {
+      if ((await router.experts(true)).compatible.some(r => r.peerId.toString() === goneId)) break
+      await new Promise(resolve => setTimeout(resolve, 250))
+    }
+    await stopExpert(gone)
+    const r = await runEvalCommand({ heldout: HELDOUT, bootstrap: [experts[0].addr], 'max-tokens': '60', documents: '60-91', 'local-model': 'meshtest-c', rules: 'mixture', weighting: 'perplexity', tails: 'context,local', robust: 'off,on', json: true })
+    assert.deepEqual(r.skipped.map(x => x.id), [goneId])
+    assert.deepEqual(Object.keys(r.experts).sort(), [peer(0), peer(1), peer(2)].sort())
+    assert.equal(r.positions, 60)
+    assert.deepEqual(r.localModel, { model: 'meshtest-c', exact: process.env.MESHLLM_NATIVE !== '0' })
+    // with a local model the router's default tail is 'local'
+    assert.deepEqual([r.ensemble.rule, r.ensemble.weighting, r.ensemble.tail, r.ensemble.robust], ['mixture', 'perplexity', 'local', true])
+    for (const x of Object.values(r.experts)) assert.ok(Number.isFinite(x.perplexityByTail.local) && x.perplexityByTail.local! > 1)
+    assert.match(formatEvalResult(r), /skipped: meshtest-b/)
+  })
+
+  it("router: with a local model the default tail is 'local'; greedy at K = 1 is still the expert's own choice", async () => {
+    const localModel = await LocalModel.load('meshtest-c', { expect: tokenizer })
+    try {
+      const withLocal = new Router(node, tokenizer, { localModel })
+      const prompt = 'The kernel module is loaded when the'
+      const opts = { k: 1, maxTokens: 12, temperature: 0, ignoreEos: true, experts: [peer(0)] }
+      const a = await withLocal.generate(prompt, opts)
+      const plain = await router.generate(prompt, { ...opts, tail: 'uniform', weighting: 'uniform' })
+      assert.equal(a.text, plain.text)
+      // the 'local' tail on a router without a local model: a clear error, before any expert is asked
+      await assert.rejects(router.generate(prompt, { ...opts, tail: 'local' }), { name: 'InvalidGenerateOptionError' })
+    } finally {
+      await localModel.close()
+    }
   })
 
   it('Open.score_prompt: the prompt\'s log-likelihood equals the sum of teacher-forced steps', async () => {

@@ -6,7 +6,7 @@ import { DEFAULT_PERPLEXITY_BETA } from '../../aggregate/weighting.js'
 import { BOOTSTRAP, JSON_OUT, TOKENIZER } from './shared.js'
 
 /** comma-separated choices; the defaults are src/eval/eval.ts DEFAULT_RULES/WEIGHTINGS/TAILS (checked by test/unit/cli-help.spec.ts) */
-export const EVAL_LIST_DEFAULTS = Object.freeze({ rules: 'mixture,product,median', weighting: 'uniform,fixed,perplexity', tails: 'uniform,unigram,bounded,context', robust: 'off,on' })
+export const EVAL_LIST_DEFAULTS = Object.freeze({ rules: 'mixture,product,median', weighting: 'uniform,fixed,perplexity', tails: 'uniform,unigram,bounded,context (and local with --local-model)', robust: 'off,on' })
 
 export const evalCmd: Command = {
   command: 'eval',
@@ -26,6 +26,8 @@ export const evalCmd: Command = {
     beta: str('β of the perplexity weighting (number in [0, 1000))', { defaultDescription: String(DEFAULT_PERPLEXITY_BETA) }),
     subsets: flag('also every subset of two or more experts'),
     robust: str('without and/or with robust aggregation (screening, reputation), comma-separated: off, on', { defaultDescription: EVAL_LIST_DEFAULTS.robust }),
+    documents: str('held-out documents to take windows from: <first>[-<last>], 0-based (docs/quality.md: report 0-30, tuning 31-59, unseen 60-91)', { defaultDescription: 'all, in file order' }),
+    'local-model': str("the router's own model for the 'local' tail (a bundled name, .gguf path or URI; never an expert); none: no local model", { defaultDescription: 'none' }),
     tokenizer: TOKENIZER,
     json: JSON_OUT
   }),

@@ -11,6 +11,7 @@ export const join: Command = {
   builder: (y: Argv) => y
     .options({
       model: required(str('model: a bundled name (meshtest-a|b|c), a .gguf or .gguf.gz path, or a node-llama-cpp URI (hf:user/repo:quant, https://…)')),
+      'local-model': str('a small model with the experts\' tokenizer for the \'local\' tail of the generations this node routes (--via, the API); none: the wire-only \'context\' tail', { defaultDescription: 'none' }),
       listen: strs('multiaddr to listen on', { defaultDescription: '/ip4/127.0.0.1/tcp/0' }),
       announce: strs('multiaddr to advertise instead of the listen addresses (a public node listening on 0.0.0.0: its public address)'),
       bootstrap: BOOTSTRAP,
