@@ -34,8 +34,11 @@ export const GENERATE_DEFAULTS = Object.freeze({
   /** nucleus sampling; 1 = off */
   topP: 0.95,
   rule: 'mixture' as AggregationRule,
-  /** expert weights from each expert's score of the prompt (docs/quality.md §2) */
-  weighting: 'perplexity' as (typeof WEIGHTINGS)[number],
+  /**
+   * equal weights: 'perplexity' weights trust each expert's own score of the prompt, which a
+   * lying expert can inflate (docs/quality.md §5), so they stay opt-in
+   */
+  weighting: 'uniform' as (typeof WEIGHTINGS)[number],
   /** the best wire-only tail; a router with a local model uses 'local' (defaultTail) */
   tail: 'context' as TailModel,
   policy: 'weighted' as SelectionPolicy

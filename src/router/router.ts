@@ -64,7 +64,7 @@ export interface GenerateOptions {
   /**
    * per-prompt expert weights (docs/quality.md): 'perplexity' asks every expert to score the
    * prompt when its session opens (Open.score_prompt) and weighs it by
-   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; 'uniform' | 'perplexity', default 'perplexity'
+   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; 'uniform' | 'perplexity', default 'uniform'
    */
   weighting?: 'uniform' | 'perplexity'
   /** β of the perplexity weighting (default DEFAULT_PERPLEXITY_BETA) */

@@ -6,7 +6,7 @@ import { DEFAULT_PERPLEXITY_BETA } from '../../aggregate/weighting.js'
 import { BOOTSTRAP, JSON_OUT, TOKENIZER } from './shared.js'
 
 /** comma-separated choices; the defaults are src/eval/eval.ts DEFAULT_RULES/WEIGHTINGS/TAILS (checked by test/unit/cli-help.spec.ts) */
-export const EVAL_LIST_DEFAULTS = Object.freeze({ rules: 'mixture,product,median', weighting: 'uniform,fixed,perplexity', tails: 'uniform,unigram,bounded,context (and local with --local-model)', robust: 'off,on' })
+export const EVAL_LIST_DEFAULTS = Object.freeze({ rules: 'mixture,product,median', weighting: 'uniform,fixed,perplexity', tails: 'uniform,unigram,bounded,context', robust: 'off,on' })
 
 export const evalCmd: Command = {
   command: 'eval',
@@ -21,7 +21,7 @@ export const evalCmd: Command = {
     prompt: int('document tokens at the start of each window that are prefilled, not evaluated', 0, 254, { defaultDescription: '0' }),
     rules: str(`aggregation rules, comma-separated: ${RULES.join(', ')}`, { defaultDescription: EVAL_LIST_DEFAULTS.rules }),
     weighting: str(`expert weightings, comma-separated: ${[...WEIGHTINGS, 'fixed'].join(', ')} (fixed: --weights)`, { defaultDescription: EVAL_LIST_DEFAULTS.weighting }),
-    tails: str(`tail models, comma-separated: ${TAILS.join(', ')}`, { defaultDescription: EVAL_LIST_DEFAULTS.tails }),
+    tails: str(`tail models, comma-separated: ${TAILS.join(', ')} (local: with --local-model)`, { defaultDescription: `${EVAL_LIST_DEFAULTS.tails} (and local with --local-model)` }),
     weights: str('weights of the fixed weighting: <peer id or model>=<weight ≥ 0>,…', { defaultDescription: 'from each expert\'s exact perplexity (hindsight)' }),
     beta: str('β of the perplexity weighting (number in [0, 1000))', { defaultDescription: String(DEFAULT_PERPLEXITY_BETA) }),
     subsets: flag('also every subset of two or more experts'),
