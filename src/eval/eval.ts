@@ -33,10 +33,10 @@ import { perplexityWeights, DEFAULT_PERPLEXITY_BETA, DEFAULT_PERPLEXITY_PRIOR_TO
 import { NoExpertsError } from '../util/errors.js'
 import { ReputationTable, robustAggregate } from '../router/reputation.js'
 
-export type Weighting = 'uniform' | 'fixed' | 'perplexity'
+export type Weighting = 'uniform' | 'fixed' | 'perplexity' | 'online'
 
 export const DEFAULT_RULES: AggregationRule[] = ['mixture', 'product', 'median']
-export const DEFAULT_WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity']
+export const DEFAULT_WEIGHTINGS: Weighting[] = ['uniform', 'fixed', 'perplexity', 'online']
 export const DEFAULT_TAILS: TailModel[] = ['uniform', 'unigram', 'bounded', 'context']
 export const MAX_WINDOW = 256
 
@@ -489,6 +489,25 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
     }
   }
 
+  // 'online' weighting: the same formula over the window's earlier positions, with each
+  // expert's probability of the true token from its FRAME (what a router can check), no prompt score
+  const onlineLp: Float64Array[] = c.experts.map(() => new Float64Array(N))
+  const onlineN: Float64Array[] = c.experts.map(() => new Float64Array(N))
+  if (weightings.includes('online')) {
+    for (let e = 0; e < K; e++) {
+      let w = -1
+      let sum = 0
+      let n = 0
+      for (let i = 0; i < N; i++) {
+        if (c.windowOf[i] !== w) { w = c.windowOf[i]; sum = 0; n = 0 }
+        onlineLp[e][i] = sum
+        onlineN[e][i] = n
+        sum += Math.log(Math.max(probabilityOf(aggregate([dist(e, i)], { vocabSize: V }), c.targets[i]), 1e-12))
+        n++
+      }
+    }
+  }
+
   const subsets = opts.subsets === true ? subsetsOf(K, 2) : [c.experts.map((_, e) => e)]
   const variants: Variant[] = []
   for (const sub of subsets) {
@@ -505,6 +524,7 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
               let ws: number[]
               if (weighting === 'uniform') ws = sub.map(() => 1)
               else if (weighting === 'fixed') ws = sub.map(e => fixed[e])
+              else if (weighting === 'online') ws = perplexityWeights(sub.map(e => ({ logprob: onlineLp[e][i], count: onlineN[e][i] })), { beta, priorTokens: n0 })
               else ws = perplexityWeights(sub.map(e => ({ logprob: prefixLp[e][i], count: prefixN[e][i] })), { beta, priorTokens: n0 })
               const run = (members: number[], keep: (j: number) => boolean = () => true, rw?: number[]): ReturnType<typeof aggregate> =>
                 aggregate(members.flatMap((m, j) => keep(j) ? [{ dist: c.frames[sub[m]][i], weight: ws[m] * (rw?.[j] ?? 1) }] : []), { rule, vocabSize: V, tail, prior: lp, trim: opts.trim, context: contextOf(tail, i) })

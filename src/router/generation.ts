@@ -8,7 +8,7 @@
  * session dropped and the expert not asked again by this generation.
  */
 import { Status, type Frame } from '../wire/types.js'
-import { aggregate } from '../aggregate/aggregate.js'
+import { aggregate, probabilityOf } from '../aggregate/aggregate.js'
 import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
 import { createRng, sample, speculativeStep, speculativeStepSampled, type Proposal } from '../aggregate/sampling.js'
@@ -52,6 +52,9 @@ export class Generation {
   private readonly maxTokens: number
   private readonly samplingOpts: SamplingOptions
   private readonly byPerplexity: boolean
+  private readonly byOnline: boolean
+  /** 'online' weighting: per expert, −Σ log p_e(token) over the tokens generated so far, from its own frames */
+  private readonly online = new Map<string, { nll: number, n: number }>()
   private readonly tail: TailModel
   private byReputation = false
   private sel?: Selection
@@ -66,6 +69,7 @@ export class Generation {
     this.rng = createRng(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
     this.samplingOpts = { temperature: opts.temperature ?? GENERATE_DEFAULTS.temperature, topK: opts.topK ?? GENERATE_DEFAULTS.topK, topP: opts.topP ?? GENERATE_DEFAULTS.topP }
     this.byPerplexity = (opts.weighting ?? GENERATE_DEFAULTS.weighting) === 'perplexity'
+    this.byOnline = (opts.weighting ?? GENERATE_DEFAULTS.weighting) === 'online'
     this.tail = opts.tail ?? defaultTail(core.options.localModel != null)
   }
 
@@ -147,6 +151,7 @@ export class Generation {
       const raw = this.aggregate(frames, [], await local)
       const agg = opts.constrain != null ? opts.constrain(raw, this.generated) : raw
       const token = this.resolveEog(sample(agg, this.samplingOpts, this.rng), agg)
+      if (token !== undefined) this.observe(frames, token)
       if (token === undefined || this.emit(token, trace.experts)) break
     }
   }
@@ -388,6 +393,7 @@ export class Generation {
       const resolved = this.resolveEog(token, agg)
       if (resolved === undefined) { ended = true; break }
       if (resolved !== token) accepted = false // ignoreEos replaced it: the draft diverges here
+      this.observe(ok.map(r => ({ id: r.id, frame: r.frames[i] })), resolved)
       if (accepted) acceptedHere++
       this.steps.push(i === 0 ? trace : { experts: trace.experts, dropped: [], ms: 0 })
       spec.emitted++
@@ -399,8 +405,27 @@ export class Generation {
     return ended
   }
 
-  /** the prompt scores of the experts' sessions → weights (uniform ones when none scored) */
+  /** 'online' weighting: each expert's probability of the emitted token, from the frame it sent before knowing it */
+  private observe (frames: Framed[], token: number): void {
+    if (!this.byOnline) return
+    const V = this.core.tokenizer.vocabSize
+    for (const f of frames) {
+      const p = probabilityOf(aggregate([{ dist: f.frame, weight: 1 }], { vocabSize: V }), token)
+      const s = this.online.get(f.id) ?? { nll: 0, n: 0 }
+      s.nll -= Math.log(Math.max(p, 1e-12))
+      s.n++
+      this.online.set(f.id, s)
+    }
+  }
+
+  /** the prompt scores of the experts' sessions (or, 'online', their record so far) → weights (uniform ones when none scored) */
   private promptWeights (ids: string[]): number[] {
+    if (this.byOnline) {
+      return perplexityWeights(ids.map(id => {
+        const s = this.online.get(id)
+        return s != null ? { logprob: -s.nll, count: s.n } : {}
+      }), { beta: this.opts.perplexityBeta })
+    }
     if (!this.byPerplexity) return ids.map(() => 1)
     return perplexityWeights(ids.map(id => {
       const info = this.candidates.find(c => c.id === id)?.session?.info

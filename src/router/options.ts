@@ -17,7 +17,7 @@ import type { SelectionPolicy } from './selection.js'
 import type { GenerateOptions } from './router.js'
 
 export const RULES: readonly AggregationRule[] = ['mixture', 'product', 'median', 'trimmed']
-export const WEIGHTINGS = ['uniform', 'perplexity'] as const
+export const WEIGHTINGS = ['uniform', 'perplexity', 'online'] as const
 export const TAILS: readonly TailModel[] = ['uniform', 'unigram', 'bounded', 'context', 'local']
 export const POLICIES: readonly SelectionPolicy[] = ['weighted', 'fastest', 'random']
 
@@ -35,10 +35,11 @@ export const GENERATE_DEFAULTS = Object.freeze({
   topP: 0.95,
   rule: 'mixture' as AggregationRule,
   /**
-   * equal weights: 'perplexity' weights trust each expert's own score of the prompt, which a
-   * lying expert can inflate (docs/quality.md §5), so they stay opt-in
+   * 'online': weights from each expert's frames on the tokens generated so far, which the
+   * router checks itself ('perplexity' trusts each expert's own score of the prompt, which a
+   * lying expert can inflate: opt-in; docs/quality.md §5)
    */
-  weighting: 'uniform' as (typeof WEIGHTINGS)[number],
+  weighting: 'online' as (typeof WEIGHTINGS)[number],
   /** the best wire-only tail; a router with a local model uses 'local' (defaultTail) */
   tail: 'context' as TailModel,
   policy: 'weighted' as SelectionPolicy

@@ -64,9 +64,12 @@ export interface GenerateOptions {
   /**
    * per-prompt expert weights (docs/quality.md): 'perplexity' asks every expert to score the
    * prompt when its session opens (Open.score_prompt) and weighs it by
-   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; 'uniform' | 'perplexity', default 'uniform'
+   * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; 'online': the same formula
+   * over the tokens generated so far, NLL_e from the frames expert e sent BEFORE it saw each
+   * token (nothing it reports about itself: a liar cannot raise its weight without predicting
+   * well); 'uniform' | 'perplexity' | 'online', default 'online'
    */
-  weighting?: 'uniform' | 'perplexity'
+  weighting?: 'uniform' | 'perplexity' | 'online'
   /** β of the perplexity weighting (default DEFAULT_PERPLEXITY_BETA) */
   perplexityBeta?: number
   /**

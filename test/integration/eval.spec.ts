@@ -67,9 +67,9 @@ describe('teacher-forced evaluation (3 expert processes)', function () {
     // the sizes order the test models: a is the best, c the worst (exact perplexity)
     const byModel = Object.fromEntries(Object.values(r.experts).map(x => [x.model, x.exactPerplexity!]))
     assert.ok(byModel['meshtest-a'] < byModel['meshtest-c'], JSON.stringify(byModel))
-    // 4 subsets × 3 rules × 3 weightings × 4 tails, and again with the router's robust
+    // 4 subsets × 3 rules × 4 weightings × 4 tails, and again with the router's robust
     // aggregation for the one set of ≥ 3 experts (where it is the router's default)
-    assert.equal(r.variants.length, 4 * 3 * 3 * 4 + 3 * 3 * 4)
+    assert.equal(r.variants.length, 4 * 3 * 4 * 4 + 3 * 4 * 4)
     assert.ok(r.variants.every(v => !v.robust || v.experts.length === 3))
     for (const v of r.variants) {
       assert.ok(Number.isFinite(v.perplexity) && v.perplexity > 1, JSON.stringify(v))
@@ -77,7 +77,7 @@ describe('teacher-forced evaluation (3 expert processes)', function () {
     }
     // ensemble: the router's default configuration (robust at K = 3), not the best variant
     assert.equal(r.ensemble.experts.length, 3)
-    assert.deepEqual([r.ensemble.rule, r.ensemble.weighting, r.ensemble.tail, r.ensemble.robust], ['mixture', 'uniform', 'context', true])
+    assert.deepEqual([r.ensemble.rule, r.ensemble.weighting, r.ensemble.tail, r.ensemble.robust], ['mixture', 'online', 'context', true])
     assert.equal(r.localModel, null)
     assert.deepEqual(r.skipped, [])
     assert.ok(r.variants.every(v => v.experts.length < 3 || v.perplexity >= r.best.perplexity))
@@ -95,13 +95,13 @@ describe('teacher-forced evaluation (3 expert processes)', function () {
       await new Promise(resolve => setTimeout(resolve, 250))
     }
     await stopExpert(gone)
-    const r = await runEvalCommand({ heldout: HELDOUT, bootstrap: [experts[0].addr], 'max-tokens': '60', documents: '60-91', 'local-model': 'meshtest-c', rules: 'mixture', weighting: 'uniform', tails: 'context,local', robust: 'off,on', json: true })
+    const r = await runEvalCommand({ heldout: HELDOUT, bootstrap: [experts[0].addr], 'max-tokens': '60', documents: '60-91', 'local-model': 'meshtest-c', rules: 'mixture', weighting: 'online', tails: 'context,local', robust: 'off,on', json: true })
     assert.deepEqual(r.skipped.map(x => x.id), [goneId])
     assert.deepEqual(Object.keys(r.experts).sort(), [peer(0), peer(1), peer(2)].sort())
     assert.equal(r.positions, 60)
     assert.deepEqual(r.localModel, { model: 'meshtest-c', exact: process.env.MESHLLM_NATIVE !== '0' })
     // with a local model the router's default tail is 'local'
-    assert.deepEqual([r.ensemble.rule, r.ensemble.weighting, r.ensemble.tail, r.ensemble.robust], ['mixture', 'uniform', 'local', true])
+    assert.deepEqual([r.ensemble.rule, r.ensemble.weighting, r.ensemble.tail, r.ensemble.robust], ['mixture', 'online', 'local', true])
     for (const x of Object.values(r.experts)) assert.ok(Number.isFinite(x.perplexityByTail.local) && x.perplexityByTail.local! > 1)
     assert.match(formatEvalResult(r), /skipped: meshtest-b/)
   })

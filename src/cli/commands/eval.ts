@@ -6,7 +6,7 @@ import { DEFAULT_PERPLEXITY_BETA } from '../../aggregate/weighting.js'
 import { BOOTSTRAP, JSON_OUT, TOKENIZER } from './shared.js'
 
 /** comma-separated choices; the defaults are src/eval/eval.ts DEFAULT_RULES/WEIGHTINGS/TAILS (checked by test/unit/cli-help.spec.ts) */
-export const EVAL_LIST_DEFAULTS = Object.freeze({ rules: 'mixture,product,median', weighting: 'uniform,fixed,perplexity', tails: 'uniform,unigram,bounded,context', robust: 'off,on' })
+export const EVAL_LIST_DEFAULTS = Object.freeze({ rules: 'mixture,product,median', weighting: 'uniform,fixed,perplexity,online', tails: 'uniform,unigram,bounded,context', robust: 'off,on' })
 
 export const evalCmd: Command = {
   command: 'eval',
