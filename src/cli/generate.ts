@@ -83,23 +83,27 @@ export async function generate (values: Values): Promise<void> {
   const governance = await governanceConfigFrom(values.governance, true)
   refuseDevGovernanceOffLoopback(governance, bootstrap)
   const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
-  let localModel: import('../router/local-model.js').LocalModel | undefined
+  // the local model: by default the tokenizer's own model, loaded once for both (≈ 2.3 s,
+  // mostly llama.cpp's vocabulary, which the tokenizer alone costs too); another model loads
+  // while the mesh peer starts and is awaited by the first step that needs it
+  const tokenizerSpec = values.tokenizer ?? 'meshtest-c'
+  const localSpec = values['local-model'] ?? tokenizerSpec
+  let tokenizer: import('../router/tokenizer.js').RouterTokenizer | string | undefined = values.tokenizer
+  let localModel: Promise<import('../router/local-model.js').LocalModel> | undefined
+  if (localSpec === tokenizerSpec) {
+    const { LocalModel } = await import('../router/local-model.js')
+    const local = await LocalModel.load(localSpec)
+    tokenizer = local.tokenizer()
+    localModel = Promise.resolve(local)
+  } else if (localSpec !== 'none') {
+    localModel = loadLocalModel(localSpec, values.tokenizer)
+    localModel.catch(() => {}) // its error surfaces at the first step that needs it
+  }
   try {
-    const localSpec = values['local-model'] ?? values.tokenizer ?? 'meshtest-c'
-    if (localSpec !== 'none') {
-      const [{ LocalModel }, { RouterTokenizer }] = await Promise.all([import('../router/local-model.js'), import('../router/tokenizer.js')])
-      // its tokenizer must be the experts' one: compared with the router's
-      const tok = await RouterTokenizer.load(values.tokenizer ?? 'meshtest-c')
-      try {
-        localModel = await LocalModel.load(localSpec, { expect: { vocabSize: tok.vocabSize, fingerprint: tok.fingerprint } })
-      } finally {
-        await tok.close()
-      }
-    }
     // a routing-only peer: its governance (caught up first) is the only one that can halt it
     // no --bootstrap (nor MESHLLM_BOOTSTRAP, nor a config file): find the mesh on this LAN with mDNS
     const lan = bootstrap.length === 0
-    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer: values.tokenizer, router: { drafter, localModel }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
+    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer, router: { drafter, localModel }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
     try {
       if (lan) await joinLan(peer)
       const r = await peer.router.generate(prompt, opts)
@@ -110,8 +114,19 @@ export async function generate (values: Values): Promise<void> {
       await peer.stop()
     }
   } finally {
-    await localModel?.close()
+    await (await localModel?.catch(() => undefined))?.close()
     await drafter?.close()
+  }
+}
+
+/** the router's local model, its tokenizer checked against the router's (LocalModelMismatchError) */
+async function loadLocalModel (spec: string, tokenizer: string | undefined): Promise<import('../router/local-model.js').LocalModel> {
+  const [{ LocalModel }, { RouterTokenizer }] = await Promise.all([import('../router/local-model.js'), import('../router/tokenizer.js')])
+  const tok = await RouterTokenizer.load(tokenizer ?? 'meshtest-c')
+  try {
+    return await LocalModel.load(spec, { expect: { vocabSize: tok.vocabSize, fingerprint: tok.fingerprint } })
+  } finally {
+    await tok.close()
   }
 }
 

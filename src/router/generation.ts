@@ -438,7 +438,9 @@ export class Generation {
     if (this.tail !== 'local') return undefined
     const local = this.core.options.localModel
     if (local == null) throw new InvalidGenerateOptionError('tail', "the 'local' tail needs a router with a local model (--local-model)")
-    return local.prior([...this.context, ...ahead])
+    const tokens = [...this.context, ...ahead]
+    // the CLI hands over a model still loading (loaded beside the mesh start)
+    return local instanceof Promise ? local.then(async m => await m.prior(tokens)) : local.prior(tokens)
   }
 
   /** `ahead`: tokens after the context that the frames' position already includes (speculative draft) */

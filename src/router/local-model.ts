@@ -12,6 +12,7 @@
 import { ModelHost, type ModelSession } from '../expert/model-host.js'
 import { resolveModel } from '../expert/resolve.js'
 import { localTailPrior, type TailPrior } from '../aggregate/prior.js'
+import { RouterTokenizer } from './tokenizer.js'
 
 /** the local model's tokenizer is not the router's (different vocabulary or fingerprint) */
 export class LocalModelMismatchError extends Error {
@@ -48,7 +49,8 @@ export class LocalModel {
 
   /** `model`: a bundled name (meshtest-c), a .gguf path or a node-llama-cpp URI */
   static async load (model: string, opts: LocalModelOptions = {}): Promise<LocalModel> {
-    const host = await ModelHost.load({ modelPath: await resolveModel(model), threads: opts.threads ?? 1, maxSessions: 1, gpu: 'auto' })
+    // CPU: a small model, and no GPU probe (node-llama-cpp's probe costs ≈ 2 s at every start)
+    const host = await ModelHost.load({ modelPath: await resolveModel(model), threads: opts.threads ?? 1, maxSessions: 1, gpu: false })
     const local = new LocalModel(host, host.openSession())
     if (opts.expect != null && !local.matches(opts.expect)) {
       await local.close()
@@ -61,6 +63,11 @@ export class LocalModel {
   matches (t: { vocabSize: number, fingerprint: Uint8Array }): boolean {
     const fp = this.fingerprint
     return this.vocabSize === t.vocabSize && fp.length === t.fingerprint.length && fp.every((b, i) => b === t.fingerprint[i])
+  }
+
+  /** a router tokenizer on this model (no second load of the vocabulary); valid until close() */
+  tokenizer (): RouterTokenizer {
+    return RouterTokenizer.fromModel(this.host.model, this.host.summary)
   }
 
   /** whether distributions are exact (native helper) or top-256 with an even rest */

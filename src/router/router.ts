@@ -193,9 +193,11 @@ export interface RouterOptions {
   /**
    * the router's own model for the 'local' tail (src/router/local-model.ts, docs/quality.md §3):
    * with one, a generation's default tail is 'local'; without, 'context' (the best wire-only
-   * tail). Never one of the experts; the caller owns it (closes it after the router)
+   * tail). Never one of the experts; the caller owns it (closes it after the router). A
+   * promise is awaited at the first step that needs it (a model still loading; if it rejects,
+   * generations with the 'local' tail fail with its error)
    */
-  localModel?: LocalModel
+  localModel?: LocalModel | Promise<LocalModel>
   /** reputation and ban parameters (src/router/reputation.ts) */
   reputation?: ReputationOptions
   /**

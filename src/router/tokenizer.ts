@@ -8,7 +8,12 @@ import { resolveModel } from '../expert/resolve.js'
 import { summarizeGguf, type GgufSummary } from '../expert/tokenizer.js'
 
 export class RouterTokenizer {
-  private constructor (readonly model: LlamaModel, readonly summary: GgufSummary) {}
+  private constructor (readonly model: LlamaModel, readonly summary: GgufSummary, private readonly owned = true) {}
+
+  /** the tokenizer of a model loaded elsewhere (a router's local model): close() leaves the model to its owner */
+  static fromModel (model: LlamaModel, summary: GgufSummary): RouterTokenizer {
+    return new RouterTokenizer(model, summary, false)
+  }
 
   static async load (spec = 'meshtest-c'): Promise<RouterTokenizer> {
     const path = await resolveModel(spec)
@@ -38,6 +43,6 @@ export class RouterTokenizer {
   }
 
   async close (): Promise<void> {
-    await this.model.dispose()
+    if (this.owned) await this.model.dispose()
   }
 }
