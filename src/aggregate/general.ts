@@ -44,8 +44,6 @@ export interface GeneralOptions {
   prior?: TailPrior
   /** 'trimmed': fraction of the weight cut from each end, in [0, 0.5) */
   trim?: number
-  /** 'bounded': ids other experts list but this one does not go just below its least listed id (default true) */
-  colisted?: boolean
 }
 
 let markCap = 0
@@ -243,7 +241,7 @@ export function aggregateGeneral (inputs: WeightedDist[], opts: GeneralOptions):
 
   // tails: c_e, and with 'bounded' the explicit values of co-listed and capped ids
   const listedAny: number[] = []
-  if (tailModel === 'bounded' && opts.colisted !== false && prepared.length > 1) {
+  if (tailModel === 'bounded' && prepared.length > 1) {
     const m = marks(V)
     for (const x of prepared) for (const id of x.ids) if (m[id] !== stamp) { m[id] = stamp; listedAny.push(id) }
   }
