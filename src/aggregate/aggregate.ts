@@ -3,7 +3,7 @@
  * vocabulary (formulas and rationale: docs/aggregation.md). Pure math, synchronous,
  * allocation-light: it runs once per generated token.
  */
-import type { AggregationRule, Aggregated, WeightedDist } from './types.js'
+import type { AggregationRule, Aggregated, SparseDist, WeightedDist } from './types.js'
 import { aggregateGeneral, type TailModel } from './general.js'
 import { AggregationError, PRODUCT_EPSILON } from './common.js'
 import { defaultTailPrior, type TailPrior } from './prior.js'
@@ -220,6 +220,25 @@ export function aggregate (inputs: WeightedDist[], opts: AggregateOptions): Aggr
  * The probability of one token in an aggregated distribution: its listed probability, else
  * the rest probability (shaped by restShape for the non-uniform tails).
  */
+/**
+ * One expert's probability of `token` as `aggregate([{ dist, weight: 1 }], { vocabSize })`
+ * (uniform tail) gives it, in O(n) without building the aggregate: its listed value, else its
+ * tail spread evenly, normalised by S = Σ exp(logprob) + tail ('online' weights, eval).
+ */
+export function sparseProbability (dist: SparseDist, token: number, vocabSize: number): number {
+  const { ids, logprobs } = dist
+  const n = ids.length
+  const tail = vocabSize > n ? dist.tailMass : 0
+  let s = tail
+  let hit = -1
+  for (let i = 0; i < n; i++) {
+    s += Math.exp(logprobs[i])
+    if (ids[i] === token) hit = i
+  }
+  if (!(s > 0)) return 0
+  return hit >= 0 ? Math.exp(logprobs[hit]) / s : tail / s / (vocabSize - n)
+}
+
 export function probabilityOf (agg: Aggregated, token: number): number {
   const { ids, probs } = agg
   for (let i = 0; i < ids.length; i++) if (ids[i] === token) return probs[i]

@@ -1,6 +1,6 @@
 /** Aggregation layer: pure math over sparse next-token distributions (docs/aggregation.md). */
 export type { SparseDist, WeightedDist, AggregationRule, Aggregated, SamplingOptions, Rng } from './types.js'
-export { aggregate, AggregationError, PRODUCT_EPSILON, probabilityOf } from './aggregate.js'
+export { aggregate, AggregationError, PRODUCT_EPSILON, probabilityOf, sparseProbability } from './aggregate.js'
 export { DEFAULT_TRIM } from './general.js'
 export type { TailModel } from './general.js'
 export { tailPriorFromWeights, localTailPrior, encodeTailPrior, decodeTailPrior, loadTailPrior, defaultTailPrior, defaultTailPriorPath, TailPriorError } from './prior.js'

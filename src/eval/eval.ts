@@ -22,7 +22,7 @@ import type { Router } from '../router/router.js'
 import { ExpertSession } from '../router/expert-client.js'
 import type { ExpertRecord } from '../wire/record.js'
 import type { Frame } from '../wire/types.js'
-import { aggregate, probabilityOf } from '../aggregate/aggregate.js'
+import { aggregate, probabilityOf, sparseProbability } from '../aggregate/aggregate.js'
 import type { AggregationRule, WeightedDist } from '../aggregate/types.js'
 import type { TailModel } from '../aggregate/general.js'
 import { defaultTailPrior, localTailPrior, type TailPrior } from '../aggregate/prior.js'
@@ -502,7 +502,7 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
         if (c.windowOf[i] !== w) { w = c.windowOf[i]; sum = 0; n = 0 }
         onlineLp[e][i] = sum
         onlineN[e][i] = n
-        sum += Math.log(Math.max(probabilityOf(aggregate([dist(e, i)], { vocabSize: V }), c.targets[i]), 1e-12))
+        sum += Math.log(Math.max(sparseProbability(c.frames[e][i], c.targets[i], V), 1e-12))
         n++
       }
     }

@@ -8,7 +8,7 @@
  * session dropped and the expert not asked again by this generation.
  */
 import { Status, type Frame } from '../wire/types.js'
-import { aggregate, probabilityOf } from '../aggregate/aggregate.js'
+import { aggregate, sparseProbability } from '../aggregate/aggregate.js'
 import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
 import { createRng, sample, speculativeStep, speculativeStepSampled, type Proposal } from '../aggregate/sampling.js'
@@ -68,8 +68,9 @@ export class Generation {
     this.maxTokens = opts.maxTokens ?? GENERATE_DEFAULTS.maxTokens
     this.rng = createRng(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
     this.samplingOpts = { temperature: opts.temperature ?? GENERATE_DEFAULTS.temperature, topK: opts.topK ?? GENERATE_DEFAULTS.topK, topP: opts.topP ?? GENERATE_DEFAULTS.topP }
-    this.byPerplexity = (opts.weighting ?? GENERATE_DEFAULTS.weighting) === 'perplexity'
-    this.byOnline = (opts.weighting ?? GENERATE_DEFAULTS.weighting) === 'online'
+    const weighting = opts.weighting ?? GENERATE_DEFAULTS.weighting
+    this.byPerplexity = weighting === 'perplexity'
+    this.byOnline = weighting === 'online'
     this.tail = opts.tail ?? defaultTail(core.options.localModel != null)
   }
 
@@ -77,6 +78,7 @@ export class Generation {
   async run (): Promise<GenerateResult> {
     try {
       if (this.tail === 'local' && this.core.options.localModel == null) throw new InvalidGenerateOptionError('tail', "the 'local' tail needs a router with a local model (--local-model)")
+      // (localPrior relies on this check)
       await this.selectExperts()
       const drafter = this.core.options.drafter
       let speculation: SpeculationStats | undefined
@@ -361,6 +363,11 @@ export class Generation {
     const dr = Uint32Array.from(draft)
     const reqSignal = AbortSignal.any([this.signal, AbortSignal.timeout(core.options.requestTimeoutMs ?? 30_000)])
     const scorePrompt = this.byPerplexity
+    // the local model's distribution at every draft position, computed during the round trip
+    // (from the context as it is now: the loop below appends the emitted tokens to it)
+    const priors = draft.map((_, i) => this.localPrior(draft.slice(0, i)))
+    priors.push(this.localPrior(draft))
+    for (const p of priors) p?.catch(() => {})
     const results = await Promise.all(chosen.map(async c => {
       const frames = await this.ask(c, reqSignal, async (session) => {
         const frames = await session.speculate(ctx, dr, core.tokenizer.fingerprint, { signal: reqSignal, scorePrompt })
@@ -380,7 +387,7 @@ export class Generation {
     let acceptedHere = 0
     let ended = false
     for (let i = 0; i <= draft.length; i++) {
-      const agg = this.aggregate(ok.map(r => ({ id: r.id, frame: r.frames[i] })), draft.slice(0, i), await this.localPrior(draft.slice(0, i)))
+      const agg = this.aggregate(ok.map(r => ({ id: r.id, frame: r.frames[i] })), draft.slice(0, i), await priors[i])
       let token: number | undefined
       let accepted = false
       if (i < draft.length) {
@@ -410,7 +417,7 @@ export class Generation {
     if (!this.byOnline) return
     const V = this.core.tokenizer.vocabSize
     for (const f of frames) {
-      const p = probabilityOf(aggregate([{ dist: f.frame, weight: 1 }], { vocabSize: V }), token)
+      const p = sparseProbability(f.frame, token, V)
       const s = this.online.get(f.id) ?? { nll: 0, n: 0 }
       s.nll -= Math.log(Math.max(p, 1e-12))
       s.n++
@@ -436,8 +443,7 @@ export class Generation {
   /** the 'local' tail's prior after the context and `ahead` (the router's local model), else undefined */
   private localPrior (ahead: number[] = []): Promise<TailPrior> | undefined {
     if (this.tail !== 'local') return undefined
-    const local = this.core.options.localModel
-    if (local == null) throw new InvalidGenerateOptionError('tail', "the 'local' tail needs a router with a local model (--local-model)")
+    const local = this.core.options.localModel as NonNullable<RouterCore['options']['localModel']> // checked by run()
     const tokens = [...this.context, ...ahead]
     // the CLI hands over a model still loading (loaded beside the mesh start)
     return local instanceof Promise ? local.then(async m => await m.prior(tokens)) : local.prior(tokens)
