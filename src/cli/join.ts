@@ -68,6 +68,7 @@ export async function join (values: Values): Promise<void> {
       threads: int(values.threads, 'threads', 1),
       maxSessions: int(values['max-sessions'], 'max-sessions', 1),
       maxSessionsPerPeer: int(values['max-sessions-per-peer'], 'max-sessions-per-peer', 1),
+      queueTimeoutMs: int(values['queue-timeout'], 'queue-timeout', 0, 20_000),
       contextSize: int(values['context-size'], 'context-size', 16),
       gpu: values.gpu === 'false' || values.gpu === 'off' ? false : 'auto',
       idleTimeoutMs: int(values['idle-timeout'], 'idle-timeout', 1),

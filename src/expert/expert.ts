@@ -25,6 +25,8 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   haltEnvelope?: () => Uint8Array | undefined
   /** sessions one remote peer may hold (InferServiceInit.maxSessionsPerPeer, default 2) */
   maxSessionsPerPeer?: number
+  /** how long an open waits for a free slot before BUSY (ms, InferServiceInit.queueTimeoutMs, default 10 s; 0: no queue) */
+  queueTimeoutMs?: number
   /** tokens one session may evaluate in all, rolled-back ones included (InferServiceInit.maxSessionTokens) */
   maxSessionTokens?: number
   /** longest session (ms, InferServiceInit.maxSessionMs, default 30 min) */
@@ -102,7 +104,7 @@ export async function startExpert (opts: ExpertOptions): Promise<Expert> {
     // e.g. governance catch-up: nothing is served or advertised before it is done
     await opts.beforeServe?.(node)
     // /meshllm/infer is registered only now: the node's handle/unhandle are its registrar's
-    const service = new InferService({ registrar: node, logger: node.logger, peerId: node.peerId }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs })
+    const service = new InferService({ registrar: node, logger: node.logger, peerId: node.peerId }, { host, idleTimeoutMs: opts.idleTimeoutMs, haltReason: opts.haltReason, haltEnvelope: opts.haltEnvelope, maxSessionsPerPeer: opts.maxSessionsPerPeer, queueTimeoutMs: opts.queueTimeoutMs, maxSessionTokens: opts.maxSessionTokens, maxSessionMs: opts.maxSessionMs })
     await service.start()
     const advertiser = new ExpertAdvertiser(node, host, { privateKey, tokensPerSecond, ttlMs: opts.recordTtlMs, refreshMs: opts.recordRefreshMs }, log)
     // behind NAT: the record should carry the relay address routers can dial

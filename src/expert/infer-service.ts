@@ -14,12 +14,15 @@ import type { EvaluateOptions, EvaluateResult, ModelSession } from './model-host
 import type { GgufSummary } from './tokenizer.js'
 import { streamLifetime } from '../util/stream-lifetime.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
-import { errorMessage, errorName, asError } from '../util/errors.js'
+import { errorMessage, errorName, asError, BusyError } from '../util/errors.js'
+import { QueueFullError, QueueTimeoutError, SlotQueue } from './slot-queue.js'
 
 /** sessions one remote peer may hold on this expert at once, unless configured otherwise */
 export const DEFAULT_MAX_SESSIONS_PER_PEER = 2
 /** a session ends (BUSY) once it is this old, unless configured otherwise (ms) */
 export const DEFAULT_MAX_SESSION_MS = 30 * 60_000
+/** how long an open waits for a session slot before it is answered BUSY, unless configured otherwise (ms) */
+export const DEFAULT_QUEUE_TIMEOUT_MS = 10_000
 
 /** lpStream's errors for a length prefix the limits refuse (protocols/infer.md §1: INVALID_REQUEST, then close) */
 const LENGTH_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError'])
@@ -74,6 +77,15 @@ export interface InferServiceInit {
   maxSessionTokens?: number
   /** a session older than this is ended with BUSY at its next request (ms, default 30 min) */
   maxSessionMs?: number
+  /**
+   * how long an open that finds every slot in use (or its peer at maxSessionsPerPeer) waits
+   * for one before it is answered BUSY (ms, default 10 s; 0: BUSY at once, no queue)
+   */
+  queueTimeoutMs?: number
+  /** opens waiting for a slot in all; more are answered BUSY at once (default 8 × the host's maxSessions) */
+  maxQueued?: number
+  /** opens one remote peer may have waiting; more are answered BUSY at once (default 4 × maxSessionsPerPeer) */
+  maxQueuedPerPeer?: number
 }
 
 export interface InferServiceStats {
@@ -82,6 +94,12 @@ export interface InferServiceStats {
   /** of sessionsRefused: the peer already held maxSessionsPerPeer sessions */
   sessionsRefusedPerPeer: number
   sessionsEvicted: number
+  /** opens that waited for a slot (admitted, timed out or gone) */
+  sessionsQueued: number
+  /** of sessionsQueued: admitted once a slot freed */
+  sessionsAdmittedAfterWait: number
+  /** milliseconds the admitted ones waited, in all */
+  queueWaitMs: number
   /** sessions that ended because the router went away (stream closed or reset) */
   sessionsGone: number
   frames: number
@@ -111,8 +129,10 @@ export class InferService implements Startable {
   private readonly sessionsByPeer = new Map<string, number>()
   /** evaluations still running per session (awaited before the session is freed) */
   private readonly inflight = new Map<InferSession, Promise<void>>()
+  /** opens waiting for a slot */
+  private readonly queue: SlotQueue
   private started = false
-  readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsRefusedPerPeer: 0, sessionsEvicted: 0, sessionsGone: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
+  readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsRefusedPerPeer: 0, sessionsEvicted: 0, sessionsQueued: 0, sessionsAdmittedAfterWait: 0, queueWaitMs: 0, sessionsGone: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
 
   constructor (components: InferServiceComponents, private readonly init: InferServiceInit) {
     this.components = components
@@ -125,6 +145,12 @@ export class InferService implements Startable {
     this.maxSessionsPerPeer = Math.max(1, init.maxSessionsPerPeer ?? DEFAULT_MAX_SESSIONS_PER_PEER)
     this.maxSessionTokens = init.maxSessionTokens ?? (MAX_DRAFT_TOKENS + 1) * this.host.contextSize
     this.maxSessionMs = init.maxSessionMs ?? DEFAULT_MAX_SESSION_MS
+    const queueTimeoutMs = init.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS
+    this.queue = new SlotQueue({
+      timeoutMs: queueTimeoutMs,
+      maxQueued: queueTimeoutMs > 0 ? init.maxQueued ?? 8 * this.host.maxSessions : 0,
+      maxQueuedPerPeer: init.maxQueuedPerPeer ?? 4 * this.maxSessionsPerPeer
+    })
     this.handle = this.handle.bind(this)
   }
 
@@ -132,9 +158,10 @@ export class InferService implements Startable {
 
   async start (): Promise<void> {
     await this.components.registrar.handle(this.protocol, this.handle, {
-      // well beyond the session limit so a burst of refusals is answered with BUSY (a
-      // refused stream is answered and closed at once) instead of being reset by libp2p
-      maxInboundStreams: Math.max(64, this.host.maxSessions * 2 + 8),
+      // beyond the sessions and the opens one peer may have waiting, so a burst of refusals
+      // is answered with BUSY (a refused stream is answered and closed at once) instead of
+      // being reset by libp2p
+      maxInboundStreams: Math.max(64, this.host.maxSessions * 2 + 8, this.maxSessionsPerPeer + this.queue.limits.maxQueuedPerPeer + 8),
       // a routing component in the same node opens outbound infer streams
       maxOutboundStreams: 256,
       // an expert behind NAT is reached through a mesh relay: a limited connection
@@ -145,6 +172,7 @@ export class InferService implements Startable {
 
   async stop (): Promise<void> {
     await this.components.registrar.unhandle(this.protocol)
+    this.queue.clear(new Error('expert shutting down'))
     for (const s of this.live.keys()) s.abort(new Error('expert shutting down'))
     this.live.clear()
     this.started = false
@@ -247,19 +275,40 @@ export class InferService implements Startable {
           if (req.tokens.length >= this.host.contextSize - 1) {
             throw new RequestError(Status.CONTEXT_FULL, `prompt of ${req.tokens.length} tokens does not fit the context of ${this.host.contextSize}`)
           }
-          const held = this.sessionsByPeer.get(peer) ?? 0
-          if (!local && held >= this.maxSessionsPerPeer) {
-            this.stats.sessionsRefused++
-            this.stats.sessionsRefusedPerPeer++
-            throw new RequestError(Status.BUSY, `this peer already holds ${held} session(s) here (at most ${this.maxSessionsPerPeer} per peer)`)
+          // a free slot within the peer's quota now, else a wait in the queue (BUSY when it is
+          // full or no slot frees in time); a HALT or the router leaving ends the wait
+          const tryAcquire = (): InferSession | undefined => {
+            const held = this.sessionsByPeer.get(peer) ?? 0
+            if (!local && held >= this.maxSessionsPerPeer) return undefined
+            if (this.host.freeSlots <= 0) return undefined
+            let s: InferSession
+            try {
+              s = this.host.openSession()
+            } catch (err) {
+              if (err instanceof BusyError) return undefined
+              throw err
+            }
+            this.sessionsByPeer.set(peer, held + 1)
+            return s
           }
           try {
-            session = this.host.openSession()
+            session = await this.queue.acquire(peer, tryAcquire, stop)
           } catch (err) {
-            this.stats.sessionsRefused++
-            throw new RequestError(Status.BUSY, errorMessage(err))
+            if (err instanceof QueueFullError || err instanceof QueueTimeoutError) {
+              this.stats.sessionsRefused++
+              const held = this.sessionsByPeer.get(peer) ?? 0
+              const perPeer = !local && held >= this.maxSessionsPerPeer
+              if (perPeer) this.stats.sessionsRefusedPerPeer++
+              throw new RequestError(Status.BUSY, perPeer
+                ? `this peer already holds ${held} session(s) here (at most ${this.maxSessionsPerPeer} per peer): ${err.message}`
+                : `all ${this.host.maxSessions} session slots are in use: ${err.message}`)
+            }
+            throw err
+          } finally {
+            this.stats.sessionsQueued = this.queue.stats.queued
+            this.stats.sessionsAdmittedAfterWait = this.queue.stats.admitted
+            this.stats.queueWaitMs = this.queue.stats.waitedMs
           }
-          this.sessionsByPeer.set(peer, held + 1)
           openedAt = Date.now()
           this.stats.sessionsOpened++
           charge(req.tokens.length + (req.draft?.length ?? 0))
@@ -322,9 +371,19 @@ export class InferService implements Startable {
         else this.sessionsByPeer.set(peer, n)
         await this.inflight.get(session)
         this.inflight.delete(session)
-        await session.close()
+        try {
+          await session.close()
+        } finally {
+          // a slot (and this peer's quota) is free: the earliest open that may take it does
+          this.queue.wake()
+        }
       }
     }
+  }
+
+  /** opens waiting for a session slot now */
+  get queued (): number {
+    return this.queue.length
   }
 
   /** sessions `peer` (a peer id string) holds here now */

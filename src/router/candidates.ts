@@ -66,6 +66,10 @@ export interface Candidate {
   /** a request is in flight on this session */
   pending?: Promise<void>
   failed?: boolean
+  /** answered BUSY: not asked again before this time (performance.now() ms) */
+  busyUntil?: number
+  /** BUSY answers in a row (the backoff doubles with each) */
+  busyCount?: number
 }
 
 export interface Selection {

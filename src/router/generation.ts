@@ -5,15 +5,18 @@
  * speculatively (`speculativeStep`: one batched round per draft). Both ask experts through
  * one method (`ask`), so a failed expert is handled in one place (`handleFailure`): counted
  * against its health, penalised when its frame was invalid, reported to the observers, its
- * session dropped and the expert not asked again by this generation.
+ * session dropped and the expert not asked again by this generation; a BUSY expert is asked
+ * again after a backoff, and a step with no frame but BUSY experts left waits for them
+ * (at most RouterOptions.busyWaitMs without a token) instead of failing.
  */
+import { setTimeout as delay } from 'node:timers/promises'
 import { Status, type Frame } from '../wire/types.js'
 import { aggregate, sparseProbability } from '../aggregate/aggregate.js'
 import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
 import { createRng, sample, speculativeStep, speculativeStepSampled, type Proposal } from '../aggregate/sampling.js'
 import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
-import { ContextOverflowError, ExpertError, HaltedError, IncompatibleTokenizerError, NoExpertsError, asError, errorMessage, errorName } from '../util/errors.js'
+import { BusyError, ContextOverflowError, ExpertError, HaltedError, IncompatibleTokenizerError, NoExpertsError, asError, errorMessage, errorName } from '../util/errors.js'
 import type { Drafter } from './drafter.js'
 import { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { robustAggregate } from './reputation.js'
@@ -24,6 +27,14 @@ import { DEFAULT_DISCOVERY_SAMPLE, candidatePool, candidateSelection, checkFrame
 import type { GenerateOptions, GenerateResult, SpeculationStats, StepTrace, TokenEvent } from './router.js'
 
 interface Framed { id: string, frame: Frame }
+
+/** how long a generation waits without a token while every expert it may use is BUSY (RouterOptions.busyWaitMs) */
+export const DEFAULT_BUSY_WAIT_MS = 120_000
+
+/** the wait before asking an expert again after its `n`-th BUSY in a row: 250 ms doubling to 4 s, ±50 % jitter */
+export function busyBackoff (n: number, random = Math.random): number {
+  return Math.min(4_000, 250 * 2 ** Math.max(0, n - 1)) * (0.5 + random())
+}
 
 /** the state of a speculative generation's rounds */
 interface Speculation {
@@ -61,6 +72,10 @@ export class Generation {
   private text = ''
   private emitted = ''
   private finishReason: GenerateResult['finishReason'] = 'length'
+  /** aborted when the generation ends: its late and queued requests end with it (not the experts' fault) */
+  private readonly ending = new AbortController()
+  /** since when every expert this generation may use has been BUSY (performance.now() ms) */
+  private busySince: number | undefined
 
   constructor (private readonly core: RouterCore, private readonly prompt: string | number[], private readonly opts: GenerateOptions, readonly signal: AbortSignal, private readonly started: number) {
     this.k = opts.k ?? GENERATE_DEFAULTS.k
@@ -168,37 +183,86 @@ export class Generation {
   private async ask<T>(c: Candidate, signal: AbortSignal, request: (session: ExpertSession, opened: boolean) => Promise<T>): Promise<T | undefined> {
     const t0 = performance.now()
     let value: T
+    const opened = c.session == null
     try {
-      const opened = c.session == null
       c.session ??= await this.core.connect(c.record.peerId, { signal })
       value = await request(c.session, opened)
     } catch (e) {
       const err = e instanceof ExpertHaltedError ? await this.core.expertHalted(e) : e
       if (err instanceof HaltedError) throw err
       if (this.signal.aborted) throw this.signal.reason
+      if (this.ending.signal.aborted) {
+        // the generation is over: its late request ends with it, held against nobody
+        c.session?.abort(asError(err))
+        c.session = undefined
+        return undefined
+      }
       this.handleFailure(c, err, performance.now() - t0)
       return undefined
     }
     const ms = performance.now() - t0
-    this.core.health.success(c.id, ms)
+    c.busyCount = 0
+    c.busyUntil = undefined
+    // an open's time (dial, prefill, a wait for a slot) is no sample of the per-token latency
+    this.core.health.success(c.id, opened ? undefined : ms)
     if (this.core.observers.size > 0) this.core.notify('onExpertRequest', { expert: c.id, ms, ok: true })
     return value
   }
 
-  /** an expert failed (error, timeout, invalid frame, unverified halt): it is not asked again by this generation */
+  /**
+   * An expert failed (error, timeout, invalid frame, unverified halt): it is not asked again
+   * by this generation. BUSY is not a failure: the expert is at its session limit (its queue
+   * full, or no slot freed in time) or this peer at its quota there; it is asked again after a
+   * backoff (busyBackoff) and its circuit stays closed (opening it on BUSY made 50 concurrent
+   * generations starve the ones already served).
+   */
   handleFailure (c: Candidate, err: unknown, ms: number): void {
     const { core } = this
     const message = errorMessage(err)
     core.log('expert %s failed: %s', c.id, message)
-    // BUSY is an expert at its session limit (or this peer at its quota there), not a broken
-    // one: it is left out of this generation, but its circuit stays closed for the others
-    // (opening it on BUSY made 50 concurrent generations starve the ones already served)
-    if (!isBusy(err)) core.health.failure(c.id, message)
+    if (isBusy(err)) {
+      c.busyCount = (c.busyCount ?? 0) + 1
+      c.busyUntil = performance.now() + busyBackoff(c.busyCount)
+    } else {
+      core.health.failure(c.id, message)
+      c.failed = true
+    }
     if (err instanceof InvalidFrameError) core.reputation.penalize(c.id)
-    if (core.observers.size > 0) core.notify('onExpertRequest', { expert: c.id, ms, ok: false, error: message, errorName: errorName(err) ?? 'Error' })
-    c.failed = true
+    if (core.observers.size > 0) core.notify('onExpertRequest', { expert: c.id, ms, ok: false, error: message, errorName: errorName(err) ?? 'Error', ...(err instanceof ExpertError && err.status != null ? { status: err.status } : {}) })
     c.session?.abort(asError(err))
     c.session = undefined
+  }
+
+  /** candidates waiting out a BUSY backoff (not failed) */
+  private busyCandidates (): Candidate[] {
+    return this.candidates.filter(c => c.failed !== true && c.busyUntil != null)
+  }
+
+  /**
+   * Every expert this generation may use is BUSY: waits until the first may be asked again;
+   * BusyError once the generation has waited RouterOptions.busyWaitMs without a token.
+   */
+  private async waitForBusy (): Promise<void> {
+    const busy = this.busyCandidates()
+    if (busy.length === 0) return
+    const now = performance.now()
+    this.busySince ??= now
+    const budget = this.core.options.busyWaitMs ?? DEFAULT_BUSY_WAIT_MS
+    if (now - this.busySince >= budget) {
+      throw new BusyError(`every expert stayed busy for ${((now - this.busySince) / 1000).toFixed(1)} s (${busy.length} at their session limit; RouterOptions.busyWaitMs ${budget} ms)`)
+    }
+    // until the first may be asked again, at most to the end of the budget (one last try then)
+    const until = Math.min(...busy.map(c => c.busyUntil ?? now), this.busySince + budget)
+    try {
+      await delay(Math.max(0, until - now), undefined, { signal: this.signal })
+    } catch (err) {
+      throw this.signal.aborted ? this.signal.reason : err
+    }
+  }
+
+  /** whether `c` is waiting out a BUSY backoff now */
+  private static backingOff (c: Candidate, now = performance.now()): boolean {
+    return c.busyUntil != null && c.busyUntil > now
   }
 
   /**
@@ -207,19 +271,33 @@ export class Generation {
    * ones are late (hedging), and past the step's deadline the step goes on with the frames it has.
    */
   async step (want: number): Promise<{ frames: Framed[], trace: StepTrace }> {
+    while (true) {
+      const r = await this.stepOnce(want)
+      if (r !== undefined) {
+        this.busySince = undefined
+        return r
+      }
+      // no frame, and the experts left are BUSY: ask again once one may be
+      await this.waitForBusy()
+    }
+  }
+
+  /** one try at a step; undefined when no frame came and BUSY experts remain to ask again */
+  private async stepOnce (want: number): Promise<{ frames: Framed[], trace: StepTrace } | undefined> {
     const { candidates, core } = this
     const sel = this.selection
-    const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && core.available(c.id))
+    const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && !Generation.backingOff(c) && core.available(c.id))
     let pool = usable()
     if (pool.length === 0) {
       // every usable expert is busy with a late request: wait for one to settle
-      const busy = candidates.filter(c => c.pending != null)
-      if (busy.length > 0) await Promise.race(busy.map(async c => c.pending?.catch(() => {})))
+      const late = candidates.filter(c => c.pending != null)
+      if (late.length > 0) await Promise.race(late.map(async c => c.pending?.catch(() => {})))
       pool = usable()
       if (pool.length === 0) {
         // half-open circuits: give the least recently failed experts another try
-        pool = candidates.filter(c => c.failed !== true && c.pending == null && !core.reputation.banned(c.id))
+        pool = candidates.filter(c => c.failed !== true && c.pending == null && !Generation.backingOff(c) && !core.reputation.banned(c.id))
       }
+      if (pool.length === 0 && this.busyCandidates().length > 0) return undefined
       if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
     }
     const need = Math.min(want, pool.length)
@@ -230,9 +308,11 @@ export class Generation {
     const hardTimeout = core.options.requestTimeoutMs ?? 30_000
     const scorePrompt = this.byPerplexity
 
-    return await new Promise((resolve, reject) => {
+    return await new Promise<{ frames: Framed[], trace: StepTrace } | undefined>((resolve, reject) => {
       let settled = false
       let outstanding = 0
+      /** the step's deadline passed with no frame yet: the first frame to arrive ends the step */
+      let overdue = false
       const asked = new Set<string>()
       const settle = (): void => {
         settled = true
@@ -243,8 +323,9 @@ export class Generation {
         if (settled) return
         settle()
         for (const id of asked) if (!trace.experts.includes(id)) trace.dropped.push(id)
-        if (frames.length === 0) reject(new NoExpertsError('no expert answered this step'))
-        else resolve({ frames: frames.slice(0, need), trace })
+        if (frames.length > 0) resolve({ frames: frames.slice(0, need), trace })
+        else if (this.busyCandidates().length > 0) resolve(undefined)
+        else reject(new NoExpertsError('no expert answered this step'))
       }
       const spare = (): Candidate | undefined => {
         const rest = usable().filter(c => !asked.has(c.id))
@@ -254,7 +335,7 @@ export class Generation {
       const launch = (c: Candidate): void => {
         asked.add(c.id)
         outstanding++
-        const reqSignal = AbortSignal.any([this.signal, AbortSignal.timeout(hardTimeout)])
+        const reqSignal = AbortSignal.any([this.signal, this.ending.signal, AbortSignal.timeout(hardTimeout)])
         const run = this.ask(c, reqSignal, async (session, opened) => {
           const frame = opened
             ? await session.open(contextNow, core.tokenizer.fingerprint, { signal: reqSignal, scorePrompt })
@@ -277,7 +358,8 @@ export class Generation {
           if (!settled && frames.length < need) {
             frames.push({ id: c.id, frame })
             trace.experts.push(c.id)
-            if (frames.length >= need) finish()
+            // enough frames; or past the deadline; or nobody else left to answer
+            if (frames.length >= need || overdue || outstanding === 0) finish()
           }
         }, (err: unknown) => {
           // a verified halt or the generation's signal: the step ends with it
@@ -293,7 +375,8 @@ export class Generation {
       }, Math.max(200, deadline / 2))
       const deadlineTimer = setTimeout(() => {
         if (frames.length > 0) finish()
-        // otherwise keep waiting: the hard per-request timeout ends it
+        // otherwise the first frame ends the step (or the hard per-request timeout does)
+        else overdue = true
       }, deadline)
       for (const c of chosen) launch(c)
     })
@@ -343,8 +426,12 @@ export class Generation {
   /** one speculative round; true when the generation ends */
   async speculativeStep (spec: Speculation): Promise<boolean> {
     const { core } = this
-    const pool = this.candidates.filter(c => c.failed !== true && core.available(c.id))
-    if (pool.length === 0) throw new NoExpertsError('every expert failed during this generation')
+    const pool = this.candidates.filter(c => c.failed !== true && !Generation.backingOff(c) && core.available(c.id))
+    if (pool.length === 0) {
+      if (this.busyCandidates().length === 0) throw new NoExpertsError('every expert failed during this generation')
+      await this.waitForBusy()
+      return false
+    }
     const n = this.draftLength(spec, pool)
     const t0 = performance.now()
     // temperature > 0: a sampling drafter proposes from its own distribution (acceptance
@@ -361,7 +448,7 @@ export class Generation {
     const chosen = this.selection.select(pool, Math.min(this.effectiveK, pool.length))
     const ctx = Uint32Array.from(this.context)
     const dr = Uint32Array.from(draft)
-    const reqSignal = AbortSignal.any([this.signal, AbortSignal.timeout(core.options.requestTimeoutMs ?? 30_000)])
+    const reqSignal = AbortSignal.any([this.signal, this.ending.signal, AbortSignal.timeout(core.options.requestTimeoutMs ?? 30_000)])
     const scorePrompt = this.byPerplexity
     // the local model's distribution at every draft position, computed during the round trip
     // (from the context as it is now: the loop below appends the emitted tokens to it)
@@ -378,7 +465,8 @@ export class Generation {
     }))
     const ok = results.filter((r): r is { id: string, frames: Frame[] } => r != null)
     const trace: StepTrace = { experts: ok.map(r => r.id), dropped: chosen.map(c => c.id).filter(id => !ok.some(r => r.id === id)), ms: performance.now() - t0 }
-    if (ok.length === 0) return false // every chosen expert failed: the next round picks others
+    if (ok.length === 0) return false // every chosen expert failed (or was BUSY): the next round picks others (or waits)
+    this.busySince = undefined
     for (const id of trace.experts) this.used.add(id)
     const { stats } = spec
     stats.rounds++
@@ -532,8 +620,9 @@ export class Generation {
     return result
   }
 
-  /** waits for late requests, then closes every session */
+  /** ends late and queued requests, then closes every session */
   private async close (): Promise<void> {
+    this.ending.abort(new Error('the generation ended'))
     await Promise.allSettled(this.candidates.map(async c => {
       await c.pending?.catch(() => {})
       await c.session?.close()

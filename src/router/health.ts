@@ -86,11 +86,19 @@ export class HealthTable {
     return this.table.peek(id)
   }
 
-  success (id: string, latencyMs: number): void {
+  /**
+   * A request succeeded; `latencyMs` is a latency sample, or undefined when the request's time
+   * says nothing about the expert's per-token latency (an open: its prefill, and the time it
+   * waited in the expert's queue for a session slot, which would stretch every later step's
+   * deadline by that wait)
+   */
+  success (id: string, latencyMs?: number): void {
     const h = this.get(id, latencyMs)
-    const a = this.opts.alpha ?? 0.2
-    h.latencyMs = h.samples === 0 ? latencyMs : (1 - a) * h.latencyMs + a * latencyMs
-    h.samples++
+    if (latencyMs !== undefined) {
+      const a = this.opts.alpha ?? 0.2
+      h.latencyMs = h.samples === 0 ? latencyMs : (1 - a) * h.latencyMs + a * latencyMs
+      h.samples++
+    }
     h.successes++
     h.consecutiveFailures = 0
     h.openUntil = 0

@@ -170,6 +170,12 @@ export interface RouterOptions {
   minStepDeadlineMs?: number
   /** hard limit for one expert request (ms): past it the expert is dropped */
   requestTimeoutMs?: number
+  /**
+   * how long one generation waits, without a token, while every expert it may use answers
+   * BUSY (each at its session limit, its queue full) before it fails with BusyError (ms,
+   * default 120 s). A busy expert is asked again after a backoff, not dropped.
+   */
+  busyWaitMs?: number
   /** how long discovery results are used before a refresh (ms, default 10 s) */
   discoveryTtlMs?: number
   /** one discovery's bound (ms, default 4 s) */
@@ -234,7 +240,8 @@ export interface LocalExpert {
 export interface RouterObserver {
   /** one expert request settled: a frame arrived (ok) or the expert failed */
   /** errorName: the failure's error class name (MalformedMessageError, InvalidFrameError, TimeoutError, …) */
-  onExpertRequest?: (ev: { expert: string, ms: number, ok: boolean, error?: string, errorName?: string }) => void
+  /** status: the expert's answer status when it refused (protocols/infer.md: 3 BUSY, 4 HALTED, …) */
+  onExpertRequest?: (ev: { expert: string, ms: number, ok: boolean, error?: string, errorName?: string, status?: number }) => void
   /** a token was sampled (same event as GenerateOptions.onToken) */
   onToken?: (ev: TokenEvent) => void
   /** a generation ended; perExpert: traffic of each expert session it used (both directions, framing included) */

@@ -41,6 +41,8 @@ const MAX_SESSIONS = 6
 const PER_PEER = 3
 const SESSION_TOKENS = 40
 const SESSION_MS = 3_000
+/** an open past the quota waits this long for a slot before BUSY */
+const QUEUE_MS = 1_000
 
 type Lp = ReturnType<typeof lpStream<Stream>>
 
@@ -60,7 +62,7 @@ describe('hostile peers: quotas and bounds, each at its limit (real nodes)', fun
 
   before(async function () {
     this.timeout(120_000)
-    expert = await startExpert({ model: 'meshtest-c', listen: ['/ip4/127.0.0.1/tcp/0'], threads: 1, maxSessions: MAX_SESSIONS, maxSessionsPerPeer: PER_PEER, maxSessionTokens: SESSION_TOKENS, maxSessionMs: SESSION_MS })
+    expert = await startExpert({ model: 'meshtest-c', listen: ['/ip4/127.0.0.1/tcp/0'], threads: 1, maxSessions: MAX_SESSIONS, maxSessionsPerPeer: PER_PEER, maxSessionTokens: SESSION_TOKENS, maxSessionMs: SESSION_MS, queueTimeoutMs: QUEUE_MS })
     routing = await startExpert({
       model: 'meshtest-c',
       listen: ['/ip4/127.0.0.1/tcp/0'],
@@ -105,7 +107,7 @@ describe('hostile peers: quotas and bounds, each at its limit (real nodes)', fun
   const allFree = async (e: Expert = expert): Promise<void> => { await waitFor(() => e.host.freeSlots === e.host.maxSessions, 15_000, 'every session slot to be freed') }
 
   describe('/meshllm/infer', () => {
-    it(`one peer holds at most ${PER_PEER} sessions (exactly ${PER_PEER} admitted, one more BUSY); another peer still gets the remaining slots`, async () => {
+    it(`one peer holds at most ${PER_PEER} sessions (exactly ${PER_PEER} admitted, one more BUSY once it has waited ${QUEUE_MS} ms); another peer still gets the remaining slots`, async () => {
       const held: Array<() => Promise<void>> = []
       try {
         for (let i = 0; i < PER_PEER; i++) {
@@ -113,8 +115,10 @@ describe('hostile peers: quotas and bounds, each at its limit (real nodes)', fun
           assert.equal(s.status, Status.OK, `session ${i + 1} of ${PER_PEER}`)
           held.push(s.close)
         }
+        const t0 = performance.now()
         const extra = await openStatus(a)
         assert.equal(extra.status, Status.BUSY, `session ${PER_PEER + 1} of one peer is refused`)
+        assert.ok(performance.now() - t0 >= QUEUE_MS * 0.9, 'after waiting in the queue for a slot')
         assert.equal(expert.service.sessionsOf(a.peerId.toString()), PER_PEER)
         assert.ok(expert.service.stats.sessionsRefusedPerPeer >= 1)
         // the slots one peer cannot take are there for the others
@@ -240,7 +244,7 @@ describe('hostile peers: quotas and bounds, each at its limit (real nodes)', fun
       await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 })
       ;[tokened, noRoute] = await Promise.all([
         spawnExpert('meshtest-c', ['--bootstrap', expertAddr(), '--generate-token', tokenFile]),
-        spawnExpert('meshtest-c', ['--bootstrap', expertAddr(), '--no-route', '--max-sessions-per-peer', '1'])
+        spawnExpert('meshtest-c', ['--bootstrap', expertAddr(), '--no-route', '--max-sessions-per-peer', '1', '--queue-timeout', '0'])
       ])
     })
     after(async function () {
@@ -263,7 +267,7 @@ describe('hostile peers: quotas and bounds, each at its limit (real nodes)', fun
       await assert.rejects(generateTokenFrom(joinPath(tmpdir(), 'no-such-meshllm-token')), { name: 'GenerateTokenFileError' })
     })
 
-    it('--no-route: /meshllm/generate is not served at all; --max-sessions-per-peer 1: one session, the second BUSY', async () => {
+    it('--no-route: /meshllm/generate is not served at all; --max-sessions-per-peer 1 --queue-timeout 0: one session, the second BUSY at once', async () => {
       await assert.rejects(a.dialProtocol(multiaddr(noRoute!.addr), GENERATE_PROTOCOL, { signal: AbortSignal.timeout(10_000) }), { name: 'UnsupportedProtocolError' })
       const first = await openStatus(a, noRoute!.addr)
       assert.equal(first.status, Status.OK)

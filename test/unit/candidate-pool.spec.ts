@@ -5,6 +5,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { candidatePool } from '../../src/router/candidates.js'
 import { HealthTable } from '../../src/router/health.js'
+import { busyBackoff } from '../../src/router/generation.js'
 import type { ExpertRecord } from '../../src/wire/record.js'
 
 describe('candidatePool', function () {
@@ -36,5 +37,29 @@ describe('candidatePool', function () {
       // an unusable expert is in the pool only when the usable ones do not fill it
       assert.equal(pool.filter(r => banned.has(id(r))).length, Math.max(0, n - (40 - unusable)))
     }), { numRuns: 200 })
+  })
+})
+
+describe('BUSY backoff and latency samples', function () {
+  it('busyBackoff: 250 ms doubling to a 4 s cap, within ±50 % jitter, at every count', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 1_000 }), fc.double({ min: 0, max: 0.999999, noNaN: true }), (n, r) => {
+      const base = Math.min(4_000, 250 * 2 ** (n - 1))
+      const ms = busyBackoff(n, () => r)
+      return ms >= base * 0.5 && ms < base * 1.5 && Number.isFinite(ms)
+    }))
+    assert.equal(busyBackoff(1, () => 0.5), 250)
+    assert.equal(busyBackoff(5, () => 0.5), 4_000)
+    assert.equal(busyBackoff(6, () => 0.5), 4_000)
+  })
+
+  it('an open (success without a latency sample) leaves the latency estimate alone; a step moves it', () => {
+    const health = new HealthTable()
+    health.success('x', 40)
+    health.success('x') // an open that waited 9 s for a slot
+    assert.equal(health.get('x').latencyMs, 40)
+    assert.equal(health.get('x').samples, 1)
+    assert.equal(health.get('x').successes, 2)
+    health.success('x', 140)
+    assert.ok(health.get('x').latencyMs > 40)
   })
 })

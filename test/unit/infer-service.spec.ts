@@ -368,8 +368,8 @@ describe('InferService over in-memory streams (fake model)', function () {
   })
 
   describe('quotas at their bounds', () => {
-    it(`sessions per peer (default ${DEFAULT_MAX_SESSIONS_PER_PEER}): exactly that many admitted, one more BUSY; another peer is admitted; a freed one is reusable`, async () => {
-      await startService()
+    it(`sessions per peer (default ${DEFAULT_MAX_SESSIONS_PER_PEER}), no queue: exactly that many admitted, one more BUSY; another peer is admitted; a freed one is reusable`, async () => {
+      await startService({ queueTimeoutMs: 0 })
       const held: Client[] = []
       for (let i = 0; i < DEFAULT_MAX_SESSIONS_PER_PEER; i++) {
         const c = await connect(alice)
@@ -396,8 +396,8 @@ describe('InferService over in-memory streams (fake model)', function () {
       allFree()
     })
 
-    it('every slot of the host in use: the next open is BUSY (not a per-peer refusal)', async () => {
-      await startService({ maxSessionsPerPeer: 8 }, new FakeHost(CONTEXT, 2))
+    it('every slot of the host in use, no queue: the next open is BUSY (not a per-peer refusal)', async () => {
+      await startService({ maxSessionsPerPeer: 8, queueTimeoutMs: 0 }, new FakeHost(CONTEXT, 2))
       const held = [await connect(), await connect()]
       for (const c of held) assert.equal(decodeOpenResponse(await c.request(open())).status, Status.OK)
       const extra = await connect()
@@ -450,6 +450,122 @@ describe('InferService over in-memory streams (fake model)', function () {
       assert.equal(decodeOpenResponse(await c.request(open([1, 2, 3]))).status, Status.OK)
       assert.equal(statusOf(await c.request(step([4], { rollback: 3 }))), Status.INVALID_REQUEST)
       await expertClosed(c)
+      allFree()
+    })
+  })
+
+  describe('a full expert queues opens (SlotQueue)', () => {
+    /** sends an open and waits until the service has it in its queue */
+    async function queuedOpen (peer: PeerId): Promise<Client> {
+      const before = service.queued
+      const c = await connect(peer)
+      await c.send(open())
+      for (let i = 0; i < 50 && service.queued === before; i++) await sleep(5)
+      assert.equal(service.queued, before + 1, 'the open waits in the queue')
+      return c
+    }
+    async function end (c: Client): Promise<void> {
+      c.stream.abort(new Error('done'))
+      await c.done
+    }
+
+    it('every slot in use: opens wait and are admitted as sessions end, earliest first', async () => {
+      await startService({ maxSessionsPerPeer: 8 }, new FakeHost(CONTEXT, 1))
+      const holder = await connect(alice)
+      assert.equal(decodeOpenResponse(await holder.request(open())).status, Status.OK)
+      const first = await queuedOpen(bob)
+      const second = await queuedOpen(alice)
+      await end(holder)
+      assert.equal(decodeOpenResponse(await first.read()).status, Status.OK, 'the earliest waiter gets the freed slot')
+      assert.equal(service.queued, 1, 'the later one still waits')
+      await end(first)
+      assert.equal(decodeOpenResponse(await second.read()).status, Status.OK)
+      assert.equal(service.stats.sessionsQueued, 2)
+      assert.equal(service.stats.sessionsAdmittedAfterWait, 2)
+      assert.equal(service.stats.sessionsRefused, 0)
+      await end(second)
+      allFree()
+    })
+
+    it('a peer at its per-peer quota waits for one of its own sessions to end; another peer is admitted past it at once', async () => {
+      await startService()
+      const held: Client[] = []
+      for (let i = 0; i < DEFAULT_MAX_SESSIONS_PER_PEER; i++) {
+        const c = await connect(alice)
+        assert.equal(decodeOpenResponse(await c.request(open())).status, Status.OK)
+        held.push(c)
+      }
+      const waiting = await queuedOpen(alice)
+      const other = await connect(bob)
+      assert.equal(decodeOpenResponse(await other.request(open())).status, Status.OK, 'a free slot is not held back for a peer at its quota')
+      assert.equal(service.queued, 1)
+      await end(held[0])
+      assert.equal(decodeOpenResponse(await waiting.read()).status, Status.OK)
+      assert.equal(service.sessionsOf(alice.toString()), DEFAULT_MAX_SESSIONS_PER_PEER)
+      for (const c of [held[1], waiting, other]) await end(c)
+      allFree()
+    })
+
+    it('at its bounds: maxQueuedPerPeer opens of one peer wait, one more is BUSY at once; maxQueued in all, one more BUSY at once', async () => {
+      await startService({ maxSessionsPerPeer: 8, maxQueued: 3, maxQueuedPerPeer: 2 }, new FakeHost(CONTEXT, 1))
+      const holder = await connect(alice)
+      assert.equal(decodeOpenResponse(await holder.request(open())).status, Status.OK)
+      const waiting = [await queuedOpen(alice), await queuedOpen(alice)]
+      const t0 = performance.now()
+      const third = await connect(alice)
+      assert.equal(statusOf(await third.request(open())), Status.BUSY, `open ${2 + 1} of one peer`)
+      waiting.push(await queuedOpen(bob))
+      const over = await connect(bob)
+      assert.equal(statusOf(await over.request(open())), Status.BUSY, 'open 3 + 1 in all')
+      assert.ok(performance.now() - t0 < 2_000, 'refused at once, not after the queue timeout')
+      assert.equal(service.stats.sessionsRefused, 2)
+      assert.equal(service.queued, 3)
+      await expertClosed(third)
+      await expertClosed(over)
+      for (const c of [holder, ...waiting]) await end(c)
+      assert.equal(service.queued, 0)
+      allFree()
+    })
+
+    it('no slot frees within queueTimeoutMs: BUSY, and the waiter is gone from the queue', async () => {
+      await startService({ maxSessionsPerPeer: 8, queueTimeoutMs: 200 }, new FakeHost(CONTEXT, 1))
+      const holder = await connect(alice)
+      assert.equal(decodeOpenResponse(await holder.request(open())).status, Status.OK)
+      const t0 = performance.now()
+      const late = await queuedOpen(bob)
+      assert.equal(statusOf(await late.read()), Status.BUSY)
+      assert.ok(performance.now() - t0 >= 150, 'answered after the wait')
+      assert.equal(service.queued, 0)
+      assert.equal(service.stats.sessionsRefused, 1)
+      await expertClosed(late)
+      await end(holder)
+      allFree()
+    })
+
+    it('a router that goes away while it waits leaves the queue and never takes a slot', async () => {
+      await startService({ maxSessionsPerPeer: 8 }, new FakeHost(CONTEXT, 1))
+      const holder = await connect(alice)
+      assert.equal(decodeOpenResponse(await holder.request(open())).status, Status.OK)
+      const gone = await queuedOpen(bob)
+      await end(gone)
+      assert.equal(service.queued, 0)
+      await end(holder)
+      await settle()
+      assert.equal(host.opened.length, 1, 'the vanished router was never given a session')
+      allFree()
+    })
+
+    it('a HALT while an open waits: HALTED, the waiter gone', async () => {
+      await startService({ maxSessionsPerPeer: 8 }, new FakeHost(CONTEXT, 1))
+      const holder = await connect(alice)
+      assert.equal(decodeOpenResponse(await holder.request(open())).status, Status.OK)
+      const waiting = await queuedOpen(bob)
+      service.haltAll('test')
+      assert.equal(statusOf(await waiting.read()), Status.HALTED)
+      assert.equal(statusOf(await holder.request(step([9]))), Status.HALTED)
+      assert.equal(service.queued, 0)
+      await expertClosed(waiting)
+      await expertClosed(holder)
       allFree()
     })
   })
