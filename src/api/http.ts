@@ -486,6 +486,7 @@ function meshExtras (r: GenerateResult): Record<string, unknown> {
     finish_reason: r.finishReason,
     tokens_per_second: r.tokensPerSecond,
     elapsed_ms: r.elapsedMs,
+    ...(r.ttftMs !== undefined ? { ttft_ms: r.ttftMs } : {}),
     bytes_per_expert_token: r.bytesPerExpertToken,
     warnings: r.warnings
   }

@@ -71,6 +71,12 @@ export class ApiMetrics {
       registers: [r],
       collect () { const s = src.router.stats; this.set(s.expertSteps > 0 ? s.bytes / s.expertSteps : 0) }
     })
+    const ttft = new Histogram({
+      name: 'meshllm_time_to_first_token_seconds',
+      help: 'Time to first token of the generations this node routed (discovery, dials, opens and prefill included)',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5, 10, 30],
+      registers: [r]
+    })
     const stepLatency = new Histogram({
       name: 'meshllm_expert_step_latency_seconds',
       help: 'Latency of one expert request (open/prefill or step), per expert',
@@ -206,6 +212,7 @@ export class ApiMetrics {
         else expertFailures.inc(labels)
       },
       onGeneration: (ev) => {
+        if (ev.result?.ttftMs !== undefined) ttft.observe(ev.result.ttftMs / 1000)
         for (const x of ev.perExpert) {
           const labels = track(x.expert)
           expertBytes.inc(labels, x.bytes)

@@ -16,6 +16,7 @@ function printResult (r: GenerateResult, json: boolean, reach?: Record<string, s
       text: r.text,
       tokens: r.tokens,
       elapsedMs: Math.round(r.elapsedMs * 10) / 10,
+      ...(r.ttftMs !== undefined ? { ttftMs: Math.round(r.ttftMs * 10) / 10 } : {}),
       tokensPerSecond: Math.round(r.tokensPerSecond * 100) / 100,
       k: r.k,
       effectiveK: r.effectiveK,
@@ -30,7 +31,7 @@ function printResult (r: GenerateResult, json: boolean, reach?: Record<string, s
     }) + '\n')
   } else {
     process.stdout.write('\n')
-    process.stderr.write(`${r.tokens} tokens in ${(r.elapsedMs / 1000).toFixed(2)} s (${r.tokensPerSecond.toFixed(1)} tokens/s), K=${r.effectiveK}, ${r.experts.length} expert(s), ${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token\n`)
+    process.stderr.write(`${r.tokens} tokens in ${(r.elapsedMs / 1000).toFixed(2)} s (${r.tokensPerSecond.toFixed(1)} tokens/s${r.ttftMs !== undefined ? `, first after ${(r.ttftMs / 1000).toFixed(2)} s` : ''}), K=${r.effectiveK}, ${r.experts.length} expert(s), ${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token\n`)
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`)
   }
 }

@@ -380,6 +380,7 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
       ...(opts.token != null ? { token: opts.token } : {})
     }, GenerateRequest, { signal })
     let index = 0
+    let firstTokenAt: number | undefined
     const tokenIds: number[] = []
     while (true) {
       let ev: GenerateEvent
@@ -393,6 +394,7 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
         throw new RoutingPeerClosedError(`the routing peer closed the stream before the generation ended (${index} token(s) received): ${errorMessage(err)}`)
       }
       if (ev.token != null) {
+        firstTokenAt ??= performance.now()
         tokenIds.push(ev.token.id)
         opts.onToken?.({ token: ev.token.id, text: ev.token.text, experts: ev.token.experts, index: index++ })
       } else if (ev.done != null) {
@@ -405,6 +407,8 @@ export async function generateVia (node: MeshNode, via: Multiaddr, prompt: strin
           tokenIds,
           promptTokens: d.promptTokens,
           elapsedMs,
+          // this client's own: its dial and the routing peer's work included
+          ...(firstTokenAt !== undefined ? { ttftMs: firstTokenAt - started } : {}),
           tokensPerSecond: d.tokens / (elapsedMs / 1000),
           k: d.k,
           effectiveK: d.effectiveK,

@@ -72,6 +72,8 @@ export class Generation {
   private text = ''
   private emitted = ''
   private finishReason: GenerateResult['finishReason'] = 'length'
+  /** ms from the call to the first emitted token */
+  private ttftMs: number | undefined
   /** aborted when the generation ends: its late and queued requests end with it (not the experts' fault) */
   private readonly ending = new AbortController()
   /** since when every expert this generation may use has been BUSY (performance.now() ms) */
@@ -552,6 +554,7 @@ export class Generation {
     const { opts, core } = this
     this.context.push(token)
     this.generated.push(token)
+    this.ttftMs ??= performance.now() - this.started
     let text = core.tokenizer.decode(this.generated)
     let stopHit = false
     if (opts.stop != null && opts.stop.length > 0) {
@@ -604,6 +607,7 @@ export class Generation {
       tokenIds: [...generated],
       promptTokens: this.promptTokens,
       elapsedMs,
+      ...(this.ttftMs !== undefined ? { ttftMs: this.ttftMs } : {}),
       tokensPerSecond: generated.length / (elapsedMs / 1000),
       k: this.k,
       effectiveK: this.effectiveK,

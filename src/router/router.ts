@@ -125,6 +125,12 @@ export interface GenerateResult {
   tokenIds: number[]
   promptTokens: number
   elapsedMs: number
+  /**
+   * time to first token (ms): from the call to the first sampled token, discovery, dials,
+   * opens and the prefill included; absent when no token was generated. Through `--via`,
+   * measured by the client (its dial and the routing peer's work included).
+   */
+  ttftMs?: number
   tokensPerSecond: number
   k: number
   /** K actually achievable (fewer experts than asked → lower) */
@@ -139,12 +145,14 @@ export interface GenerateResult {
 }
 
 /** the fields of a result that every client interface reports (gRPC summary, --via Done event) */
-export function resultSummary (r: GenerateResult): Pick<GenerateResult, 'text' | 'tokens' | 'promptTokens' | 'elapsedMs' | 'k' | 'effectiveK' | 'experts' | 'bytesPerExpertToken' | 'finishReason' | 'warnings'> {
+export function resultSummary (r: GenerateResult): Pick<GenerateResult, 'text' | 'tokens' | 'promptTokens' | 'elapsedMs' | 'k' | 'effectiveK' | 'experts' | 'bytesPerExpertToken' | 'finishReason' | 'warnings'> & { ttftMs: number } {
   return {
     text: r.text,
     tokens: r.tokens,
     promptTokens: r.promptTokens,
     elapsedMs: r.elapsedMs,
+    // 0 on the wire (proto3: no presence) when no token was generated
+    ttftMs: r.ttftMs ?? 0,
     k: r.k,
     effectiveK: r.effectiveK,
     experts: r.experts,

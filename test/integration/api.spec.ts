@@ -177,6 +177,7 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
       assert.deepEqual(r.tokens.map(t => t.index), [...Array(12).keys()])
       assert.equal(r.summary.tokens, 12)
       assert.equal(r.summary.effectiveK, 2)
+      assert.ok(r.summary.ttftMs > 0 && r.summary.ttftMs <= r.summary.elapsedMs, `ttftMs ${r.summary.ttftMs} of ${r.summary.elapsedMs}`)
       assert.equal(r.summary.text, r.tokens.map(t => t.text).join(''))
       assert.ok(r.summary.bytesPerExpertToken > 0 && r.summary.bytesPerExpertToken < 2000)
       const s = await unary(client, 'GetRouterStatus', {})
@@ -242,6 +243,7 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
       assert.ok(r.usage!.completion_tokens >= 1 && r.usage!.completion_tokens <= 8)
       assert.equal(r.usage!.total_tokens, r.usage!.prompt_tokens + r.usage!.completion_tokens)
       assert.equal((r as any).meshllm.effective_k, 2)
+      assert.ok((r as any).meshllm.ttft_ms > 0 && (r as any).meshllm.ttft_ms <= (r as any).meshllm.elapsed_ms)
       // one model = its experts only; same seed, same text
       const a1 = await openai.completions.create({ model: 'meshtest-a', prompt: 'Python is', max_tokens: 10, temperature: 0.9, seed: 42 })
       const a2 = await openai.completions.create({ model: 'meshtest-a', prompt: 'Python is', max_tokens: 10, temperature: 0.9, seed: 42 })
@@ -419,6 +421,7 @@ describe('client APIs: gRPC, OpenAI-compatible HTTP, metrics, dashboard', functi
       assert.ok(metricValue(text, 'meshllm_tokens_generated_total')! >= 12)
       assert.ok(metricValue(text, 'meshllm_generations_total')! >= 2)
       assert.ok(metricValue(text, 'meshllm_tokens_per_second')! > 0)
+      assert.ok(metricValue(text, 'meshllm_time_to_first_token_seconds_count')! > 0, 'time to first token observed')
       assert.equal(metricValue(text, 'meshllm_experts_online', { compatible: 'true' }), 2)
       assert.ok(metricValue(text, 'meshllm_expert_step_latency_seconds_count', { expert: byModel.a, model: 'meshtest-a' })! > 0)
       assert.ok(metricValue(text, 'meshllm_expert_bytes_per_token', { expert: byModel.c, model: 'meshtest-c' })! > 0)

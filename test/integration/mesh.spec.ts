@@ -158,13 +158,16 @@ describe('mesh on loopback (4 expert processes)', function () {
     assert.equal(out.effectiveK, 4)
     assert.ok(out.experts.includes(experts[1].addr.split('/p2p/')[1]), 'the routing peer\'s own expert served')
     assert.ok(out.bytesPerExpertToken > 0 && out.bytesPerExpertToken < 2000)
+    // the client's own time to first token: its dial and the routing peer's work included
+    assert.ok(out.ttftMs > 0 && out.ttftMs <= out.elapsedMs, `ttftMs ${out.ttftMs} of ${out.elapsedMs}`)
   })
 
   it('meshllm generate --bootstrap prints the documented JSON', async () => {
     const r = await cli(['generate', 'Perl', '--bootstrap', experts[2].addr, '-k', '2', '--max-tokens', '8', '--json'])
     assert.equal(r.code, 0, r.stderr)
     const out = JSON.parse(r.stdout)
-    for (const f of ['text', 'tokens', 'elapsedMs', 'tokensPerSecond', 'k', 'experts', 'bytesPerExpertToken']) assert.ok(f in out, f)
+    for (const f of ['text', 'tokens', 'elapsedMs', 'ttftMs', 'tokensPerSecond', 'k', 'experts', 'bytesPerExpertToken']) assert.ok(f in out, f)
+    assert.ok(out.ttftMs > 0 && out.ttftMs <= out.elapsedMs, `ttftMs ${out.ttftMs} of ${out.elapsedMs}`)
   })
 
   it('CLI errors: a prompt past the context is one line and exit code 5', async () => {

@@ -504,6 +504,7 @@ export interface DoneEvent {
   bytesPerExpertToken: number
   finishReason: string
   warnings: string[]
+  ttftMs: number
 }
 
 export namespace DoneEvent {
@@ -570,6 +571,11 @@ export namespace DoneEvent {
           }
         }
 
+        if ((obj.ttftMs != null && obj.ttftMs !== 0)) {
+          w.uint32(89)
+          w.double(obj.ttftMs)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -584,7 +590,8 @@ export namespace DoneEvent {
           experts: [],
           bytesPerExpertToken: 0,
           finishReason: '',
-          warnings: []
+          warnings: [],
+          ttftMs: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -639,6 +646,10 @@ export namespace DoneEvent {
               }
 
               obj.warnings.push(reader.string())
+              break
+            }
+            case 11: {
+              obj.ttftMs = reader.double()
               break
             }
             default: {
@@ -747,6 +758,13 @@ export namespace DoneEvent {
 
               break
             }
+            case 11: {
+              yield {
+                field: `${prefix}.ttftMs`,
+                value: reader.double()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -811,6 +829,11 @@ export namespace DoneEvent {
     value: string
   }
 
+  export interface DoneEventTtftMsFieldEvent {
+    field: '$.ttftMs'
+    value: number
+  }
+
   export function encode (obj: Partial<DoneEvent>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, DoneEvent.codec())
   }
@@ -819,7 +842,7 @@ export namespace DoneEvent {
     return decodeMessage(buf, DoneEvent.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<DoneEvent>): Generator<DoneEventTextFieldEvent | DoneEventTokensFieldEvent | DoneEventPromptTokensFieldEvent | DoneEventElapsedMsFieldEvent | DoneEventKFieldEvent | DoneEventEffectiveKFieldEvent | DoneEventExpertsFieldEvent | DoneEventBytesPerExpertTokenFieldEvent | DoneEventFinishReasonFieldEvent | DoneEventWarningsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<DoneEvent>): Generator<DoneEventTextFieldEvent | DoneEventTokensFieldEvent | DoneEventPromptTokensFieldEvent | DoneEventElapsedMsFieldEvent | DoneEventKFieldEvent | DoneEventEffectiveKFieldEvent | DoneEventExpertsFieldEvent | DoneEventBytesPerExpertTokenFieldEvent | DoneEventFinishReasonFieldEvent | DoneEventWarningsFieldEvent | DoneEventTtftMsFieldEvent> {
     return streamMessage(buf, DoneEvent.codec(), opts)
   }
 }
@@ -1113,6 +1136,11 @@ export namespace GenerateEvent {
     value: string
   }
 
+  export interface GenerateEventDoneTtftMsFieldEvent {
+    field: '$.done.ttftMs'
+    value: number
+  }
+
   export interface GenerateEventErrorNameFieldEvent {
     field: '$.error.name'
     value: string
@@ -1131,7 +1159,7 @@ export namespace GenerateEvent {
     return decodeMessage(buf, GenerateEvent.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GenerateEvent>): Generator<GenerateEventTokenIdFieldEvent | GenerateEventTokenTextFieldEvent | GenerateEventTokenExpertsFieldEvent | GenerateEventDoneTextFieldEvent | GenerateEventDoneTokensFieldEvent | GenerateEventDonePromptTokensFieldEvent | GenerateEventDoneElapsedMsFieldEvent | GenerateEventDoneKFieldEvent | GenerateEventDoneEffectiveKFieldEvent | GenerateEventDoneExpertsFieldEvent | GenerateEventDoneBytesPerExpertTokenFieldEvent | GenerateEventDoneFinishReasonFieldEvent | GenerateEventDoneWarningsFieldEvent | GenerateEventErrorNameFieldEvent | GenerateEventErrorMessageFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<GenerateEvent>): Generator<GenerateEventTokenIdFieldEvent | GenerateEventTokenTextFieldEvent | GenerateEventTokenExpertsFieldEvent | GenerateEventDoneTextFieldEvent | GenerateEventDoneTokensFieldEvent | GenerateEventDonePromptTokensFieldEvent | GenerateEventDoneElapsedMsFieldEvent | GenerateEventDoneKFieldEvent | GenerateEventDoneEffectiveKFieldEvent | GenerateEventDoneExpertsFieldEvent | GenerateEventDoneBytesPerExpertTokenFieldEvent | GenerateEventDoneFinishReasonFieldEvent | GenerateEventDoneWarningsFieldEvent | GenerateEventDoneTtftMsFieldEvent | GenerateEventErrorNameFieldEvent | GenerateEventErrorMessageFieldEvent> {
     return streamMessage(buf, GenerateEvent.codec(), opts)
   }
 }
