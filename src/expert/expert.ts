@@ -23,7 +23,7 @@ export interface ExpertOptions extends Omit<ModelHostOptions, 'modelPath'> {
   haltReason?: () => string | undefined
   /** the signed HALT envelope in force, sent with HALTED answers (InferServiceInit.haltEnvelope) */
   haltEnvelope?: () => Uint8Array | undefined
-  /** sessions one remote peer may hold (InferServiceInit.maxSessionsPerPeer, default 2) */
+  /** sessions one remote peer is sure of (InferServiceInit.maxSessionsPerPeer, default 2; more on idle slots) */
   maxSessionsPerPeer?: number
   /** how long an open waits for a free slot before BUSY (ms, InferServiceInit.queueTimeoutMs, default 10 s; 0: no queue) */
   queueTimeoutMs?: number

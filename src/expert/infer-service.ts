@@ -67,7 +67,11 @@ export interface InferServiceInit {
   haltReason?: () => string | undefined
   /** governance hook: the signed HALT envelope in force, sent with every HALTED answer (protocols/infer.md §3) */
   haltEnvelope?: () => Uint8Array | undefined
-  /** sessions one remote peer may hold at once; more are refused with BUSY (default 2) */
+  /**
+   * sessions one remote peer is sure of (default 2). It may hold more only while slots would
+   * otherwise sit idle (no other peer's Open waits); those borrowed sessions, newest first,
+   * are ended with BUSY when another peer below its quota needs a slot
+   */
   maxSessionsPerPeer?: number
   /**
    * tokens one session may evaluate in all, rolled-back ones included; more is refused with
@@ -93,6 +97,10 @@ export interface InferServiceStats {
   sessionsRefused: number
   /** of sessionsRefused: the peer already held maxSessionsPerPeer sessions */
   sessionsRefusedPerPeer: number
+  /** sessions admitted beyond their peer's quota on idle slots */
+  sessionsBorrowed: number
+  /** borrowed sessions ended (BUSY) because another peer below its quota needed the slot */
+  sessionsPreempted: number
   sessionsEvicted: number
   /** opens that waited for a slot (admitted, timed out or gone) */
   sessionsQueued: number
@@ -131,8 +139,10 @@ export class InferService implements Startable {
   private readonly inflight = new Map<InferSession, Promise<void>>()
   /** opens waiting for a slot */
   private readonly queue: SlotQueue
+  /** sessions on borrowed slots (beyond their peer's quota), oldest first: each one's end */
+  private readonly borrowed: Array<{ peer: string, end: AbortController }> = []
   private started = false
-  readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsRefusedPerPeer: 0, sessionsEvicted: 0, sessionsQueued: 0, sessionsAdmittedAfterWait: 0, queueWaitMs: 0, sessionsGone: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
+  readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsRefusedPerPeer: 0, sessionsBorrowed: 0, sessionsPreempted: 0, sessionsEvicted: 0, sessionsQueued: 0, sessionsAdmittedAfterWait: 0, queueWaitMs: 0, sessionsGone: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
 
   constructor (components: InferServiceComponents, private readonly init: InferServiceInit) {
     this.components = components
@@ -275,11 +285,16 @@ export class InferService implements Startable {
           if (req.tokens.length >= this.host.contextSize - 1) {
             throw new RequestError(Status.CONTEXT_FULL, `prompt of ${req.tokens.length} tokens does not fit the context of ${this.host.contextSize}`)
           }
-          // a free slot within the peer's quota now, else a wait in the queue (BUSY when it is
-          // full or no slot frees in time); a HALT or the router leaving ends the wait
+          // a free slot within the peer's quota now (or an idle one borrowed beyond it), else a
+          // wait in the queue (BUSY when it is full or no slot frees in time); a HALT or the
+          // router leaving ends the wait
+          let borrowing = false
           const tryAcquire = (): InferSession | undefined => {
             const held = this.sessionsByPeer.get(peer) ?? 0
-            if (!local && held >= this.maxSessionsPerPeer) return undefined
+            const over = !local && held >= this.maxSessionsPerPeer
+            // beyond the quota only on a slot nobody else is waiting for, and only with a queue
+            // (without one, a peer below its quota could not wait for a borrowed slot's return)
+            if (over && (this.queue.limits.maxQueued === 0 || this.queue.waitingOthers(peer) > 0)) return undefined
             if (this.host.freeSlots <= 0) return undefined
             let s: InferSession
             try {
@@ -289,10 +304,15 @@ export class InferService implements Startable {
               throw err
             }
             this.sessionsByPeer.set(peer, held + 1)
+            borrowing = over
             return s
           }
+          // waiting below its quota: a borrowed session gives its slot back
+          const onQueued = (): void => {
+            if (local || (this.sessionsByPeer.get(peer) ?? 0) < this.maxSessionsPerPeer) this.preemptBorrowed()
+          }
           try {
-            session = await this.queue.acquire(peer, tryAcquire, stop)
+            session = await this.queue.acquire(peer, tryAcquire, stop, onQueued)
           } catch (err) {
             if (err instanceof QueueFullError || err instanceof QueueTimeoutError) {
               this.stats.sessionsRefused++
@@ -308,6 +328,10 @@ export class InferService implements Startable {
             this.stats.sessionsQueued = this.queue.stats.queued
             this.stats.sessionsAdmittedAfterWait = this.queue.stats.admitted
             this.stats.queueWaitMs = this.queue.stats.waitedMs
+          }
+          if (borrowing) {
+            this.stats.sessionsBorrowed++
+            this.borrowed.push({ peer, end: halted })
           }
           openedAt = Date.now()
           this.stats.sessionsOpened++
@@ -365,6 +389,8 @@ export class InferService implements Startable {
     } finally {
       lifetime.dispose()
       this.live.delete(stream)
+      const b = this.borrowed.findIndex(x => x.end === halted)
+      if (b >= 0) this.borrowed.splice(b, 1)
       if (session != null) {
         const n = (this.sessionsByPeer.get(peer) ?? 1) - 1
         if (n <= 0) this.sessionsByPeer.delete(peer)
@@ -378,6 +404,22 @@ export class InferService implements Startable {
           this.queue.wake()
         }
       }
+    }
+  }
+
+  /**
+   * Ends the newest session on a borrowed slot (BUSY: its router opens a new one later or
+   * goes on with its other experts): a peer below its quota needs the slot. One per call;
+   * the slot is free once that session's evaluation in flight returns.
+   */
+  private preemptBorrowed (): void {
+    for (let i = this.borrowed.length - 1; i >= 0; i--) {
+      const b = this.borrowed[i]
+      if (b.end.signal.aborted) continue
+      this.stats.sessionsPreempted++
+      this.log('ending a borrowed session of %s: a peer below its quota needs the slot', b.peer)
+      b.end.abort(new RequestError(Status.BUSY, `this session ran on an idle slot beyond this peer's ${this.maxSessionsPerPeer} and another peer needs it: open a new session later`))
+      return
     }
   }
 

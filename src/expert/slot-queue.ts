@@ -45,6 +45,11 @@ export class SlotQueue {
 
   constructor (readonly limits: SlotQueueInit) {}
 
+  /** opens of peers other than `peer` waiting now */
+  waitingOthers (peer: string): number {
+    return this.waiters.length - (this.byPeer.get(peer) ?? 0)
+  }
+
   /** opens waiting now */
   get length (): number {
     return this.waiters.length
@@ -54,8 +59,9 @@ export class SlotQueue {
    * A slot for `peer`: at once when `tryAcquire` succeeds and nobody admissible waits ahead,
    * else after waiting (see the module comment). `tryAcquire` must claim the slot in the same
    * synchronous call that checks it (two waiters woken together never share one slot).
+   * `onQueued` runs once the Open waits in the queue (not when it is admitted or refused at once).
    */
-  async acquire<T>(peer: string, tryAcquire: () => T | undefined, signal: AbortSignal): Promise<T> {
+  async acquire<T>(peer: string, tryAcquire: () => T | undefined, signal: AbortSignal, onQueued?: () => void): Promise<T> {
     signal.throwIfAborted()
     if (this.waiters.length === 0) {
       const now = tryAcquire()
@@ -102,6 +108,7 @@ export class SlotQueue {
       this.waiters.push(waiter)
       this.byPeer.set(peer, mine + 1)
       signal.addEventListener('abort', onAbort, { once: true })
+      onQueued?.()
       // a slot may have freed between the first try and now (or the queue was not empty)
       this.wake()
     })

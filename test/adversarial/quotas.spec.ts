@@ -107,27 +107,34 @@ describe('hostile peers: quotas and bounds, each at its limit (real nodes)', fun
   const allFree = async (e: Expert = expert): Promise<void> => { await waitFor(() => e.host.freeSlots === e.host.maxSessions, 15_000, 'every session slot to be freed') }
 
   describe('/meshllm/infer', () => {
-    it(`one peer holds at most ${PER_PEER} sessions (exactly ${PER_PEER} admitted, one more BUSY once it has waited ${QUEUE_MS} ms); another peer still gets the remaining slots`, async () => {
+    it(`one peer may take every idle slot, but is sure of only ${PER_PEER}: another peer's Opens end its borrowed sessions (BUSY) and get their slots; beyond its quota with no idle slot, it waits ${QUEUE_MS} ms and is refused`, async () => {
       const held: Array<() => Promise<void>> = []
       try {
-        for (let i = 0; i < PER_PEER; i++) {
-          const s = await openStatus(a)
-          assert.equal(s.status, Status.OK, `session ${i + 1} of ${PER_PEER}`)
+        const greedy: Array<Awaited<ReturnType<typeof infer>>> = []
+        for (let i = 0; i < MAX_SESSIONS; i++) {
+          const s = await infer(a)
+          assert.equal(decodeOpenResponse(await s.request(open())).status, Status.OK, `peer a, session ${i + 1} of ${MAX_SESSIONS} (the slots are idle)`)
+          greedy.push(s)
           held.push(s.close)
         }
-        const t0 = performance.now()
-        const extra = await openStatus(a)
-        assert.equal(extra.status, Status.BUSY, `session ${PER_PEER + 1} of one peer is refused`)
-        assert.ok(performance.now() - t0 >= QUEUE_MS * 0.9, 'after waiting in the queue for a slot')
-        assert.equal(expert.service.sessionsOf(a.peerId.toString()), PER_PEER)
-        assert.ok(expert.service.stats.sessionsRefusedPerPeer >= 1)
-        // the slots one peer cannot take are there for the others
+        // peer b, below its quota: each Open waits while one of a's borrowed sessions (the
+        // newest) is ended with BUSY, then takes its slot
         for (let i = 0; i < MAX_SESSIONS - PER_PEER; i++) {
           const s = await openStatus(b)
           assert.equal(s.status, Status.OK, `peer b, session ${i + 1}`)
           held.push(s.close)
+          const victim = greedy[MAX_SESSIONS - 1 - i]
+          assert.equal(decodeFrameResponse((await victim.lp.read({ signal: AbortSignal.timeout(5_000) })).subarray()).status, Status.BUSY, `a's borrowed session ${MAX_SESSIONS - i} ended`)
         }
-        console.log(`      one peer holds ${expert.service.sessionsOf(a.peerId.toString())} of ${MAX_SESSIONS} slots (before: all ${MAX_SESSIONS})`)
+        assert.equal(expert.service.sessionsOf(a.peerId.toString()), PER_PEER, 'a keeps its quota')
+        assert.equal(expert.service.stats.sessionsPreempted, MAX_SESSIONS - PER_PEER)
+        // every slot in use and a at its quota: one more Open of a waits for a slot, then BUSY
+        const t0 = performance.now()
+        const extra = await openStatus(a)
+        assert.equal(extra.status, Status.BUSY, `session ${PER_PEER + 1} of peer a, no idle slot`)
+        assert.ok(performance.now() - t0 >= QUEUE_MS * 0.9, 'after waiting in the queue for a slot')
+        assert.ok(expert.service.stats.sessionsRefusedPerPeer >= 1)
+        console.log(`      one peer took ${MAX_SESSIONS} idle slots, keeps ${expert.service.sessionsOf(a.peerId.toString())} once another peer needs them`)
         // a freed session is a session the peer may open again
         await held.shift()?.()
         await waitFor(() => expert.service.sessionsOf(a.peerId.toString()) === PER_PEER - 1, 10_000, 'the closed session to be released')

@@ -487,22 +487,32 @@ describe('InferService over in-memory streams (fake model)', function () {
       allFree()
     })
 
-    it('a peer at its per-peer quota waits for one of its own sessions to end; another peer is admitted past it at once', async () => {
+    it(`a peer beyond its quota (${DEFAULT_MAX_SESSIONS_PER_PEER}) borrows idle slots; another peer's waiting Open ends the newest borrowed session (BUSY) and takes its slot; beyond its own quota it waits`, async () => {
       await startService()
-      const held: Client[] = []
-      for (let i = 0; i < DEFAULT_MAX_SESSIONS_PER_PEER; i++) {
+      const alices: Client[] = []
+      for (let i = 0; i < 4; i++) {
         const c = await connect(alice)
-        assert.equal(decodeOpenResponse(await c.request(open())).status, Status.OK)
-        held.push(c)
+        assert.equal(decodeOpenResponse(await c.request(open())).status, Status.OK, `alice's session ${i + 1} of 4 (the slots are idle)`)
+        alices.push(c)
       }
-      const waiting = await queuedOpen(alice)
-      const other = await connect(bob)
-      assert.equal(decodeOpenResponse(await other.request(open())).status, Status.OK, 'a free slot is not held back for a peer at its quota')
-      assert.equal(service.queued, 1)
-      await end(held[0])
-      assert.equal(decodeOpenResponse(await waiting.read()).status, Status.OK)
-      assert.equal(service.sessionsOf(alice.toString()), DEFAULT_MAX_SESSIONS_PER_PEER)
-      for (const c of [held[1], waiting, other]) await end(c)
+      assert.equal(service.stats.sessionsBorrowed, 4 - DEFAULT_MAX_SESSIONS_PER_PEER)
+      for (let i = 0; i < DEFAULT_MAX_SESSIONS_PER_PEER; i++) {
+        const b = await connect(bob)
+        await b.send(open())
+        assert.equal(statusOf(await alices[3 - i].read()), Status.BUSY, `alice's newest borrowed session (${4 - i}) gives its slot back`)
+        assert.equal(decodeOpenResponse(await b.read()).status, Status.OK, `bob's session ${i + 1}`)
+        alices.push(b)
+        await alices[3 - i].done
+      }
+      assert.equal(service.stats.sessionsPreempted, DEFAULT_MAX_SESSIONS_PER_PEER)
+      assert.equal(service.sessionsOf(alice.toString()), DEFAULT_MAX_SESSIONS_PER_PEER, 'alice keeps her quota')
+      // bob at his quota, no slot idle: his next Open waits (it ends nobody's session) ...
+      const third = await queuedOpen(bob)
+      assert.equal(service.stats.sessionsPreempted, DEFAULT_MAX_SESSIONS_PER_PEER)
+      // ... until a slot frees
+      await end(alices[0])
+      assert.equal(decodeOpenResponse(await third.read()).status, Status.OK)
+      for (const c of [alices[1], ...alices.slice(4), third]) await end(c)
       allFree()
     })
 
