@@ -12,10 +12,25 @@
  * Per level: aggregate tokens/s (all tokens / wall time), completed and failed generations
  * (by error), time to first token and inter-token latency (p50, p95).
  *
+ * Before that, in this process: does one expert batch its sessions' steps into one decode?
+ * One ModelHost (meshtest-c, one thread), 1, 4 and 16 sessions each asking for the next
+ * frame at once: milliseconds per round and per session (node-llama-cpp decodes the
+ * sequences of one context that are pending together as one batch).
+ *
+ * After the levels, time to first token at --ttft-latency (default 100 ms one way): warm, one
+ * completion through the running node's API (median of 5); cold, a fresh `meshllm generate
+ * --bootstrap <the API node> -k 4` process (median of 3): its `ttftMs` (from the generate call:
+ * bootstrap dial, DHT lookups, record fetches, K dials and opens, prefill) and the whole
+ * process (Node start, the tokenizer and local model loads included).
+ *
  * Options: --levels 1,4,16,64  --tokens 24  --latency 50  --modes api,routers
+ *          --max-sessions <n> (the experts' slots; default theirs: 4)
  *          --max-sessions-per-peer <n> (the experts' per-peer quota; default theirs: 2)
+ *          --out <name> (bench/<name>.json and .svg; default concurrency)
  */
 import { writeFile } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
 import { spawnExpert, stopExpert, type SpawnedExpert } from '../src/peer/spawn.js'
@@ -23,6 +38,8 @@ import { createMeshNode, connectBootstrap, type MeshNode } from '../src/node/nod
 import { Router } from '../src/router/router.js'
 import { RouterTokenizer } from '../src/router/tokenizer.js'
 import { startDelayProxy, freePort, type DelayProxy } from './delay-proxy.js'
+import { ModelHost } from '../src/expert/model-host.js'
+import { resolveModel } from '../src/expert/resolve.js'
 
 const args = process.argv.slice(2)
 const opt = (name: string): string | undefined => args.includes(name) ? args[args.indexOf(name) + 1] : undefined
@@ -31,6 +48,9 @@ const maxTokens = Number(opt('--tokens') ?? 24)
 const latencyMs = Number(opt('--latency') ?? 50)
 const modes = (opt('--modes') ?? 'api,routers').split(',') as Array<'api' | 'routers'>
 const perPeer = opt('--max-sessions-per-peer')
+const maxSessions = opt('--max-sessions')
+const ttftLatencyMs = Number(opt('--ttft-latency') ?? 100)
+const BIN = fileURLToPath(new URL('../../bin/meshllm.js', import.meta.url))
 const K = 4
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 const quantile = (xs: number[], q: number): number => {
@@ -132,10 +152,34 @@ async function viaRouter (router: Router, seed: number): Promise<Outcome> {
   }
 }
 
+/** one expert, n sessions stepping at once: ms per round (all n frames) */
+async function batching (): Promise<Array<{ sessions: number, msPerRound: number, msPerSessionStep: number }>> {
+  const out = []
+  const host = await ModelHost.load({ modelPath: await resolveModel('meshtest-c'), threads: 1, maxSessions: 32 })
+  try {
+    for (const n of [1, 4, 16]) {
+      const sessions = Array.from({ length: n }, () => host.openSession())
+      await Promise.all(sessions.map(async (s, i) => await s.append([host.summary.bosTokenId ?? 0, 791 + i])))
+      const rounds = 16
+      const t0 = performance.now()
+      for (let r = 0; r < rounds; r++) await Promise.all(sessions.map(async (s, i) => await s.append([1000 + ((r * 7 + i) % 500)])))
+      const msPerRound = (performance.now() - t0) / rounds
+      out.push({ sessions: n, msPerRound, msPerSessionStep: msPerRound / n })
+      log(`batching: ${n} session(s) stepping at once: ${msPerRound.toFixed(1)} ms per round, ${(msPerRound / n).toFixed(1)} ms per session step`)
+      await Promise.all(sessions.map(async s => await s.close()))
+    }
+  } finally {
+    await host.close()
+  }
+  return out
+}
+const expertBatching = await batching()
+
 const experts: SpawnedExpert[] = []
 const proxies: DelayProxy[] = []
 const routerNodes: MeshNode[] = []
 const results: Level[] = []
+let ttft: { oneWayLatencyMs: number, warmApiMs: number[], coldGenerateTtftMs: number[], coldProcessMs: number[] } | undefined
 let tokenizer: RouterTokenizer | undefined
 try {
   const httpPort = await freePort()
@@ -143,7 +187,7 @@ try {
     const p = await freePort()
     const proxy = await startDelayProxy(p, latencyMs)
     proxies.push(proxy)
-    const extra = ['--listen', `/ip4/127.0.0.1/tcp/${p}`, '--announce', `/ip4/127.0.0.1/tcp/${proxy.port}`, ...(perPeer != null ? ['--max-sessions-per-peer', perPeer] : [])]
+    const extra = ['--listen', `/ip4/127.0.0.1/tcp/${p}`, '--announce', `/ip4/127.0.0.1/tcp/${proxy.port}`, ...(perPeer != null ? ['--max-sessions-per-peer', perPeer] : []), ...(maxSessions != null ? ['--max-sessions', maxSessions] : [])]
     if (i === 0) extra.push('--http', `127.0.0.1:${httpPort}`)
     else extra.push('--bootstrap', experts[0].addr)
     experts.push(await spawnExpert('meshtest-c', extra))
@@ -183,6 +227,23 @@ try {
       log(`  ${mode.padEnd(7)} n=${String(n).padStart(2)}: ${level.aggregateTokensPerSecond.toFixed(1)} tokens/s in all${level.speedup != null ? ` (${level.speedup.toFixed(2)}× one)` : ''}, ${level.completed}/${n} completed${level.failed > 0 ? ` (${JSON.stringify(level.errors)})` : ''}, TTFT p50 ${level.ttftMsP50.toFixed(0)} ms, inter-token p50 ${level.interTokenMsP50.toFixed(0)} / p95 ${level.interTokenMsP95.toFixed(0)} ms`)
     }
   }
+  // time to first token at --ttft-latency: warm (the running API node) and cold (a new process)
+  for (const p of proxies) p.setDelay(ttftLatencyMs)
+  const warmApiMs: number[] = []
+  for (let i = 0; i < 5; i++) warmApiMs.push((await viaApi(base, 100 + i)).ttftMs ?? NaN)
+  const coldGenerateTtftMs: number[] = []
+  const coldProcessMs: number[] = []
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now()
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [BIN, 'generate', 'The kernel', '--bootstrap', `/ip4/127.0.0.1/tcp/${proxies[0].port}/p2p/${experts[0].addr.split('/p2p/')[1]}`, '-k', String(K), '--max-tokens', '4', '--seed', String(i), '--json'], { timeout: 120_000 }, (err, out, errOut) => { if (err != null) reject(new Error(`${err.message}: ${errOut}`)); else resolve(out) })
+    })
+    coldProcessMs.push(performance.now() - t0)
+    coldGenerateTtftMs.push(JSON.parse(stdout).ttftMs)
+  }
+  ttft = { oneWayLatencyMs: ttftLatencyMs, warmApiMs, coldGenerateTtftMs, coldProcessMs }
+  const med = (xs: number[]): number => quantile(xs, 0.5)
+  log(`time to first token at ${ttftLatencyMs} ms one way, K = ${K}: warm (API) ${med(warmApiMs).toFixed(0)} ms; cold generate ${med(coldGenerateTtftMs).toFixed(0)} ms from the call, ${med(coldProcessMs).toFixed(0)} ms for the whole process`)
 } finally {
   await tokenizer?.close()
   await Promise.all(routerNodes.map(async n => await n.stop()))
@@ -197,14 +258,17 @@ const out = {
   date: new Date().toISOString(),
   version: pkg.version,
   machine,
-  setup: { experts: 4, model: 'meshtest-c', threadsPerExpert: 1, maxSessions: 4, maxSessionsPerPeer: perPeer != null ? Number(perPeer) : 2, oneWayLatencyMs: latencyMs, k: K, maxTokens, temperature: 0.8 },
+  setup: { experts: 4, model: 'meshtest-c', threadsPerExpert: 1, maxSessions: maxSessions != null ? Number(maxSessions) : 4, maxSessionsPerPeer: perPeer != null ? Number(perPeer) : 2, oneWayLatencyMs: latencyMs, k: K, maxTokens, temperature: 0.8 },
   goal: '16 concurrent generations: ≥ 8× the aggregate tokens/s of one, p95 inter-token latency ≤ 2× that of one',
-  levels: results
+  expertBatching,
+  levels: results,
+  ttft
 }
 const dir = new URL('../../bench/', import.meta.url)
-await writeFile(new URL('concurrency.json', dir), JSON.stringify(out, null, 2) + '\n')
-await writeFile(new URL('concurrency.svg', dir), chart(results, machine))
-log('written bench/concurrency.json and bench/concurrency.svg')
+const name = opt('--out') ?? 'concurrency'
+await writeFile(new URL(`${name}.json`, dir), JSON.stringify(out, null, 2) + '\n')
+await writeFile(new URL(`${name}.svg`, dir), chart(results, machine))
+log(`written bench/${name}.json and bench/${name}.svg`)
 
 /** aggregate tokens/s (left) and p95 inter-token latency (right) against concurrency, one line per mode */
 function chart (levels: Level[], machine: string): string {

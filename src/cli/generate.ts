@@ -85,17 +85,18 @@ export async function generate (values: Values): Promise<void> {
   refuseDevGovernanceOffLoopback(governance, bootstrap)
   const drafter = values.speculative === true ? await loadDrafter(values.drafter) : undefined
   // the local model: by default the tokenizer's own model, loaded once for both (≈ 2.3 s,
-  // mostly llama.cpp's vocabulary, which the tokenizer alone costs too); another model loads
-  // while the mesh peer starts and is awaited by the first step that needs it
+  // mostly llama.cpp's vocabulary, which the tokenizer alone costs too) while the mesh peer
+  // starts, dials its bootstrap peers and catches up with governance; another model loads
+  // meanwhile too and is awaited by the first step that needs it
   const tokenizerSpec = values.tokenizer ?? 'meshtest-c'
   const localSpec = values['local-model'] ?? tokenizerSpec
-  let tokenizer: import('../router/tokenizer.js').RouterTokenizer | string | undefined = values.tokenizer
+  let tokenizer: Promise<import('../router/tokenizer.js').RouterTokenizer> | string | undefined = values.tokenizer
   let localModel: Promise<import('../router/local-model.js').LocalModel> | undefined
   if (localSpec === tokenizerSpec) {
-    const { LocalModel } = await import('../router/local-model.js')
-    const local = await LocalModel.load(localSpec)
-    tokenizer = local.tokenizer()
-    localModel = Promise.resolve(local)
+    localModel = import('../router/local-model.js').then(async ({ LocalModel }) => await LocalModel.load(localSpec))
+    localModel.catch(() => {}) // MeshPeer.start awaits the tokenizer: its error surfaces there
+    tokenizer = localModel.then(local => local.tokenizer())
+    tokenizer.catch(() => {}) // (awaited by MeshPeer.start, unless the peer fails to start first)
   } else if (localSpec !== 'none') {
     localModel = loadLocalModel(localSpec, values.tokenizer)
     localModel.catch(() => {}) // its error surfaces at the first step that needs it

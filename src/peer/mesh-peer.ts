@@ -53,10 +53,11 @@ export interface MeshPeerInit {
   catchUpMs?: number
   /**
    * the tokenizer the router uses: a model (path or bundled name) it loads, or one already
-   * loaded and shared with other peers of this process, which the peer then does not close
-   * (default: an expert's own model, else the bundled meshtest-c)
+   * loaded (or still loading: awaited once the node has started and caught up) and shared
+   * with other users in this process, which the peer then does not close (default: an
+   * expert's own model, else the bundled meshtest-c)
    */
-  tokenizer?: string | RouterTokenizer
+  tokenizer?: string | RouterTokenizer | Promise<RouterTokenizer>
   /**
    * router settings (haltReason and verifyHalt are MeshPeer's: the peer's own governance;
    * local is the peer's own expert, used in process by its router)
@@ -214,7 +215,7 @@ export class MeshPeer {
       }
       if (governance == null) throw new Error('governance did not start')
       const gov = governance
-      const sharedTokenizer = typeof init.tokenizer === 'object' ? init.tokenizer : undefined
+      const sharedTokenizer = typeof init.tokenizer === 'object' ? await init.tokenizer : undefined
       const tokenizer = sharedTokenizer ?? await RouterTokenizer.load((typeof init.tokenizer === 'string' ? init.tokenizer : undefined) ?? expert?.host.modelPath ?? 'meshtest-c')
       if (sharedTokenizer == null) cleanup.push(async () => { await tokenizer.close() })
       // the peer's own expert serves its router in process (no dial), like any other expert
