@@ -36,6 +36,8 @@ export interface RouterCore {
   expertHalted: (err: ExpertHaltedError) => Promise<Error>
   /** known experts (Router.experts): at least `want` sought when fewer are known, waiting for `first` of them */
   experts: (force: boolean, signal: AbortSignal, want?: number, first?: number) => Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }>
+  /** the compatible experts known right now (no discovery): what a background discovery added since */
+  known: () => ExpertRecord[]
   /** a session with an expert: in process for this node's own expert (RouterOptions.local), else dialled */
   connect: (peerId: PeerId, options: AbortOptions) => Promise<ExpertSession>
 }

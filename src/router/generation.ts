@@ -69,6 +69,8 @@ export class Generation {
   private readonly tail: TailModel
   private byReputation = false
   private sel?: Selection
+  /** candidates one generation may have (the discovery sample) */
+  private sample = 0
   private text = ''
   private emitted = ''
   private finishReason: GenerateResult['finishReason'] = 'length'
@@ -119,9 +121,10 @@ export class Generation {
     const { core, opts } = this
     // a sample of the mesh: K experts and spares (RouterOptions.discoverySample, at least 2K)
     const sample = Math.max(2 * this.k, core.options.discoverySample ?? DEFAULT_DISCOVERY_SAMPLE)
-    // the first token waits for K experts and two spares, not for the whole sample (unless the
-    // caller named its experts: those may not be among the first found)
-    const first = opts.experts != null ? sample : this.k + 2
+    // the first token waits for K experts, not for the whole sample nor for spares (unless the
+    // caller named its experts: those may not be among the first found); the rest of the
+    // sample arrives in the background and joins the candidates at later steps (refreshCandidates)
+    const first = opts.experts != null ? sample : this.k
     let { compatible, incompatible } = await core.experts(false, this.signal, sample, first)
     if (compatible.length === 0) ({ compatible, incompatible } = await core.experts(true, this.signal, sample, first))
     if (opts.experts != null) compatible = compatible.filter(r => opts.experts?.includes(r.peerId.toString()))
@@ -133,6 +136,7 @@ export class Generation {
       throw new NoExpertsError('no experts found on the mesh')
     }
     for (const r of compatible) this.candidates.push({ record: r, id: r.peerId.toString() })
+    this.sample = sample
 
     this.context = typeof this.prompt === 'string' ? core.tokenizer.encodePrompt(this.prompt) : [...this.prompt]
     this.promptTokens = this.context.length
@@ -145,6 +149,29 @@ export class Generation {
     // screening and reputation: on by default for every rule at K ≥ 3 (robust by default)
     this.byReputation = robustByDefault(this.effectiveK, opts.reputation)
     this.sel = candidateSelection(core.node, core.health, this.candidates, { policy: opts.policy, colocationThreshold: core.options.colocationThreshold, localId: core.options.local?.peerId.toString() })
+  }
+
+  /**
+   * Experts a background discovery found since the generation began join its candidates (as
+   * spares: hedging, replacements), up to the sample; the selection (its colocation groups)
+   * is computed again when any joined.
+   */
+  private refreshCandidates (): void {
+    if (this.candidates.length >= this.sample) return
+    const { core, opts } = this
+    const have = new Set(this.candidates.map(c => c.id))
+    let added = 0
+    for (const r of core.known()) {
+      if (this.candidates.length >= this.sample) break
+      const id = r.peerId.toString()
+      if (have.has(id) || (opts.experts != null && !opts.experts.includes(id))) continue
+      // its context must hold what this generation may still reach
+      if (r.contextLength < this.maxContext) continue
+      this.candidates.push({ record: r, id })
+      have.add(id)
+      added++
+    }
+    if (added > 0) this.sel = candidateSelection(core.node, core.health, this.candidates, { policy: opts.policy, colocationThreshold: core.options.colocationThreshold, localId: core.options.local?.peerId.toString() })
   }
 
   private get selection (): Selection {
@@ -286,6 +313,7 @@ export class Generation {
 
   /** one try at a step; undefined when no frame came and BUSY experts remain to ask again */
   private async stepOnce (want: number): Promise<{ frames: Framed[], trace: StepTrace } | undefined> {
+    this.refreshCandidates()
     const { candidates, core } = this
     const sel = this.selection
     const usable = (): Candidate[] => candidates.filter(c => c.failed !== true && c.pending == null && !Generation.backingOff(c) && core.available(c.id))
@@ -427,6 +455,7 @@ export class Generation {
 
   /** one speculative round; true when the generation ends */
   async speculativeStep (spec: Speculation): Promise<boolean> {
+    this.refreshCandidates()
     const { core } = this
     const pool = this.candidates.filter(c => c.failed !== true && !Generation.backingOff(c) && core.available(c.id))
     if (pool.length === 0) {

@@ -291,6 +291,7 @@ export class Router {
       notify: (name, ev) => { this.notify(name, ev) },
       expertHalted: async (err) => await this.expertHalted(err),
       experts: async (force, signal, want, first) => await this.experts(force, signal, want, first),
+      known: () => this.withLocal(this.known.filter(x => x.expiresAtMs > Date.now())),
       connect: async (peerId, options) => {
         const local = opts.local
         if (local != null && peerId.equals(local.peerId)) return ExpertSession.local(peerId, await local.openStream(options))

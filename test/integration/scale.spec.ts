@@ -107,12 +107,12 @@ describe('scale: 30 peers', function () {
       assert.ok(r.compatible.length < 8 + 8, `${r.compatible.length} records`)
     })
 
-    it('a generation starts with K + 2 experts, the sample fills in the background, and stays bounded', async function () {
+    it('a generation starts once K experts are known, the sample fills in the background, and stays bounded', async function () {
       const router = new Router(node, tokenizer, { discoverySample: 6, discoveryTtlMs: 200 })
       const first = await router.generate('The kernel', { k: 2, maxTokens: 2, ignoreEos: true })
       assert.equal(first.effectiveK, 2)
       const known = (await router.experts()).compatible.length
-      assert.ok(known >= 4 && known < PEERS, `${known} known after the first discovery`)
+      assert.ok(known >= 2 && known < PEERS, `${known} known after the first discovery`)
       await new Promise(resolve => setTimeout(resolve, 300))
       const again = (await router.experts()).compatible.length
       assert.ok(again >= known && again < PEERS, `${again} known after a refresh`)
