@@ -119,6 +119,21 @@ describe('scale: 30 peers', function () {
       const second = await router.generate('The kernel', { k: 2, maxTokens: 2, ignoreEos: true })
       assert.equal(second.effectiveK, 2)
     })
+
+    it('experts a background discovery found after the generation began join it as candidates, up to the sample', async function () {
+      const router = new Router(node, tokenizer, { discoverySample: 6, discoveryTtlMs: 600_000 })
+      const all = (await router.experts(true, AbortSignal.timeout(20_000), 6)).compatible
+      assert.ok(all.length >= 6, `${all.length} known`)
+      // the generation's own discovery answered with two (the first K found); the rest of the
+      // sample is what the background discovery added meanwhile (the router's known records)
+      const two = all.slice(0, 2)
+      router.experts = async () => ({ compatible: two, incompatible: [] })
+      // policy random: K of the candidates at every step, so those that joined are asked too
+      const r = await router.generate('The kernel', { k: 2, maxTokens: 24, ignoreEos: true, policy: 'random' })
+      assert.equal(r.tokens, 24)
+      assert.ok(r.experts.length > 2, `only the first two served (${r.experts.length})`)
+      assert.ok(r.experts.length <= 6, `${r.experts.length} served: more than the sample`)
+    })
   })
 
   it('a keyholder\'s HALT reaches all 30 peers, and a RESUME too', async function () {
