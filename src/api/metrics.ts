@@ -9,6 +9,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Router, RouterObserver } from '../router/router.js'
 import type { GovernanceService } from '../governance/service.js'
 import type { ModelHost } from '../expert/model-host.js'
+import type { InferService } from '../expert/infer-service.js'
 import type { ApiErrorKind } from './errors.js'
 
 /** most experts with their own per-expert series (least recently seen dropped first) */
@@ -19,6 +20,8 @@ export interface MetricsSource {
   governance?: GovernanceService
   /** the model this node serves, if any */
   localHost: () => ModelHost | undefined
+  /** the infer service of the expert this node serves, if any (its queue and session counts) */
+  localService?: () => Pick<InferService, 'queued' | 'stats'> | undefined
   /** experts known to the router (cached: scrapes never trigger a DHT lookup) */
   expertsOnline: () => { compatible: number, incompatible: number }
   /** model name of an expert peer id, for labels */
@@ -130,6 +133,29 @@ export class ApiMetrics {
         if (h != null) this.set({ model: h.summary.name }, h.openSessions)
       }
     })
+    new Gauge({
+      name: 'meshllm_expert_queued_opens',
+      help: 'Opens waiting for a session slot on the expert this node serves',
+      registers: [r],
+      collect () { this.set(src.localService?.()?.queued ?? 0) }
+    })
+    const sessionCounter = (name: string, help: string, read: (s: InferService['stats']) => number): void => {
+      let counted = 0
+      new Counter({
+        name,
+        help,
+        registers: [r],
+        collect () {
+          const s = src.localService?.()?.stats
+          const v = s != null ? read(s) : 0
+          if (v > counted) { this.inc(v - counted); counted = v }
+        }
+      })
+    }
+    sessionCounter('meshllm_expert_sessions_refused_total', 'Opens the expert this node serves answered BUSY (queue full, or no slot within the queue timeout)', s => s.sessionsRefused)
+    sessionCounter('meshllm_expert_sessions_queued_total', 'Opens that waited for a session slot', s => s.sessionsQueued)
+    sessionCounter('meshllm_expert_sessions_borrowed_total', 'Sessions admitted on idle slots beyond their peer\'s quota', s => s.sessionsBorrowed)
+    sessionCounter('meshllm_expert_sessions_preempted_total', 'Borrowed sessions ended (BUSY) for a peer below its quota', s => s.sessionsPreempted)
     new Gauge({
       name: 'meshllm_expert_max_sessions',
       help: 'Session limit of the expert this node serves',

@@ -92,6 +92,7 @@ export class MeshApi {
       router: this.router,
       governance: opts.governance,
       localHost: () => this.experts.local?.host,
+      localService: () => this.experts.local?.service,
       expertsOnline: () => {
         const c = this.status.cachedExperts()
         return { compatible: c.compatible.length, incompatible: c.incompatible.length }
