@@ -168,10 +168,10 @@ export class InferService implements Startable {
 
   async start (): Promise<void> {
     await this.components.registrar.handle(this.protocol, this.handle, {
-      // beyond the sessions and the opens one peer may have waiting, so a burst of refusals
-      // is answered with BUSY (a refused stream is answered and closed at once) instead of
-      // being reset by libp2p
-      maxInboundStreams: Math.max(64, this.host.maxSessions * 2 + 8, this.maxSessionsPerPeer + this.queue.limits.maxQueuedPerPeer + 8),
+      // beyond the sessions one peer may hold (every slot, borrowed) and the opens it may have
+      // waiting, so a burst of refusals is answered with BUSY (a refused stream is answered
+      // and closed at once) instead of being reset by libp2p
+      maxInboundStreams: Math.max(64, this.host.maxSessions * 2 + 8, this.host.maxSessions + this.queue.limits.maxQueuedPerPeer + 8),
       // a routing component in the same node opens outbound infer streams
       maxOutboundStreams: 256,
       // an expert behind NAT is reached through a mesh relay: a limited connection
