@@ -13,7 +13,7 @@ import { EVAL_LIST_DEFAULTS } from '../../src/cli/commands/eval.js'
 import { MAX_LIFETIME_MS } from '../../src/governance/envelope.js'
 import { meshllm } from '../helpers/cli.js'
 import { DEFAULT_RULES, DEFAULT_TAILS, DEFAULT_WEIGHTINGS } from '../../src/eval/eval.js'
-import { DEFAULT_MAX_SESSIONS_PER_PEER } from '../../src/expert/infer-service.js'
+import { DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_QUEUE_TIMEOUT_MS } from '../../src/expert/infer-service.js'
 import { DEFAULT_MAX_REMOTE_K } from '../../src/router/generate-service.js'
 import { GENERATE_DEFAULTS, GENERATE_LIMITS, RULES, TAILS } from '../../src/router/options.js'
 import { TASK_STATES } from '../../src/tasks/model.js'
@@ -22,7 +22,7 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 
 /** every command (subcommands spelt out) and every option it must list */
 const OPTIONS: Record<string, string[]> = {
-  join: ['model', 'listen', 'announce', 'bootstrap', 'data-dir', 'threads', 'max-sessions', 'max-sessions-per-peer', 'context-size', 'gpu', 'idle-timeout', 'governance', 'no-route', 'generate-token', 'generate-max-k', 'grpc', 'http', 'api-token-file', 'api-token', 'tls-cert', 'tls-key', 'insecure-behind-proxy'],
+  join: ['model', 'listen', 'announce', 'bootstrap', 'data-dir', 'threads', 'max-sessions', 'max-sessions-per-peer', 'queue-timeout', 'context-size', 'gpu', 'idle-timeout', 'governance', 'no-route', 'generate-token', 'generate-max-k', 'grpc', 'http', 'api-token-file', 'api-token', 'tls-cert', 'tls-key', 'insecure-behind-proxy'],
   generate: ['bootstrap', 'via', 'k', 'max-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'stop', 'rule', 'weighting', 'tail', 'speculative', 'drafter', 'tokenizer', 'governance', 'generate-token', 'json'],
   status: ['bootstrap', 'tokenizer', 'json'],
   demo: ['max-tokens', 'k', 'prompt', 'seed'],
@@ -107,6 +107,8 @@ describe('meshllm --help, --version and every command\'s --help', function () {
     const join = helps.get('join') as string
     assert.ok(optionEntry(join, 'max-sessions-per-peer')?.includes(`[default: ${DEFAULT_MAX_SESSIONS_PER_PEER}]`))
     assert.ok(optionEntry(join, 'generate-max-k')?.includes(`[default: ${DEFAULT_MAX_REMOTE_K}]`))
+    assert.ok(optionEntry(join, 'queue-timeout')?.includes(`[default: ${DEFAULT_QUEUE_TIMEOUT_MS}]`))
+    assert.ok(optionEntry(join, 'queue-timeout')?.includes('[0, 20000]'))
     assert.ok(optionEntry(helps.get('halt') as string, 'reason')?.includes(KEYHOLDER_DEFAULTS.haltReason))
     assert.ok(optionEntry(helps.get('sign') as string, 'ttl-hours')?.includes(`[1, ${KEYHOLDER_DEFAULTS.maxTtlHours}]`))
     assert.ok(optionEntry(helps.get('tasks') as string, 'state')?.includes(TASK_STATES.map(s => `"${s}"`).join(', ')))

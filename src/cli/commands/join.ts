@@ -23,7 +23,7 @@ export const join: Command = {
       threads: int('CPU threads for the model', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: 'cores − 1, at most 4' }),
       'max-sessions': int('concurrent inference sessions', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '4' }),
       'max-sessions-per-peer': int('sessions one remote peer is sure of (more only on idle slots, ended when another peer needs them)', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '2' }),
-      'queue-timeout': int('milliseconds an open waits for a free session slot before it is answered BUSY (0: at once, no queue; at most 20000: routers give one request 30 s); at most 8 × --max-sessions opens wait, 4 × --max-sessions-per-peer from one peer', 0, 20_000, { defaultDescription: '10000' }),
+      'queue-timeout': int('milliseconds an open waits for a free session slot before it is answered BUSY (0: at once, no queue; at most 20000, below a router\'s 30 s per request); at most 8 × max-sessions opens wait, 4 × max-sessions-per-peer of one peer\'s', 0, 20_000, { defaultDescription: '10000' }),
       'context-size': int('context size in tokens (capped at the model\'s training context)', 16, Number.MAX_SAFE_INTEGER, { defaultDescription: 'the model\'s training context' }),
       gpu: str('use a GPU node-llama-cpp finds (auto), or none (off; "false" is the same)', { choices: ['auto', 'off', 'false'], defaultDescription: 'auto' }),
       'idle-timeout': int('milliseconds after which an idle session is closed', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '60000' }),
