@@ -142,7 +142,7 @@ export class InferService implements Startable {
   /** sessions on borrowed slots (beyond their peer's quota), oldest first: each one's end */
   private readonly borrowed: Array<{ peer: string, end: AbortController }> = []
   private started = false
-  readonly stats: InferServiceStats = { sessionsOpened: 0, sessionsRefused: 0, sessionsRefusedPerPeer: 0, sessionsBorrowed: 0, sessionsPreempted: 0, sessionsEvicted: 0, sessionsQueued: 0, sessionsAdmittedAfterWait: 0, queueWaitMs: 0, sessionsGone: 0, frames: 0, bytesOut: 0, bytesIn: 0 }
+  readonly stats: InferServiceStats
 
   constructor (components: InferServiceComponents, private readonly init: InferServiceInit) {
     this.components = components
@@ -161,6 +161,23 @@ export class InferService implements Startable {
       maxQueued: queueTimeoutMs > 0 ? init.maxQueued ?? 8 * this.host.maxSessions : 0,
       maxQueuedPerPeer: init.maxQueuedPerPeer ?? 4 * this.maxSessionsPerPeer
     })
+    // the queue's counts are read from the queue, never copied
+    const queued = this.queue.stats
+    this.stats = {
+      sessionsOpened: 0,
+      sessionsRefused: 0,
+      sessionsRefusedPerPeer: 0,
+      sessionsBorrowed: 0,
+      sessionsPreempted: 0,
+      sessionsEvicted: 0,
+      get sessionsQueued () { return queued.queued },
+      get sessionsAdmittedAfterWait () { return queued.admitted },
+      get queueWaitMs () { return queued.waitedMs },
+      sessionsGone: 0,
+      frames: 0,
+      bytesOut: 0,
+      bytesIn: 0
+    }
     this.handle = this.handle.bind(this)
   }
 
@@ -324,10 +341,6 @@ export class InferService implements Startable {
                 : `all ${this.host.maxSessions} session slots are in use: ${err.message}`)
             }
             throw err
-          } finally {
-            this.stats.sessionsQueued = this.queue.stats.queued
-            this.stats.sessionsAdmittedAfterWait = this.queue.stats.admitted
-            this.stats.queueWaitMs = this.queue.stats.waitedMs
           }
           if (borrowing) {
             this.stats.sessionsBorrowed++
