@@ -49,6 +49,11 @@ export class ExpertSession {
   frames = 0
   info?: OpenInfo
   private closed = false
+  /** an open is in flight (speculate): no round may be pipelined behind it */
+  private opening = false
+  /** the last pipelined request's write and frame reads: the next one's go after them */
+  private writes: Promise<unknown> = Promise.resolve()
+  private reads: Promise<unknown> = Promise.resolve()
 
   /**
    * @param local the session runs over an in-process stream to this node's own expert
@@ -137,29 +142,55 @@ export class ExpertSession {
    * are not a prefix of it, i.e. rejected drafts), then evaluates `draft` after it in the
    * same batch. Returns draft.length + 1 frames: after the context, then after each draft
    * token. Opens the session on first use.
+   *
+   * Rounds may be pipelined once the session is open: a call made while earlier ones are in
+   * flight is written at once and assumes their drafts are in the expert's KV cache (it rolls
+   * back what its context does not share with them); the expert answers requests in order, so
+   * each call reads its frames after the earlier calls have read theirs. A caller that no
+   * longer wants an earlier round's frames still lets it read them (aborting one read breaks
+   * the stream for every later round).
    */
   async speculate (context: Uint32Array, draft: Uint32Array, fingerprint: Uint8Array, opts: SpeculateOptions = {}): Promise<Frame[]> {
-    const frames: Frame[] = []
     if (this.info == null) {
-      const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft, ...(opts.scorePrompt === true ? { scorePrompt: true } : {}) })
-      const res = decodeOpenResponse(await this.request(req, opts))
-      if (res.status !== Status.OK) throw statusError(res)
-      this.info = res.open
-      frames.push(res.open.frame)
-    } else {
-      let common = 0
-      const max = Math.min(this.kv.length, context.length)
-      while (common < max && this.kv[common] === context[common]) common++
-      if (common === context.length) common-- // a step carries at least one token
-      const rollback = this.kv.length - common
-      const req = encodeRequest({ type: 'step', tokens: context.subarray(common), draft, rollback })
-      const res = decodeFrameResponse(await this.request(req, opts))
-      if (res.status !== Status.OK) throw statusError(res)
-      frames.push(res.frame)
+      if (this.opening) throw new Error('the session is still opening: a pipelined round needs an open session')
+      this.opening = true
+      try {
+        const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft, ...(opts.scorePrompt === true ? { scorePrompt: true } : {}) })
+        const res = decodeOpenResponse(await this.request(req, opts))
+        if (res.status !== Status.OK) throw statusError(res)
+        this.info = res.open
+        const frames = [res.open.frame]
+        for (let i = 0; i < draft.length; i++) frames.push(await this.readFrame(opts))
+        this.kv = [...context, ...draft]
+        this.synced = context.length
+        this.frames += frames.length
+        return frames
+      } finally {
+        this.opening = false
+      }
     }
-    for (let i = 0; i < draft.length; i++) frames.push(await this.readFrame(opts))
+    // decided now, synchronously: a round issued after this one computes its rollback against it
+    let common = 0
+    const max = Math.min(this.kv.length, context.length)
+    while (common < max && this.kv[common] === context[common]) common++
+    if (common === context.length) common-- // a step carries at least one token
+    const rollback = this.kv.length - common
+    const req = encodeRequest({ type: 'step', tokens: context.subarray(common), draft, rollback })
     this.kv = [...context, ...draft]
     this.synced = context.length
+    const written = this.writes.then(async () => {
+      this.bytesSent += req.byteLength + varintLength(req.byteLength)
+      await this.lp.write(req, opts)
+    })
+    this.writes = written.catch(() => {})
+    const read = this.reads.then(async () => {
+      await written
+      const frames: Frame[] = []
+      for (let i = 0; i <= draft.length; i++) frames.push(await this.readFrame(opts))
+      return frames
+    })
+    this.reads = read.catch(() => {})
+    const frames = await read
     this.frames += frames.length
     return frames
   }

@@ -17,6 +17,7 @@ import type { PeerId, Stream } from '@libp2p/interface'
 import { InferService, DEFAULT_MAX_SESSIONS_PER_PEER, type InferHost, type InferServiceInit, type InferSession } from '../../src/expert/infer-service.js'
 import type { EvaluateOptions, EvaluateResult } from '../../src/expert/model-host.js'
 import { BusyError } from '../../src/util/errors.js'
+import { ExpertSession } from '../../src/router/expert-client.js'
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../../src/wire/infer-codec.js'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, Status, type Frame, type InferRequest } from '../../src/wire/types.js'
 import { abortListenersLeft, dial, fakeRegistrar, lengthPrefix, newPeerId, settle, sleep, type FakeRegistrar } from '../helpers/service-harness.js'
@@ -626,6 +627,38 @@ describe('InferService over in-memory streams (fake model)', function () {
       await expertClosed(d)
       allFree()
     })
+  })
+
+  it('pipelined speculative rounds (ExpertSession): written before the first is answered, frames in order, a later round rolls back what it does not share', async () => {
+    await startService()
+    const { stream } = await dial(registrar, INFER_PROTOCOL, alice)
+    const session = ExpertSession.local(alice, stream)
+    const u = (xs: number[]): Uint32Array => Uint32Array.from(xs)
+    const positions = (fs: Frame[]): number[] => fs.map(f => f.position)
+    // a round opens the session: context of 3, two draft tokens → positions 3, 4, 5
+    assert.deepEqual(positions(await session.speculate(u([1, 2, 3]), u([10, 11]), FINGERPRINT)), [3, 4, 5])
+    const [fake] = host.opened
+    // the expert holds its next evaluation until the test opens the gate
+    const held = gate()
+    let evaluations = 0
+    host.onEvaluate = async () => { if (evaluations++ === 0) await held.promise }
+    // two more rounds, the second assuming the first's draft and a guessed token (50, then 51) were accepted
+    const second = session.speculate(u([1, 2, 3, 10, 11, 50]), u([12, 13]), FINGERPRINT)
+    const third = session.speculate(u([1, 2, 3, 10, 11, 50, 12, 13, 51]), u([14]), FINGERPRINT)
+    const sent = session.bytesSent
+    await settle()
+    assert.ok(session.bytesSent > sent, 'the later round is on the wire while the expert still evaluates the earlier one')
+    held.open()
+    assert.deepEqual(positions(await second), [6, 7, 8])
+    assert.deepEqual(positions(await third), [9, 10])
+    assert.equal(fake.position, 10, 'every pipelined round was evaluated after the one before it')
+    // the second round's token 12 was rejected: the next round rolls back everything after [1, 2, 3, 10, 11, 50]
+    assert.deepEqual(positions(await session.speculate(u([1, 2, 3, 10, 11, 50, 60]), u([15]), FINGERPRINT)), [7, 8])
+    assert.equal(fake.position, 8)
+    assert.deepEqual(session.kv, [1, 2, 3, 10, 11, 50, 60, 15])
+    await session.close()
+    await settle()
+    allFree()
   })
 
   it('requests on one session leave no abort listener behind: as many with 24 steps as with 2', async () => {
