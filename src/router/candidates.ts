@@ -27,6 +27,12 @@ export interface RouterCore {
   readonly options: RouterOptions
   readonly observers: Set<RouterObserver>
   readonly stats: { generations: number, tokens: number, bytes: number, expertSteps: number, lastTokensPerSecond: number }
+  /**
+   * speculative draft tokens accepted and rejected by this router's generations, decayed
+   * (src/router/generation.ts), per kind of draft ('greedy' at temperature 0, else 'sampled'):
+   * a generation starts from what the ones before it measured
+   */
+  readonly acceptance: Map<'greedy' | 'sampled', { accepted: number, rejected: number }>
   /** selectable: circuit closed or half-open, and not banned */
   available: (id: string) => boolean
   /** throws HaltedError while the router's own governance is halted */

@@ -10,7 +10,7 @@
  * (at most RouterOptions.busyWaitMs without a token) instead of failing.
  */
 import { setTimeout as delay } from 'node:timers/promises'
-import { Status, type Frame } from '../wire/types.js'
+import { MAX_DRAFT_TOKENS, Status, type Frame } from '../wire/types.js'
 import { aggregate, sparseProbability } from '../aggregate/aggregate.js'
 import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
@@ -43,7 +43,87 @@ interface Speculation {
   /** tokens this generation may still emit when the rounds began */
   budget: number
   emitted: number
-  acceptEwma: number
+  /** draft tokens accepted and rejected, each round's counts added to the earlier ones × ACCEPTANCE_DECAY */
+  acceptedCount: number
+  rejectedCount: number
+}
+
+/** a speculative round in flight: the chosen experts score `draft` after `base`, one batched request each */
+interface Round {
+  chosen: Candidate[]
+  /** the context the round was sent with (a pipelined round's ends in drafted tokens not verified when it was sent) */
+  base: number[]
+  draft: number[]
+  /** the drafter's proposal distributions (a sampled draft, temperature > 0) */
+  proposals?: Proposal[]
+  /** the 'local' tail's prior at each of its draft.length + 1 positions, computed while it is in flight */
+  priors: Array<Promise<TailPrior> | undefined>
+  /** per chosen expert its frames, undefined where it failed */
+  results: Promise<Array<{ id: string, frames: Frame[] } | undefined>>
+  settled: boolean
+  sentAt: number
+}
+
+/** RouterOptions.maxFramesPerToken's default: expected frames per emitted token a draft may cost (≈ 1.4 KB per expert per token) */
+export const DEFAULT_MAX_FRAMES_PER_TOKEN = 1.6
+
+/** the acceptance estimate before any round: 0.6 (3 accepted, 2 rejected) */
+const PRIOR_ACCEPTED = 3
+const PRIOR_REJECTED = 2
+/** each round's weight against the earlier ones in the acceptance estimate */
+const ACCEPTANCE_DECAY = 0.85
+/** a generation starts from its router's measured acceptance, weighed as this many draft tokens at most */
+const ACCEPTANCE_MEMORY = 10
+/** the first round of a pipeline (temperature 0): its draft's length at most (its drafting delays the first frames) */
+export const FIRST_CHUNK = 4
+/** a pipelined round's draft tokens at most (after its guess) */
+export const CHUNK = 8
+/** rounds in flight at once at most */
+export const MAX_PIPELINED_ROUNDS = 4
+/** a pipelined token is drafted only while the chance that every token before it is accepted is at least this */
+export const PIPELINE_REACH = 0.1
+/** unverified tokens in flight at most (MAX_DRAFT_TOKENS, one request's bound) */
+export const MAX_AHEAD = MAX_DRAFT_TOKENS
+
+/**
+ * How many drafted tokens may be in flight unverified at per-token acceptance `a`: the most
+ * for which every one is reached with probability ≥ PIPELINE_REACH (a^n ≥ 0.1: 3 at 0.5,
+ * 10 at 0.8, 21 at 0.9, 32 at 0.95), at least 1, at most MAX_AHEAD.
+ */
+export function pipelineAhead (a: number): number {
+  if (!(a > 0)) return 1
+  if (a >= 1) return MAX_AHEAD
+  return Math.max(1, Math.min(MAX_AHEAD, Math.floor(Math.log(PIPELINE_REACH) / Math.log(a))))
+}
+
+/** a round's draft tokens at most (not pipelined) */
+export const MAX_DRAFT = 16
+
+/**
+ * Adaptive draft length: the n in [1, room] maximising expected tokens per unit time,
+ * E(n) / (RTT + 3 ms · (n + 1)) with E(n) = (1 − a^(n+1)) / (1 − a) at acceptance a (clamped
+ * to [0.05, 0.95]), among the lengths whose expected frames per emitted token, (n + 1) / E(n)
+ * (growing with n), stay within `maxFramesPerToken`. One draft token is always allowed (at
+ * most 2 frames per token): without a draft the acceptance could never be measured again.
+ * 0 only when there is no room.
+ */
+export function draftLengthFor (o: { acceptance: number, rttMs: number, room: number, maxFramesPerToken: number }): number {
+  const a = Math.min(0.95, Math.max(0.05, Number.isFinite(o.acceptance) ? o.acceptance : 0.05))
+  let n = 0
+  let best = -1
+  for (let L = 1; L <= o.room; L++) {
+    const expected = (1 - a ** (L + 1)) / (1 - a)
+    if (L > 1 && (L + 1) / expected > o.maxFramesPerToken) break
+    const rate = expected / (o.rttMs + 3 * L + 3)
+    if (rate > best) { best = rate; n = L }
+  }
+  return n
+}
+
+function sameTokens (a: number[], b: number[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = a.length - 1; i >= 0; i--) if (a[i] !== b[i]) return false
+  return true
 }
 
 export class Generation {
@@ -194,7 +274,7 @@ export class Generation {
       trace.ms = performance.now() - t0
       this.steps.push(trace)
       for (const id of trace.experts) this.used.add(id)
-      const raw = this.aggregate(frames, [], await local)
+      const raw = this.aggregate(frames, await local)
       const agg = opts.constrain != null ? opts.constrain(raw, this.generated) : raw
       const token = this.resolveEog(sample(agg, this.samplingOpts, this.rng), agg)
       if (token !== undefined) this.observe(frames, token)
@@ -209,17 +289,23 @@ export class Generation {
    * the expert failed; rejects only when the whole generation must end (a verified halt, the
    * generation's signal).
    */
-  private async ask<T>(c: Candidate, signal: AbortSignal, request: (session: ExpertSession, opened: boolean) => Promise<T>): Promise<T | undefined> {
+  private async ask<T>(c: Candidate, signal: AbortSignal, request: (session: ExpertSession, opened: boolean) => Promise<T>, on?: ExpertSession): Promise<T | undefined> {
     const t0 = performance.now()
+    // a pipelined request goes over the session of the requests before it, or not at all
+    if (on != null && c.session !== on) return undefined
     let value: T
     const opened = c.session == null
+    let used: ExpertSession | undefined
     try {
       c.session ??= await this.core.connect(c.record.peerId, { signal })
-      value = await request(c.session, opened)
+      used = c.session
+      value = await request(used, opened)
     } catch (e) {
       const err = e instanceof ExpertHaltedError ? await this.core.expertHalted(e) : e
       if (err instanceof HaltedError) throw err
       if (this.signal.aborted) throw this.signal.reason
+      // an earlier request on the same session (pipelined rounds) failed first: handled once
+      if (used != null && c.session !== used) return undefined
       if (this.ending.signal.aborted) {
         // the generation is over: its late request ends with it, held against nobody
         c.session?.abort(asError(err))
@@ -418,53 +504,98 @@ export class Generation {
    * sampling: accept with the probability the target gives the draft token, else draw
    * from the target without it, and end the round). Identical output to token-by-token
    * decoding at temperature 0, the same distribution above it (docs/speculative.md).
+   *
+   * At temperature 0 the rounds are pipelined: while a round is in flight the drafter goes on
+   * from its draft (its next token, a guess, then a chunk after it) and that continuation is
+   * sent to the same experts as the next round, up to a number of unverified tokens the
+   * measured acceptance makes likely to be used (pipelineAhead). A round's frames are used
+   * only when every token before them was accepted, i.e. when the context they were computed
+   * on is the one the generation reached; at the first rejection the rounds behind it are
+   * discarded (their frames still read, so the sessions stay in step) and the next round
+   * starts from the corrected context with a rollback.
    */
   private async speculativeLoop (drafter: Drafter): Promise<SpeculationStats> {
+    // the acceptance measured by this router's earlier generations (at most ACCEPTANCE_MEMORY rounds' weight), else the prior
+    const kind = this.samplingOpts.temperature === 0 ? 'greedy' : 'sampled'
+    const before = this.core.acceptance.get(kind)
+    const scale = before != null ? Math.min(1, ACCEPTANCE_MEMORY / (before.accepted + before.rejected)) : 1
     const spec: Speculation = {
       drafter,
-      stats: { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0 },
+      stats: { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0, pipelined: 0, discarded: 0 },
       budget: this.maxTokens - this.generated.length,
       emitted: 0,
-      acceptEwma: 0.6
+      acceptedCount: before != null ? before.accepted * scale : PRIOR_ACCEPTED,
+      rejectedCount: before != null ? before.rejected * scale : PRIOR_REJECTED
     }
-    while (spec.emitted < spec.budget) {
-      this.core.checkHalt()
-      this.signal.throwIfAborted()
-      if (await this.speculativeStep(spec)) break
+    const pipeline = this.samplingOpts.temperature === 0 && this.core.options.pipelineRounds !== false
+    const rounds: Round[] = []
+    try {
+      while (spec.emitted < spec.budget) {
+        this.core.checkHalt()
+        this.signal.throwIfAborted()
+        if (rounds.length === 0) {
+          const round = await this.startRound(spec, pipeline)
+          if (round != null) rounds.push(round)
+          continue
+        }
+        if (pipeline && !rounds[0].settled) {
+          const next = await this.extendRounds(spec, rounds)
+          if (next != null) {
+            rounds.push(next)
+            continue
+          }
+        }
+        const head = rounds.shift() as Round
+        const outcome = await this.verifyRound(spec, head, rounds[0])
+        if (outcome === 'ended') break
+        if (outcome === 'restart') {
+          spec.stats.discarded += rounds.length
+          rounds.length = 0
+        }
+      }
+    } finally {
+      // rounds drafted past the end: their frames are not needed (close() ends their requests)
+      spec.stats.discarded += rounds.length
     }
-    if (spec.stats.rounds > 0) spec.stats.meanDraftLength /= spec.stats.rounds
+    if (spec.stats.rounds > 0) {
+      spec.stats.meanDraftLength /= spec.stats.rounds
+      this.core.acceptance.set(kind, { accepted: spec.acceptedCount, rejected: spec.rejectedCount })
+    }
     return spec.stats
   }
 
-  /** adaptive draft length: maximises expected tokens per unit time */
-  private draftLength (spec: Speculation, pool: Candidate[]): number {
-    const healthNow = this.selection.health()
-    const rtt = Math.min(...pool.map(c => healthNow(c).latencyMs))
-    const room = Math.min(spec.budget - spec.emitted - 1, this.maxContext - 2 - this.context.length, 16)
-    let n = 0
-    if (room > 0) {
-      const a = Math.min(0.95, Math.max(0.05, spec.acceptEwma))
-      let best = -1
-      for (let L = 1; L <= room; L++) {
-        const rate = ((1 - a ** (L + 1)) / (1 - a)) / (rtt + 3 * L + 3)
-        if (rate > best) { best = rate; n = L }
-      }
-    }
-    return n
+  /** the measured per-token acceptance probability (decayed counts, Speculation) */
+  private static acceptance (spec: Speculation): number {
+    return spec.acceptedCount / (spec.acceptedCount + spec.rejectedCount)
   }
 
-  /** one speculative round; true when the generation ends */
-  async speculativeStep (spec: Speculation): Promise<boolean> {
+  /** adaptive draft length (draftLengthFor) at this generation's measured acceptance and its experts' latency */
+  private draftLength (spec: Speculation, pool: Candidate[]): number {
+    const healthNow = this.selection.health()
+    return draftLengthFor({
+      acceptance: Generation.acceptance(spec),
+      rttMs: Math.min(...pool.map(c => healthNow(c).latencyMs)),
+      room: Math.min(spec.budget - spec.emitted - 1, this.maxContext - 2 - this.context.length, MAX_DRAFT),
+      maxFramesPerToken: this.core.options.maxFramesPerToken ?? DEFAULT_MAX_FRAMES_PER_TOKEN
+    })
+  }
+
+  /**
+   * A round from the generation's context (the first of a pipeline at temperature 0: a short
+   * chunk, so the first frames come back soon; the rest follow in extendRounds). Undefined
+   * when no expert may be asked now (then it has waited for a BUSY one).
+   */
+  private async startRound (spec: Speculation, pipeline: boolean): Promise<Round | undefined> {
     this.refreshCandidates()
     const { core } = this
     const pool = this.candidates.filter(c => c.failed !== true && !Generation.backingOff(c) && core.available(c.id))
     if (pool.length === 0) {
       if (this.busyCandidates().length === 0) throw new NoExpertsError('every expert failed during this generation')
       await this.waitForBusy()
-      return false
+      return undefined
     }
-    const n = this.draftLength(spec, pool)
-    const t0 = performance.now()
+    let n = this.draftLength(spec, pool)
+    if (pipeline) n = Math.min(n, FIRST_CHUNK)
     // temperature > 0: a sampling drafter proposes from its own distribution (acceptance
     // Σ min(p, q)); otherwise a deterministic draft (acceptance p(x))
     let draft: number[] = []
@@ -476,59 +607,122 @@ export class Generation {
     } else if (n > 0) {
       draft = (await spec.drafter.propose(this.context, n)).slice(0, n)
     }
-    const chosen = this.selection.select(pool, Math.min(this.effectiveK, pool.length))
-    const ctx = Uint32Array.from(this.context)
+    // experts whose sessions are open first: one without costs the round a stream negotiation
+    // and a prefill (a round trip more); the others catch up in the round's own batch
+    const want = Math.min(this.effectiveK, pool.length)
+    const open = pool.filter(c => c.session?.info != null)
+    const chosen = open.length >= want ? this.selection.select(open, want) : [...open, ...this.selection.select(pool.filter(c => c.session?.info == null), want - open.length)]
+    return this.sendRound(chosen, [...this.context], draft, proposals, false)
+  }
+
+  /**
+   * While the first round is in flight: the drafter's continuation of the last round (its next
+   * token, a guess the last round's final frame will verify, and a chunk after it) as one more
+   * round to the same experts, when their sessions are open and the unverified tokens stay
+   * within pipelineAhead of the measured acceptance. Undefined when no round is added.
+   */
+  private async extendRounds (spec: Speculation, rounds: Round[]): Promise<Round | undefined> {
+    const last = rounds[rounds.length - 1]
+    if (rounds.length >= MAX_PIPELINED_ROUNDS) return undefined
+    if (last.chosen.some(c => c.failed === true || c.session?.info == null)) return undefined
+    // unverified tokens in flight: every draft, and each later round's guess
+    const unverified = rounds.reduce((sum, r) => sum + r.draft.length, 0) + rounds.length - 1
+    const base = [...last.base, ...last.draft]
+    const n = Math.min(
+      CHUNK,
+      pipelineAhead(Generation.acceptance(spec)) - unverified - 1,
+      // the guess and its chunk are tokens this generation may still emit (the last one's frame samples a bonus)
+      spec.budget - spec.emitted - unverified - 2,
+      this.maxContext - 3 - base.length
+    )
+    if (n < 1) return undefined
+    const more = (await spec.drafter.propose(base, n + 1)).slice(0, n + 1)
+    if (more.length < 2) return undefined
+    this.signal.throwIfAborted()
+    spec.stats.pipelined++
+    return this.sendRound(last.chosen, [...base, more[0]], more.slice(1), undefined, true)
+  }
+
+  /**
+   * Sends one round: each chosen expert scores `draft` after `base` (speculate). A pipelined
+   * round goes only over the session the rounds before it use: an expert whose session failed
+   * meanwhile is not asked (and not reconnected) by it.
+   */
+  private sendRound (chosen: Candidate[], base: number[], draft: number[], proposals: Proposal[] | undefined, pipelined: boolean): Round {
+    const { core } = this
+    const ctx = Uint32Array.from(base)
     const dr = Uint32Array.from(draft)
     const reqSignal = AbortSignal.any([this.signal, this.ending.signal, AbortSignal.timeout(core.options.requestTimeoutMs ?? 30_000)])
     const scorePrompt = this.byPerplexity
     // the local model's distribution at every draft position, computed during the round trip
-    // (from the context as it is now: the loop below appends the emitted tokens to it)
-    const priors = draft.map((_, i) => this.localPrior(draft.slice(0, i)))
-    priors.push(this.localPrior(draft))
+    const priors = draft.map((_, i) => this.localPrior([...base, ...draft.slice(0, i)]))
+    priors.push(this.localPrior([...base, ...draft]))
     for (const p of priors) p?.catch(() => {})
-    const results = await Promise.all(chosen.map(async c => {
+    const results = Promise.all(chosen.map(async c => {
+      const on = c.session
+      if (pipelined && on == null) return undefined
       const frames = await this.ask(c, reqSignal, async (session) => {
         const frames = await session.speculate(ctx, dr, core.tokenizer.fingerprint, { signal: reqSignal, scorePrompt })
         frames.forEach((f, i) => { checkFrame(f, ctx.length + i, core.tokenizer.vocabSize) })
         return frames
-      })
+      }, pipelined ? on : undefined)
       return frames === undefined ? undefined : { id: c.id, frames }
     }))
-    const ok = results.filter((r): r is { id: string, frames: Frame[] } => r != null)
-    const trace: StepTrace = { experts: ok.map(r => r.id), dropped: chosen.map(c => c.id).filter(id => !ok.some(r => r.id === id)), ms: performance.now() - t0 }
-    if (ok.length === 0) return false // every chosen expert failed (or was BUSY): the next round picks others (or waits)
+    const round: Round = { chosen, base, draft, proposals, priors, results, settled: false, sentAt: performance.now() }
+    results.then(() => { round.settled = true }, () => { round.settled = true })
+    return round
+  }
+
+  /**
+   * Verifies a round's draft and emits what the ensemble accepts. `next`: the round pipelined
+   * behind it, whose first token (a guess) this round's last frame verifies. 'continue': every
+   * token was accepted, `next` goes on from here; 'restart': a token was rejected (or the
+   * bonus token sampled, or no expert answered): the next round starts from the context.
+   */
+  private async verifyRound (spec: Speculation, head: Round, next?: Round): Promise<'ended' | 'continue' | 'restart'> {
+    const ok = (await head.results).filter((r): r is { id: string, frames: Frame[] } => r != null)
+    const trace: StepTrace = { experts: ok.map(r => r.id), dropped: head.chosen.map(c => c.id).filter(id => !ok.some(r => r.id === id)), ms: performance.now() - head.sentAt }
+    // every chosen expert failed (or was BUSY): the next round picks others (or waits); a
+    // pipelined round whose context is not the one reached is never used
+    if (ok.length === 0 || !sameTokens(this.context, head.base)) return 'restart'
     this.busySince = undefined
     for (const id of trace.experts) this.used.add(id)
     const { stats } = spec
+    // the tokens this round's frames verify: its draft, then the next round's guess
+    const drafted = next != null ? [...head.draft, next.base[next.base.length - 1]] : head.draft
     stats.rounds++
-    stats.drafted += draft.length
-    stats.meanDraftLength += draft.length
+    stats.drafted += drafted.length
+    stats.meanDraftLength += drafted.length
     let acceptedHere = 0
-    let ended = false
-    for (let i = 0; i <= draft.length; i++) {
-      const agg = this.aggregate(ok.map(r => ({ id: r.id, frame: r.frames[i] })), draft.slice(0, i), await priors[i])
-      let token: number | undefined
+    let rejected = 0
+    let outcome: 'ended' | 'continue' | 'restart' = 'continue'
+    for (let i = 0; i <= head.draft.length; i++) {
+      const framed = ok.map(r => ({ id: r.id, frame: r.frames[i] }))
+      const agg = this.aggregate(framed, await head.priors[i])
+      let token: number
       let accepted = false
-      if (i < draft.length) {
-        const r = proposals != null ? speculativeStepSampled(agg, this.samplingOpts, draft[i], proposals[i], this.rng) : speculativeStep(agg, this.samplingOpts, draft[i], this.rng)
+      if (i < drafted.length) {
+        const r = head.proposals != null ? speculativeStepSampled(agg, this.samplingOpts, drafted[i], head.proposals[i], this.rng) : speculativeStep(agg, this.samplingOpts, drafted[i], this.rng)
         token = r.token
         accepted = r.accepted
+        if (!accepted) rejected++
       } else {
         token = sample(agg, this.samplingOpts, this.rng)
       }
       const resolved = this.resolveEog(token, agg)
-      if (resolved === undefined) { ended = true; break }
+      if (resolved === undefined) { outcome = 'ended'; break }
       if (resolved !== token) accepted = false // ignoreEos replaced it: the draft diverges here
-      this.observe(ok.map(r => ({ id: r.id, frame: r.frames[i] })), resolved)
+      this.observe(framed, resolved)
       if (accepted) acceptedHere++
       this.steps.push(i === 0 ? trace : { experts: trace.experts, dropped: [], ms: 0 })
       spec.emitted++
-      if (this.emit(resolved, trace.experts)) { ended = true; break }
-      if (!accepted) break
+      if (this.emit(resolved, trace.experts)) { outcome = 'ended'; break }
+      if (!accepted) { outcome = 'restart'; break }
     }
     stats.accepted += acceptedHere
-    if (draft.length > 0) spec.acceptEwma = 0.7 * spec.acceptEwma + 0.3 * (acceptedHere / draft.length)
-    return ended
+    spec.acceptedCount = ACCEPTANCE_DECAY * spec.acceptedCount + acceptedHere
+    spec.rejectedCount = ACCEPTANCE_DECAY * spec.rejectedCount + rejected
+    return outcome
   }
 
   /** 'online' weighting: each expert's probability of the emitted token, from the frame it sent before knowing it */
@@ -559,20 +753,19 @@ export class Generation {
     }), { beta: this.opts.perplexityBeta })
   }
 
-  /** the 'local' tail's prior after the context and `ahead` (the router's local model), else undefined */
-  private localPrior (ahead: number[] = []): Promise<TailPrior> | undefined {
+  /** the 'local' tail's prior after `tokens` (default: the context) from the router's local model, else undefined */
+  private localPrior (tokens: number[] = this.context): Promise<TailPrior> | undefined {
     if (this.tail !== 'local') return undefined
     const local = this.core.options.localModel as NonNullable<RouterCore['options']['localModel']> // checked by run()
-    const tokens = [...this.context, ...ahead]
     // the CLI hands over a model still loading (loaded beside the mesh start)
     return local instanceof Promise ? local.then(async m => await m.prior(tokens)) : local.prior(tokens)
   }
 
-  /** `ahead`: tokens after the context that the frames' position already includes (speculative draft) */
-  private aggregate (frames: Framed[], ahead: number[] = [], prior?: TailPrior): Aggregated {
+  /** the ensemble distribution after the context (speculation emits each accepted token before the next position is aggregated) */
+  private aggregate (frames: Framed[], prior?: TailPrior): Aggregated {
     const { opts, core, tail } = this
     const pw = this.promptWeights(frames.map(f => f.id))
-    const tokensSoFar = tail === 'context' || tail === 'local' ? [...this.context.slice(-CONTEXT_WINDOW), ...ahead] : undefined
+    const tokensSoFar = tail === 'context' || tail === 'local' ? this.context.slice(-CONTEXT_WINDOW) : undefined
     const run = (keep: (j: number) => boolean, rw: number[]): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule: this.rule, vocabSize: core.tokenizer.vocabSize, tail, context: tokensSoFar, prior })
     // robust: reputation-scaled weights, gross outliers of this step (K ≥ 3) screened out, every frame observed
     return this.byReputation ? robustAggregate(frames, core.reputation, core.tokenizer.vocabSize, run) : run(() => true, frames.map(() => 1))

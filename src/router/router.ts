@@ -169,8 +169,12 @@ export interface SpeculationStats {
   /** draft tokens proposed and accepted */
   drafted: number
   accepted: number
-  /** mean draft length used */
+  /** mean number of draft tokens a round verified (a pipelined round's guess included) */
   meanDraftLength: number
+  /** rounds sent while an earlier round was in flight (temperature 0: pipelined rounds) */
+  pipelined: number
+  /** pipelined rounds whose frames were not used: a token before them was rejected, or the generation ended first */
+  discarded: number
 }
 
 export interface RouterOptions {
@@ -204,6 +208,20 @@ export interface RouterOptions {
   verifyHalt?: (envelope: Uint8Array) => Promise<boolean>
   /** drafter for speculative decoding (GenerateOptions.speculative) */
   drafter?: Drafter
+  /**
+   * speculative rounds at temperature 0 are pipelined: the drafter's continuation is sent
+   * while a round is in flight (docs/speculative.md). Default true; false sends one round at a
+   * time (the text is the same either way).
+   */
+  pipelineRounds?: boolean
+  /**
+   * a speculative round's draft is no longer than keeps the expected frames per emitted token
+   * (draft length + 1 over the tokens the measured acceptance makes it yield) at or below this:
+   * each rejected draft position costs every expert's upload a frame (≈ 850 bytes). Default
+   * DEFAULT_MAX_FRAMES_PER_TOKEN (1.6, ≈ 1.4 KB per expert per token); Infinity lets the
+   * draft length maximise tokens per second alone.
+   */
+  maxFramesPerToken?: number
   /**
    * the router's own model for the 'local' tail (src/router/local-model.ts, docs/quality.md §3):
    * with one, a generation's default tail is 'local'; without, 'context' (the best wire-only
@@ -286,6 +304,7 @@ export class Router {
       options: opts,
       observers: this.observers,
       stats: this.stats,
+      acceptance: new Map(),
       available: (id) => this.available(id),
       checkHalt: () => { this.checkHalt() },
       notify: (name, ev) => { this.notify(name, ev) },

@@ -8,7 +8,7 @@ import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/peer/spaw
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'
-import { ModelDrafter, NgramDrafter } from '../../src/router/drafter.js'
+import { ModelDrafter, NgramDrafter, type Drafter } from '../../src/router/drafter.js'
 
 describe('speculative mesh decoding (2 expert processes)', function () {
   this.timeout(180_000)
@@ -47,9 +47,33 @@ describe('speculative mesh decoding (2 expert processes)', function () {
       assert.equal(spec.tokens, 48)
       assert.ok(spec.speculation != null)
       assert.ok(spec.speculation.rounds < 48, `${spec.speculation.rounds} rounds for 48 tokens`)
+      assert.ok(spec.speculation.pipelined > 0, 'greedy rounds are pipelined by default')
       for (const s of spec.steps) assert.equal(new Set(s.experts).size, 2)
     })
   }
+
+  it('temperature 0, pipelined rounds with rejections: rounds discarded, rolled back, and the text still identical', async () => {
+    // the model drafter's continuation with every 5th position of the text made wrong: rounds
+    // are pipelined behind drafts that will be rejected, so some are discarded
+    const wrong: Drafter = {
+      name: 'wrong-every-5th',
+      propose: async (context, n) => (await drafter.propose(context, n)).map((t, i) => (context.length + i) % 5 === 4 ? (t + 1) % tokenizer.vocabSize : t),
+      close: async () => {}
+    }
+    const pipelined = new Router(node, tokenizer, { drafter: wrong })
+    const serial = new Router(node, tokenizer, { drafter: wrong, pipelineRounds: false })
+    const base = await router.generate('The kernel', { k: 2, maxTokens: 40, temperature: 0, experts: ids, ignoreEos: true })
+    const p = await pipelined.generate('The kernel', { k: 2, maxTokens: 40, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
+    const q = await serial.generate('The kernel', { k: 2, maxTokens: 40, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
+    assert.equal(p.text, base.text)
+    assert.equal(q.text, base.text)
+    assert.ok(p.speculation != null && q.speculation != null)
+    assert.ok(p.speculation.pipelined > 0, 'rounds were pipelined')
+    assert.ok(p.speculation.discarded > 0, 'pipelined rounds behind a rejected token were discarded')
+    assert.ok(p.speculation.accepted < p.speculation.drafted)
+    assert.equal(q.speculation.pipelined, 0)
+    assert.equal(q.speculation.discarded, 0)
+  })
 
   it('temperature 0, K=1 per round with reselection: identical to the same single expert without speculation', async () => {
     const base = await router.generate('git', { k: 1, maxTokens: 32, temperature: 0, experts: [ids[0]], ignoreEos: true })

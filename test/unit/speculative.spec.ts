@@ -7,6 +7,7 @@ import fc from 'fast-check'
 import { createRng, distributionAfterSampling, samplingProbability, speculativeStep, speculativeStepSampled, proposalDistribution, sampleProposal, argmax } from '../../src/aggregate/index.js'
 import type { Aggregated, Proposal, SamplingOptions } from '../../src/aggregate/index.js'
 import { NgramDrafter } from '../../src/router/drafter.js'
+import { MAX_AHEAD, PIPELINE_REACH, draftLengthFor, pipelineAhead } from '../../src/router/generation.js'
 import { runs } from '../helpers/fuzz.js'
 
 function makeAgg (V: number, ids: number[], ws: number[], restMass: number): Aggregated {
@@ -147,5 +148,53 @@ describe('speculative sampling with a sampling drafter (proposal distribution q)
         assert.ok(samplingProbability(a, o, r.token) > 0, `emitted ${r.token}`)
       }
     }), { numRuns: runs(300) })
+  })
+})
+
+describe('pipelined greedy rounds: how far ahead a router drafts (pipelineAhead)', () => {
+  it('the most tokens each reached with probability ≥ PIPELINE_REACH, within [1, MAX_AHEAD], never decreasing with acceptance', () => {
+    assert.equal(pipelineAhead(0), 1)
+    assert.equal(pipelineAhead(Number.NaN), 1)
+    assert.equal(pipelineAhead(1), MAX_AHEAD)
+    assert.equal(pipelineAhead(0.9999), MAX_AHEAD, 'bounded at MAX_AHEAD (one request\'s draft bound)')
+    assert.equal(pipelineAhead(0.5), 3)
+    assert.equal(pipelineAhead(0.9), 21)
+    fc.assert(fc.property(fc.double({ min: 0.01, max: 0.999, noNaN: true }), fc.double({ min: 0.01, max: 0.999, noNaN: true }), (a, b) => {
+      const n = pipelineAhead(a)
+      assert.ok(n >= 1 && n <= MAX_AHEAD && Number.isInteger(n))
+      if (n > 1 && n < MAX_AHEAD) {
+        assert.ok(a ** n >= PIPELINE_REACH - 1e-12, `a^n = ${a ** n}`)
+        assert.ok(a ** (n + 1) < PIPELINE_REACH + 1e-12, `a^(n+1) = ${a ** (n + 1)}`)
+      }
+      if (a <= b) assert.ok(pipelineAhead(a) <= pipelineAhead(b))
+    }), { numRuns: runs(500) })
+  })
+})
+
+describe('adaptive draft length (draftLengthFor)', () => {
+  const E = (a: number, n: number): number => (1 - a ** (n + 1)) / (1 - a)
+  it('within the room, and within maxFramesPerToken expected frames per emitted token (at the bound: the longest that fits)', () => {
+    fc.assert(fc.property(fc.double({ min: 0.05, max: 0.95, noNaN: true }), fc.double({ min: 1, max: 500, noNaN: true }), fc.integer({ min: 0, max: 32 }), fc.double({ min: 1, max: 3, noNaN: true }), (a, rttMs, room, cap) => {
+      const n = draftLengthFor({ acceptance: a, rttMs, room, maxFramesPerToken: cap })
+      assert.ok(Number.isInteger(n) && n <= room)
+      assert.ok(room === 0 ? n === 0 : n >= 1, 'one draft token always (the acceptance stays measurable)')
+      if (n > 1) assert.ok((n + 1) / E(a, n) <= cap + 1e-12, `n = ${n}: ${(n + 1) / E(a, n)} frames per token > ${cap}`)
+      // never longer than without the cap, and equal to it whenever that one fits the cap
+      const free = draftLengthFor({ acceptance: a, rttMs, room, maxFramesPerToken: Infinity })
+      assert.ok(n <= free)
+      if (free <= 1 || (free + 1) / E(a, free) <= cap) assert.equal(n, free)
+    }), { numRuns: runs(300) })
+    // a = 0.78: 3 draft tokens cost 1.40 frames per emitted token, 4 cost 1.55, 5 cost 1.70
+    assert.equal(draftLengthFor({ acceptance: 0.78, rttMs: 200, room: 16, maxFramesPerToken: 1.6 }), 4)
+    assert.equal(draftLengthFor({ acceptance: 0.78, rttMs: 200, room: 16, maxFramesPerToken: 1.5 }), 3)
+    assert.equal(draftLengthFor({ acceptance: 0.5, rttMs: 200, room: 16, maxFramesPerToken: 1.3 }), 1, 'one draft token even where it costs more than the cap')
+    assert.equal(draftLengthFor({ acceptance: 0.9, rttMs: 200, room: 0, maxFramesPerToken: 2 }), 0, 'no room: no draft')
+  })
+
+  it('longer drafts on slower links and at higher acceptance (no cap)', () => {
+    const at = (acceptance: number, rttMs: number): number => draftLengthFor({ acceptance, rttMs, room: 16, maxFramesPerToken: Infinity })
+    assert.ok(at(0.9, 200) > at(0.9, 5))
+    assert.ok(at(0.9, 200) > at(0.5, 200))
+    assert.equal(at(Number.NaN, 200), at(0.05, 200), 'an unknown acceptance counts as the lowest')
   })
 })
