@@ -1,5 +1,5 @@
 /** Renders bench results as a small self-contained SVG: tokens/s against K, one line per latency. */
-interface Run { latencyMs: number, k: number, speculative: boolean, temperature: number, medianTokensPerSecond: number, pingRttMs: number }
+interface Run { latencyMs: number, k: number, speculative: boolean, temperature: number, medianTokensPerSecond: number, pingRttMs: number, pipelined?: boolean }
 
 export function renderChart (runs: Run[], computeMsPerToken: number, machine: string): string {
   const W = 760; const H = 440; const L = 70; const R = 200; const T = 40; const B = 60
@@ -26,7 +26,7 @@ export function renderChart (runs: Run[], computeMsPerToken: number, machine: st
     const c = colors[i % colors.length]
     for (const spec of [false, true]) {
       // speculative line: greedy speculation (T = 0, identical output to the solid line)
-      const pts = runs.filter(r => r.latencyMs === lat && r.speculative === spec && r.temperature === 0).sort((a, b) => a.k - b.k)
+      const pts = runs.filter(r => r.latencyMs === lat && r.speculative === spec && r.temperature === 0 && r.pipelined !== false).sort((a, b) => a.k - b.k)
       if (pts.length === 0) continue
       parts.push(`<polyline fill="none" stroke="${c}" stroke-width="2" ${spec ? 'stroke-dasharray="2 3"' : ''} points="${pts.map(p => `${x(p.k)},${yLog(p.medianTokensPerSecond)}`).join(' ')}"/>`)
       for (const p of pts) parts.push(`<circle cx="${x(p.k)}" cy="${yLog(p.medianTokensPerSecond)}" r="3" fill="${c}"/>`)

@@ -1,7 +1,11 @@
 /**
  * `npm run bench` — measured speed, written to bench/results.json and bench/chart.svg.
  * Never part of `npm test`. Options: --quick (fewer latencies/K/reps), --experts <n> (≤ 8),
- * --drafter <model> (speculation drafter, default meshtest-c), --latency 0,100 and --k 1,4 (subsets).
+ * --drafter <model> (speculation drafter, default meshtest-a), --latency 0,100 and --k 1,4 (subsets),
+ * --modes tbt,spec0,spec0-serial,spec08,spec08-nocap (default tbt,spec0,spec08; spec0-serial: greedy
+ * speculation without pipelined rounds; spec08-nocap: drafts not bounded by maxFramesPerToken),
+ * --reps <n> (runs per row, default 3, --quick 1), --out <name> (bench/<name>.json and .svg, default
+ * results/chart).
  *
  * 1. frame building per position for each bundled model (forward pass vs frame cost, size)
  * 2. router aggregation per token (K = 1, 2, 4, 8)
@@ -34,6 +38,16 @@ const opt = (name: string): string | undefined => args.includes(name) ? args[arg
 const drafterModel = opt('--drafter') ?? 'meshtest-a'
 const onlyLatencies = opt('--latency')?.split(',').map(Number)
 const onlyKs = opt('--k')?.split(',').map(Number)
+const modeNames = (opt('--modes') ?? 'tbt,spec0,spec08').split(',')
+const outName = opt('--out')
+const MODES: Record<string, { speculative: boolean, temperature: number, pipelined?: boolean, framesCap?: boolean }> = {
+  tbt: { speculative: false, temperature: 0 },
+  spec0: { speculative: true, temperature: 0, pipelined: true },
+  'spec0-serial': { speculative: true, temperature: 0, pipelined: false },
+  spec08: { speculative: true, temperature: 0.8 },
+  'spec08-nocap': { speculative: true, temperature: 0.8, framesCap: false }
+}
+for (const m of modeNames) if (MODES[m] == null) throw new Error(`--modes: unknown mode ${m} (${Object.keys(MODES).join(', ')})`)
 const log = (s: string): void => { process.stdout.write(s + '\n') }
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
 
@@ -85,6 +99,15 @@ interface MeshRun {
   pingRttMs: number
   acceptanceRate?: number
   tokensPerRound?: number
+  /** temperature 0: whether rounds were pipelined (RouterOptions.pipelineRounds) */
+  pipelined?: boolean
+  /** rounds sent while another was in flight, and those discarded, per generation */
+  pipelinedRounds?: number
+  discardedRounds?: number
+  /** ms from the generate call to the first token (median) */
+  ttftMs?: number
+  /** false: drafts not bounded by RouterOptions.maxFramesPerToken */
+  framesCap?: boolean
 }
 
 async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], routerPeakRssKb: number, computeMsPerToken: number }> {
@@ -112,6 +135,8 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     const tokenizer = await RouterTokenizer.load()
     const drafter = await ModelDrafter.load(drafterModel)
     const router = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter })
+    const serial = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter, pipelineRounds: false })
+    const nocap = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter, maxFramesPerToken: Infinity })
     for (let i = 0; i < 80 && (await router.experts(true)).compatible.length < experts.length; i++) await new Promise(resolve => setTimeout(resolve, 250))
     log(`mesh    ${(await router.experts()).compatible.length} experts found through the DHT`)
     await router.generate('warm up', { k: Math.min(8, experts.length), maxTokens: 8, ignoreEos: true })
@@ -120,9 +145,9 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     const computeMsPerToken = base.elapsedMs / base.tokens
     const latencies = onlyLatencies ?? (quick ? [0, 100] : [0, 50, 100, 200])
     const ks = onlyKs ?? (quick ? [1, 4] : [1, 2, 4, 8])
-    const reps = quick ? 1 : 3
+    const reps = Number(opt('--reps') ?? (quick ? 1 : 3))
     // token by token (greedy), speculative greedy (identical output), speculative sampling at T = 0.8
-    const modes: Array<{ speculative: boolean, temperature: number }> = [{ speculative: false, temperature: 0 }, ...(router.supportsSpeculation ? [{ speculative: true, temperature: 0 }, { speculative: true, temperature: 0.8 }] : [])]
+    const modes = modeNames.map(m => MODES[m]).filter(m => !m.speculative || router.supportsSpeculation)
     for (const latencyMs of latencies) {
       setDelay(latencyMs)
       const pingErrors: string[] = []
@@ -132,15 +157,17 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
       if (ok.length === 0) throw new Error(`no expert answered a ping at ${latencyMs} ms (dead experts: ${experts.filter(e => e.child.exitCode != null || e.child.signalCode != null).map(e => `${e.model} ${e.child.exitCode ?? e.child.signalCode}: ${e.stderr().slice(-300)}`).join(' | ') || 'none'})`)
       const pingRttMs = median(ok)
       log(`latency ${latencyMs} ms one way: ping round trip through the proxy ${pingRttMs.toFixed(0)} ms`)
-      for (const { speculative, temperature } of modes) {
+      for (const { speculative, temperature, pipelined, framesCap } of modes) {
         for (const k of ks.filter(k => k <= experts.length)) {
           const tps: number[] = []
-          let bytes = 0; let cpu = 0; let accepted = 0; let drafted = 0; let rounds = 0; let tokens = 0; let wire = 0
+          let bytes = 0; let cpu = 0; let accepted = 0; let drafted = 0; let rounds = 0; let tokens = 0; let wire = 0; let piped = 0; let discarded = 0
+          const ttfts: number[] = []
           for (let rep = 0; rep < reps; rep++) {
             const c0 = process.cpuUsage()
             const opts: GenerateOptions = { k, maxTokens: 64, temperature, seed: rep, ignoreEos: true, speculative }
             const wire0 = proxies.reduce((a, p) => a + p.bytes.up + p.bytes.down, 0)
-            const r: any = await router.generate(`The kernel ${rep}`, opts)
+            const r: any = await (pipelined === false ? serial : framesCap === false ? nocap : router).generate(`The kernel ${rep}`, opts)
+            ttfts.push(r.ttftMs)
             // bytes on the wire through the proxies (frames, framing, noise, yamux, both directions) per expert per token
             wire += (proxies.reduce((a, p) => a + p.bytes.up + p.bytes.down, 0) - wire0) / (r.tokens * r.effectiveK)
             const c1 = process.cpuUsage(c0)
@@ -148,7 +175,7 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
             bytes += r.bytesPerExpertToken
             cpu += (c1.user + c1.system) / 1000 / r.tokens
             tokens += r.tokens
-            if (r.speculation != null) { accepted += r.speculation.accepted; drafted += r.speculation.drafted; rounds += r.speculation.rounds }
+            if (r.speculation != null) { accepted += r.speculation.accepted; drafted += r.speculation.drafted; rounds += r.speculation.rounds; piped += r.speculation.pipelined; discarded += r.speculation.discarded }
           }
           const run: MeshRun = {
             latencyMs,
@@ -163,10 +190,13 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
             wireBytesPerExpertToken: wire / reps,
             routerCpuMsPerToken: cpu / reps,
             pingRttMs,
-            ...(speculative ? { acceptanceRate: drafted > 0 ? accepted / drafted : 0, tokensPerRound: rounds > 0 ? tokens / rounds : 0 } : {})
+            ttftMs: median(ttfts),
+            ...(framesCap === false ? { framesCap } : {}),
+            ...(speculative ? { acceptanceRate: drafted > 0 ? accepted / drafted : 0, tokensPerRound: rounds > 0 ? tokens / rounds : 0 } : {}),
+            ...(speculative && temperature === 0 ? { pipelined: pipelined !== false, pipelinedRounds: piped / reps, discardedRounds: discarded / reps } : {})
           }
           runs.push(run)
-          log(`  K=${k} ${speculative ? `spec T=${temperature}` : 'token by token'}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token (wire ${run.wireBytesPerExpertToken.toFixed(0)}), router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}`)
+          log(`  K=${k} ${speculative ? `spec T=${temperature}` : 'token by token'}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token (wire ${run.wireBytesPerExpertToken.toFixed(0)}), router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}${run.pipelinedRounds != null && run.pipelined === true ? `, ${run.pipelinedRounds.toFixed(1)} pipelined rounds (${run.discardedRounds!.toFixed(1)} discarded)` : ''}${speculative && temperature === 0 && pipelined === false ? ' (rounds not pipelined)' : ''}${framesCap === false ? ' (drafts not bounded by frames per token)' : ''}`)
         }
       }
     }
@@ -189,7 +219,7 @@ for (const r of agg) log(`aggregate ${r.rule} K=${r.k}: ${r.meanUs.toFixed(1)} �
 const meshResults = await mesh()
 const out = { date: new Date().toISOString(), machine, experts: nExperts, quick, drafter: drafterModel, frames: frameResults, aggregate: agg, mesh: meshResults }
 const dir = new URL('../../bench/', import.meta.url)
-await writeFile(new URL('results.json', dir), JSON.stringify(out, null, 2) + '\n')
-await writeFile(new URL('chart.svg', dir), renderChart(meshResults.runs, meshResults.computeMsPerToken, machine))
-log('written bench/results.json and bench/chart.svg')
+await writeFile(new URL(`${outName ?? 'results'}.json`, dir), JSON.stringify(out, null, 2) + '\n')
+await writeFile(new URL(`${outName ?? 'chart'}.svg`, dir), renderChart(meshResults.runs, meshResults.computeMsPerToken, machine))
+log(`written bench/${outName ?? 'results'}.json and bench/${outName ?? 'chart'}.svg`)
 process.exit(0)
