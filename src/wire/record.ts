@@ -189,7 +189,19 @@ export async function openExpertRecord (bytes: Uint8Array | Uint8ArrayList, { no
   if (record.expiresAtMs <= now) throw new ExpiredRecordError(`expired at ${record.expiresAtMs} (now ${now})`)
   if (record.issuedAtMs > now + MAX_CLOCK_SKEW_MS) throw invalid(`issued at ${record.issuedAtMs}, more than 60 s ahead of ${now}`)
   checkLifetime(record, now)
+  envelopes.set(record, Uint8Array.from(buf))
   return record
+}
+
+/** the signed bytes each record openExpertRecord returned was opened from */
+const envelopes = new WeakMap<ExpertRecord, Uint8Array>()
+
+/**
+ * The signed envelope `record` was opened from (openExpertRecord), to store or pass on as it
+ * is: whoever reads it opens it again. Undefined for a record that was not opened from bytes.
+ */
+export function recordEnvelope (record: ExpertRecord): Uint8Array | undefined {
+  return envelopes.get(record)
 }
 
 /** a record may not claim to stay valid more than MAX_RECORD_LIFETIME_MS (+ skew) past `now` */
