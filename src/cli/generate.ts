@@ -45,6 +45,8 @@ export async function generate (values: Values): Promise<void> {
   if (values.tail === 'local' && values['local-model'] === 'none') throw new UsageError('--tail local needs a local model (--local-model is none)')
   if (values.via != null && (values.speculative === true || values.drafter != null)) throw new UsageError('--speculative and --drafter need --bootstrap (this process routes): --via does not carry them')
   if (values.drafter != null && values.speculative !== true) throw new UsageError('--drafter goes with --speculative')
+  if (values.via != null && values['record-cache'] != null) throw new UsageError('--record-cache needs --bootstrap (this process routes): --via does not use it')
+  if (values['record-cache'] === '') throw new UsageError('--record-cache needs a file (or none)')
   // the one validation of every interface (src/router/options.ts): InvalidGenerateOptionError, exit 2
   const n = (v: string | undefined): number | undefined => v == null ? undefined : Number(v)
   const v = validateGenerateOptions({ k: n(values.k), maxTokens: n(values['max-tokens']), temperature: n(values.temperature), topK: n(values['top-k']), topP: n(values['top-p']), seed: n(values.seed), rule: values.rule, tail: values.tail, weighting: values.weighting })
@@ -105,10 +107,16 @@ export async function generate (values: Values): Promise<void> {
     // a routing-only peer: its governance (caught up first) is the only one that can halt it
     // no --bootstrap (nor MESHLLM_BOOTSTRAP, nor a config file): find the mesh on this LAN with mDNS
     const lan = bootstrap.length === 0
-    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer, router: { drafter, localModel }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
+    // the experts an earlier run found in this mesh (named by its bootstrap and governance)
+    const { RecordCache, defaultRecordCachePath, meshName } = await import('../router/record-cache.js')
+    const cacheSpec = values['record-cache'] ?? defaultRecordCachePath()
+    const recordCache = cacheSpec === 'none' ? undefined : new RecordCache(cacheSpec, { mesh: meshName(bootstrap, governance) })
+    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer, router: { drafter, localModel, recordCache }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
     try {
       if (lan) await joinLan(peer)
       const r = await peer.router.generate(prompt, opts)
+      // the experts this run found, for the next one (the process exits right after)
+      await peer.router.saveRecordCache()
       const { reachOf } = await import('../node/reach.js')
       const { peerIdFromString } = await import('@libp2p/peer-id')
       printResult(r, json, Object.fromEntries(r.experts.map(id => [id, reachOf(peer.node, peerIdFromString(id)) ?? 'closed'])))

@@ -21,6 +21,7 @@ import type { Drafter } from './drafter.js'
 import type { LocalModel } from './local-model.js'
 import { HaltedError } from '../util/errors.js'
 import { discoverExperts } from './discovery.js'
+import type { RecordCache } from './record-cache.js'
 import { ExpertSession, type ExpertHaltedError } from './expert-client.js'
 import { HealthTable, LruMap, MAX_TRACKED_EXPERTS } from './health.js'
 import { ReputationTable, type ReputationOptions } from './reputation.js'
@@ -215,6 +216,12 @@ export interface RouterOptions {
    */
   pipelineRounds?: boolean
   /**
+   * an on-disk cache of expert records across runs (src/router/record-cache.ts): read at the
+   * first discovery (the cached experts are dialled beside the DHT lookup, those reached serve
+   * at once), written after every discovery (saveRecordCache). Default none.
+   */
+  recordCache?: RecordCache
+  /**
    * a speculative round's draft is no longer than keeps the expected frames per emitted token
    * (draft length + 1 over the tokens the measured acceptance makes it yield) at or below this:
    * each rejected draft position costs every expert's upload a frame (≈ 850 bytes). Default
@@ -329,28 +336,97 @@ export class Router {
    * a discovery stops once `want` compatible records are in (default RouterOptions
    * .discoverySample), and one discovery at a time runs for all of this router's generations.
    * Known records are used while they are valid; past `discoveryTtlMs` a full sample is
-   * refreshed in the background (the generation goes on with what is known), a sample short
-   * of `want` (a small mesh, or one still being found) is refreshed before answering.
+   * refreshed in the background (the generation goes on with what is known) when what is known
+   * covers `first` (default `want`), else before answering (a small mesh, or one still being found).
    */
   async experts (force = false, signal?: AbortSignal, want?: number, first?: number): Promise<{ compatible: ExpertRecord[], incompatible: ExpertRecord[] }> {
     const ttl = this.opts.discoveryTtlMs ?? 10_000
     const sample = Math.max(want ?? 0, this.opts.discoverySample ?? DEFAULT_DISCOVERY_SAMPLE)
+    const background = (): void => { this.discover(sample).catch(err => { this.log('background discovery failed: %e', err) }) }
+    if (this.opts.recordCache != null && !this.cacheTried) {
+      // the first discovery of a router with a record cache: the experts an earlier run found
+      // are dialled while the DHT lookup runs, and those reached serve at once
+      this.cacheTried = true
+      const n = Math.min(sample, Math.max(1, first ?? sample))
+      const lookup = this.discover(n)
+      lookup.then(more => { if (more && n < sample) background() }, err => { this.log('discovery failed: %e', err) })
+      // whichever gives n first: the dials, or a lookup that found n (one that found fewer waits for the dials)
+      const reach = this.reachCached(n, signal)
+      await Promise.race([reach, lookup.then(async () => { if (this.known.length < n) await reach }, async () => { await reach })])
+      if (!force && this.known.length >= n) return { compatible: this.withLocal(this.known), incompatible: this.incompatible }
+    }
     const now = Date.now()
     this.known = this.known.filter(x => x.expiresAtMs > now)
     const stale = now - this.knownAt > ttl
     // nothing known: ask at once, unless this node's own expert can serve meanwhile
     const nothing = this.known.length === 0 && this.opts.local == null
-    const background = (): void => { this.discover(sample).catch(err => { this.log('background discovery failed: %e', err) }) }
-    if (force || nothing || (stale && this.known.length < sample)) {
-      // a caller that can start with `first` experts waits for those only; the rest of the
-      // sample is filled in the background when the discovery stopped short of the mesh
-      const n = Math.min(sample, Math.max(1, first ?? sample))
+    // a caller that can start with `first` experts waits for those only; the rest of the
+    // sample is filled in the background when the discovery stopped short of the mesh
+    const n = Math.min(sample, Math.max(1, first ?? sample))
+    // stale and short of what the caller needs: refreshed before answering; stale but enough
+    // for it (a generation needs K, not the sample): refreshed in the background, off its path
+    if (force || nothing || (stale && this.withLocal(this.known).length < n)) {
       const more = await this.discover(n, signal)
       if (n < sample && more) background()
     } else if (stale) {
       background()
     }
     return { compatible: this.withLocal(this.known), incompatible: this.incompatible }
+  }
+
+  /** RouterOptions.recordCache: read once, at the first discovery */
+  private cacheTried = false
+  /** the last write of the record cache */
+  private cacheSaved: Promise<void> = Promise.resolve()
+
+  /**
+   * Dials the cached experts (RouterOptions.recordCache) with this router's tokenizer, at most
+   * the discovery sample, and adds each one reached to the known experts: its record is signed
+   * and unexpired, and the handshake proved its peer id. Returns once `want` are reached, every
+   * dial ended, CACHED_DIAL_MS passed or `signal` aborted (dials still under way may add theirs later).
+   */
+  private async reachCached (want: number, signal?: AbortSignal): Promise<void> {
+    const cache = this.opts.recordCache
+    if (cache == null) return
+    const { records, rejected } = await cache.load().catch(() => ({ records: [] as ExpertRecord[], rejected: 0 }))
+    const sample = this.opts.discoverySample ?? DEFAULT_DISCOVERY_SAMPLE
+    const usable = records.filter(r => equals(r.tokenizerFingerprint, this.tokenizer.fingerprint) && !r.peerId.equals(this.node.peerId) && !this.reputation.banned(r.peerId.toString())).slice(0, sample)
+    this.log('record cache: %d usable record(s), %d rejected', usable.length, rejected)
+    if (usable.length === 0) return
+    const stop = AbortSignal.any([AbortSignal.timeout(CACHED_DIAL_MS), ...(signal != null ? [signal] : [])])
+    let reached = 0
+    let onStop: (() => void) | undefined
+    try {
+      await new Promise<void>(resolve => {
+        let left = usable.length
+        onStop = resolve
+        stop.addEventListener('abort', onStop, { once: true })
+        for (const r of usable) {
+          void (async () => {
+            await this.node.peerStore.merge(r.peerId, { multiaddrs: r.addrs })
+            await this.node.dial(r.peerId, { signal: stop })
+            if (r.expiresAtMs <= Date.now() || this.known.some(k => k.peerId.equals(r.peerId))) return
+            this.known.push(r)
+            if (++reached >= want) resolve()
+          })().catch(err => { this.log('cached expert %p not reached: %e', r.peerId, err) }).finally(() => { if (--left === 0) resolve() })
+        }
+      })
+    } finally {
+      if (onStop != null) stop.removeEventListener('abort', onStop)
+    }
+  }
+
+  /**
+   * Writes the known experts' records to RouterOptions.recordCache (after the writes before
+   * it); resolves when written. Every discovery saves them; a short-lived process (`meshllm
+   * generate`) awaits this before it exits. Never rejects (a cache only saves time).
+   */
+  async saveRecordCache (): Promise<void> {
+    const cache = this.opts.recordCache
+    if (cache == null) return
+    const records = [...this.known]
+    this.cacheSaved = this.cacheSaved.then(async () => { await cache.save(records) }).catch(err => { this.log('record cache not saved: %e', err) })
+    await this.cacheSaved
   }
 
   /** the discovery in flight (one at a time per router, shared by every caller) */
@@ -390,6 +466,7 @@ export class Router {
     this.known = [...fresh.values()].filter(x => x.expiresAtMs > after).slice(0, MAX_TRACKED_EXPERTS)
     this.incompatible = r.incompatible
     this.knownAt = after
+    if (this.opts.recordCache != null) void this.saveRecordCache()
     return r.compatible.length >= want
   }
 
@@ -479,3 +556,6 @@ export function verifyHaltWith (gov: { ingest: (bytes: Uint8Array, via: string, 
 
 /** how long a provider whose record could not be fetched goes to the end of the fetch order */
 const RECORD_RETRY_MS = 60_000
+
+/** how long a router's first discovery waits for the dials to cached experts (RouterOptions.recordCache) before it waits for the DHT alone (ms) */
+export const CACHED_DIAL_MS = 3_000

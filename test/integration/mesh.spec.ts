@@ -4,17 +4,21 @@
  */
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp'
-import { peerIdFromString } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
 import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/peer/spawn.js'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'
 import { ExpertSession } from '../../src/router/expert-client.js'
+import { RecordCache } from '../../src/router/record-cache.js'
+import { openExpertRecord, sealExpertRecord } from '../../src/wire/record.js'
 import { resolveModel } from '../../src/expert/resolve.js'
 import { writeSwappedVocabGguf } from '../helpers/gguf-patch.js'
 
@@ -162,12 +166,49 @@ describe('mesh on loopback (4 expert processes)', function () {
     assert.ok(out.ttftMs > 0 && out.ttftMs <= out.elapsedMs, `ttftMs ${out.ttftMs} of ${out.elapsedMs}`)
   })
 
-  it('meshllm generate --bootstrap prints the documented JSON', async () => {
-    const r = await cli(['generate', 'Perl', '--bootstrap', experts[2].addr, '-k', '2', '--max-tokens', '8', '--json'])
+  it('meshllm generate --bootstrap prints the documented JSON (and leaves the experts it found in its --record-cache)', async () => {
+    const cacheFile = join(await mkdtemp(join(tmpdir(), 'meshllm-cache-')), 'records.json')
+    const r = await cli(['generate', 'Perl', '--bootstrap', experts[2].addr, '-k', '2', '--max-tokens', '8', '--record-cache', cacheFile, '--json'])
     assert.equal(r.code, 0, r.stderr)
     const out = JSON.parse(r.stdout)
     for (const f of ['text', 'tokens', 'elapsedMs', 'ttftMs', 'tokensPerSecond', 'k', 'experts', 'bytesPerExpertToken']) assert.ok(f in out, f)
     assert.ok(out.ttftMs > 0 && out.ttftMs <= out.elapsedMs, `ttftMs ${out.ttftMs} of ${out.elapsedMs}`)
+    const meshes = JSON.parse(await readFile(cacheFile, 'utf8')).meshes
+    const saved = Object.values(meshes) as Array<{ records: string[] }>
+    assert.equal(saved.length, 1, 'one mesh: the one named by this bootstrap and governance')
+    assert.ok(saved[0].records.length >= 2, `${saved[0].records.length} records saved`)
+  })
+
+  it('a router with no bootstrap at all generates from the experts a record cache holds; a cached expert that is gone is skipped', async () => {
+    const file = join(await mkdtemp(join(tmpdir(), 'meshllm-cache-')), 'records.json')
+    const first = new Router(node, tokenizer, { recordCache: new RecordCache(file, { mesh: 'm' }) })
+    assert.ok((await first.experts(true)).compatible.length >= 4)
+    await first.saveRecordCache()
+    // and an expert that no longer runs: a record it signed, for an address nobody listens on
+    const gone = await generateKeyPair('Ed25519')
+    const now = Date.now()
+    const goneRecord = await openExpertRecord(await sealExpertRecord({ ...(await first.experts()).compatible[0], peerId: peerIdFromPrivateKey(gone), seq: now, issuedAtMs: now, expiresAtMs: now + 600_000, addrs: [multiaddr('/ip4/127.0.0.1/tcp/9')] }, gone))
+    const cached = new RecordCache(file, { mesh: 'm' })
+    await cached.save([...(await cached.load()).records, goneRecord])
+    const lonely = async (cache: RecordCache): Promise<{ router: Router, node: MeshNode }> => {
+      const n = await createMeshNode({ listen: [], dhtServer: false })
+      await n.start()
+      return { node: n, router: new Router(n, tokenizer, { recordCache: cache, discoveryTimeoutMs: 1_000 }) }
+    }
+    const a = await lonely(new RecordCache(file, { mesh: 'm' }))
+    const b = await lonely(new RecordCache(file, { mesh: 'another mesh' }))
+    try {
+      const r = await a.router.generate('The kernel', { k: 4, maxTokens: 4, temperature: 0, ignoreEos: true })
+      assert.equal(r.tokens, 4)
+      assert.equal(r.effectiveK, 4)
+      assert.ok(r.experts.every(id => Object.values(byModel).includes(id)), 'only the live experts served')
+      assert.ok(!r.experts.includes(goneRecord.peerId.toString()))
+      // the control: the same lonely router without this mesh's records finds nobody
+      await assert.rejects(b.router.generate('The kernel', { k: 1, maxTokens: 1 }), { name: 'NoExpertsError' })
+    } finally {
+      await a.node.stop()
+      await b.node.stop()
+    }
   })
 
   it('CLI errors: a prompt past the context is one line and exit code 5', async () => {
@@ -226,6 +267,11 @@ describe('CLI errors without a mesh', function () {
     assert.equal(r.code, 2, r.stderr)
     assert.match(r.stderr, /^meshllm: --speculative and --drafter need --bootstrap/)
     assert.equal(r.stderr.trim().split('\n').length, 1)
+    for (const bad of [['--via', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWHdvXGAZE54K4W6MuRY1fPZ29xKuMk7NBYwJTHRsg42fS', '--record-cache', 'x.json'], ['--bootstrap', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWHdvXGAZE54K4W6MuRY1fPZ29xKuMk7NBYwJTHRsg42fS', '--record-cache', '']]) {
+      const e = await cli(['generate', 'x', ...bad])
+      assert.equal(e.code, 2, `${bad.join(' ')}: ${e.stderr}`)
+      assert.equal(e.stderr.trim().split('\n').length, 1)
+    }
   })
   it('an unknown model path exits 6 with one line', async () => {
     const r = await cli(['join', '--model', '/nonexistent/model.gguf'])

@@ -23,7 +23,7 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 /** every command (subcommands spelt out) and every option it must list */
 const OPTIONS: Record<string, string[]> = {
   join: ['model', 'listen', 'announce', 'bootstrap', 'data-dir', 'threads', 'max-sessions', 'max-sessions-per-peer', 'queue-timeout', 'context-size', 'gpu', 'idle-timeout', 'governance', 'no-route', 'generate-token', 'generate-max-k', 'grpc', 'http', 'api-token-file', 'api-token', 'tls-cert', 'tls-key', 'insecure-behind-proxy'],
-  generate: ['bootstrap', 'via', 'k', 'max-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'stop', 'rule', 'weighting', 'tail', 'speculative', 'drafter', 'tokenizer', 'governance', 'generate-token', 'json'],
+  generate: ['bootstrap', 'via', 'k', 'max-tokens', 'temperature', 'top-k', 'top-p', 'seed', 'stop', 'rule', 'weighting', 'tail', 'speculative', 'drafter', 'record-cache', 'tokenizer', 'governance', 'generate-token', 'json'],
   status: ['bootstrap', 'tokenizer', 'json'],
   demo: ['max-tokens', 'k', 'prompt', 'seed'],
   agent: ['once', 'interval', 'bootstrap', 'db', 'governance', 'tokenizer', 'k', 'min-experts', 'max-tokens', 'json'],

@@ -43,6 +43,7 @@ export const generate: Command = {
       'local-model': str('the router\'s own model for the \'local\' tail: a bundled name, .gguf path or URI with the experts\' tokenizer, or none (not with --via)', { defaultDescription: 'the --tokenizer model (meshtest-c)' }),
       speculative: flag('lossless speculative decoding: draft locally, have the experts score the draft (not with --via)'),
       drafter: str('the drafter of --speculative: ngram or a model', { defaultDescription: 'meshtest-a' }),
+      'record-cache': str('file of expert records kept across runs: the experts an earlier run found are dialled while the DHT is asked (none: no cache; not with --via)', { defaultDescription: 'records.json in the model cache: $MESHLLM_CACHE, else $XDG_CACHE_HOME/meshllm, else ~/.cache/meshllm' }),
       tokenizer: TOKENIZER,
       governance: GOVERNANCE,
       'generate-token': str('with --via: file whose first line is the routing peer\'s token (else $MESHLLM_GENERATE_TOKEN)'),
