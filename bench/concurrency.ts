@@ -21,18 +21,20 @@
  * completion through the running node's API (median of 5); cold, a fresh `meshllm generate
  * --bootstrap <the API node> -k 4` process (median of 3): its `ttftMs` (from the generate call:
  * bootstrap dial, DHT lookups, record fetches, K dials and opens, prefill) and the whole
- * process (Node start, the tokenizer and local model loads included).
+ * process (Node start, the tokenizer and local model loads included); without a record cache
+ * (--record-cache none), then with one that an earlier run filled.
  *
  * Options: --levels 1,4,16,64  --tokens 24  --latency 50  --modes api,routers
  *          --max-sessions <n> (the experts' slots; default theirs: 4)
  *          --max-sessions-per-peer <n> (the experts' per-peer quota; default theirs: 2)
  *          --out <name> (bench/<name>.json and .svg; default concurrency)
  */
-import { writeFile } from 'node:fs/promises'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { readFileSync } from 'node:fs'
-import os from 'node:os'
+import os, { tmpdir } from 'node:os'
 import { spawnExpert, stopExpert, type SpawnedExpert } from '../src/peer/spawn.js'
 import { createMeshNode, connectBootstrap, type MeshNode } from '../src/node/node.js'
 import { Router } from '../src/router/router.js'
@@ -179,7 +181,7 @@ const experts: SpawnedExpert[] = []
 const proxies: DelayProxy[] = []
 const routerNodes: MeshNode[] = []
 const results: Level[] = []
-let ttft: { oneWayLatencyMs: number, warmApiMs: number[], coldGenerateTtftMs: number[], coldProcessMs: number[] } | undefined
+let ttft: { oneWayLatencyMs: number, warmApiMs: number[], coldGenerateTtftMs: number[], coldProcessMs: number[], coldCachedTtftMs: number[], coldCachedProcessMs: number[] } | undefined
 let tokenizer: RouterTokenizer | undefined
 try {
   const httpPort = await freePort()
@@ -233,17 +235,32 @@ try {
   for (let i = 0; i < 5; i++) warmApiMs.push((await viaApi(base, 100 + i)).ttftMs ?? NaN)
   const coldGenerateTtftMs: number[] = []
   const coldProcessMs: number[] = []
-  for (let i = 0; i < 3; i++) {
+  const coldCachedTtftMs: number[] = []
+  const coldCachedProcessMs: number[] = []
+  const cacheFile = join(await mkdtemp(join(tmpdir(), 'meshllm-bench-cache-')), 'records.json')
+  const cold = async (seed: number, cache: string): Promise<{ ttftMs: number, processMs: number }> => {
     const t0 = performance.now()
     const stdout = await new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, [BIN, 'generate', 'The kernel', '--bootstrap', `/ip4/127.0.0.1/tcp/${proxies[0].port}/p2p/${experts[0].addr.split('/p2p/')[1]}`, '-k', String(K), '--max-tokens', '4', '--seed', String(i), '--json'], { timeout: 120_000 }, (err, out, errOut) => { if (err != null) reject(new Error(`${err.message}: ${errOut}`)); else resolve(out) })
+      execFile(process.execPath, [BIN, 'generate', 'The kernel', '--bootstrap', `/ip4/127.0.0.1/tcp/${proxies[0].port}/p2p/${experts[0].addr.split('/p2p/')[1]}`, '-k', String(K), '--max-tokens', '4', '--seed', String(seed), '--record-cache', cache, '--json'], { timeout: 120_000 }, (err, out, errOut) => { if (err != null) reject(new Error(`${err.message}: ${errOut}`)); else resolve(out) })
     })
-    coldProcessMs.push(performance.now() - t0)
-    coldGenerateTtftMs.push(JSON.parse(stdout).ttftMs)
+    return { ttftMs: JSON.parse(stdout).ttftMs, processMs: performance.now() - t0 }
   }
-  ttft = { oneWayLatencyMs: ttftLatencyMs, warmApiMs, coldGenerateTtftMs, coldProcessMs }
+  // without a record cache: the DHT lookup, a dial and a record fetch per expert before the first open
+  for (let i = 0; i < 3; i++) {
+    const r = await cold(i, 'none')
+    coldProcessMs.push(r.processMs)
+    coldGenerateTtftMs.push(r.ttftMs)
+  }
+  // with one: a first run fills it; the next ones dial the cached experts beside the lookup
+  await cold(9, cacheFile)
+  for (let i = 0; i < 3; i++) {
+    const r = await cold(i, cacheFile)
+    coldCachedProcessMs.push(r.processMs)
+    coldCachedTtftMs.push(r.ttftMs)
+  }
+  ttft = { oneWayLatencyMs: ttftLatencyMs, warmApiMs, coldGenerateTtftMs, coldProcessMs, coldCachedTtftMs, coldCachedProcessMs }
   const med = (xs: number[]): number => quantile(xs, 0.5)
-  log(`time to first token at ${ttftLatencyMs} ms one way, K = ${K}: warm (API) ${med(warmApiMs).toFixed(0)} ms; cold generate ${med(coldGenerateTtftMs).toFixed(0)} ms from the call, ${med(coldProcessMs).toFixed(0)} ms for the whole process`)
+  log(`time to first token at ${ttftLatencyMs} ms one way, K = ${K}: warm (API) ${med(warmApiMs).toFixed(0)} ms; cold generate ${med(coldGenerateTtftMs).toFixed(0)} ms from the call, ${med(coldProcessMs).toFixed(0)} ms for the whole process (no record cache); with a record cache ${med(coldCachedTtftMs).toFixed(0)} ms, ${med(coldCachedProcessMs).toFixed(0)} ms`)
 } finally {
   await tokenizer?.close()
   await Promise.all(routerNodes.map(async n => await n.stop()))
