@@ -60,8 +60,11 @@ export class GenerationApi {
       tokens = [...p.prompt]
     }
 
-    let { compatible, incompatible } = await this.status.refreshExperts(false, signal)
-    if (compatible.length === 0) ({ compatible, incompatible } = await this.status.refreshExperts(true, signal))
+    // a generation needs K experts, not the router's whole sample: a stale sample that has them is refreshed off this request's path
+    // (named experts may not be among the first found: then the whole sample)
+    const first = p.experts != null && p.experts.length > 0 ? undefined : k
+    let { compatible, incompatible } = await this.status.refreshExperts(false, signal, first)
+    if (compatible.length === 0) ({ compatible, incompatible } = await this.status.refreshExperts(true, signal, first))
     if (p.experts != null && p.experts.length > 0) {
       const want = new Set(p.experts)
       compatible = compatible.filter(r => want.has(r.peerId.toString()))

@@ -59,9 +59,12 @@ export class StatusApi {
     }
   }
 
-  /** the router's experts (a DHT lookup when `force` or the router's cache is stale) */
-  async refreshExperts (force: boolean, signal?: AbortSignal): Promise<ExpertLists> {
-    const r = await this.ctx.router.experts(force, signal)
+  /**
+   * the router's experts (a DHT lookup when `force`, or when the router's cache is stale and
+   * short of `first`, default its whole sample: Router.experts)
+   */
+  async refreshExperts (force: boolean, signal?: AbortSignal, first?: number): Promise<ExpertLists> {
+    const r = await this.ctx.router.experts(force, signal, undefined, first)
     this.cache = { compatible: r.compatible, incompatible: r.incompatible, at: Date.now() }
     for (const x of [...r.compatible, ...r.incompatible]) this.noteModel(x.peerId.toString(), x.modelName)
     return r

@@ -179,6 +179,21 @@ describe('mesh on loopback (4 expert processes)', function () {
     assert.ok(saved[0].records.length >= 2, `${saved[0].records.length} records saved`)
   })
 
+  it('a stale sample that covers what the caller needs is refreshed in the background, one that does not before answering', async () => {
+    const r = new Router(node, tokenizer, { discoveryTtlMs: 1 })
+    assert.ok((await r.experts(true)).compatible.length >= 4)
+    await new Promise(resolve => setTimeout(resolve, 5))
+    // stale; a generation of K = 4 has its 4: answered at once, the refresh still under way
+    assert.ok((await r.experts(false, undefined, undefined, 4)).compatible.length >= 4)
+    const inFlight = (r as unknown as { discovering?: Promise<boolean> }).discovering
+    assert.ok(inFlight != null, 'the refresh runs in the background')
+    await inFlight
+    await new Promise(resolve => setTimeout(resolve, 5))
+    // stale and short of the 5 asked for: the answer waits for the refresh
+    await r.experts(false, undefined, undefined, 5)
+    assert.equal((r as unknown as { discovering?: Promise<boolean> }).discovering, undefined, 'the refresh ran before the answer')
+  })
+
   it('a router with no bootstrap at all generates from the experts a record cache holds; a cached expert that is gone is skipped', async () => {
     const file = join(await mkdtemp(join(tmpdir(), 'meshllm-cache-')), 'records.json')
     const first = new Router(node, tokenizer, { recordCache: new RecordCache(file, { mesh: 'm' }) })
