@@ -56,7 +56,7 @@ interface Round {
   draft: number[]
   /** the drafter's proposal distributions (a sampled draft, temperature > 0) */
   proposals?: Proposal[]
-  /** the 'local' tail's prior at each of its draft.length + 1 positions, computed while it is in flight */
+  /** the 'local' tail's prior at each of its draft.length + 1 positions, computed while it is in flight (none without that tail) */
   priors: Array<Promise<TailPrior> | undefined>
   /** per chosen expert its frames, undefined where it failed */
   results: Promise<Array<{ id: string, frames: Frame[] } | undefined>>
@@ -654,9 +654,8 @@ export class Generation {
     const dr = Uint32Array.from(draft)
     const reqSignal = AbortSignal.any([this.signal, this.ending.signal, AbortSignal.timeout(core.options.requestTimeoutMs ?? 30_000)])
     const scorePrompt = this.byPerplexity
-    // the local model's distribution at every draft position, computed during the round trip
-    const priors = draft.map((_, i) => this.localPrior([...base, ...draft.slice(0, i)]))
-    priors.push(this.localPrior([...base, ...draft]))
+    // the local model's distribution at every draft position ('local' tail), computed during the round trip
+    const priors = this.tail === 'local' ? Array.from({ length: draft.length + 1 }, (_, i) => this.localPrior([...base, ...draft.slice(0, i)])) : []
     for (const p of priors) p?.catch(() => {})
     const results = Promise.all(chosen.map(async c => {
       const on = c.session
