@@ -8,6 +8,7 @@ import { spawnExpert, stopExpert, type SpawnedExpert } from '../../src/peer/spaw
 import { createMeshNode, connectBootstrap, type MeshNode } from '../../src/node/node.js'
 import { Router } from '../../src/router/router.js'
 import { RouterTokenizer } from '../../src/router/tokenizer.js'
+import { LocalModel } from '../../src/router/local-model.js'
 import { ModelDrafter, NgramDrafter, type Drafter } from '../../src/router/drafter.js'
 
 describe('speculative mesh decoding (2 expert processes)', function () {
@@ -73,6 +74,19 @@ describe('speculative mesh decoding (2 expert processes)', function () {
     assert.ok(p.speculation.accepted < p.speculation.drafted)
     assert.equal(q.speculation.pipelined, 0)
     assert.equal(q.speculation.discarded, 0)
+  })
+
+  it("temperature 0 with the 'local' tail (the router's own model shapes the unlisted mass at every draft position): identical text", async () => {
+    const localModel = await LocalModel.load('meshtest-c', { expect: tokenizer })
+    try {
+      const local = new Router(node, tokenizer, { drafter, localModel })
+      const base = await local.generate('The kernel', { k: 2, maxTokens: 32, temperature: 0, experts: ids, ignoreEos: true })
+      const spec = await local.generate('The kernel', { k: 2, maxTokens: 32, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
+      assert.equal(spec.text, base.text)
+      assert.ok(spec.speculation != null && spec.speculation.pipelined > 0)
+    } finally {
+      await localModel.close()
+    }
   })
 
   it('temperature 0, K=1 per round with reselection: identical to the same single expert without speculation', async () => {
