@@ -2,7 +2,8 @@
  * One generation of a router (`Router.generate`): its state (context tokens, candidates and
  * their sessions, steps, rng, the chosen experts, its signal) and the two ways it advances,
  * token by token (`step`: K experts per token, hedged, with a per-step deadline) and
- * speculatively (`speculativeStep`: one batched round per draft). Both ask experts through
+ * speculatively (`speculativeLoop`: rounds sent by `startRound` / `extendRounds`, checked by
+ * `verifyRound`, one batched request per expert each). Both ask experts through
  * one method (`ask`), so a failed expert is handled in one place (`handleFailure`): counted
  * against its health, penalised when its frame was invalid, reported to the observers, its
  * session dropped and the expert not asked again by this generation; a BUSY expert is asked
