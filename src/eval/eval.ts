@@ -30,6 +30,7 @@ import type { LocalModel } from '../router/local-model.js'
 import { GENERATE_DEFAULTS, ROBUST_MIN_K, defaultTail, robustByDefault } from '../router/options.js'
 import { errorMessage } from '../util/errors.js'
 import { perplexityWeights, DEFAULT_PERPLEXITY_BETA, DEFAULT_PERPLEXITY_PRIOR_TOKENS } from '../aggregate/weighting.js'
+import { ExpertMemory, OnlineWeights } from '../router/online-weights.js'
 import { NoExpertsError } from '../util/errors.js'
 import { ReputationTable, robustAggregate } from '../router/reputation.js'
 
@@ -489,25 +490,6 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
     }
   }
 
-  // 'online' weighting: the same formula over the window's earlier positions, with each
-  // expert's probability of the true token from its FRAME (what a router can check), no prompt score
-  const onlineLp: Float64Array[] = c.experts.map(() => new Float64Array(N))
-  const onlineN: Float64Array[] = c.experts.map(() => new Float64Array(N))
-  if (weightings.includes('online')) {
-    for (let e = 0; e < K; e++) {
-      let w = -1
-      let sum = 0
-      let n = 0
-      for (let i = 0; i < N; i++) {
-        if (c.windowOf[i] !== w) { w = c.windowOf[i]; sum = 0; n = 0 }
-        onlineLp[e][i] = sum
-        onlineN[e][i] = n
-        sum += Math.log(Math.max(sparseProbability(c.frames[e][i], c.targets[i], V), 1e-12))
-        n++
-      }
-    }
-  }
-
   const subsets = opts.subsets === true ? subsetsOf(K, 2) : [c.experts.map((_, e) => e)]
   const variants: Variant[] = []
   for (const sub of subsets) {
@@ -519,12 +501,21 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
             // robust: the router's own step (robustAggregate) with a reputation table that lives
             // through the positions in order; a banned expert is left out, as the router would
             const table = robust ? new ReputationTable() : undefined
+            // 'online': the router's procedure (OnlineWeights), each window a generation of one
+            // router whose memory of the experts lives through the windows in order
+            const memory = weighting === 'online' ? new ExpertMemory() : undefined
+            let online: OnlineWeights | undefined
+            const ids = sub.map(e => c.experts[e].id)
             for (let i = 0; i < N; i++) {
+              if (memory != null && (online == null || windowStart[i] === i)) {
+                online?.commit()
+                online = new OnlineWeights(memory, { beta, priorTokens: n0 })
+              }
               const lp = priorAt(tail, i)
               let ws: number[]
               if (weighting === 'uniform') ws = sub.map(() => 1)
               else if (weighting === 'fixed') ws = sub.map(e => fixed[e])
-              else if (weighting === 'online') ws = perplexityWeights(sub.map(e => ({ logprob: onlineLp[e][i], count: onlineN[e][i] })), { beta, priorTokens: n0 })
+              else if (online != null) ws = online.weights(ids)
               else ws = perplexityWeights(sub.map(e => ({ logprob: prefixLp[e][i], count: prefixN[e][i] })), { beta, priorTokens: n0 })
               const run = (members: number[], keep: (j: number) => boolean = () => true, rw?: number[]): ReturnType<typeof aggregate> =>
                 aggregate(members.flatMap((m, j) => keep(j) ? [{ dist: c.frames[sub[m]][i], weight: ws[m] * (rw?.[j] ?? 1) }] : []), { rule, vocabSize: V, tail, prior: lp, trim: opts.trim, context: contextOf(tail, i) })
@@ -535,6 +526,8 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
                 agg = robustAggregate(members.map(m => ({ id: c.experts[sub[m]].id, frame: c.frames[sub[m]][i] })), table, V, (keep, rw) => run(members, keep, rw))
               }
               nll -= Math.log(Math.max(probabilityOf(agg, c.targets[i]), MIN_P))
+              online?.observe(sub.map(e => ({ id: c.experts[e].id, p: sparseProbability(c.frames[e][i], c.targets[i], V) })),
+                (members, w) => probabilityOf(aggregate(members.map((m, j) => ({ dist: c.frames[sub[m]][i], weight: w[j] })), { rule, vocabSize: V, tail, prior: lp, trim: opts.trim, context: contextOf(tail, i) }), c.targets[i]))
             }
             const v: Variant = { experts: sub.map(e => c.experts[e].id), models: sub.map(e => c.experts[e].model), rule, weighting, tail, robust, perplexity: ppl(nll, N) }
             if (table != null) {

@@ -13,6 +13,7 @@ import type { AbortOptions, PeerId } from '@libp2p/interface'
 import type { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { LruMap, MAX_TRACKED_EXPERTS, type ExpertHealth, type HealthTable } from './health.js'
 import { invalidFrame, type ReputationTable } from './reputation.js'
+import type { ExpertMemory } from './online-weights.js'
 import type { RouterTokenizer } from './tokenizer.js'
 import type { RouterObserver, RouterOptions } from './router.js'
 import { addressGroup, colocationFactors, observedGroups, selectExperts, type SelectionPolicy } from './selection.js'
@@ -33,6 +34,8 @@ export interface RouterCore {
    * a generation starts from what the ones before it measured
    */
   readonly acceptance: Map<'greedy' | 'sampled', { accepted: number, rejected: number }>
+  /** the 'online' weighting's memory of each expert across this router's generations (src/aggregate/weighting.ts) */
+  readonly expertMemory: ExpertMemory
   /** selectable: circuit closed or half-open, and not banned */
   available: (id: string) => boolean
   /** throws HaltedError while the router's own governance is halted */

@@ -12,9 +12,10 @@
  */
 import { setTimeout as delay } from 'node:timers/promises'
 import { MAX_DRAFT_TOKENS, Status, type Frame } from '../wire/types.js'
-import { aggregate, sparseProbability } from '../aggregate/aggregate.js'
+import { aggregate, probabilityOf, sparseProbability } from '../aggregate/aggregate.js'
 import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
+import { OnlineWeights } from './online-weights.js'
 import { createRng, sample, speculativeStep, speculativeStepSampled, type Proposal } from '../aggregate/sampling.js'
 import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
 import { BusyError, ContextOverflowError, ExpertError, HaltedError, IncompatibleTokenizerError, NoExpertsError, asError, errorMessage, errorName } from '../util/errors.js'
@@ -144,9 +145,8 @@ export class Generation {
   private readonly maxTokens: number
   private readonly samplingOpts: SamplingOptions
   private readonly byPerplexity: boolean
-  private readonly byOnline: boolean
-  /** 'online' weighting: per expert, −Σ log p_e(token) over the tokens generated so far, from its own frames */
-  private readonly online = new Map<string, { nll: number, n: number }>()
+  /** 'online' weighting: what the router remembers of each expert plus this generation's tokens (src/aggregate/weighting.ts) */
+  private readonly online: OnlineWeights | undefined
   private readonly tail: TailModel
   private byReputation = false
   private sel?: Selection
@@ -170,7 +170,7 @@ export class Generation {
     this.samplingOpts = { temperature: opts.temperature ?? GENERATE_DEFAULTS.temperature, topK: opts.topK ?? GENERATE_DEFAULTS.topK, topP: opts.topP ?? GENERATE_DEFAULTS.topP }
     const weighting = opts.weighting ?? GENERATE_DEFAULTS.weighting
     this.byPerplexity = weighting === 'perplexity'
-    this.byOnline = weighting === 'online'
+    this.online = weighting === 'online' ? new OnlineWeights(core.expertMemory, { beta: opts.perplexityBeta }) : undefined
     this.tail = opts.tail ?? defaultTail(core.options.localModel != null)
   }
 
@@ -278,7 +278,7 @@ export class Generation {
       const raw = this.aggregate(frames, await local)
       const agg = opts.constrain != null ? opts.constrain(raw, this.generated) : raw
       const token = this.resolveEog(sample(agg, this.samplingOpts, this.rng), agg)
-      if (token !== undefined) this.observe(frames, token)
+      if (token !== undefined) this.observe(frames, token, await local)
       if (token === undefined || this.emit(token, trace.experts)) break
     }
   }
@@ -698,7 +698,8 @@ export class Generation {
     let outcome: 'ended' | 'continue' | 'restart' = 'continue'
     for (let i = 0; i <= head.draft.length; i++) {
       const framed = ok.map(r => ({ id: r.id, frame: r.frames[i] }))
-      const agg = this.aggregate(framed, await head.priors[i])
+      const prior = await head.priors[i]
+      const agg = this.aggregate(framed, prior)
       let token: number
       let accepted = false
       if (i < drafted.length) {
@@ -712,7 +713,7 @@ export class Generation {
       const resolved = this.resolveEog(token, agg)
       if (resolved === undefined) { outcome = 'ended'; break }
       if (resolved !== token) accepted = false // ignoreEos replaced it: the draft diverges here
-      this.observe(framed, resolved)
+      this.observe(framed, resolved, prior)
       if (accepted) acceptedHere++
       this.steps.push(i === 0 ? trace : { experts: trace.experts, dropped: [], ms: 0 })
       spec.emitted++
@@ -726,26 +727,17 @@ export class Generation {
   }
 
   /** 'online' weighting: each expert's probability of the emitted token, from the frame it sent before knowing it */
-  private observe (frames: Framed[], token: number): void {
-    if (!this.byOnline) return
+  private observe (frames: Framed[], token: number, prior: TailPrior | undefined): void {
+    if (this.online == null) return
     const V = this.core.tokenizer.vocabSize
-    for (const f of frames) {
-      const p = sparseProbability(f.frame, token, V)
-      const s = this.online.get(f.id) ?? { nll: 0, n: 0 }
-      s.nll -= Math.log(Math.max(p, 1e-12))
-      s.n++
-      this.online.set(f.id, s)
-    }
+    // a set of experts' probability of the token: the aggregate this step would have sampled from with only them
+    const probability = (members: number[], ws: number[]): number => probabilityOf(this.aggregateWith(members.map(j => frames[j]), ws, prior), token)
+    this.online.observe(frames.map(f => ({ id: f.id, p: sparseProbability(f.frame, token, V) })), probability)
   }
 
   /** the prompt scores of the experts' sessions (or, 'online', their record so far) → weights (uniform ones when none scored) */
   private promptWeights (ids: string[]): number[] {
-    if (this.byOnline) {
-      return perplexityWeights(ids.map(id => {
-        const s = this.online.get(id)
-        return s != null ? { logprob: -s.nll, count: s.n } : {}
-      }), { beta: this.opts.perplexityBeta })
-    }
+    if (this.online != null) return this.online.weights(ids)
     if (!this.byPerplexity) return ids.map(() => 1)
     return perplexityWeights(ids.map(id => {
       const info = this.candidates.find(c => c.id === id)?.session?.info
@@ -763,12 +755,18 @@ export class Generation {
 
   /** the ensemble distribution after the context (speculation emits each accepted token before the next position is aggregated) */
   private aggregate (frames: Framed[], prior?: TailPrior): Aggregated {
-    const { opts, core, tail } = this
+    const { core } = this
     const pw = this.promptWeights(frames.map(f => f.id))
-    const tokensSoFar = tail === 'context' || tail === 'local' ? this.context.slice(-CONTEXT_WINDOW) : undefined
-    const run = (keep: (j: number) => boolean, rw: number[]): Aggregated => aggregate(frames.flatMap((f, j) => keep(j) ? [{ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * pw[j] * rw[j] }] : []), { rule: this.rule, vocabSize: core.tokenizer.vocabSize, tail, context: tokensSoFar, prior })
+    const run = (keep: (j: number) => boolean, rw: number[]): Aggregated => this.aggregateWith(frames.filter((_, j) => keep(j)), pw.map((w, j) => w * rw[j]).filter((_, j) => keep(j)), prior)
     // robust: reputation-scaled weights, gross outliers of this step (K ≥ 3) screened out, every frame observed
     return this.byReputation ? robustAggregate(frames, core.reputation, core.tokenizer.vocabSize, run) : run(() => true, frames.map(() => 1))
+  }
+
+  /** the step's aggregate of `frames` with weights `ws` (times the caller's fixed weights): rule, tail, prior and context of this generation */
+  private aggregateWith (frames: Framed[], ws: number[], prior?: TailPrior): Aggregated {
+    const { opts, core, tail } = this
+    const tokensSoFar = tail === 'context' || tail === 'local' ? this.context.slice(-CONTEXT_WINDOW) : undefined
+    return aggregate(frames.map((f, j) => ({ dist: f.frame, weight: (opts.weights?.[f.id] ?? 1) * ws[j] })), { rule: this.rule, vocabSize: core.tokenizer.vocabSize, tail, context: tokensSoFar, prior })
   }
 
   /** appends a sampled token and streams it; true when the generation must end */
@@ -849,6 +847,7 @@ export class Generation {
   /** ends late and queued requests, then closes every session */
   private async close (): Promise<void> {
     this.ending.abort(new Error('the generation ended'))
+    this.online?.commit() // what this generation learnt of its experts, for the router's next ones
     await Promise.allSettled(this.candidates.map(async c => {
       await c.pending?.catch(() => {})
       await c.session?.close()

@@ -36,7 +36,8 @@ export const GENERATE_DEFAULTS = Object.freeze({
   rule: 'mixture' as AggregationRule,
   /**
    * 'online': weights from each expert's frames on the tokens generated so far, which the
-   * router checks itself ('perplexity' trusts each expert's own score of the prompt, which a
+   * router checks itself, starting from what the router remembers of it and averaged over the
+   * step's set and its leave-one-out sets (src/router/online-weights.ts; 'perplexity' trusts each expert's own score of the prompt, which a
    * lying expert can inflate: opt-in; docs/quality.md §5)
    */
   weighting: 'online' as (typeof WEIGHTINGS)[number],

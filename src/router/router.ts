@@ -30,6 +30,7 @@ import { validateGenerateOptions } from './options.js'
 import type { SelectionPolicy } from './selection.js'
 import { DEFAULT_DISCOVERY_SAMPLE, observedAddressGroups, type RouterCore } from './candidates.js'
 import { Generation } from './generation.js'
+import { ExpertMemory, type ExpertMemoryOptions } from './online-weights.js'
 
 /**
  * Generation options. Defaults and bounds are defined once, in the schema of
@@ -68,7 +69,9 @@ export interface GenerateOptions {
    * w_e ∝ exp(−β · NLL_e / (n_e + n₀)), multiplied with `weights`; 'online': the same formula
    * over the tokens generated so far, NLL_e from the frames expert e sent BEFORE it saw each
    * token (nothing it reports about itself: a liar cannot raise its weight without predicting
-   * well); 'uniform' | 'perplexity' | 'online', default 'online'
+   * well), starting from the router's memory of it (`expertMemory`) and, with 3–8 experts,
+   * averaged over the step's set and its leave-one-out sets by how well each set predicted
+   * (src/router/online-weights.ts); 'uniform' | 'perplexity' | 'online', default 'online'
    */
   weighting?: 'uniform' | 'perplexity' | 'online'
   /** β of the perplexity weighting (default DEFAULT_PERPLEXITY_BETA) */
@@ -230,6 +233,15 @@ export interface RouterOptions {
    */
   maxFramesPerToken?: number
   /**
+   * the 'online' weighting's memory across this router's generations (src/router/online-weights.ts,
+   * docs/quality.md §5): each expert's record over its last ≤ memoryTokens emitted tokens and
+   * the evidence for leaving it out, which the next generation starts from. Default
+   * { memoryTokens: DEFAULT_ONLINE_MEMORY_TOKENS (256), evidenceCap: 10, maxExperts: 4096 };
+   * { memoryTokens: 0 } starts every generation afresh (two identical greedy requests then give
+   * the same text; with memory a router that learnt between them may not).
+   */
+  expertMemory?: ExpertMemoryOptions
+  /**
    * the router's own model for the 'local' tail (src/router/local-model.ts, docs/quality.md §3):
    * with one, a generation's default tail is 'local'; without, 'context' (the best wire-only
    * tail). Never one of the experts; the caller owns it (closes it after the router). A
@@ -285,6 +297,8 @@ export class Router {
   readonly health = new HealthTable()
   /** per-expert reputation and bans (docs/quality.md "Byzantine experts") */
   readonly reputation: ReputationTable
+  /** what the 'online' weighting learnt of each expert across this router's generations (docs/quality.md §5) */
+  readonly expertMemory: ExpertMemory
   private readonly log: Logger
   private known: ExpertRecord[] = []
   private knownAt = 0
@@ -301,6 +315,7 @@ export class Router {
   constructor (readonly node: MeshNode, readonly tokenizer: RouterTokenizer, private readonly opts: RouterOptions = {}) {
     this.log = (opts.logger ?? node.logger ?? defaultLogger()).forComponent('meshllm:router')
     this.reputation = new ReputationTable(opts.reputation)
+    this.expertMemory = new ExpertMemory(opts.expertMemory)
     observedAddressGroups(node)
     this.core = {
       node,
@@ -312,6 +327,7 @@ export class Router {
       observers: this.observers,
       stats: this.stats,
       acceptance: new Map(),
+      expertMemory: this.expertMemory,
       available: (id) => this.available(id),
       checkHalt: () => { this.checkHalt() },
       notify: (name, ev) => { this.notify(name, ev) },

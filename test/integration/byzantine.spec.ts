@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import type { SpawnedExpert } from '../../src/peer/spawn.js'
 import type { MeshNode } from '../../src/node/node.js'
 import { Router, type GenerateOptions } from '../../src/router/router.js'
+import { OnlineWeights } from '../../src/router/online-weights.js'
 import type { RouterTokenizer } from '../../src/router/tokenizer.js'
 import type { Aggregated } from '../../src/aggregate/types.js'
 import { startLiar, type LiarExpert, type LiarMode, type LiarOptions } from '../helpers/liar-expert.js'
@@ -141,6 +142,13 @@ describe('Byzantine experts (2 honest processes + 1 in-process liar)', function 
     assert.equal(r.tokens, POSITIONS)
     assert.ok(rep.every(x => x.bans === 0), 'no honest expert banned')
     assert.ok(screened <= 0.3 * asked, `meshtest-c screened out of ${screened} of ${asked} steps`)
+    // the 'online' weighting (the default) left its record of every expert in the router's
+    // memory for its next generations: the weaker meshtest-c weighs least there
+    const [a, b] = honest()
+    const mem = [a, b, c.id].map(id => router.expertMemory.get(id))
+    assert.ok(mem.every(m => m != null && m.n >= asked / 2 && m.n <= POSITIONS && Number.isFinite(m.evidence)), JSON.stringify(mem))
+    const next = new OnlineWeights(router.expertMemory).weights([a, b, c.id])
+    assert.ok(next[2] < Math.min(next[0], next[1]), `weights ${next.join(', ')}`)
   })
 
   for (const [mode, expected] of [['malformed', /MalformedMessageError|InvalidFrameError/], ['oversized', /InvalidDataLengthError/], ['badmass', /InvalidFrameError/]] as const) {

@@ -11,6 +11,13 @@ import { RouterTokenizer } from '../../src/router/tokenizer.js'
 import { LocalModel } from '../../src/router/local-model.js'
 import { ModelDrafter, NgramDrafter, type Drafter } from '../../src/router/drafter.js'
 
+/**
+ * every generation starts from the same weights: the 'online' weighting's memory across a
+ * router's generations would otherwise make the second of two compared runs start from what
+ * the first learnt (lossless is per generation, from the same state)
+ */
+const FRESH = { expertMemory: { memoryTokens: 0 } }
+
 describe('speculative mesh decoding (2 expert processes)', function () {
   this.timeout(180_000)
   const experts: SpawnedExpert[] = []
@@ -29,7 +36,7 @@ describe('speculative mesh decoding (2 expert processes)', function () {
     await connectBootstrap(node, [a.addr])
     tokenizer = await RouterTokenizer.load('meshtest-c')
     drafter = await ModelDrafter.load('meshtest-c')
-    router = new Router(node, tokenizer, { drafter })
+    router = new Router(node, tokenizer, { drafter, ...FRESH })
     for (let i = 0; i < 40 && (await router.experts(true)).compatible.length < 2; i++) await new Promise(resolve => setTimeout(resolve, 250))
   })
 
@@ -61,8 +68,8 @@ describe('speculative mesh decoding (2 expert processes)', function () {
       propose: async (context, n) => (await drafter.propose(context, n)).map((t, i) => (context.length + i) % 5 === 4 ? (t + 1) % tokenizer.vocabSize : t),
       close: async () => {}
     }
-    const pipelined = new Router(node, tokenizer, { drafter: wrong })
-    const serial = new Router(node, tokenizer, { drafter: wrong, pipelineRounds: false })
+    const pipelined = new Router(node, tokenizer, { drafter: wrong, ...FRESH })
+    const serial = new Router(node, tokenizer, { drafter: wrong, pipelineRounds: false, ...FRESH })
     const base = await router.generate('The kernel', { k: 2, maxTokens: 40, temperature: 0, experts: ids, ignoreEos: true })
     const p = await pipelined.generate('The kernel', { k: 2, maxTokens: 40, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
     const q = await serial.generate('The kernel', { k: 2, maxTokens: 40, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
@@ -79,7 +86,7 @@ describe('speculative mesh decoding (2 expert processes)', function () {
   it("temperature 0 with the 'local' tail (the router's own model shapes the unlisted mass at every draft position): identical text", async () => {
     const localModel = await LocalModel.load('meshtest-c', { expect: tokenizer })
     try {
-      const local = new Router(node, tokenizer, { drafter, localModel })
+      const local = new Router(node, tokenizer, { drafter, localModel, ...FRESH })
       const base = await local.generate('The kernel', { k: 2, maxTokens: 32, temperature: 0, experts: ids, ignoreEos: true })
       const spec = await local.generate('The kernel', { k: 2, maxTokens: 32, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
       assert.equal(spec.text, base.text)
@@ -103,7 +110,7 @@ describe('speculative mesh decoding (2 expert processes)', function () {
   })
 
   it('works with the n-gram drafter too (identical greedy text)', async () => {
-    const r2 = new Router(node, tokenizer, { drafter: new NgramDrafter() })
+    const r2 = new Router(node, tokenizer, { drafter: new NgramDrafter(), ...FRESH })
     const base = await r2.generate('the the the', { k: 2, maxTokens: 24, temperature: 0, experts: ids, ignoreEos: true })
     const spec = await r2.generate('the the the', { k: 2, maxTokens: 24, temperature: 0, experts: ids, ignoreEos: true, speculative: true })
     assert.equal(spec.text, base.text)
