@@ -2,8 +2,8 @@
  * `npm run bench:concurrency` — many users at once (issue "Speed II" §3), written to
  * bench/concurrency.json and bench/concurrency.svg. Never part of `npm test`.
  *
- * Four `meshllm join` expert processes (meshtest-c, one thread, the default 4 sessions and 2
- * per peer), each behind a delay proxy (one-way latency on every byte, both directions; the
+ * Four `meshllm join` expert processes (meshtest-c, one thread, the default sessions ('auto':
+ * 16 for this model) and 2 per peer), each behind a delay proxy (one-way latency on every byte, both directions; the
  * experts announce the proxied address). The first of them also serves the OpenAI API
  * (`--http`): its own expert is one of the four. At each level n of concurrency:
  *   - `api`: n streamed completions at once through that node's OpenAI API (K = 4);
@@ -25,7 +25,7 @@
  * (--record-cache none), then with one that an earlier run filled.
  *
  * Options: --levels 1,4,16,64  --tokens 24  --latency 50  --modes api,routers
- *          --max-sessions <n> (the experts' slots; default theirs: 4)
+ *          --max-sessions <n> (the experts' slots; default theirs: auto)
  *          --max-sessions-per-peer <n> (the experts' per-peer quota; default theirs: 2)
  *          --out <name> (bench/<name>.json and .svg; default concurrency)
  */
@@ -42,6 +42,7 @@ import { RouterTokenizer } from '../src/router/tokenizer.js'
 import { startDelayProxy, freePort, type DelayProxy } from './delay-proxy.js'
 import { ModelHost } from '../src/expert/model-host.js'
 import { resolveModel } from '../src/expert/resolve.js'
+import type { ExpertRecord } from '../src/wire/record.js'
 
 const args = process.argv.slice(2)
 const opt = (name: string): string | undefined => args.includes(name) ? args[args.indexOf(name) + 1] : undefined
@@ -180,6 +181,8 @@ const expertBatching = await batching()
 const experts: SpawnedExpert[] = []
 const proxies: DelayProxy[] = []
 const routerNodes: MeshNode[] = []
+/** the sessions each expert advertises (its record's maxSlots) */
+let expertSlots: number[] = []
 const results: Level[] = []
 let ttft: { oneWayLatencyMs: number, warmApiMs: number[], coldGenerateTtftMs: number[], coldProcessMs: number[], coldCachedTtftMs: number[], coldCachedProcessMs: number[] } | undefined
 let tokenizer: RouterTokenizer | undefined
@@ -214,7 +217,16 @@ try {
   const routers = routerNodes.map(n => new Router(n, tokenizer as RouterTokenizer, { discoveryTtlMs: 600_000 }))
   // every router peer knows the four experts before its level is measured
   await Promise.all(routers.map(async r => { for (let i = 0; i < 120 && (await r.experts(true)).compatible.length < 4; i++) await new Promise(resolve => setTimeout(resolve, 500)) }))
-  log(`concurrency: 4 experts (meshtest-c) at ${latencyMs} ms one way, K = ${K}, ${maxTokens} tokens per generation, T = 0.8`)
+  // the slots each expert advertises (with no --max-sessions: what 'auto' resolved to)
+  const probeNode = await createMeshNode({ listen: [], dhtServer: false })
+  await probeNode.start()
+  await connectBootstrap(probeNode, [experts[0].addr])
+  const probe = new Router(probeNode, tokenizer as RouterTokenizer)
+  let known: ExpertRecord[] = []
+  for (let i = 0; i < 120 && known.length < 4; i++) { known = (await probe.experts(true)).compatible; if (known.length < 4) await new Promise(resolve => setTimeout(resolve, 500)) }
+  expertSlots = known.map(r => r.maxSlots)
+  await probeNode.stop()
+  log(`concurrency: 4 experts (meshtest-c, ${expertSlots.join('/')} sessions) at ${latencyMs} ms one way, K = ${K}, ${maxTokens} tokens per generation, T = 0.8`)
   // warm-up (not measured): each expert's first sessions and the API node's caches
   if (modes.includes('api')) await viaApi(base, 0)
   if (routers.length > 0) await viaRouter(routers[0], 0)
@@ -275,7 +287,7 @@ const out = {
   date: new Date().toISOString(),
   version: pkg.version,
   machine,
-  setup: { experts: 4, model: 'meshtest-c', threadsPerExpert: 1, maxSessions: maxSessions != null ? Number(maxSessions) : 4, maxSessionsPerPeer: perPeer != null ? Number(perPeer) : 2, oneWayLatencyMs: latencyMs, k: K, maxTokens, temperature: 0.8 },
+  setup: { experts: 4, model: 'meshtest-c', threadsPerExpert: 1, maxSessions: maxSessions ?? 'auto', expertSlots, maxSessionsPerPeer: perPeer != null ? Number(perPeer) : 2, oneWayLatencyMs: latencyMs, k: K, maxTokens, temperature: 0.8 },
   goal: '16 concurrent generations: ≥ 8× the aggregate tokens/s of one, p95 inter-token latency ≤ 2× that of one',
   expertBatching,
   levels: results,

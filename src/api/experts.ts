@@ -2,6 +2,7 @@
  * The facade for the expert this node serves: the one `join --model` started, or one loaded
  * at run time by RegisterExpert (one expert per node), detached when the API closes.
  */
+import { MAX_SESSIONS } from '../expert/sessions.js'
 import { attachExpert, type AttachedExpert, type AttachExpertOptions } from '../expert/attach.js'
 import { ApiError, invalid, toApiError } from './errors.js'
 import type { GovernanceApi } from './governance-api.js'
@@ -48,7 +49,7 @@ export class ExpertsApi {
     if (typeof o.model !== 'string' || o.model.trim().length === 0) throw invalid('model is required (bundled name, .gguf path or URI)', 'model')
     const gpu = o.gpu == null || o.gpu === '' || o.gpu === 'auto' ? 'auto' : o.gpu === 'off' || o.gpu === 'false' ? false : undefined
     if (gpu === undefined) throw invalid(`gpu must be "auto" or "off", got "${String(o.gpu).slice(0, 32)}"`, 'gpu')
-    for (const [name, v, max] of [['threads', o.threads, 256], ['max_sessions', o.maxSessions, 1024], ['context_size', o.contextSize, 1 << 20]] as const) {
+    for (const [name, v, max] of [['threads', o.threads, 256], ['max_sessions', o.maxSessions, MAX_SESSIONS], ['context_size', o.contextSize, 1 << 20]] as const) {
       if (v != null && v !== 0 && (!Number.isSafeInteger(v) || v < 1 || v > max)) throw invalid(`${name} must be an integer in [1, ${max}]`, name)
     }
     if (o.contextSize != null && o.contextSize !== 0 && o.contextSize < 16) throw invalid('context_size must be at least 16', 'context_size')

@@ -16,6 +16,7 @@ import { ProgressBar } from './progress.js'
 import { isLoopback, readTlsFiles, resolveApiToken } from '../api/auth.js'
 import { UsageError } from './errors.js'
 import { intOption as int, type Values } from './args.js'
+import { MAX_SESSIONS } from '../expert/sessions.js'
 
 /** --relay, --relay-reservations, --no-mdns, --upnp, with their automatic defaults (src/node/reach.ts) */
 function reachFromFlags (values: Values): ReachOptions {
@@ -37,6 +38,7 @@ export async function join (values: Values): Promise<void> {
   if (values['no-route'] === true && values['generate-token'] != null) throw new UsageError('--no-route and --generate-token exclude each other')
   const generateToken = values['no-route'] === true ? undefined : await generateTokenFrom(values['generate-token'])
   const generateMaxK = int(values['generate-max-k'], 'generate-max-k', 1)
+  const maxSessions = values['max-sessions'] === 'auto' ? 'auto' : int(values['max-sessions'], 'max-sessions', 1, MAX_SESSIONS)
   const apiModule = values.grpc != null || values.http != null ? await import('../api/index.js') : undefined
   // token and TLS files are read, and the bind rules (non-loopback needs a token and TLS or
   // --insecure-behind-proxy) checked, before the model loads; --api-token is refused (ps shows argv)
@@ -66,7 +68,7 @@ export async function join (values: Values): Promise<void> {
     expert: {
       model: values.model,
       threads: int(values.threads, 'threads', 1),
-      maxSessions: int(values['max-sessions'], 'max-sessions', 1),
+      maxSessions,
       maxSessionsPerPeer: int(values['max-sessions-per-peer'], 'max-sessions-per-peer', 1),
       queueTimeoutMs: int(values['queue-timeout'], 'queue-timeout', 0, 20_000),
       contextSize: int(values['context-size'], 'context-size', 16),

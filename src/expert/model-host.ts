@@ -22,6 +22,7 @@ import type { Frame } from '../wire/types.js'
 import { summarizeGguf, type GgufSummary } from './tokenizer.js'
 import { BusyError, ContextOverflowError } from '../util/errors.js'
 import { nativeFramesFor, type NativeFrames } from './native.js'
+import { AUTO_MAX_SESSIONS, AUTO_MIN_SESSIONS, MAX_SESSIONS, autoSessions } from './sessions.js'
 
 // The node-llama-cpp internals this file uses, declared as far as it uses them: they are not in
 // its public types (nor is its AddonTypes.d.ts exported), and they are stable internals of the
@@ -70,8 +71,13 @@ export interface ModelHostOptions {
   modelPath: string
   /** CPU threads for evaluation; default: max(1, cores - 1) capped at 4 */
   threads?: number
-  /** concurrent sessions (KV sequences); default 4 */
-  maxSessions?: number
+  /**
+   * concurrent sessions (KV sequences), ≤ MAX_SESSIONS (1024); default 'auto': as many as
+   * autoSessions() allows (src/expert/sessions.ts: at least 4, at most 16, their KV cache
+   * within ¼ of the memory free once the model is loaded: RAM, or VRAM when the model is on a
+   * GPU; the estimate is node-llama-cpp's)
+   */
+  maxSessions?: number | 'auto'
   /** per-session context; default and maximum: the model's training context */
   contextSize?: number
   /** 'auto' uses a GPU when node-llama-cpp finds one */
@@ -173,17 +179,35 @@ export class ModelHost {
       modelPath: opts.modelPath,
       onLoadProgress: opts.onLoadProgress
     })
-    const maxSessions = Math.max(1, opts.maxSessions ?? 4)
     const trainCtx = model.trainContextSize
     const contextSize = Math.min(opts.contextSize ?? trainCtx, trainCtx)
     const threads = opts.threads ?? defaultThreads()
+    const batchSize = Math.min(512, contextSize)
+    const maxSessions = opts.maxSessions === undefined || opts.maxSessions === 'auto'
+      ? await ModelHost.autoSessions(llama, model, contextSize, batchSize)
+      : Math.max(1, Math.min(MAX_SESSIONS, opts.maxSessions))
     const context = await model.createContext({
       contextSize,
       sequences: maxSessions,
       threads,
-      batchSize: Math.min(512, contextSize)
+      batchSize
     })
     return new ModelHost(opts.modelPath, summary, model, context, maxSessions, threads, llama.gpu)
+  }
+
+  /** 'auto': node-llama-cpp's estimate of one more sequence's memory, against what is free now */
+  private static async autoSessions (llama: Llama, model: LlamaModel, contextSize: number, batchSize: number): Promise<number> {
+    try {
+      const est = async (sequences: number): Promise<{ cpuRam: number, gpuVram: number }> =>
+        await model.fileInsights.estimateContextResourceRequirementsV2({ contextSize, modelGpuLayers: model.gpuLayers, sequences, batchSize })
+      const [one, all] = await Promise.all([est(1), est(AUTO_MAX_SESSIONS)])
+      const onGpu = model.gpuLayers > 0 && llama.gpu !== false
+      const per = ((onGpu ? all.gpuVram - one.gpuVram : all.cpuRam - one.cpuRam)) / (AUTO_MAX_SESSIONS - 1)
+      const free = onGpu ? (await llama.getVramState()).free : (await llama.getRamState()).free
+      return autoSessions(per, free)
+    } catch {
+      return AUTO_MIN_SESSIONS // no estimate for this model: the old fixed default
+    }
   }
 
   get freeSlots (): number {

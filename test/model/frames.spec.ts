@@ -7,6 +7,7 @@ import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ModelHost } from '../../src/expert/model-host.js'
+import { AUTO_MAX_SESSIONS } from '../../src/expert/sessions.js'
 import { resolveModel } from '../../src/expert/resolve.js'
 import { summarizeGguf, tokenizerFingerprint } from '../../src/expert/tokenizer.js'
 import { decodeFrame, encodeFrame } from '../../src/wire/frame.js'
@@ -20,6 +21,20 @@ describe('expert frames (meshtest-c, real model)', function () {
     host = await ModelHost.load({ modelPath: await resolveModel('meshtest-c'), threads: 1, maxSessions: 2 })
   })
   after(async () => { await host?.close() })
+
+  it("maxSessions 'auto' (the default): node-llama-cpp's estimate of a sequence against the free RAM gives the most, 16, for a test model", async () => {
+    const auto = await ModelHost.load({ modelPath: await resolveModel('meshtest-c'), threads: 1 })
+    try {
+      // a meshtest-c sequence of its 512-token context costs well under 1 MiB: 16 fit anywhere the suite runs
+      assert.equal(auto.maxSessions, AUTO_MAX_SESSIONS)
+      const sessions = Array.from({ length: AUTO_MAX_SESSIONS }, () => auto.openSession())
+      assert.equal(auto.freeSlots, 0)
+      assert.throws(() => auto.openSession(), (err: any) => err?.name === 'BusyError')
+      await Promise.all(sessions.map(async s => { await s.close() }))
+    } finally {
+      await auto.close()
+    }
+  })
 
   it('top-256 logprobs and tail mass match the full-vocabulary distribution', async () => {
     const tokens = host.model.tokenize('The kernel module is loaded when') as number[]

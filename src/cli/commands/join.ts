@@ -4,6 +4,7 @@ import { flag, int, required, str, strs, type Command, type Values } from '../ar
 import { GENERATE_LIMITS } from '../../router/options.js'
 import { BOOTSTRAP, GOVERNANCE } from './shared.js'
 import { MAX_RESERVATIONS } from '../../node/reach-limits.js'
+import { AUTO_MAX_SESSIONS, AUTO_MIN_SESSIONS, MAX_SESSIONS } from '../../expert/sessions.js'
 
 export const join: Command = {
   command: 'join',
@@ -21,7 +22,7 @@ export const join: Command = {
       upnp: flag('map the listen port on the home gateway with UPnP (listen on a LAN address, e.g. /ip4/0.0.0.0/tcp/4001)'),
       'data-dir': str('identity, governance state, change log and tasks of this node (one process per directory)', { defaultDescription: '$MESHLLM_HOME/node, else $XDG_DATA_HOME/meshllm/node, else ~/.local/share/meshllm/node' }),
       threads: int('CPU threads for the model', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: 'cores − 1, at most 4' }),
-      'max-sessions': int('concurrent inference sessions', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '4' }),
+      'max-sessions': str(`concurrent inference sessions, each a KV sequence of the context: an integer in [1, ${MAX_SESSIONS}], or auto (as many as fit in a quarter of the memory free after the model loads, RAM or VRAM: ${AUTO_MIN_SESSIONS}–${AUTO_MAX_SESSIONS})`, { defaultDescription: 'auto' }),
       'max-sessions-per-peer': int('sessions one remote peer is sure of (more only on idle slots, ended when another peer needs them)', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '2' }),
       'queue-timeout': int('milliseconds an open waits for a free session slot before it is answered BUSY (0: at once, no queue; at most 20000, below a router\'s 30 s per request); at most 8 × max-sessions opens wait, 4 × max-sessions-per-peer of one peer\'s', 0, 20_000, { defaultDescription: '10000' }),
       'context-size': int('context size in tokens (capped at the model\'s training context)', 16, Number.MAX_SAFE_INTEGER, { defaultDescription: 'the model\'s training context' }),
