@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import {
-  ExpertMemory, OnlineWeights, DEFAULT_ONLINE_MEMORY_TOKENS, DEFAULT_ONLINE_EVIDENCE_CAP, ONLINE_LEAVE_ONE_OUT_MAX
+  ExpertMemory, OnlineWeights, DEFAULT_ONLINE_MEMORY_TOKENS, DEFAULT_ONLINE_EVIDENCE_CAP, DEFAULT_ONLINE_EVIDENCE_STRIDE, ONLINE_LEAVE_ONE_OUT_MAX
 } from '../../src/router/online-weights.js'
 import { perplexityWeights } from '../../src/aggregate/weighting.js'
 import { MAX_TRACKED_EXPERTS } from '../../src/router/health.js'
@@ -83,14 +83,14 @@ describe('online weights', () => {
 
     it('an expert whose presence makes the mixture predict worse fades out below its base weight; a useful one does not', () => {
       // c is never better than both a and b; adding it dilutes them
-      const w = new OnlineWeights()
+      const w = new OnlineWeights(undefined, { evidenceStride: 1 })
       for (let t = 0; t < 60; t++) w.observe([{ id: 'a', p: 0.3 }, { id: 'b', p: 0.2 + (t % 2) * 0.2 }, { id: 'c', p: 0.15 }])
       const [wa, wb, wc] = w.weights(['a', 'b', 'c'])
       const base = perplexityWeights([{ logprob: 60 * Math.log(0.3), count: 60 }, { logprob: 30 * Math.log(0.2) + 30 * Math.log(0.4), count: 60 }, { logprob: 60 * Math.log(0.15), count: 60 }])
       assert.ok(Math.abs(wa + wb + wc - 1) < 1e-12)
       assert.ok(wc < base[2] / 10, `c ${wc} vs base ${base[2]}`)
       // d is poor on average but the only one to predict every fifth token: it stays
-      const v = new OnlineWeights()
+      const v = new OnlineWeights(undefined, { evidenceStride: 1 })
       for (let t = 0; t < 60; t++) {
         const rare = t % 5 === 0
         v.observe([{ id: 'a', p: rare ? 1e-6 : 0.4 }, { id: 'b', p: rare ? 1e-6 : 0.4 }, { id: 'd', p: rare ? 0.5 : 0.01 }])
@@ -115,7 +115,7 @@ describe('online weights', () => {
 
     it('a generation starts from what the router remembers: commit hands it over, bounded', () => {
       const memory = new ExpertMemory()
-      const g1 = new OnlineWeights(memory)
+      const g1 = new OnlineWeights(memory, { evidenceStride: 1 })
       for (let t = 0; t < 40; t++) g1.observe([{ id: 'a', p: 0.4 }, { id: 'b', p: 0.4 }, { id: 'c', p: 0.001 }])
       const during = g1.weights(['a', 'b', 'c'])
       assert.equal(memory.size, 0) // nothing until the generation ends
@@ -130,6 +130,17 @@ describe('online weights', () => {
       g2.commit()
       g2.commit()
       assert.equal(memory.get('a')?.n, 41)
+    })
+
+    it(`the sets' evidence comes from every ${DEFAULT_ONLINE_EVIDENCE_STRIDE}th token of a generation (the 1st, ${DEFAULT_ONLINE_EVIDENCE_STRIDE + 1}th, …), whatever the tokens`, () => {
+      const w = new OnlineWeights()
+      const at: number[] = []
+      for (let t = 0; t < 3 * DEFAULT_ONLINE_EVIDENCE_STRIDE + 1; t++) {
+        w.observe([{ id: 'a', p: 0.5 }, { id: 'b', p: 0.1 }, { id: 'c', p: 0.2 }], (members) => { if (members.length === 3) at.push(t); return 0.3 })
+      }
+      assert.deepEqual(at, [0, 1, 2, 3].map(i => i * DEFAULT_ONLINE_EVIDENCE_STRIDE))
+      assert.throws(() => new OnlineWeights(undefined, { evidenceStride: 0 }), RangeError)
+      assert.throws(() => new OnlineWeights(undefined, { evidenceStride: 1.5 }), RangeError)
     })
 
     it(`above ${ONLINE_LEAVE_ONE_OUT_MAX} experts a step uses the base weights (no K + 1 aggregations per token)`, () => {
@@ -151,7 +162,7 @@ describe('online weights', () => {
         fc.array(fc.array(fc.oneof(fc.double({ min: 0, max: 1, noNaN: true }), fc.constantFrom(0, NaN, Infinity, 1e-300)), { minLength: 9, maxLength: 9 }), { minLength: 1, maxLength: 30 }),
         (K, steps) => {
           const memory = new ExpertMemory({ evidenceCap: 3 })
-          const w = new OnlineWeights(memory)
+          const w = new OnlineWeights(memory, { evidenceStride: 1 })
           const ids = Array.from({ length: K }, (_, i) => `e${i}`)
           for (const ps of steps) {
             const ws = w.weights(ids)
