@@ -12,7 +12,7 @@
  */
 import { setTimeout as delay } from 'node:timers/promises'
 import { MAX_DRAFT_TOKENS, Status, type Frame } from '../wire/types.js'
-import { aggregate, probabilityOf, sparseProbability } from '../aggregate/aggregate.js'
+import { AggregationError, aggregate, probabilityOf, sparseProbability } from '../aggregate/aggregate.js'
 import { CONTEXT_WINDOW } from '../aggregate/context-tail.js'
 import { perplexityWeights } from '../aggregate/weighting.js'
 import { OnlineWeights } from './online-weights.js'
@@ -145,7 +145,7 @@ export class Generation {
   private readonly maxTokens: number
   private readonly samplingOpts: SamplingOptions
   private readonly byPerplexity: boolean
-  /** 'online' weighting: what the router remembers of each expert plus this generation's tokens (src/aggregate/weighting.ts) */
+  /** 'online' weighting: what the router remembers of each expert plus this generation's tokens (src/router/online-weights.ts) */
   private readonly online: OnlineWeights | undefined
   private readonly tail: TailModel
   private byReputation = false
@@ -731,7 +731,15 @@ export class Generation {
     if (this.online == null) return
     const V = this.core.tokenizer.vocabSize
     // a set of experts' probability of the token: the aggregate this step would have sampled from with only them
-    const probability = (members: number[], ws: number[]): number => probabilityOf(this.aggregateWith(members.map(j => frames[j]), ws, prior), token)
+    // (NaN where that set has no aggregate, e.g. the caller's fixed weights are all 0 there: no evidence then)
+    const probability = (members: number[], ws: number[]): number => {
+      try {
+        return probabilityOf(this.aggregateWith(members.map(j => frames[j]), ws, prior), token)
+      } catch (err) {
+        if (err instanceof AggregationError) return NaN
+        throw err
+      }
+    }
     this.online.observe(frames.map(f => ({ id: f.id, p: sparseProbability(f.frame, token, V) })), probability)
   }
 

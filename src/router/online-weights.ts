@@ -111,14 +111,16 @@ export class ExpertMemory {
  * One generation's 'online' weights. Each expert's base weight is perplexityWeights over its
  * record (the router's memory of it plus this generation's tokens), from the probability its
  * frame gave each emitted token before the token was known: nothing an expert says about
- * itself enters. On top, Bayesian model averaging over the step's sets of experts (K ≥ 3):
- * all of them (prior `fullPrior`) and each set without one expert e (prior
+ * itself enters. On top, with 3–8 experts in a step, Bayesian model averaging over the step's
+ * sets of experts: all of them (prior `fullPrior`) and each set without one expert e (prior
  * (1 − fullPrior) / K, times exp(evidence_e)); the weights used are the average of the sets'
- * renormalised base weights. The evidence of "without e" is how much better the ensemble
- * without e predicted the emitted tokens (mixtures of the frames' uniform-tail
- * probabilities), so an expert that adds nothing but noise fades out, which is what makes
- * adding a weak expert cost at most the averaging's regret (≤ log(2K) nats over a router's
- * life, not per generation).
+ * renormalised base weights. The evidence of "without e" is how much better the aggregate
+ * without e predicted the emitted tokens than the aggregate of all (the caller's
+ * `probability`: the generation's own rule, tail and context), taken at every
+ * `evidenceStride`th token and clamped to ±evidenceCap, so an expert that only dilutes the
+ * others fades out. (Were the sets' predictions mixed rather than their weights averaged,
+ * and without the clamp, the regret against the best set would be at most log(2K) nats over
+ * a router's life.)
  */
 export class OnlineWeights {
   /** records when first seen by this generation (from memory) and now */
@@ -200,17 +202,20 @@ export class OnlineWeights {
     if (sampled && this.weighsSets(K)) {
       const ws = this.base(entries.map(x => x.id))
       const all = entries.map((_, e) => e)
-      const prob = (members: number[], w: number[]): number => {
+      // log p of a set; undefined where the caller has no probability for it (not a finite number in [0, 1])
+      const prob = (members: number[], w: number[]): number | undefined => {
         const p = probability != null ? probability(members, w) : members.reduce((a, m, j) => a + w[j] * ps[m], 0)
-        return Math.log(Math.max(Number.isFinite(p) ? p : 0, 1e-300))
+        return p >= 0 && p <= 1 + 1e-9 ? Math.log(Math.max(p, 1e-300)) : undefined
       }
       const lpAll = prob(all, ws)
       for (let e = 0; e < K; e++) {
         const rest = 1 - ws[e]
-        if (!(rest > 1e-12)) continue
+        if (lpAll === undefined || !(rest > 1e-12)) continue
         const members = all.filter(m => m !== e)
+        const lp = prob(members, members.map(m => ws[m] / rest))
+        if (lp === undefined) continue
         const s = this.score(entries[e].id)
-        s.evidence = Math.max(-this.evidenceCap, Math.min(this.evidenceCap, s.evidence + prob(members, members.map(m => ws[m] / rest)) - lpAll))
+        s.evidence = Math.max(-this.evidenceCap, Math.min(this.evidenceCap, s.evidence + lp - lpAll))
       }
     }
     for (let e = 0; e < K; e++) {

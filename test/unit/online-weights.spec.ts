@@ -111,6 +111,15 @@ describe('online weights', () => {
       for (const c of calls) assert.ok(Math.abs(sum(c.weights) - 1) < 1e-12)
       const [, , wc] = w.weights(['a', 'b', 'c'])
       assert.ok(wc < 0.05, `${wc}`)
+      // a set the caller has no probability for (NaN, out of [0, 1]) gives no evidence; the others still do
+      const memory = new ExpertMemory()
+      const v = new OnlineWeights(memory, { evidenceStride: 1 })
+      v.observe([{ id: 'a', p: 0.5 }, { id: 'b', p: 0.5 }, { id: 'c', p: 0.5 }], (members) => members.length === 3 ? 0.5 : members.includes(0) ? NaN : 0.25)
+      v.observe([{ id: 'a', p: 0.5 }, { id: 'b', p: 0.5 }, { id: 'c', p: 0.5 }], (members) => members.length === 3 ? NaN : 0.9)
+      v.commit()
+      assert.equal(memory.get('a')?.evidence, Math.log(0.25) - Math.log(0.5)) // without a: the only finite set of the first token
+      assert.equal(memory.get('b')?.evidence, 0)
+      assert.equal(memory.get('c')?.evidence, 0)
     })
 
     it('a generation starts from what the router remembers: commit hands it over, bounded', () => {
