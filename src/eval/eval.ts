@@ -517,8 +517,13 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
               else if (weighting === 'fixed') ws = sub.map(e => fixed[e])
               else if (online != null) ws = online.weights(ids)
               else ws = perplexityWeights(sub.map(e => ({ logprob: prefixLp[e][i], count: prefixN[e][i] })), { beta, priorTokens: n0 })
-              const run = (members: number[], keep: (j: number) => boolean = () => true, rw?: number[]): ReturnType<typeof aggregate> =>
-                aggregate(members.flatMap((m, j) => keep(j) ? [{ dist: c.frames[sub[m]][i], weight: ws[m] * (rw?.[j] ?? 1) }] : []), { rule, vocabSize: V, tail, prior: lp, trim: opts.trim, context: contextOf(tail, i) })
+              // the step's aggregate of some members of `sub` with the given weights
+              const aggregateOf = (members: number[], weights: number[]): ReturnType<typeof aggregate> =>
+                aggregate(members.map((m, j) => ({ dist: c.frames[sub[m]][i], weight: weights[j] })), { rule, vocabSize: V, tail, prior: lp, trim: opts.trim, context: contextOf(tail, i) })
+              const run = (members: number[], keep: (j: number) => boolean = () => true, rw?: number[]): ReturnType<typeof aggregate> => {
+                const kept = members.filter((_, j) => keep(j))
+                return aggregateOf(kept, members.flatMap((m, j) => keep(j) ? [ws[m] * (rw?.[j] ?? 1)] : []))
+              }
               let agg
               if (table == null) agg = run(sub.map((_, m) => m))
               else {
@@ -527,7 +532,7 @@ export function scoreEvaluation (c: Collected, opts: ScoreOptions = {}): EvalRes
               }
               nll -= Math.log(Math.max(probabilityOf(agg, c.targets[i]), MIN_P))
               online?.observe(sub.map(e => ({ id: c.experts[e].id, p: sparseProbability(c.frames[e][i], c.targets[i], V) })),
-                (members, w) => probabilityOf(aggregate(members.map((m, j) => ({ dist: c.frames[sub[m]][i], weight: w[j] })), { rule, vocabSize: V, tail, prior: lp, trim: opts.trim, context: contextOf(tail, i) }), c.targets[i]))
+                (members, w) => probabilityOf(aggregateOf(members, w), c.targets[i]))
             }
             const v: Variant = { experts: sub.map(e => c.experts[e].id), models: sub.map(e => c.experts[e].model), rule, weighting, tail, robust, perplexity: ppl(nll, N) }
             if (table != null) {
