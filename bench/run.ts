@@ -108,6 +108,8 @@ interface MeshRun {
   ttftMs?: number
   /** false: drafts not bounded by RouterOptions.maxFramesPerToken */
   framesCap?: boolean
+  /** speculative: per verified round, ms awaiting the drafter on the rounds' path, awaiting the experts' frames, verifying */
+  msPerRound?: { draft: number, wait: number, verify: number }
 }
 
 async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], routerPeakRssKb: number, computeMsPerToken: number }> {
@@ -160,7 +162,7 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
       for (const { speculative, temperature, pipelined, framesCap } of modes) {
         for (const k of ks.filter(k => k <= experts.length)) {
           const tps: number[] = []
-          let bytes = 0; let cpu = 0; let accepted = 0; let drafted = 0; let rounds = 0; let tokens = 0; let wire = 0; let piped = 0; let discarded = 0
+          let bytes = 0; let cpu = 0; let accepted = 0; let drafted = 0; let rounds = 0; let tokens = 0; let wire = 0; let piped = 0; let discarded = 0; let draftMs = 0; let waitMs = 0; let verifyMs = 0
           const ttfts: number[] = []
           for (let rep = 0; rep < reps; rep++) {
             const c0 = process.cpuUsage()
@@ -175,7 +177,7 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
             bytes += r.bytesPerExpertToken
             cpu += (c1.user + c1.system) / 1000 / r.tokens
             tokens += r.tokens
-            if (r.speculation != null) { accepted += r.speculation.accepted; drafted += r.speculation.drafted; rounds += r.speculation.rounds; piped += r.speculation.pipelined; discarded += r.speculation.discarded }
+            if (r.speculation != null) { accepted += r.speculation.accepted; drafted += r.speculation.drafted; rounds += r.speculation.rounds; piped += r.speculation.pipelined; discarded += r.speculation.discarded; draftMs += r.speculation.draftMs; waitMs += r.speculation.waitMs; verifyMs += r.speculation.verifyMs }
           }
           const run: MeshRun = {
             latencyMs,
@@ -193,10 +195,11 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
             ttftMs: median(ttfts),
             ...(framesCap === false ? { framesCap } : {}),
             ...(speculative ? { acceptanceRate: drafted > 0 ? accepted / drafted : 0, tokensPerRound: rounds > 0 ? tokens / rounds : 0 } : {}),
+            ...(speculative && rounds > 0 ? { msPerRound: { draft: draftMs / rounds, wait: waitMs / rounds, verify: verifyMs / rounds } } : {}),
             ...(speculative && temperature === 0 ? { pipelined: pipelined !== false, pipelinedRounds: piped / reps, discardedRounds: discarded / reps } : {})
           }
           runs.push(run)
-          log(`  K=${k} ${speculative ? `spec T=${temperature}` : 'token by token'}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token (wire ${run.wireBytesPerExpertToken.toFixed(0)}), router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}${run.pipelinedRounds != null && run.pipelined === true ? `, ${run.pipelinedRounds.toFixed(1)} pipelined rounds (${run.discardedRounds!.toFixed(1)} discarded)` : ''}${speculative && temperature === 0 && pipelined === false ? ' (rounds not pipelined)' : ''}${framesCap === false ? ' (drafts not bounded by frames per token)' : ''}`)
+          log(`  K=${k} ${speculative ? `spec T=${temperature}` : 'token by token'}: ${run.medianTokensPerSecond.toFixed(2)} tokens/s (${run.minTokensPerSecond.toFixed(2)}–${run.maxTokensPerSecond.toFixed(2)}), ${run.bytesPerExpertToken.toFixed(0)} B/expert/token (wire ${run.wireBytesPerExpertToken.toFixed(0)}), router CPU ${run.routerCpuMsPerToken.toFixed(2)} ms/token${run.acceptanceRate != null ? `, acceptance ${(run.acceptanceRate * 100).toFixed(0)} %, ${run.tokensPerRound!.toFixed(2)} tokens/round` : ''}${run.pipelinedRounds != null && run.pipelined === true ? `, ${run.pipelinedRounds.toFixed(1)} pipelined rounds (${run.discardedRounds!.toFixed(1)} discarded)` : ''}${speculative && temperature === 0 && pipelined === false ? ' (rounds not pipelined)' : ''}${framesCap === false ? ' (drafts not bounded by frames per token)' : ''}${run.msPerRound != null ? `; per round ${run.msPerRound.draft.toFixed(1)} ms drafting, ${run.msPerRound.wait.toFixed(1)} ms awaiting frames, ${run.msPerRound.verify.toFixed(1)} ms verifying` : ''}`)
         }
       }
     }

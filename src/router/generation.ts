@@ -522,7 +522,7 @@ export class Generation {
     const scale = before != null ? Math.min(1, ACCEPTANCE_MEMORY / (before.accepted + before.rejected)) : 1
     const spec: Speculation = {
       drafter,
-      stats: { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0, pipelined: 0, discarded: 0 },
+      stats: { drafter: drafter.name, rounds: 0, drafted: 0, accepted: 0, meanDraftLength: 0, pipelined: 0, discarded: 0, draftMs: 0, waitMs: 0, verifyMs: 0 },
       budget: this.maxTokens - this.generated.length,
       emitted: 0,
       acceptedCount: before != null ? before.accepted * scale : PRIOR_ACCEPTED,
@@ -601,6 +601,7 @@ export class Generation {
     // Σ min(p, q)); otherwise a deterministic draft (acceptance p(x))
     let draft: number[] = []
     let proposals: Proposal[] | undefined
+    const t0 = performance.now()
     if (n > 0 && this.samplingOpts.temperature > 0 && spec.drafter.proposeSampled != null) {
       const d = await spec.drafter.proposeSampled(this.context, n, this.samplingOpts, this.rng)
       draft = d.tokens.slice(0, n)
@@ -608,6 +609,7 @@ export class Generation {
     } else if (n > 0) {
       draft = (await spec.drafter.propose(this.context, n)).slice(0, n)
     }
+    spec.stats.draftMs += performance.now() - t0
     // experts whose sessions are open first: one without costs the round a stream negotiation
     // and a prefill (a round trip more); the others catch up in the round's own batch
     const want = Math.min(this.effectiveK, pool.length)
@@ -680,7 +682,19 @@ export class Generation {
    * bonus token sampled, or no expert answered): the next round starts from the context.
    */
   private async verifyRound (spec: Speculation, head: Round, next?: Round): Promise<'ended' | 'continue' | 'restart'> {
-    const ok = (await head.results).filter((r): r is { id: string, frames: Frame[] } => r != null)
+    const t0 = performance.now()
+    const settled = await head.results
+    const t1 = performance.now()
+    spec.stats.waitMs += t1 - t0
+    try {
+      return await this.verifyFrames(spec, head, settled, next)
+    } finally {
+      spec.stats.verifyMs += performance.now() - t1
+    }
+  }
+
+  private async verifyFrames (spec: Speculation, head: Round, settled: Awaited<Round['results']>, next?: Round): Promise<'ended' | 'continue' | 'restart'> {
+    const ok = settled.filter((r): r is { id: string, frames: Frame[] } => r != null)
     const trace: StepTrace = { experts: ok.map(r => r.id), dropped: head.chosen.map(c => c.id).filter(id => !ok.some(r => r.id === id)), ms: performance.now() - head.sentAt }
     // every chosen expert failed (or was BUSY): the next round picks others (or waits); a
     // pipelined round whose context is not the one reached is never used

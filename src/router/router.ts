@@ -179,6 +179,10 @@ export interface SpeculationStats {
   pipelined: number
   /** pipelined rounds whose frames were not used: a token before them was rejected, or the generation ended first */
   discarded: number
+  /** where the generation's time went (ms): awaiting the drafter on the rounds' path, awaiting the experts' frames, verifying (aggregation, sampling, emitting) */
+  draftMs: number
+  waitMs: number
+  verifyMs: number
 }
 
 export interface RouterOptions {
