@@ -88,6 +88,21 @@ invalid('frame/target-logprob-nan', 'frame', hex([...field(2, [7]), ...field(3, 
 invalid('frame/target-logprob-infinite', 'frame', hex([...field(2, [7]), ...field(3, [0, 4]), ...f32(5, -Infinity)]), F[1], INV)
 invalid('frame/target-logprob-as-varint', 'frame', hex([...field(2, [7]), ...field(3, [0, 4]), ...vfield(5, 1)]), F[1], MAL)
 
+// compact frames (one byte per logprob, step = logprob_floor / (1024 · 255)): `encoding: 'compact'`
+// says the bytes are what an encoder writes with that encoding
+const C = [v => wire.encodeFrame(v, wire.VOCAB_SIZE, 'compact'), b => wire.decodeFrame(b)]
+const compact = (name, value) => { valid(name, 'frame', value, ...C); cases[cases.length - 1].encoding = 'compact' }
+compact('frame/compact-three-entries', threeEntries)
+compact('frame/compact-256-entries', big)
+compact('frame/compact-all-zero', frame(2, [9], [0], 0))
+compact('frame/compact-target-logprob', { ...frame(5, [13, 271], [-0.5, -1.25], 0.25), targetLogprob: -7.5 })
+invalid('frame/compact-and-full-logprobs', 'frame', hex([...field(2, [7]), ...field(3, [0, 4]), ...field(6, [255]), ...vfield(7, 1024)]), F[1], INV)
+invalid('frame/compact-floor-without-entries', 'frame', hex(vfield(7, 1024)), F[1], INV)
+invalid('frame/compact-floor-above-65535', 'frame', hex([...field(2, [7]), ...field(6, [255]), ...vfield(7, 65536)]), F[1], INV)
+invalid('frame/compact-entry-without-floor', 'frame', hex([...field(2, [7]), ...field(6, [3])]), F[1], INV)
+invalid('frame/compact-more-ids-than-logprobs', 'frame', hex([...field(2, [7, 1]), ...field(6, [255]), ...vfield(7, 1024)]), F[1], INV)
+invalid('frame/compact-floor-as-bytes', 'frame', hex([...field(2, [7]), ...field(6, [255]), ...field(7, [1])]), F[1], MAL)
+
 // ---------------------------------------------------------------- requests
 const R = [wire.encodeRequest, wire.decodeRequest]
 valid('request/open', 'request', { type: 'open', protocolVersion: 1, tokenizerFingerprint: fingerprint, tokens: Uint32Array.of(128000, 9906, 11, 1917), topK: 64 }, ...R)
@@ -95,6 +110,7 @@ valid('request/step', 'request', { type: 'step', tokens: Uint32Array.of(1917) },
 valid('request/step-catch-up', 'request', { type: 'step', tokens: Uint32Array.of(13, 220, 128255) }, ...R)
 valid('request/close', 'request', { type: 'close' }, ...R)
 valid('request/open-target-score-prompt', 'request', { type: 'open', protocolVersion: 1, tokenizerFingerprint: fingerprint, tokens: Uint32Array.of(128000, 9906, 11), topK: 256, target: 0, scorePrompt: true }, ...R)
+valid('request/open-compact-frames', 'request', { type: 'open', protocolVersion: 1, tokenizerFingerprint: fingerprint, tokens: Uint32Array.of(128000, 9906), topK: 256, compactFrames: true }, ...R)
 valid('request/step-target', 'request', { type: 'step', tokens: Uint32Array.of(1917), target: 13 }, ...R)
 invalid('request/step-target-out-of-vocabulary', 'request', hex(field(2, [...field(1, [1]), ...vfield(4, 128256)])), R[1], MAL)
 const openFields = (extra = []) => [...vfield(1, 1), ...field(2, [...fingerprint]), ...extra]
@@ -123,6 +139,7 @@ const withAnswers = (extra, fn) => { const before = cases.length; fn(); Object.a
 withAnswers(step, () => valid('response/step-ok', 'response', threeEntries, ...S))
 withAnswers(open, () => valid('response/open-ok', 'response', openInfo, wire.encodeOpenResponse, O))
 withAnswers(open, () => valid('response/open-ok-prompt-score', 'response', { ...openInfo, frame: { ...openInfo.frame, targetLogprob: -3.25 }, promptLogprob: -12.75, promptScored: 3 }, wire.encodeOpenResponse, O))
+withAnswers(step, () => { valid('response/step-ok-compact', 'response', threeEntries, v => wire.encodeFrameResponse(v, 'compact'), S[1]); cases[cases.length - 1].encoding = 'compact' })
 withAnswers(step, () => valid('response/step-ok-target', 'response', { ...threeEntries, targetLogprob: -9.5 }, ...S))
 withAnswers(step, () => valid('response/busy', 'response', 'busy: 4/4 sessions', m => wire.encodeErrorResponse(wire.Status.BUSY, m), S[1]))
 withAnswers(open, () => valid('response/incompatible', 'response', 'tokenizer fingerprint mismatch', m => wire.encodeErrorResponse(wire.Status.INCOMPATIBLE, m), O))

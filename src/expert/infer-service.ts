@@ -9,6 +9,7 @@ import type { Registrar } from '@libp2p/interface-internal'
 import { lpStream, streamPair } from '@libp2p/utils'
 import { equals } from 'uint8arrays/equals'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_DRAFT_TOKENS, MAX_REQUEST_BYTES, Status } from '../wire/types.js'
+import type { FrameEncoding } from '../wire/frame.js'
 import { decodeRequest, encodeErrorResponse, encodeFrameResponse, encodeHaltedResponse, encodeOpenResponse } from '../wire/infer-codec.js'
 import type { EvaluateOptions, EvaluateResult, ModelSession } from './model-host.js'
 import type { GgufSummary } from './tokenizer.js'
@@ -244,6 +245,8 @@ export class InferService implements Startable {
     /** tokens this session evaluated so far, rolled-back ones included */
     let evaluated = 0
     let openedAt = 0
+    /** how this session's frames are written: compact when its Open asked for it */
+    let encoding: FrameEncoding = 'full'
     const lifetime = streamLifetime(stream)
     const halted = new AbortController()
     this.live.set(stream, halted)
@@ -350,14 +353,16 @@ export class InferService implements Startable {
           this.stats.sessionsOpened++
           charge(req.tokens.length + (req.draft?.length ?? 0))
           const { frames, promptLogprob, promptScored } = await this.evaluate(session, req.tokens, req.draft, req.topK, stop, { target: req.target, scorePrompt: req.scorePrompt })
+          // the router reads compact frames: every frame of this session goes compact (≈ 30 % fewer bytes)
+          if (req.compactFrames === true) encoding = 'compact'
           await write(encodeOpenResponse({
             frame: frames[0],
             modelName: this.host.summary.name,
             contextLength: this.host.contextSize,
             freeSlots: this.host.freeSlots,
             ...(promptLogprob !== undefined ? { promptLogprob, promptScored } : {})
-          }))
-          for (const f of frames.slice(1)) await write(encodeFrameResponse(f))
+          }, encoding))
+          for (const f of frames.slice(1)) await write(encodeFrameResponse(f, encoding))
           this.stats.frames += frames.length
           continue
         }
@@ -373,7 +378,7 @@ export class InferService implements Startable {
           if (stop.aborted) throw stop.reason
         }
         const { frames } = await this.evaluate(session, req.tokens, req.draft, 256, stop, { target: req.target })
-        for (const f of frames) await write(encodeFrameResponse(f))
+        for (const f of frames) await write(encodeFrameResponse(f, encoding))
         this.stats.frames += frames.length
       }
     } catch (err) {

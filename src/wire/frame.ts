@@ -2,12 +2,15 @@
  * Frame codec (protocols/infer.md, "Frame"): a sparse next-token distribution as
  *   ids       — ascending token ids, delta-coded unsigned LEB128 (first id as is, then differences)
  *   logprobs  — uint16 little-endian per entry, q = round(-logprob * LOGPROB_SCALE) clamped to 0..65535
+ *   or, compact (a router that asked for it in its Open):
+ *   logprobs_u8   — one byte per entry, q8 = round(-logprob / step) clamped to 0..255
+ *   logprob_floor — the deepest entry's uint16 q; step = logprob_floor / (LOGPROB_SCALE · 255)
  *   tail_mass — float32 probability of every unlisted token, in [0, 1]
  *   target_logprob — optional float32 (teacher forcing): exact logprob of the requested target, finite, ≤ 0
  */
 import { Frame as PbFrame } from './pb/infer.js'
 import { InvalidFrameError, MalformedMessageError, rethrowAs } from './errors.js'
-import { LOGPROB_SCALE, MAX_FRAME_ENTRIES, MAX_LOGPROB_Q, VOCAB_SIZE, type Frame } from './types.js'
+import { COMPACT_LEVELS, LOGPROB_SCALE, MAX_FRAME_ENTRIES, MAX_LOGPROB_Q, VOCAB_SIZE, type Frame } from './types.js'
 import { checkWireTypes, readVarint, varintLength, writeVarint } from './varint.js'
 import type { Uint8ArrayList } from 'uint8arraylist'
 
@@ -30,8 +33,19 @@ export function dequantizeLogprob (q: number): number {
   return q === 0 ? 0 : -q / LOGPROB_SCALE
 }
 
-/** validates `frame` and builds the protobuf fields (entries sorted by id) */
-export function frameToPb (frame: Frame, vocabSize: number = VOCAB_SIZE): PbFrame {
+/**
+ * a compact frame's logprob: -q8 · floor / (1024 · 255) (never -0). Exact for the deepest entry
+ * (q8 = 255: -floor / 1024, its uint16 value), so decoding and encoding again gives the same bytes.
+ */
+export function dequantizeCompact (q8: number, floor: number): number {
+  return q8 === 0 || floor === 0 ? 0 : -(q8 * floor) / (LOGPROB_SCALE * COMPACT_LEVELS)
+}
+
+/** how frames are written: 'full' (uint16 logprobs, 1/1024 nat) or 'compact' (one byte each, a per-frame step) */
+export type FrameEncoding = 'full' | 'compact'
+
+/** validates `frame` and builds the protobuf fields (entries sorted by id); `encoding` of the logprobs (default 'full') */
+export function frameToPb (frame: Frame, vocabSize: number = VOCAB_SIZE, encoding: FrameEncoding = 'full'): PbFrame {
   const { position, ids, logprobs } = frame
   if (!Number.isInteger(position) || position < 0 || position > 0xffffffff) {
     throw new InvalidFrameError(`position ${position} is not a uint32`)
@@ -50,15 +64,52 @@ export function frameToPb (frame: Frame, vocabSize: number = VOCAB_SIZE): PbFram
     idBytes += varintLength(id - prev)
   }
   const idsOut = new Uint8Array(idBytes)
-  const lpOut = new Uint8Array(2 * n)
+  const qs = new Uint16Array(n)
   for (let k = 0, pos = 0; k < n; k++) {
     const i = order[k]
     pos = writeVarint(idsOut, pos, ids[i] - (k === 0 ? 0 : ids[order[k - 1]]))
-    const q = quantizeLogprob(logprobs[i])
-    lpOut[2 * k] = q & 0xff
-    lpOut[2 * k + 1] = q >>> 8
+    qs[k] = quantizeLogprob(logprobs[i])
   }
-  const pb: PbFrame = { position, ids: idsOut, logprobs: lpOut, tailMass: checkTailMass(frame.tailMass) }
+  const pb: PbFrame = { position, ids: idsOut, logprobs: new Uint8Array(0), tailMass: checkTailMass(frame.tailMass), logprobsU8: new Uint8Array(0), logprobFloor: 0 }
+  if (encoding === 'compact' && n > 0) {
+    // the step is set by the deepest entry's uint16 value, which maps to 255 exactly
+    let floor = 0
+    for (let k = 0; k < n; k++) if (qs[k] > floor) floor = qs[k]
+    const out = new Uint8Array(n)
+    if (floor > 0) {
+      for (let k = 0; k < n; k++) {
+        // the deepest entries take 255: they decode to their uint16 value exactly
+        if (qs[k] === floor) { out[k] = COMPACT_LEVELS; continue }
+        const q8 = Math.round(Math.max(0, -logprobs[order[k]]) * LOGPROB_SCALE * COMPACT_LEVELS / floor)
+        out[k] = q8 > COMPACT_LEVELS ? COMPACT_LEVELS : q8
+      }
+      // a most likely entry stays the most likely (greedy decoding reads the argmax): when its
+      // logprob is strictly above every other, its q8 is strictly below theirs
+      let top = 0
+      let second = -1
+      for (let k = 1; k < n; k++) {
+        const lp = logprobs[order[k]]
+        if (lp > logprobs[order[top]]) { second = top; top = k } else if (second < 0 || lp > logprobs[order[second]]) second = k
+      }
+      if (second >= 0 && logprobs[order[top]] > logprobs[order[second]]) {
+        let m = COMPACT_LEVELS
+        for (let k = 0; k < n; k++) if (k !== top && out[k] < m) m = out[k]
+        if (out[top] >= m) {
+          if (m > 0) out[top] = m - 1
+          else for (let k = 0; k < n; k++) if (k !== top && out[k] === 0) out[k] = 1 // (not a distribution: two entries near 1)
+        }
+      }
+    }
+    pb.logprobsU8 = out
+    pb.logprobFloor = floor
+  } else {
+    const lpOut = new Uint8Array(2 * n)
+    for (let k = 0; k < n; k++) {
+      lpOut[2 * k] = qs[k] & 0xff
+      lpOut[2 * k + 1] = qs[k] >>> 8
+    }
+    pb.logprobs = lpOut
+  }
   if (frame.targetLogprob !== undefined) pb.targetLogprob = checkTargetLogprob(frame.targetLogprob)
   return pb
 }
@@ -86,8 +137,14 @@ function checkTailMass (t: number): number {
 export function frameFromPb (pb: PbFrame, vocabSize: number = VOCAB_SIZE): Frame {
   const idBuf = pb.ids
   const lpBuf = pb.logprobs
+  const u8 = pb.logprobsU8 ?? new Uint8Array(0)
+  const floor = pb.logprobFloor ?? 0
+  const compact = u8.byteLength > 0
+  if (compact && lpBuf.byteLength > 0) throw new InvalidFrameError('both logprobs and logprobs_u8')
+  if (!compact && floor !== 0) throw new InvalidFrameError('logprob_floor without logprobs_u8')
+  if (floor > MAX_LOGPROB_Q) throw new InvalidFrameError(`logprob_floor ${floor} > ${MAX_LOGPROB_Q}`)
   if (lpBuf.byteLength % 2 !== 0) throw new InvalidFrameError('odd logprobs length')
-  const n = lpBuf.byteLength / 2
+  const n = compact ? u8.byteLength : lpBuf.byteLength / 2
   if (n > MAX_FRAME_ENTRIES) throw new InvalidFrameError(`${n} entries > ${MAX_FRAME_ENTRIES}`)
 
   const ids = new Uint32Array(n)
@@ -106,7 +163,12 @@ export function frameFromPb (pb: PbFrame, vocabSize: number = VOCAB_SIZE): Frame
   if (count !== n) throw new InvalidFrameError(`${count} ids but ${n} logprobs`)
 
   const logprobs = new Float32Array(n)
-  for (let i = 0; i < n; i++) logprobs[i] = dequantizeLogprob(lpBuf[2 * i] | (lpBuf[2 * i + 1] << 8))
+  if (compact) {
+    if (floor === 0 && u8.some(q => q !== 0)) throw new InvalidFrameError('logprobs_u8 entries below 0 with a logprob_floor of 0')
+    for (let i = 0; i < n; i++) logprobs[i] = dequantizeCompact(u8[i], floor)
+  } else {
+    for (let i = 0; i < n; i++) logprobs[i] = dequantizeLogprob(lpBuf[2 * i] | (lpBuf[2 * i + 1] << 8))
+  }
 
   const tailMass = pb.tailMass
   if (!Number.isFinite(tailMass) || tailMass < 0 || tailMass > 1) {
@@ -122,8 +184,8 @@ export function frameFromPb (pb: PbFrame, vocabSize: number = VOCAB_SIZE): Frame
 }
 
 /** Frame → protobuf bytes; entries may come in any order. Throws InvalidFrameError. */
-export function encodeFrame (frame: Frame, vocabSize: number = VOCAB_SIZE): Uint8Array {
-  return PbFrame.encode(frameToPb(frame, vocabSize))
+export function encodeFrame (frame: Frame, vocabSize: number = VOCAB_SIZE, encoding: FrameEncoding = 'full'): Uint8Array {
+  return PbFrame.encode(frameToPb(frame, vocabSize, encoding))
 }
 
 /** protobuf bytes → Frame. Throws MalformedMessageError (not protobuf) or InvalidFrameError. */
@@ -135,5 +197,5 @@ export function decodeFrame (bytes: Uint8Array | Uint8ArrayList, vocabSize: numb
   return frameFromPb(pb, vocabSize)
 }
 
-/** wire types of Frame's fields: position varint, ids bytes, logprobs bytes, tail_mass and target_logprob fixed32 */
-export const FRAME_WIRE_TYPES = { 1: 0, 2: 2, 3: 2, 4: 5, 5: 5 } as const
+/** wire types of Frame's fields: position varint, ids bytes, logprobs bytes, tail_mass and target_logprob fixed32, logprobs_u8 bytes, logprob_floor varint */
+export const FRAME_WIRE_TYPES = { 1: 0, 2: 2, 3: 2, 4: 5, 5: 5, 6: 2, 7: 0 } as const

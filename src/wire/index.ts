@@ -4,7 +4,7 @@ export {
   MalformedMessageError, OversizedMessageError, InvalidFrameError, InvalidRecordError, ExpiredRecordError,
   WIRE_ERROR_NAMES, isWireError
 } from './errors.js'
-export { encodeFrame, decodeFrame, quantizeLogprob, dequantizeLogprob } from './frame.js'
+export { encodeFrame, decodeFrame, quantizeLogprob, dequantizeLogprob, dequantizeCompact, type FrameEncoding } from './frame.js'
 export {
   encodeRequest, decodeRequest, encodeFrameResponse, encodeOpenResponse, encodeErrorResponse, encodeHaltedResponse,
   decodeFrameResponse, decodeOpenResponse

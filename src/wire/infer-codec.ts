@@ -9,7 +9,7 @@
  * (status OK) or a UTF-8 message of at most 256 bytes (any other status).
  */
 import { MalformedMessageError, OversizedMessageError, rethrowAs } from './errors.js'
-import { decodeFrame, frameFromPb, frameToPb, FRAME_WIRE_TYPES } from './frame.js'
+import { decodeFrame, frameFromPb, frameToPb, FRAME_WIRE_TYPES, type FrameEncoding } from './frame.js'
 import { Frame as PbFrame, OpenInfo as PbOpenInfo } from './pb/infer.js'
 import {
   FINGERPRINT_BYTES, MAX_DRAFT_TOKENS, MAX_ERROR_MESSAGE_BYTES, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS,
@@ -79,6 +79,7 @@ export function encodeRequest (req: InferRequest): Uint8Array {
       }
       writeTarget(open, 6, req.target)
       if (req.scorePrompt === true) open.uint(7, 1)
+      if (req.compactFrames === true) open.uint(8, 1)
       out.bytes(1, open.finish())
       break
     }
@@ -152,6 +153,7 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
       let topK = 0
       let target: number | undefined
       let scorePrompt = false
+      let compactFrames = false
       const draft: number[] = []
       walk(buf, f.start, f.end, 'open', g => {
         if (g.no === 1) protocolVersion = scalar(g)
@@ -163,6 +165,7 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
         else if (g.no === 5) readTokens(buf, g, draft)
         else if (g.no === 6) target = readTarget(g)
         else if (g.no === 7) scorePrompt = scalar(g) !== 0
+        else if (g.no === 8) compactFrames = scalar(g) !== 0
       })
       if (draft.length > MAX_DRAFT_TOKENS) throw new MalformedMessageError(`open: draft of ${draft.length} tokens > ${MAX_DRAFT_TOKENS}`)
       if (fingerprint.byteLength !== FINGERPRINT_BYTES) throw new MalformedMessageError('open: fingerprint must be 32 bytes')
@@ -172,6 +175,7 @@ export function decodeRequest (bytes: Uint8Array | Uint8ArrayList): InferRequest
       if (draft.length > 0) req.draft = Uint32Array.from(draft)
       if (target !== undefined) req.target = target
       if (scorePrompt) req.scorePrompt = true
+      if (compactFrames) req.compactFrames = true
     } else if (f.no === 2) {
       const draft: number[] = []
       let rollback = 0
@@ -210,17 +214,17 @@ function withStatus (status: Status, payload: Uint8Array): Uint8Array {
   return out
 }
 
-/** OK + Frame: the response to a Step. Throws InvalidFrameError / OversizedMessageError. */
-export function encodeFrameResponse (frame: Frame): Uint8Array {
-  return withStatus(Status.OK, PbFrame.encode(frameToPb(frame)))
+/** OK + Frame: the response to a Step, its logprobs in `encoding` (default 'full'). Throws InvalidFrameError / OversizedMessageError. */
+export function encodeFrameResponse (frame: Frame, encoding: FrameEncoding = 'full'): Uint8Array {
+  return withStatus(Status.OK, PbFrame.encode(frameToPb(frame, VOCAB_SIZE, encoding)))
 }
 
-/** OK + OpenInfo: the response to an Open. */
-export function encodeOpenResponse (info: OpenInfo): Uint8Array {
+/** OK + OpenInfo: the response to an Open, its frame's logprobs in `encoding` (default 'full'). */
+export function encodeOpenResponse (info: OpenInfo, encoding: FrameEncoding = 'full'): Uint8Array {
   checkUint32('contextLength', info.contextLength)
   checkUint32('freeSlots', info.freeSlots)
   const pb: PbOpenInfo = {
-    frame: frameToPb(info.frame),
+    frame: frameToPb(info.frame, VOCAB_SIZE, encoding),
     modelName: info.modelName,
     contextLength: info.contextLength,
     freeSlots: info.freeSlots

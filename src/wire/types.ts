@@ -61,9 +61,11 @@ export type InferRequest =
   /**
    * Open; `target` (teacher forcing): the known token that follows the last evaluated position:
    * the last frame answered carries its exact logprob (Frame.targetLogprob). `scorePrompt`: the
-   * OpenInfo carries the prompt's exact log-likelihood (OpenInfo.promptLogprob).
+   * OpenInfo carries the prompt's exact log-likelihood (OpenInfo.promptLogprob). `compactFrames`:
+   * the router reads compact frames (one byte per logprob, protocols/infer.md §5); the expert
+   * may then send every frame of the session compact.
    */
-  | { type: 'open', protocolVersion: number, tokenizerFingerprint: Uint8Array, tokens: Uint32Array, topK: number, draft?: Uint32Array, target?: number, scorePrompt?: boolean }
+  | { type: 'open', protocolVersion: number, tokenizerFingerprint: Uint8Array, tokens: Uint32Array, topK: number, draft?: Uint32Array, target?: number, scorePrompt?: boolean, compactFrames?: boolean }
   /**
    * Step: erase the last `rollback` context tokens (rejected draft tokens), append `tokens`,
    * then, when `draft` is given, evaluate the draft tokens too: the expert answers with
@@ -87,6 +89,8 @@ export const MAX_ERROR_MESSAGE_BYTES = 256
 export const MAX_RECORD_BYTES = 4096
 /** largest quantised logprob (uint16): logprobs below -65535/1024 ≈ -64 nats clamp to it */
 export const MAX_LOGPROB_Q = 0xffff
+/** compact frames: one byte per logprob, q8 = round(-logprob / step) in 0..255, step = logprob_floor / (LOGPROB_SCALE · 255) */
+export const COMPACT_LEVELS = 255
 
 /**
  * a response carrying an error status and its (≤ 256-byte UTF-8) message; a HALTED response

@@ -19,6 +19,7 @@ import type { EvaluateOptions, EvaluateResult } from '../../src/expert/model-hos
 import { BusyError } from '../../src/util/errors.js'
 import { ExpertSession } from '../../src/router/expert-client.js'
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../../src/wire/infer-codec.js'
+import { Frame as PbFrame, OpenInfo as PbOpenInfo } from '../../src/wire/pb/infer.js'
 import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, Status, type Frame, type InferRequest } from '../../src/wire/types.js'
 import { abortListenersLeft, dial, fakeRegistrar, lengthPrefix, newPeerId, settle, sleep, type FakeRegistrar } from '../helpers/service-harness.js'
 
@@ -199,6 +200,27 @@ describe('InferService over in-memory streams (fake model)', function () {
     allFree()
     assert.equal(service.stats.sessionsOpened, 1)
     assert.equal(service.stats.frames, 5)
+  })
+
+  it('an Open asking for compact frames gets every frame of its session compact (OpenInfo, draft, steps); one without, full ones', async () => {
+    await startService()
+    /** the logprobs bytes of a response's frame: [full (2 per entry), compact (1 per entry)] */
+    const encodingOf = (raw: Uint8Array, isOpen = false): [number, number] => {
+      const f = isOpen ? PbOpenInfo.decode(raw.subarray(1)).frame : PbFrame.decode(raw.subarray(1))
+      return [f?.logprobs.byteLength ?? -1, f?.logprobsU8?.byteLength ?? -1]
+    }
+    const c = await connect()
+    assert.deepEqual(encodingOf(await c.request(open([1, 2, 3], { draft: ids(1), compactFrames: true })), true), [0, 4])
+    assert.deepEqual(encodingOf(await c.read()), [0, 4])
+    assert.deepEqual(encodingOf(await c.request(step([42], { rollback: 1 }))), [0, 4])
+    await c.send({ type: 'close' })
+    await expertClosed(c)
+    const d = await connect()
+    assert.deepEqual(encodingOf(await d.request(open([1, 2, 3])), true), [8, 0])
+    assert.deepEqual(encodingOf(await d.request(step([42]))), [8, 0])
+    await d.send({ type: 'close' })
+    await expertClosed(d)
+    allFree()
   })
 
   describe('malformed and out-of-order requests: INVALID_REQUEST / INCOMPATIBLE, then the expert closes', () => {

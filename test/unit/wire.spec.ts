@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import fc from 'fast-check'
 import { Uint8ArrayList } from 'uint8arraylist'
 import {
-  decodeFrame, decodeFrameResponse, decodeOpenResponse, decodeRequest, dequantizeLogprob, encodeErrorResponse,
+  decodeFrame, decodeFrameResponse, decodeOpenResponse, decodeRequest, dequantizeCompact, dequantizeLogprob, encodeErrorResponse,
   encodeFrame, encodeFrameResponse, encodeHaltedResponse, encodeOpenResponse, encodeRequest, isWireError, quantizeLogprob,
   LOGPROB_SCALE, MAX_FRAME_ENTRIES, MAX_REQUEST_BYTES, MAX_REQUEST_TOKENS, MAX_RESPONSE_BYTES, Status, VOCAB_SIZE
 } from '../../src/wire/index.js'
@@ -157,6 +157,78 @@ describe('wire: frame codec', () => {
   })
 })
 
+describe('wire: compact frames (one byte per logprob)', () => {
+  /** the step of a compact frame of `f`: its deepest entry's uint16 value over 255 levels */
+  const stepOf = (f: Frame): number => Math.max(0, ...Array.from(f.logprobs, lp => quantizeLogprob(lp))) / (LOGPROB_SCALE * 255)
+
+  it('round-trips any valid frame within a step, keeps a strict argmax, canonically', () => {
+    fc.assert(fc.property(frameArb, f => {
+      const bytes = encodeFrame(f, VOCAB_SIZE, 'compact')
+      const back = decodeFrame(bytes)
+      const want = expectedFrame(f)
+      assert.deepStrictEqual(back.ids, want.ids)
+      assert.equal(back.position, f.position)
+      assert.equal(back.tailMass, want.tailMass)
+      const step = stepOf(f)
+      for (let i = 0; i < f.ids.length; i++) {
+        const k = back.ids.indexOf(f.ids[i])
+        // half a step; the argmax up to one step more (kept above a near tie); the deepest its uint16 rounding
+        assert.ok(Math.abs(back.logprobs[k] - f.logprobs[i]) <= 1.5 * step + 2 * HALF_STEP + 1e-6, `${f.logprobs[i]} -> ${back.logprobs[k]} (step ${step})`)
+        assert.ok(back.logprobs[k] <= 0 && !Object.is(back.logprobs[k], -0))
+      }
+      // decoding and encoding again gives the same bytes
+      assert.deepStrictEqual(encodeFrame(back, VOCAB_SIZE, 'compact'), bytes)
+      // an entry more likely than every other stays so (greedy reads the argmax), wherever the
+      // full encoding (1/1024 nat) tells them apart
+      const sorted = [...f.logprobs].sort((x, y) => y - x)
+      if (sorted.length >= 2 && quantizeLogprob(sorted[0]) < quantizeLogprob(sorted[1])) {
+        const top = back.ids.indexOf(f.ids[f.logprobs.indexOf(sorted[0])])
+        assert.ok(back.logprobs.every((lp, k) => k === top || lp < back.logprobs[top]), 'the argmax is kept')
+      }
+    }), { numRuns: runs(1000) })
+  })
+
+  it('a realistic 256-entry frame takes about 30 % fewer bytes than the full encoding', () => {
+    let s = 11
+    const rand = (): number => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648
+    let full = 0
+    let compact = 0
+    for (let i = 0; i < 20; i++) {
+      const f = realisticFrame(rand)
+      full += encodeFrame(f).byteLength
+      compact += encodeFrame(f, VOCAB_SIZE, 'compact').byteLength
+    }
+    console.info(`      256-entry frame: full ${(full / 20).toFixed(1)} B, compact ${(compact / 20).toFixed(1)} B`)
+    // 256 fewer logprob bytes, 4 more for the floor (its tag and a 3-byte varint: ≈ 20 nats · 1024)
+    assert.equal(full - compact, 20 * (256 - 4))
+  })
+
+  it('dequantizes q8 = 0 to 0 (never -0), q8 = 255 to the floor exactly; logprobs below −64 nats clamp to the floor', () => {
+    assert.ok(Object.is(dequantizeCompact(0, 1000), 0))
+    assert.equal(dequantizeCompact(255, 12345), -12345 / 1024)
+    const f: Frame = { position: 3, ids: Uint32Array.of(1, 2, 3), logprobs: Float32Array.of(-0.01, -200, -30), tailMass: 0 }
+    const back = decodeFrame(encodeFrame(f, VOCAB_SIZE, 'compact'))
+    assert.equal(back.logprobs[1], -65535 / 1024)
+    assert.ok(Math.abs(back.logprobs[2] + 30) <= 65535 / 1024 / 255 / 2 + 1e-6)
+  })
+
+  it('a frame with no entries is the same either way; a router that asked for full frames still reads compact ones', () => {
+    const empty: Frame = { position: 9, ids: new Uint32Array(0), logprobs: new Float32Array(0), tailMass: 1 }
+    assert.deepStrictEqual(encodeFrame(empty, VOCAB_SIZE, 'compact'), encodeFrame(empty))
+    const f: Frame = { position: 4, ids: Uint32Array.of(5, 70), logprobs: Float32Array.of(-0.25, -4), tailMass: 0.1 }
+    const res = decodeFrameResponse(encodeFrameResponse(f, 'compact'))
+    assert.ok(res.status === Status.OK && 'frame' in res)
+    assert.deepStrictEqual([...res.frame.ids], [5, 70])
+  })
+
+  it('Open carries compact_frames (field 8); an Open without it asks for full frames', () => {
+    const open = { type: 'open' as const, protocolVersion: 1, tokenizerFingerprint: new Uint8Array(32), tokens: Uint32Array.of(1, 2), topK: 256 }
+    assert.deepStrictEqual(decodeRequest(encodeRequest({ ...open, compactFrames: true })), { ...open, compactFrames: true })
+    assert.deepStrictEqual(decodeRequest(encodeRequest(open)), open)
+    assert.deepStrictEqual(decodeRequest(encodeRequest({ ...open, compactFrames: false })), open)
+  })
+})
+
 // ---------------------------------------------------------------- requests
 
 describe('wire: requests', () => {
@@ -261,7 +333,7 @@ describe('wire: responses', () => {
 
 // ---------------------------------------------------------------- vectors
 
-interface Vector { name: string, kind: 'frame' | 'request' | 'response', answers?: 'step' | 'open', canonical?: boolean, value?: any, hex: string, error?: string }
+interface Vector { name: string, kind: 'frame' | 'request' | 'response', answers?: 'step' | 'open', canonical?: boolean, encoding?: 'compact', value?: any, hex: string, error?: string }
 const vectors: Vector[] = JSON.parse(readFileSync(new URL('../../../protocols/vectors/infer.json', import.meta.url), 'utf8'))
 
 /** decoded message → the JSON form used by the vectors */
@@ -281,12 +353,12 @@ function toJson (v: Vector, decoded: any): any {
 function fromJson (v: Vector): Uint8Array {
   const frame = (j: any): Frame => ({ ...j, ids: Uint32Array.from(j.ids), logprobs: Float32Array.from(j.logprobs) })
   const val = v.value
-  if (v.kind === 'frame') return encodeFrame(frame(val))
+  if (v.kind === 'frame') return encodeFrame(frame(val), VOCAB_SIZE, v.encoding ?? 'full')
   if (v.kind === 'request') {
     if (val.type === 'open') return encodeRequest({ ...val, tokenizerFingerprint: unhex(val.tokenizerFingerprint), tokens: Uint32Array.from(val.tokens) })
     return encodeRequest(val.type === 'step' ? { ...val, tokens: Uint32Array.from(val.tokens) } : val)
   }
-  if ('frame' in val) return encodeFrameResponse(frame(val.frame))
+  if ('frame' in val) return encodeFrameResponse(frame(val.frame), v.encoding ?? 'full')
   if ('open' in val) return encodeOpenResponse({ ...val.open, frame: frame(val.open.frame) })
   if (val.haltEnvelope != null) return encodeHaltedResponse(val.message, unhex(val.haltEnvelope))
   return encodeErrorResponse(val.status, val.message)

@@ -151,6 +151,11 @@ export namespace InferRequest {
     value: boolean
   }
 
+  export interface InferRequestOpenCompactFramesFieldEvent {
+    field: '$.open.compactFrames'
+    value: boolean
+  }
+
   export interface InferRequestStepTokensFieldEvent {
     field: '$.step.tokens[]'
     index: number
@@ -181,7 +186,7 @@ export namespace InferRequest {
     return decodeMessage(buf, InferRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferRequest>): Generator<InferRequestOpenProtocolVersionFieldEvent | InferRequestOpenTokenizerFingerprintFieldEvent | InferRequestOpenTokensFieldEvent | InferRequestOpenTopKFieldEvent | InferRequestOpenDraftFieldEvent | InferRequestOpenTargetFieldEvent | InferRequestOpenScorePromptFieldEvent | InferRequestStepTokensFieldEvent | InferRequestStepDraftFieldEvent | InferRequestStepRollbackFieldEvent | InferRequestStepTargetFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferRequest>): Generator<InferRequestOpenProtocolVersionFieldEvent | InferRequestOpenTokenizerFingerprintFieldEvent | InferRequestOpenTokensFieldEvent | InferRequestOpenTopKFieldEvent | InferRequestOpenDraftFieldEvent | InferRequestOpenTargetFieldEvent | InferRequestOpenScorePromptFieldEvent | InferRequestOpenCompactFramesFieldEvent | InferRequestStepTokensFieldEvent | InferRequestStepDraftFieldEvent | InferRequestStepRollbackFieldEvent | InferRequestStepTargetFieldEvent> {
     return streamMessage(buf, InferRequest.codec(), opts)
   }
 }
@@ -194,6 +199,7 @@ export interface Open {
   draft: number[]
   target?: number
   scorePrompt: boolean
+  compactFrames: boolean
 }
 
 export namespace Open {
@@ -245,6 +251,11 @@ export namespace Open {
           w.bool(obj.scorePrompt)
         }
 
+        if ((obj.compactFrames != null && obj.compactFrames !== false)) {
+          w.uint32(64)
+          w.bool(obj.compactFrames)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -255,7 +266,8 @@ export namespace Open {
           tokens: [],
           topK: 0,
           draft: [],
-          scorePrompt: false
+          scorePrompt: false,
+          compactFrames: false
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -298,6 +310,10 @@ export namespace Open {
             }
             case 7: {
               obj.scorePrompt = reader.bool()
+              break
+            }
+            case 8: {
+              obj.compactFrames = reader.bool()
               break
             }
             default: {
@@ -385,6 +401,13 @@ export namespace Open {
               }
               break
             }
+            case 8: {
+              yield {
+                field: `${prefix}.compactFrames`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -434,6 +457,11 @@ export namespace Open {
     value: boolean
   }
 
+  export interface OpenCompactFramesFieldEvent {
+    field: '$.compactFrames'
+    value: boolean
+  }
+
   export function encode (obj: Partial<Open>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Open.codec())
   }
@@ -442,7 +470,7 @@ export namespace Open {
     return decodeMessage(buf, Open.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Open>): Generator<OpenProtocolVersionFieldEvent | OpenTokenizerFingerprintFieldEvent | OpenTokensFieldEvent | OpenTopKFieldEvent | OpenDraftFieldEvent | OpenTargetFieldEvent | OpenScorePromptFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Open>): Generator<OpenProtocolVersionFieldEvent | OpenTokenizerFingerprintFieldEvent | OpenTokensFieldEvent | OpenTopKFieldEvent | OpenDraftFieldEvent | OpenTargetFieldEvent | OpenScorePromptFieldEvent | OpenCompactFramesFieldEvent> {
     return streamMessage(buf, Open.codec(), opts)
   }
 }
@@ -709,6 +737,8 @@ export interface Frame {
   logprobs: Uint8Array<ArrayBuffer>
   tailMass: number
   targetLogprob?: number
+  logprobsU8: Uint8Array<ArrayBuffer>
+  logprobFloor: number
 }
 
 export namespace Frame {
@@ -746,6 +776,16 @@ export namespace Frame {
           w.float(obj.targetLogprob)
         }
 
+        if ((obj.logprobsU8 != null && obj.logprobsU8.byteLength > 0)) {
+          w.uint32(50)
+          w.bytes(obj.logprobsU8)
+        }
+
+        if ((obj.logprobFloor != null && obj.logprobFloor !== 0)) {
+          w.uint32(56)
+          w.uint32(obj.logprobFloor)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -754,7 +794,9 @@ export namespace Frame {
           position: 0,
           ids: uint8ArrayAlloc(0),
           logprobs: uint8ArrayAlloc(0),
-          tailMass: 0
+          tailMass: 0,
+          logprobsU8: uint8ArrayAlloc(0),
+          logprobFloor: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -781,6 +823,14 @@ export namespace Frame {
             }
             case 5: {
               obj.targetLogprob = reader.float()
+              break
+            }
+            case 6: {
+              obj.logprobsU8 = reader.bytes()
+              break
+            }
+            case 7: {
+              obj.logprobFloor = reader.uint32()
               break
             }
             default: {
@@ -833,6 +883,20 @@ export namespace Frame {
               }
               break
             }
+            case 6: {
+              yield {
+                field: `${prefix}.logprobsU8`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 7: {
+              yield {
+                field: `${prefix}.logprobFloor`,
+                value: reader.uint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -870,6 +934,16 @@ export namespace Frame {
     value: number
   }
 
+  export interface FrameLogprobsU8FieldEvent {
+    field: '$.logprobsU8'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface FrameLogprobFloorFieldEvent {
+    field: '$.logprobFloor'
+    value: number
+  }
+
   export function encode (obj: Partial<Frame>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Frame.codec())
   }
@@ -878,7 +952,7 @@ export namespace Frame {
     return decodeMessage(buf, Frame.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FramePositionFieldEvent | FrameIdsFieldEvent | FrameLogprobsFieldEvent | FrameTailMassFieldEvent | FrameTargetLogprobFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FramePositionFieldEvent | FrameIdsFieldEvent | FrameLogprobsFieldEvent | FrameTailMassFieldEvent | FrameTargetLogprobFieldEvent | FrameLogprobsU8FieldEvent | FrameLogprobFloorFieldEvent> {
     return streamMessage(buf, Frame.codec(), opts)
   }
 }
@@ -1068,6 +1142,16 @@ export namespace OpenInfo {
     value: number
   }
 
+  export interface OpenInfoFrameLogprobsU8FieldEvent {
+    field: '$.frame.logprobsU8'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface OpenInfoFrameLogprobFloorFieldEvent {
+    field: '$.frame.logprobFloor'
+    value: number
+  }
+
   export interface OpenInfoModelNameFieldEvent {
     field: '$.modelName'
     value: string
@@ -1101,7 +1185,7 @@ export namespace OpenInfo {
     return decodeMessage(buf, OpenInfo.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenInfo>): Generator<OpenInfoFramePositionFieldEvent | OpenInfoFrameIdsFieldEvent | OpenInfoFrameLogprobsFieldEvent | OpenInfoFrameTailMassFieldEvent | OpenInfoFrameTargetLogprobFieldEvent | OpenInfoModelNameFieldEvent | OpenInfoContextLengthFieldEvent | OpenInfoFreeSlotsFieldEvent | OpenInfoPromptLogprobFieldEvent | OpenInfoPromptScoredFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenInfo>): Generator<OpenInfoFramePositionFieldEvent | OpenInfoFrameIdsFieldEvent | OpenInfoFrameLogprobsFieldEvent | OpenInfoFrameTailMassFieldEvent | OpenInfoFrameTargetLogprobFieldEvent | OpenInfoFrameLogprobsU8FieldEvent | OpenInfoFrameLogprobFloorFieldEvent | OpenInfoModelNameFieldEvent | OpenInfoContextLengthFieldEvent | OpenInfoFreeSlotsFieldEvent | OpenInfoPromptLogprobFieldEvent | OpenInfoPromptScoredFieldEvent> {
     return streamMessage(buf, OpenInfo.codec(), opts)
   }
 }
