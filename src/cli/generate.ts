@@ -46,6 +46,7 @@ export async function generate (values: Values): Promise<void> {
   if (values.via != null && (values.speculative === true || values.drafter != null)) throw new UsageError('--speculative and --drafter need --bootstrap (this process routes): --via does not carry them')
   if (values.drafter != null && values.speculative !== true) throw new UsageError('--drafter goes with --speculative')
   if (values.via != null && values['record-cache'] != null) throw new UsageError('--record-cache needs --bootstrap (this process routes): --via does not use it')
+  if (values.via != null && values.frames != null) throw new UsageError('--frames needs --bootstrap (this process routes): --via does not carry it')
   if (values['record-cache'] === '') throw new UsageError('--record-cache needs a file (or none)')
   // the one validation of every interface (src/router/options.ts): InvalidGenerateOptionError, exit 2
   const n = (v: string | undefined): number | undefined => v == null ? undefined : Number(v)
@@ -111,7 +112,7 @@ export async function generate (values: Values): Promise<void> {
     const { RecordCache, defaultRecordCachePath, meshName } = await import('../router/record-cache.js')
     const cacheSpec = values['record-cache'] ?? defaultRecordCachePath()
     const recordCache = cacheSpec === 'none' ? undefined : new RecordCache(cacheSpec, { mesh: meshName(bootstrap, governance) })
-    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer, router: { drafter, localModel, recordCache }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
+    const peer = await MeshPeer.start({ bootstrap, governance, tokenizer, router: { drafter, localModel, recordCache, ...(values.frames != null ? { frames: values.frames } : {}) }, catchUpMs: 5_000, ...(lan ? { reach: { mdns: true } } : {}) })
     try {
       if (lan) await joinLan(peer)
       const r = await peer.router.generate(prompt, opts)

@@ -64,7 +64,7 @@ export async function join (values: Values): Promise<void> {
   const localSpec: string | undefined = values['local-model'] != null && values['local-model'] !== 'none' ? values['local-model'] : undefined
   const localModel = localSpec != null ? await (await import('../router/local-model.js')).LocalModel.load(localSpec) : undefined
   const peer = await MeshPeer.start({
-    router: localModel != null ? { localModel } : undefined,
+    router: localModel != null || values.frames != null ? { ...(localModel != null ? { localModel } : {}), ...(values.frames != null ? { frames: values.frames } : {}) } : undefined,
     expert: {
       model: values.model,
       threads: int(values.threads, 'threads', 1),

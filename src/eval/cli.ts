@@ -58,6 +58,7 @@ export interface EvalValues {
   robust?: string
   documents?: string
   'local-model'?: string
+  frames?: 'compact' | 'full'
   tokenizer?: string
   json?: boolean
 }
@@ -135,6 +136,7 @@ export async function runEvalCommand (values: EvalValues): Promise<EvalResult> {
       ...opts,
       documents,
       localModel,
+      ...(values.frames != null ? { frames: values.frames } : {}),
       onProgress: bar != null ? (n, total) => { bar.update(total > 0 ? n / total : 1, `${n}/${total} positions`) } : undefined
     })
   } finally {
@@ -150,7 +152,7 @@ export function formatEvalResult (r: EvalResult): string {
   const f = (x: number | null | undefined): string => x == null ? '—' : x.toFixed(1)
   const lines: string[] = []
   lines.push(`${r.positions} positions (${r.windows} windows of ≤ 256 tokens, ${r.documents} documents), ` +
-    `${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token`)
+    `${r.bytesPerExpertToken.toFixed(0)} bytes per expert per token${r.frames != null ? ` (${r.frames} frames)` : ''}`)
   lines.push('')
   lines.push('expert                                                  model          exact   frames: uniform  unigram  bounded  listed')
   for (const [id, x] of Object.entries(r.experts)) {

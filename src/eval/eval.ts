@@ -27,6 +27,7 @@ import type { AggregationRule, WeightedDist } from '../aggregate/types.js'
 import type { TailModel } from '../aggregate/general.js'
 import { defaultTailPrior, localTailPrior, type TailPrior } from '../aggregate/prior.js'
 import type { LocalModel } from '../router/local-model.js'
+import type { FrameEncoding } from '../wire/frame.js'
 import { GENERATE_DEFAULTS, ROBUST_MIN_K, defaultTail, robustByDefault } from '../router/options.js'
 import { errorMessage } from '../util/errors.js'
 import { perplexityWeights, DEFAULT_PERPLEXITY_BETA, DEFAULT_PERPLEXITY_PRIOR_TOKENS } from '../aggregate/weighting.js'
@@ -109,6 +110,8 @@ export interface EvalOptions extends ScoreOptions {
   requestTimeoutMs?: number
   /** how long an expert may take to accept a session before it counts as unreachable (default 5 s) */
   probeTimeoutMs?: number
+  /** how the experts are asked to write frames: 'compact' (default, what a router's generations read) or 'full' (RouterOptions.frames) */
+  frames?: FrameEncoding
   signal?: AbortSignal
   /** called after each window with the positions collected so far */
   onProgress?: (positions: number, total: number) => void
@@ -213,6 +216,8 @@ export interface EvalResult {
   experts: Record<string, ExpertQuality>
   /** bytes per expert per evaluated position, both directions, framing included */
   bytesPerExpertToken: number
+  /** how the experts were asked to write frames (evaluateMesh; compact ones from an expert that predates them are full) */
+  frames?: FrameEncoding
   elapsedMs?: number
   /** experts found but not evaluated, and why */
   skipped: Array<{ id: string, model: string, error: string }>
@@ -313,7 +318,7 @@ export async function collectFrames (opts: EvalOptions): Promise<Collected> {
         signal.throwIfAborted()
         const { prompt: pr, tokens } = wins[w]
         const reqSignal = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(timeout)])
-        const session = await ExpertSession.connect(router.node, r.peerId, { signal: reqSignal() })
+        const session = await ExpertSession.connect(router.node, r.peerId, { signal: reqSignal(), frames: opts.frames ?? 'compact' })
         try {
           let frame = await session.open(Uint32Array.from([bos, ...pr]), tok.fingerprint, { signal: reqSignal(), target: tokens[0], scorePrompt: pr.length > 0 })
           if (promptScores != null) promptScores[e][w] = { logprob: session.info?.promptLogprob, count: session.info?.promptScored }
@@ -575,5 +580,6 @@ export async function evaluateMesh (opts: EvalOptions): Promise<EvalResult> {
   const collected = await collectFrames(opts)
   const result = scoreEvaluation(collected, opts)
   result.elapsedMs = performance.now() - t0
+  result.frames = opts.frames ?? 'compact'
   return result
 }

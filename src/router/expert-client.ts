@@ -6,6 +6,7 @@ import { INFER_PROTOCOL, INFER_PROTOCOL_VERSION, MAX_RESPONSE_BYTES, Status, typ
 import { decodeFrameResponse, decodeOpenResponse, encodeRequest } from '../wire/infer-codec.js'
 import { ExpertError, asError } from '../util/errors.js'
 import { lengthPrefixOptions } from '../wire/length-prefix.js'
+import type { FrameEncoding } from '../wire/frame.js'
 import { connectionFor, isCircuit, isPublicAddress, streamTo } from '../node/reach.js'
 
 /**
@@ -35,6 +36,16 @@ export interface SpeculateOptions extends AbortOptions {
   scorePrompt?: boolean
 }
 
+/** ExpertSession.connect / local: how the router asks the expert to write frames */
+export interface SessionOptions extends AbortOptions {
+  /**
+   * 'compact' (default): ask for compact frames, one byte per logprob at a per-frame step
+   * (≈ 600 instead of ≈ 870 bytes per 256-entry frame; protocols/infer.md §5); an expert that
+   * predates them sends full ones, which are read alike. 'full': uint16 logprobs (1/1024 nat).
+   */
+  frames?: FrameEncoding
+}
+
 function varintLength (n: number): number {
   return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4
 }
@@ -59,14 +70,14 @@ export class ExpertSession {
    * @param local the session runs over an in-process stream to this node's own expert
    * (InferService.openLocal): its bytes never cross a network
    */
-  private constructor (readonly peerId: PeerId, private readonly stream: Stream, private readonly lp: LengthPrefixedStream<Stream>, readonly local = false) {}
+  private constructor (readonly peerId: PeerId, private readonly stream: Stream, private readonly lp: LengthPrefixedStream<Stream>, readonly local = false, readonly encoding: FrameEncoding = 'compact') {}
 
   /** a session over an in-process /meshllm/infer stream to this node's own expert (InferService.openLocal) */
-  static local (peerId: PeerId, stream: Stream): ExpertSession {
-    return new ExpertSession(peerId, stream, lpStream(stream, lengthPrefixOptions(MAX_RESPONSE_BYTES)), true)
+  static local (peerId: PeerId, stream: Stream, options: SessionOptions = {}): ExpertSession {
+    return new ExpertSession(peerId, stream, lpStream(stream, lengthPrefixOptions(MAX_RESPONSE_BYTES)), true, options.frames)
   }
 
-  static async connect (node: MeshNode, peerId: PeerId, options: AbortOptions = {}): Promise<ExpertSession> {
+  static async connect (node: MeshNode, peerId: PeerId, options: SessionOptions = {}): Promise<ExpertSession> {
     const { signal } = options
     let stream: Stream
     try {
@@ -81,7 +92,7 @@ export class ExpertSession {
       await node.peerStore.merge(peerId, { multiaddrs: info.multiaddrs }).catch(() => {})
       stream = await node.dialProtocol(info.multiaddrs, INFER_PROTOCOL, { signal, runOnLimitedConnection: true })
     }
-    return new ExpertSession(peerId, stream, lpStream(stream, lengthPrefixOptions(MAX_RESPONSE_BYTES)))
+    return new ExpertSession(peerId, stream, lpStream(stream, lengthPrefixOptions(MAX_RESPONSE_BYTES)), false, options.frames)
   }
 
   private async request (bytes: Uint8Array, options: AbortOptions): Promise<Uint8Array> {
@@ -106,7 +117,8 @@ export class ExpertSession {
       tokens,
       topK: 256,
       ...(opts.target !== undefined ? { target: opts.target } : {}),
-      ...(opts.scorePrompt === true ? { scorePrompt: true } : {})
+      ...(opts.scorePrompt === true ? { scorePrompt: true } : {}),
+      ...(this.encoding === 'compact' ? { compactFrames: true } : {})
     }), opts))
     if (res.status !== Status.OK) throw statusError(res)
     this.info = res.open
@@ -155,7 +167,7 @@ export class ExpertSession {
       if (this.opening) throw new Error('the session is still opening: a pipelined round needs an open session')
       this.opening = true
       try {
-        const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft, ...(opts.scorePrompt === true ? { scorePrompt: true } : {}) })
+        const req = encodeRequest({ type: 'open', protocolVersion: INFER_PROTOCOL_VERSION, tokenizerFingerprint: fingerprint, tokens: context, topK: 256, draft, ...(opts.scorePrompt === true ? { scorePrompt: true } : {}), ...(this.encoding === 'compact' ? { compactFrames: true } : {}) })
         const res = decodeOpenResponse(await this.request(req, opts))
         if (res.status !== Status.OK) throw statusError(res)
         this.info = res.open

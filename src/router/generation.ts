@@ -20,6 +20,7 @@ import { createRng, sample, speculativeStep, speculativeStepSampled, type Propos
 import type { Aggregated, AggregationRule, Rng, SamplingOptions } from '../aggregate/types.js'
 import { BusyError, ContextOverflowError, ExpertError, HaltedError, IncompatibleTokenizerError, NoExpertsError, asError, errorMessage, errorName } from '../util/errors.js'
 import type { Drafter } from './drafter.js'
+import type { FrameEncoding } from '../wire/frame.js'
 import { ExpertHaltedError, ExpertSession } from './expert-client.js'
 import { robustAggregate } from './reputation.js'
 import { GENERATE_DEFAULTS, InvalidGenerateOptionError, defaultTail, robustByDefault } from './options.js'
@@ -66,8 +67,26 @@ interface Round {
   sentAt: number
 }
 
-/** RouterOptions.maxFramesPerToken's default: expected frames per emitted token a draft may cost (≈ 1.4 KB per expert per token) */
-export const DEFAULT_MAX_FRAMES_PER_TOKEN = 1.6
+/**
+ * RouterOptions.maxFramesPerToken's default: the expected frames per emitted token that cost
+ * each expert about this many bytes, at its sessions' measured bytes per frame (1.6 full
+ * frames, ≈ 2.3 compact ones)
+ */
+export const DRAFT_BYTES_PER_TOKEN = 1400
+/** a frame's bytes before a session has measured any: 256 entries, full (uint16 logprobs) or compact (one byte each) */
+export const FRAME_BYTES_ESTIMATE: Readonly<Record<FrameEncoding, number>> = Object.freeze({ full: 870, compact: 600 })
+
+/** the mean bytes of the frames `sessions` received so far (every byte of their responses), else the estimate for `encoding` */
+export function frameBytes (sessions: Array<{ bytesReceived: number, frames: number } | undefined>, encoding: FrameEncoding): number {
+  let bytes = 0
+  let frames = 0
+  for (const s of sessions) {
+    if (s == null || s.frames === 0) continue
+    bytes += s.bytesReceived
+    frames += s.frames
+  }
+  return frames > 0 ? bytes / frames : FRAME_BYTES_ESTIMATE[encoding]
+}
 
 /** the acceptance estimate before any round: 0.6 (3 accepted, 2 rejected) */
 const PRIOR_ACCEPTED = 3
@@ -577,7 +596,7 @@ export class Generation {
       acceptance: Generation.acceptance(spec),
       rttMs: Math.min(...pool.map(c => healthNow(c).latencyMs)),
       room: Math.min(spec.budget - spec.emitted - 1, this.maxContext - 2 - this.context.length, MAX_DRAFT),
-      maxFramesPerToken: this.core.options.maxFramesPerToken ?? DEFAULT_MAX_FRAMES_PER_TOKEN
+      maxFramesPerToken: this.core.options.maxFramesPerToken ?? DRAFT_BYTES_PER_TOKEN / frameBytes(pool.map(c => c.session), this.core.options.frames ?? 'compact')
     })
   }
 

@@ -22,6 +22,7 @@ import type { LocalModel } from './local-model.js'
 import { HaltedError } from '../util/errors.js'
 import { discoverExperts } from './discovery.js'
 import type { RecordCache } from './record-cache.js'
+import type { FrameEncoding } from '../wire/frame.js'
 import { ExpertSession, type ExpertHaltedError } from './expert-client.js'
 import { HealthTable, LruMap, MAX_TRACKED_EXPERTS } from './health.js'
 import { ReputationTable, type ReputationOptions } from './reputation.js'
@@ -231,11 +232,19 @@ export interface RouterOptions {
   /**
    * a speculative round's draft is no longer than keeps the expected frames per emitted token
    * (draft length + 1 over the tokens the measured acceptance makes it yield) at or below this:
-   * each rejected draft position costs every expert's upload a frame (≈ 850 bytes). Default
-   * DEFAULT_MAX_FRAMES_PER_TOKEN (1.6, ≈ 1.4 KB per expert per token); Infinity lets the
+   * each rejected draft position costs every expert's upload a frame (≈ 600 bytes compact,
+   * ≈ 870 full). Default: DRAFT_BYTES_PER_TOKEN (1 400) over the bytes per frame the chosen
+   * experts' sessions measured (before any: FRAME_BYTES_ESTIMATE), i.e. ≈ 1.4 KB per expert
+   * per token whatever the encoding (≈ 2.3 compact frames, 1.6 full ones); Infinity lets the
    * draft length maximise tokens per second alone.
    */
   maxFramesPerToken?: number
+  /**
+   * how experts are asked to write frames (src/router/expert-client.ts SessionOptions):
+   * 'compact' (default; one byte per logprob at a per-frame step, ≈ 30 % fewer bytes) or
+   * 'full' (uint16 logprobs, 1/1024 nat). Experts that predate compact frames send full ones.
+   */
+  frames?: FrameEncoding
   /**
    * the 'online' weighting's memory across this router's generations (src/router/online-weights.ts,
    * docs/quality.md §5): each expert's record over its last ≤ memoryTokens emitted tokens and
@@ -340,8 +349,9 @@ export class Router {
       known: () => this.withLocal(this.known.filter(x => x.expiresAtMs > Date.now())),
       connect: async (peerId, options) => {
         const local = opts.local
-        if (local != null && peerId.equals(local.peerId)) return ExpertSession.local(peerId, await local.openStream(options))
-        return await ExpertSession.connect(node, peerId, options)
+        const frames = opts.frames ?? 'compact'
+        if (local != null && peerId.equals(local.peerId)) return ExpertSession.local(peerId, await local.openStream(options), { frames })
+        return await ExpertSession.connect(node, peerId, { ...options, frames })
       }
     }
   }

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs'
 import { flag, int, required, str, strs, type Command, type Values } from '../args.js'
 import { RULES, TAILS, WEIGHTINGS } from '../../router/options.js'
 import { DEFAULT_PERPLEXITY_BETA } from '../../aggregate/weighting.js'
-import { BOOTSTRAP, JSON_OUT, TOKENIZER } from './shared.js'
+import { BOOTSTRAP, FRAMES, JSON_OUT, TOKENIZER } from './shared.js'
 
 /** comma-separated choices; the defaults are src/eval/eval.ts DEFAULT_RULES/WEIGHTINGS/TAILS (checked by test/unit/cli-help.spec.ts) */
 export const EVAL_LIST_DEFAULTS = Object.freeze({ rules: 'mixture,product,median', weighting: 'uniform,fixed,perplexity,online', tails: 'uniform,unigram,bounded,context', robust: 'off,on' })
@@ -28,6 +28,7 @@ export const evalCmd: Command = {
     robust: str('without and/or with robust aggregation (screening, reputation), comma-separated: off, on', { defaultDescription: EVAL_LIST_DEFAULTS.robust }),
     documents: str('held-out documents to take windows from: <first>[-<last>], 0-based (docs/quality.md: report 0-30, tuning 31-59, unseen 60-91)', { defaultDescription: 'all, in file order' }),
     'local-model': str("the router's own model for the 'local' tail (a bundled name, .gguf path or URI; never an expert); none: no local model", { defaultDescription: 'none' }),
+    frames: FRAMES,
     tokenizer: TOKENIZER,
     json: JSON_OUT
   }),

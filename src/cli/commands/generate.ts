@@ -2,7 +2,7 @@
 import type { Argv, Options } from 'yargs'
 import { flag, rangeText, str, strs, type Command, type Values } from '../args.js'
 import { GENERATE_DEFAULTS as D, GENERATE_LIMITS as L, RULES, TAILS, WEIGHTINGS, validateGenerateOptions } from '../../router/options.js'
-import { BOOTSTRAP, GOVERNANCE, JSON_OUT, TOKENIZER } from './shared.js'
+import { BOOTSTRAP, FRAMES, GOVERNANCE, JSON_OUT, TOKENIZER } from './shared.js'
 
 const last = (v: unknown): unknown => Array.isArray(v) ? v[v.length - 1] : v
 
@@ -44,6 +44,7 @@ export const generate: Command = {
       speculative: flag('lossless speculative decoding: draft locally, have the experts score the draft (not with --via)'),
       drafter: str('the drafter of --speculative: ngram or a model', { defaultDescription: 'meshtest-a' }),
       'record-cache': str('file of expert records kept across runs: the experts an earlier run found are dialled while the DHT is asked (none: no cache; not with --via)', { defaultDescription: 'records.json in the model cache: $MESHLLM_CACHE, else $XDG_CACHE_HOME/meshllm, else ~/.cache/meshllm' }),
+      frames: FRAMES,
       tokenizer: TOKENIZER,
       governance: GOVERNANCE,
       'generate-token': str('with --via: file whose first line is the routing peer\'s token (else $MESHLLM_GENERATE_TOKEN)'),

@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs'
 import { flag, int, required, str, strs, type Command, type Values } from '../args.js'
 import { GENERATE_LIMITS } from '../../router/options.js'
-import { BOOTSTRAP, GOVERNANCE } from './shared.js'
+import { BOOTSTRAP, FRAMES, GOVERNANCE } from './shared.js'
 import { MAX_RESERVATIONS } from '../../node/reach-limits.js'
 import { AUTO_MAX_SESSIONS, AUTO_MIN_SESSIONS, MAX_SESSIONS } from '../../expert/sessions.js'
 
@@ -29,6 +29,7 @@ export const join: Command = {
       gpu: str('use a GPU node-llama-cpp finds (auto), or none (off; "false" is the same)', { choices: ['auto', 'off', 'false'], defaultDescription: 'auto' }),
       'idle-timeout': int('milliseconds after which an idle session is closed', 1, Number.MAX_SAFE_INTEGER, { defaultDescription: '60000' }),
       governance: GOVERNANCE,
+      frames: FRAMES,
       'no-route': flag('do not route generations for other peers (/meshllm/generate off)'),
       'generate-token': str('file whose first line is the token --via callers must present (mode 600; else $MESHLLM_GENERATE_TOKEN; without either, routing is open)'),
       'generate-max-k': int('most experts per token a --via caller may ask for', 1, GENERATE_LIMITS.k[1], { defaultDescription: '8' }),
