@@ -4,7 +4,8 @@
  * --drafter <model> (speculation drafter, default meshtest-a), --latency 0,100 and --k 1,4 (subsets),
  * --modes tbt,spec0,spec0-serial,spec08,spec08-nocap (default tbt,spec0,spec08; spec0-serial: greedy
  * speculation without pipelined rounds; spec08-nocap: drafts not bounded by maxFramesPerToken),
- * --reps <n> (runs per row, default 3, --quick 1), --out <name> (bench/<name>.json and .svg, default
+ * --reps <n> (runs per row, default 3, --quick 1), --frames compact|full (what the routers ask for;
+ * default compact), --frames-per-token <x> (a fixed draft cap instead of the byte budget), --out <name> (bench/<name>.json and .svg, default
  * results/chart).
  *
  * 1. frame building per position for each bundled model (forward pass vs frame cost, size)
@@ -21,6 +22,7 @@ import os from 'node:os'
 import { ModelHost } from '../src/expert/model-host.js'
 import { resolveModel } from '../src/expert/resolve.js'
 import { encodeFrame } from '../src/wire/frame.js'
+import { VOCAB_SIZE } from '../src/wire/types.js'
 import { benchAggregate } from '../src/aggregate/bench.js'
 import { spawnExpert, stopExpert, type SpawnedExpert } from '../src/peer/spawn.js'
 import { createMeshNode, connectBootstrap } from '../src/node/node.js'
@@ -40,6 +42,12 @@ const onlyLatencies = opt('--latency')?.split(',').map(Number)
 const onlyKs = opt('--k')?.split(',').map(Number)
 const modeNames = (opt('--modes') ?? 'tbt,spec0,spec08').split(',')
 const outName = opt('--out')
+// the frames the router asks for (RouterOptions.frames) and a fixed draft cap in frames per token (default: the byte budget)
+const framesOpt = opt('--frames')
+if (framesOpt != null && framesOpt !== 'compact' && framesOpt !== 'full') throw new Error('--frames: compact or full')
+const framesCapOpt = opt('--frames-per-token') != null ? Number(opt('--frames-per-token')) : undefined
+if (framesCapOpt != null && !(framesCapOpt > 0)) throw new Error('--frames-per-token: a number > 0')
+const routerOpts = { ...(framesOpt != null ? { frames: framesOpt as 'compact' | 'full' } : {}), ...(framesCapOpt != null ? { maxFramesPerToken: framesCapOpt } : {}) }
 const MODES: Record<string, { speculative: boolean, temperature: number, pipelined?: boolean, framesCap?: boolean }> = {
   tbt: { speculative: false, temperature: 0 },
   spec0: { speculative: true, temperature: 0, pipelined: true },
@@ -59,15 +67,17 @@ async function frames (): Promise<unknown[]> {
     let f = await s.append([host.summary.bosTokenId!, ...host.model.tokenize('The kernel') as number[]])
     s.timing.forwardMs = 0; s.timing.frameMs = 0
     let bytes = 0
+    let compactBytes = 0
     const n = 64
     for (let i = 0; i < n; i++) {
       let best = 0
       for (let j = 1; j < f.ids.length; j++) if (f.logprobs[j] > f.logprobs[best]) best = j
       f = await s.append([f.ids[best]])
       bytes += encodeFrame(f).length
+      compactBytes += encodeFrame(f, VOCAB_SIZE, 'compact').length
     }
-    const r = { model: m, positions: n, native: (s as any).nativeFrames === true, forwardMsPerPosition: s.timing.forwardMs / n, frameMsPerPosition: s.timing.frameMs / n, frameBytes: bytes / n }
-    log(`frames  ${m}: forward ${r.forwardMsPerPosition.toFixed(2)} ms, frame ${r.frameMsPerPosition.toFixed(2)} ms per position (${r.native ? 'native' : 'sampler fallback'}), ${r.frameBytes.toFixed(0)} bytes`)
+    const r = { model: m, positions: n, native: (s as any).nativeFrames === true, forwardMsPerPosition: s.timing.forwardMs / n, frameMsPerPosition: s.timing.frameMs / n, frameBytes: bytes / n, compactFrameBytes: compactBytes / n }
+    log(`frames  ${m}: forward ${r.forwardMsPerPosition.toFixed(2)} ms, frame ${r.frameMsPerPosition.toFixed(2)} ms per position (${r.native ? 'native' : 'sampler fallback'}), ${r.frameBytes.toFixed(0)} bytes full, ${r.compactFrameBytes.toFixed(0)} compact`)
     out.push(r)
     await s.close()
     await host.close()
@@ -136,9 +146,9 @@ async function mesh (): Promise<{ runs: MeshRun[], expertPeakRssKb: number[], ro
     await connectBootstrap(node, [experts[0].addr])
     const tokenizer = await RouterTokenizer.load()
     const drafter = await ModelDrafter.load(drafterModel)
-    const router = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter })
-    const serial = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter, pipelineRounds: false })
-    const nocap = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter, maxFramesPerToken: Infinity })
+    const router = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter, ...routerOpts })
+    const serial = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter, pipelineRounds: false, ...routerOpts })
+    const nocap = new Router(node, tokenizer, { discoveryTtlMs: 600_000, drafter, ...routerOpts, maxFramesPerToken: Infinity })
     for (let i = 0; i < 80 && (await router.experts(true)).compatible.length < experts.length; i++) await new Promise(resolve => setTimeout(resolve, 250))
     log(`mesh    ${(await router.experts()).compatible.length} experts found through the DHT`)
     await router.generate('warm up', { k: Math.min(8, experts.length), maxTokens: 8, ignoreEos: true })
@@ -220,7 +230,7 @@ const frameResults = await frames()
 const agg = benchAggregate()
 for (const r of agg) log(`aggregate ${r.rule} K=${r.k}: ${r.meanUs.toFixed(1)} µs per token`)
 const meshResults = await mesh()
-const out = { date: new Date().toISOString(), machine, experts: nExperts, quick, drafter: drafterModel, frames: frameResults, aggregate: agg, mesh: meshResults }
+const out = { date: new Date().toISOString(), machine, experts: nExperts, quick, drafter: drafterModel, routerFrames: framesOpt ?? 'compact', framesPerTokenCap: framesCapOpt ?? 'byte budget', frames: frameResults, aggregate: agg, mesh: meshResults }
 const dir = new URL('../../bench/', import.meta.url)
 await writeFile(new URL(`${outName ?? 'results'}.json`, dir), JSON.stringify(out, null, 2) + '\n')
 await writeFile(new URL(`${outName ?? 'chart'}.svg`, dir), renderChart(meshResults.runs, meshResults.computeMsPerToken, machine))

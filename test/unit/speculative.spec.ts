@@ -7,7 +7,7 @@ import fc from 'fast-check'
 import { createRng, distributionAfterSampling, samplingProbability, speculativeStep, speculativeStepSampled, proposalDistribution, sampleProposal, argmax } from '../../src/aggregate/index.js'
 import type { Aggregated, Proposal, SamplingOptions } from '../../src/aggregate/index.js'
 import { NgramDrafter } from '../../src/router/drafter.js'
-import { MAX_AHEAD, PIPELINE_REACH, draftLengthFor, pipelineAhead } from '../../src/router/generation.js'
+import { DRAFT_BYTES_PER_TOKEN, FRAME_BYTES_ESTIMATE, MAX_AHEAD, PIPELINE_REACH, draftLengthFor, frameBytes, pipelineAhead } from '../../src/router/generation.js'
 import { runs } from '../helpers/fuzz.js'
 
 function makeAgg (V: number, ids: number[], ws: number[], restMass: number): Aggregated {
@@ -196,5 +196,15 @@ describe('adaptive draft length (draftLengthFor)', () => {
     assert.ok(at(0.9, 200) > at(0.9, 5))
     assert.ok(at(0.9, 200) > at(0.5, 200))
     assert.equal(at(Number.NaN, 200), at(0.05, 200), 'an unknown acceptance counts as the lowest')
+  })
+
+  it("the default cap is a byte budget: the sessions' measured bytes per frame, else the encoding's estimate", () => {
+    assert.equal(frameBytes([undefined, { bytesReceived: 0, frames: 0 }], 'compact'), FRAME_BYTES_ESTIMATE.compact)
+    assert.equal(frameBytes([], 'full'), FRAME_BYTES_ESTIMATE.full)
+    assert.equal(frameBytes([{ bytesReceived: 6300, frames: 10 }, undefined, { bytesReceived: 1900, frames: 3 }], 'full'), 8200 / 13)
+    // the same 1.4 KB buy longer drafts in compact frames than in full ones (a = 0.78: 1.6 full frames per token allow 4)
+    const length = (bytes: number): number => draftLengthFor({ acceptance: 0.78, rttMs: 200, room: 16, maxFramesPerToken: DRAFT_BYTES_PER_TOKEN / bytes })
+    assert.equal(length(FRAME_BYTES_ESTIMATE.full), 4)
+    assert.ok(length(FRAME_BYTES_ESTIMATE.compact) > length(FRAME_BYTES_ESTIMATE.full))
   })
 })
